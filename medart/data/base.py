@@ -1,0 +1,149 @@
+"""The dataset shape every medart loader returns.
+
+A medart dataset is a map-style :class:`torch.utils.data.Dataset` that yields
+``(image, label)`` with ``image`` a float32 tensor ``(3, S, S)`` in [0, 1] (grey-scale repeated
+to three channels, resized to the model's input size ``S``) and ``label`` an ``int``. It also
+exposes ``targets`` (``(N,)`` int64 array) and ``classes`` (names, index = label), so splits and
+class counts never have to read the images.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from medart.errors import DataError
+
+DATA_DIR_ENV = "MEDART_DATA_DIR"
+
+Transform = Callable[[torch.Tensor], torch.Tensor]
+
+
+def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
+    """The data directory: ``data_dir`` if given, else ``$MEDART_DATA_DIR``, else ``~/.medart/data``."""
+    if data_dir:
+        return Path(data_dir).expanduser()
+    if os.environ.get(DATA_DIR_ENV):
+        return Path(os.environ[DATA_DIR_ENV]).expanduser()
+    return Path.home() / ".medart" / "data"
+
+
+def to_tensor_image(pixels: np.ndarray, size: int | None = None) -> torch.Tensor:
+    """``uint8`` pixels ``(H, W)``, ``(H, W, 1)`` or ``(H, W, 3)`` → float32 ``(3, S, S)`` in [0, 1].
+
+    Resizing (bilinear, antialiased) happens only when ``size`` differs from the image's size;
+    non-square images are centre-cropped to a square first, as in the paper's preprocessing.
+    """
+    x = torch.from_numpy(np.ascontiguousarray(pixels))
+    if x.ndim == 2:
+        x = x.unsqueeze(-1)
+    if x.ndim != 3 or x.shape[-1] not in (1, 3):
+        raise DataError(f"image has shape {tuple(pixels.shape)}; expected (H, W), (H, W, 1) or (H, W, 3)")
+    x = x.permute(2, 0, 1).to(torch.float32).div_(255.0)
+    if x.shape[0] == 1:
+        x = x.expand(3, -1, -1)
+    h, w = x.shape[1:]
+    if h != w:
+        side = min(h, w)
+        top, left = (h - side) // 2, (w - side) // 2
+        x = x[:, top : top + side, left : left + side]
+    if size is not None and size != x.shape[1]:
+        x = F.interpolate(x.unsqueeze(0), size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
+        x = x.clamp_(0.0, 1.0)
+    return x.contiguous()
+
+
+def check_labels(labels: np.ndarray, num_classes: int, where: str) -> np.ndarray:
+    """Labels as a flat int64 array, refusing values outside ``0 … num_classes-1``."""
+    labels = np.asarray(labels)
+    if labels.ndim == 2 and labels.shape[1] == 1:
+        labels = labels[:, 0]
+    if labels.ndim != 1:
+        raise DataError(f"{where}: labels have shape {labels.shape}; expected (N,) or (N, 1)")
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        bad = labels[(labels < 0) | (labels >= num_classes)][0]
+        raise DataError(
+            f"{where}: label {bad} is out of range for {num_classes} classes (0…{num_classes - 1}); "
+            "fix the label file or choose the matching dataset"
+        )
+    return labels.astype(np.int64)
+
+
+class MedicalImageDataset(Dataset):
+    """Base class: subclasses set ``classes`` and ``targets`` and implement :meth:`load_pixels`."""
+
+    classes: list[str]
+    targets: np.ndarray
+
+    def __init__(self, image_size: int | None = None, transform: Transform | None = None) -> None:
+        self.image_size = image_size
+        self.transform = transform
+
+    def load_pixels(self, index: int) -> np.ndarray:
+        """The raw ``uint8`` pixels of image ``index``, ``(H, W)`` or ``(H, W, C)``."""
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        x = to_tensor_image(self.load_pixels(index), self.image_size)
+        if self.transform is not None:
+            x = self.transform(x)
+        return x, int(self.targets[index])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def class_counts(self) -> dict[str, int]:
+        counts = np.bincount(self.targets, minlength=self.num_classes)
+        return {name: int(c) for name, c in zip(self.classes, counts)}
+
+    def subset(self, indices: Sequence[int] | np.ndarray) -> "Subset":
+        return Subset(self, np.asarray(indices, dtype=np.int64))
+
+
+class Subset(MedicalImageDataset):
+    """A view of some images of another dataset, keeping its classes and targets."""
+
+    def __init__(self, parent: MedicalImageDataset, indices: np.ndarray) -> None:
+        super().__init__(parent.image_size, parent.transform)
+        self.parent = parent
+        self.indices = indices
+        self.classes = parent.classes
+        self.targets = parent.targets[indices]
+
+    def load_pixels(self, index: int) -> np.ndarray:
+        return self.parent.load_pixels(int(self.indices[index]))
+
+
+class ArrayDataset(MedicalImageDataset):
+    """Images held in memory as one ``uint8`` array ``(N, H, W)`` or ``(N, H, W, C)``."""
+
+    def __init__(
+        self,
+        images: np.ndarray,
+        labels: np.ndarray,
+        classes: Sequence[str],
+        image_size: int | None = None,
+        transform: Transform | None = None,
+        where: str = "dataset",
+    ) -> None:
+        super().__init__(image_size, transform)
+        if images.dtype != np.uint8 or images.ndim not in (3, 4):
+            raise DataError(f"{where}: images are {images.dtype} {images.shape}; expected uint8 (N, H, W[, C])")
+        if len(images) != len(labels):
+            raise DataError(f"{where}: {len(images)} images but {len(labels)} labels")
+        self.images = images
+        self.classes = list(classes)
+        self.targets = check_labels(labels, len(self.classes), where)
+
+    def load_pixels(self, index: int) -> np.ndarray:
+        return self.images[index]

@@ -1,0 +1,1 @@
+"""The paper's ResNet classifier, its training, and its life in the MLflow registry."""

@@ -1,0 +1,63 @@
+"""Predictions and the paper's classification metrics (accuracy, AUC)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from sklearn.metrics import roc_auc_score
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module,
+    dataset: Dataset,
+    batch_size: int = 256,
+    device: str | torch.device = "auto",
+    progress: bool = False,
+    desc: str = "predict",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Softmax probabilities ``(N, K)`` and labels ``(N,)`` of ``dataset`` under ``model`` (eval mode)."""
+    device = resolve_device(device)
+    model.eval().to(device)
+    probs, labels = [], []
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    for x, y in tqdm(loader, desc=desc, disable=not progress, leave=False):
+        probs.append(torch.softmax(model(x.to(device)), dim=1).cpu())
+        labels.append(y)
+    return torch.cat(probs).numpy(), torch.cat(labels).numpy()
+
+
+def classification_metrics(probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """``acc`` and ``auc`` in [0, 1] and the mean cross-entropy ``loss``.
+
+    AUC is the ROC-AUC of the positive class for 2 classes and the one-vs-rest macro average
+    otherwise; it is NaN when the labels hold a single class (AUC is then undefined).
+    """
+    k = probs.shape[1]
+    eps = np.finfo(np.float32).tiny
+    out = {
+        "acc": float((probs.argmax(1) == labels).mean()),
+        "loss": float(-np.log(probs[np.arange(len(labels)), labels] + eps).mean()),
+    }
+    present = np.unique(labels)
+    if len(present) < 2:
+        out["auc"] = float("nan")
+    elif k == 2:
+        out["auc"] = float(roc_auc_score(labels, probs[:, 1]))
+    else:
+        out["auc"] = float(roc_auc_score(labels, probs, multi_class="ovr", average="macro", labels=np.arange(k)))
+    return out
+
+
+def evaluate(model: nn.Module, dataset: Dataset, batch_size: int = 256, device: str | torch.device = "auto") -> dict[str, float]:
+    probs, labels = predict(model, dataset, batch_size, device)
+    return classification_metrics(probs, labels)

@@ -1,0 +1,119 @@
+"""Logging medart models to MLflow, registering them, and loading them back safely.
+
+A model is stored as tensor-only weights (``weights.pt``, read with ``weights_only=True``) plus
+its architecture as JSON (``medart.json``), wrapped as an MLflow pyfunc "model from code" so the
+registry, ``mlflow models serve`` and ``models:/`` URIs all work — and loading never unpickles
+arbitrary objects. (``mlflow.pytorch.log_model``'s formats are avoided on purpose: ``pickle`` runs
+code on load, and ``pt2``'s reloaded module breaks ART and torchattacks.)
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import torch
+from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
+from mlflow.types import Schema, TensorSpec
+
+from medart.errors import ModelError
+from medart.models.resnet import MedResNet
+
+WEIGHTS, CONFIG = "weights.pt", "medart.json"
+ARTIFACT_NAME = "model"
+_PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
+
+
+def registered_name(dataset: str) -> str:
+    """Registry name of a dataset's models: ``medart-<dataset>``."""
+    return f"medart-{dataset}"
+
+
+def save_files(model: MedResNet, folder: Path) -> dict[str, str]:
+    """Write ``medart.json`` and ``weights.pt`` into ``folder``; returns their paths by role."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / CONFIG).write_text(json.dumps(model.config, indent=2))
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, folder / WEIGHTS)
+    return {"config": str(folder / CONFIG), "weights": str(folder / WEIGHTS)}
+
+
+def load_files(config_path: str | Path, weights_path: str | Path, device: str | torch.device = "cpu") -> MedResNet:
+    """Rebuild a model from its JSON architecture and tensor-only weights."""
+    try:
+        config = json.loads(Path(config_path).read_text())
+        model = MedResNet.from_config(config)
+        state = torch.load(weights_path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+    except FileNotFoundError as exc:
+        raise ModelError(f"{exc.filename} is missing; this is not a medart model folder") from exc
+    except (json.JSONDecodeError, KeyError, RuntimeError, TypeError, ValueError) as exc:
+        raise ModelError(f"cannot load medart model from {Path(config_path).parent}: {type(exc).__name__}: {exc}") from exc
+    return model.to(device).eval()
+
+
+def log_model(model: MedResNet, registered_model_name: str | None = None, image_size: int | None = None) -> mlflow.models.model.ModelInfo:
+    """Log ``model`` to the active run as ``model`` and optionally register a new version of it."""
+    size = image_size or model.config.get("image_size") or -1
+    signature = ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 3, size, size))]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, model.config["num_classes"]))]),
+    )
+    from medart import __version__
+
+    with tempfile.TemporaryDirectory() as tmp:
+        artifacts = save_files(model, Path(tmp))
+        return mlflow.pyfunc.log_model(
+            name=ARTIFACT_NAME,
+            python_model=str(_PYFUNC_CODE),
+            artifacts=artifacts,
+            signature=signature,
+            pip_requirements=[f"medart=={__version__}", f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}"],
+            registered_model_name=registered_model_name,
+        )
+
+
+def load_model(uri: str, device: str | torch.device = "cpu") -> MedResNet:
+    """Load a medart model from ``models:/<name>@<alias>``, ``models:/<name>/<version>``,
+    ``runs:/<run_id>/model``, ``models:/<model_id>`` or a local folder holding its files."""
+    local = Path(uri)
+    if "://" not in uri and local.exists():
+        folder = local
+    else:
+        tmp = tempfile.mkdtemp(prefix="medart-model-")
+        try:
+            folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
+        except MlflowException as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelError(
+                f"model URI '{uri}' cannot be loaded from {mlflow.get_tracking_uri()}: {first}; "
+                "check the name, version or alias (e.g. models:/medart-pneumonia@champion) and --tracking-uri"
+            ) from exc
+        except OSError as exc:
+            raise ModelError(f"model URI '{uri}' cannot be read: {exc}") from exc
+    for sub in (folder, folder / "artifacts"):
+        if (sub / CONFIG).is_file():
+            return load_files(sub / CONFIG, sub / WEIGHTS, device)
+    raise ModelError(f"'{uri}' holds no {CONFIG}; it is not a medart model (train one with `medart train`)")
+
+
+def promote_if_best(name: str, version: str | int, alias: str, metric: str, value: float, higher_is_better: bool = True) -> bool:
+    """Point ``alias`` at ``version`` if its ``metric`` beats the version the alias holds now.
+
+    The metric is kept as a version tag, so the comparison needs no run lookups.
+    """
+    client = mlflow.MlflowClient()
+    client.set_model_version_tag(name, str(version), metric, str(value))
+    try:
+        current = client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        current = None
+    if current is not None and str(current.version) != str(version) and metric in current.tags:
+        old = float(current.tags[metric])
+        if not np.isnan(old) and (np.isnan(value) or (value < old if higher_is_better else value > old)):
+            return False
+    client.set_registered_model_alias(name, alias, str(version))
+    return True

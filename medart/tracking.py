@@ -1,0 +1,62 @@
+"""MLflow plumbing: where runs go, how they are named and tagged, and how figures are logged."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+from pathlib import Path
+from typing import Iterator
+
+import mlflow
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+
+
+def configure(tracking_uri: str | None = None) -> str:
+    """Use ``tracking_uri``, else ``$MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db`` in the
+    working directory (the ``./mlruns`` file store MLflow would pick fails since MLflow 3.13)."""
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return uri
+
+
+def experiment_name(dataset: str, task: str) -> str:
+    """``medart/<dataset>/<task>``, e.g. ``medart/pneumonia/train``."""
+    return f"medart/{dataset}/{task}"
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5, check=True
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+@contextlib.contextmanager
+def start_run(experiment: str, run_name: str, **kwargs) -> Iterator[mlflow.ActiveRun]:
+    """An MLflow run tagged with medart's version and git commit.
+
+    Leaving the block by an exception (a user error, Ctrl-C) ends the run as FAILED, so no run
+    is ever left RUNNING or mistaken for a finished result.
+    """
+    from medart import __version__
+
+    mlflow.set_experiment(experiment)
+    tags = {"medart.version": __version__}
+    if commit := git_commit():
+        tags["mlflow.source.git.commit"] = commit
+    with mlflow.start_run(run_name=run_name, tags=tags, **kwargs) as run:
+        yield run
+
+
+def log_figure(fig, name: str) -> None:
+    """Log a matplotlib figure as ``name`` (e.g. ``figures/training.png``) and close it."""
+    import matplotlib.pyplot as plt
+
+    mlflow.log_figure(fig, name)
+    plt.close(fig)
