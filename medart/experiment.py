@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -39,7 +40,10 @@ class TrainOutcome:
 
 def _log_splits(splits: ProtocolSplits) -> None:
     info = splits.info
-    source = resolve_dataset_source(str(Path(info.get("file") or info["root"]).resolve()))
+    # The local file source is registered twice by MLflow (file:// and plain paths); any is right.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        source = resolve_dataset_source(str(Path(info.get("file") or info["root"]).resolve()))
     digest = (info.get("file_md5") or info["split_digest"])[:16]
     for part in ("train", "val", "adv_train", "adv_test"):
         ds = MetaDataset(source, name=f"{splits.name}-{part}", digest=digest)
@@ -134,3 +138,30 @@ def train_model(
         model_uri = f"models:/{name}/{version}" if name else f"runs:/{run.info.run_id}/{registry.ARTIFACT_NAME}"
     return TrainOutcome(run.info.run_id, model_uri, name, version, promoted, test_metrics,
                         result.seconds_per_epoch, result.best_epoch)
+
+
+def evaluate_model(
+    model_uri: str,
+    dataset: str,
+    data_dir: str | os.PathLike | None = None,
+    *,
+    source: str = "medmnist",
+    size: int = 28,
+    max_eval: int | None = None,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Test-split metrics (``acc``, ``auc``, ``loss``, ``n``) of a registered model, logged as a run."""
+    model = registry.load_model(model_uri)
+    side = model.config.get("image_size") or size
+    splits = load_dataset(dataset, data_dir, source=source, size=size, image_size=side, seed=seed)
+    if splits.classes != model.classes:
+        from medart.errors import ModelError
+
+        raise ModelError(f"{model_uri} predicts {model.classes}, but {dataset} has classes {splits.classes}")
+    test = ConcatDataset([subsample(part, max_eval, seed) for part in splits.test])
+    with tracking.start_run(tracking.experiment_name(dataset, "evaluate"), f"evaluate-{side}px"):
+        mlflow.log_params({"model_uri": model_uri, "dataset": dataset, "max_eval": max_eval, "seed": seed, "n_test": len(test)})
+        probs, labels = predict(model, test)
+        metrics = classification_metrics(probs, labels) | {"n": float(len(labels))}
+        mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items()})
+    return metrics

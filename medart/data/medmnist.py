@@ -102,7 +102,8 @@ def fetch(flag: str, size: int = 28, data_dir: str | os.PathLike | None = None, 
             f"{path} not found; put {name} there, point MEDART_DATA_DIR or --data-dir at the folder holding it, "
             "or allow downloading"
         )
-    url = f"{os.environ.get(URL_ENV, DEFAULT_URL).rstrip('/')}/{name}?download=1"
+    base = os.environ.get(URL_ENV, DEFAULT_URL).rstrip("/")
+    url = f"{base}/{name}" + ("?download=1" if base.startswith("http") else "")
     try:
         return download_file(url, path, expected)
     except DataError as exc:

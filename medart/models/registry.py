@@ -21,7 +21,7 @@ from mlflow.models import ModelSignature
 from mlflow.types import Schema, TensorSpec
 
 from medart.errors import ModelError
-from medart.models.resnet import MedResNet
+from medart.models.resnet import MedResNet, load_state_dict_file
 
 WEIGHTS, CONFIG = "weights.pt", "medart.json"
 ARTIFACT_NAME = "model"
@@ -46,8 +46,7 @@ def load_files(config_path: str | Path, weights_path: str | Path, device: str | 
     try:
         config = json.loads(Path(config_path).read_text())
         model = MedResNet.from_config(config)
-        state = torch.load(weights_path, map_location="cpu", weights_only=True)
-        model.load_state_dict(state)
+        model.load_state_dict(load_state_dict_file(weights_path))
     except FileNotFoundError as exc:
         raise ModelError(f"{exc.filename} is missing; this is not a medart model folder") from exc
     except (json.JSONDecodeError, KeyError, RuntimeError, TypeError, ValueError) as exc:

@@ -34,13 +34,18 @@ def _imagenet_state_dict(arch: str) -> dict[str, torch.Tensor]:
         ) from exc
 
 
-def _local_state_dict(path: Path) -> dict[str, torch.Tensor]:
+def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """A tensor-only state_dict from ``path``, read with ``weights_only=True``: a file that would
+    need arbitrary objects unpickled (and so could run code) is refused, never executed."""
+    path = Path(path)
     if not path.is_file():
         raise ModelError(f"weights file {path} not found; pass an existing .pth state_dict, 'imagenet' or 'none'")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any failure here means "not a tensor-only state_dict"
-        raise ModelError(f"{path} is not a tensor-only state_dict ({type(exc).__name__}); save model.state_dict() instead") from exc
+    except Exception as exc:  # noqa: BLE001 - UnpicklingError, RuntimeError, EOFError…: all mean "not tensor-only"
+        raise ModelError(
+            f"{path} is not a tensor-only state_dict ({type(exc).__name__}); refusing to unpickle it — save model.state_dict()"
+        ) from exc
     if not isinstance(state, dict):
         raise ModelError(f"{path} holds a {type(state).__name__}, not a state_dict")
     return state
@@ -95,7 +100,7 @@ class MedResNet(nn.Module):
         if pretrained == "imagenet":
             backbone.load_state_dict(_imagenet_state_dict(arch))
         elif pretrained != "none":
-            state = {k: v for k, v in _local_state_dict(Path(pretrained)).items() if not k.startswith("fc.")}
+            state = {k: v for k, v in load_state_dict_file(pretrained).items() if not k.startswith("fc.")}
             missing, _ = backbone.load_state_dict(state, strict=False)
             if [k for k in missing if not k.startswith("fc.")]:
                 raise ModelError(f"{pretrained} does not fit {arch}: missing {missing[:3]}…")

@@ -1,0 +1,80 @@
+"""The ``medart`` command: user mistakes are one line without a traceback; a real run works."""
+
+from __future__ import annotations
+
+import mlflow
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from medart.cli import main
+
+
+def run(*args: str, env: dict | None = None):
+    return CliRunner().invoke(main, list(args), env=env)
+
+
+def assert_one_line_error(result, *fragments: str) -> None:
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(lines) == 1, result.output
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def test_help_explains_training():
+    result = run("train", "--help")
+    assert result.exit_code == 0
+    for option in ("--dataset", "--data-dir", "MEDART_DATA_DIR", "--pretrained", "--epochs", "--image-size", "--tracking-uri"):
+        assert option in result.output
+
+
+def test_unknown_dataset():
+    assert_one_line_error(run("train", "--dataset", "imagenet"), "'imagenet' is not one of")
+
+
+def test_missing_data_file(tracking_store, tmp_path):
+    result = run("train", "--dataset", "pneumonia", "--data-dir", str(tmp_path / "empty"), "--no-download", "--pretrained", "none")
+    assert_one_line_error(result, "pneumoniamnist.npz not found", "MEDART_DATA_DIR")
+    assert mlflow.search_runs(search_all_experiments=True, output_format="list") == []  # nothing half-done
+
+
+def test_corrupt_data_file(tracking_store, tmp_path):
+    (tmp_path / "pneumoniamnist.npz").write_bytes(b"PK\x03\x04 truncated")
+    result = run("train", "--dataset", "pneumonia", "--data-dir", str(tmp_path), "--pretrained", "none")
+    assert_one_line_error(result, "truncated or corrupt")
+
+
+def test_imagenet_weights_unavailable_marks_run_failed(tracking_store, shared_data, monkeypatch, tmp_path):
+    import torch.hub
+    import urllib.error
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", lambda *a, **k: (_ for _ in ()).throw(urllib.error.URLError("offline")))
+    result = run("train", "--dataset", "pneumonia", "--data-dir", str(shared_data), "--max-train", "8", "--epochs", "1")
+    assert_one_line_error(result, "ImageNet weights for resnet50", "--pretrained none")
+    assert [r.info.status for r in mlflow.search_runs(search_all_experiments=True, output_format="list")] == ["FAILED"]
+
+
+def test_unknown_model_uri(tracking_store, shared_data):
+    result = run("evaluate", "--model-uri", "models:/medart-pneumonia@champion", "--dataset", "pneumonia", "--data-dir", str(shared_data))
+    assert_one_line_error(result, "models:/medart-pneumonia@champion", "cannot be loaded")
+
+
+def test_train_then_evaluate_from_the_registry(tracking_store, shared_data):
+    result = run(
+        "train", "--dataset", "pneumonia", "--arch", "resnet18", "--pretrained", "none", "--epochs", "1",
+        "--batch-size", "32", "--max-train", "64", "--max-eval", "32", "--no-progress",
+        env={"MEDART_DATA_DIR": str(shared_data)},
+    )
+    assert result.exit_code == 0, result.output
+    assert "Warning: " in result.output and "official MedMNIST MD5" in result.output
+    assert "registered models:/medart-pneumonia/1@champion" in result.output
+    logged = mlflow.search_runs(experiment_names=["medart/pneumonia/train"], output_format="list")[0].data.metrics
+    result = run("evaluate", "--model-uri", "models:/medart-pneumonia@champion", "--dataset", "pneumonia",
+                 "--max-eval", "32", env={"MEDART_DATA_DIR": str(shared_data)})
+    assert result.exit_code == 0, result.output
+    reported = dict(kv.split("=") for kv in result.output.strip().splitlines()[-1].split())
+    assert float(reported["acc"]) == pytest.approx(logged["test_acc"], abs=1e-4)
+    assert np.isfinite(float(reported["auc"]))

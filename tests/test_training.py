@@ -1,0 +1,102 @@
+"""Training on the real chest X-ray file into a real MLflow store and registry, and loading back."""
+
+from __future__ import annotations
+
+import warnings
+
+import mlflow
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import ConcatDataset
+
+from medart.data import load_dataset, subsample
+from medart.errors import ModelError
+from medart.experiment import evaluate_model, train_model
+from medart.models import registry
+from medart.models.evaluation import classification_metrics, evaluate
+from medart.models.training import TrainConfig, fit
+from medart.models.resnet import build_model
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*official MedMNIST MD5")
+
+SMALL = dict(arch="resnet18", pretrained="none", max_train=64, max_eval=32, progress=False)
+
+
+def test_train_logs_registers_and_reloads_with_same_accuracy(tracking_store, shared_data):
+    out = train_model("pneumonia", shared_data, train_config=TrainConfig(epochs=2, batch_size=32, lr=1e-3), **SMALL)
+    client = mlflow.MlflowClient()
+    run = client.get_run(out.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["train.lr"] == "0.001" and run.data.params["dataset"] == "pneumonia"
+    assert run.data.params["data.file_md5"] == "3062d8c693378b506564f35a50301b11"
+    assert [m.step for m in client.get_metric_history(out.run_id, "val_acc")] == [1, 2]
+    assert {i.dataset.name for i in run.inputs.dataset_inputs} >= {"pneumonia-train", "pneumonia-adv_test"}
+    artifacts = {a.path for a in client.list_artifacts(out.run_id, "figures")}
+    assert "figures/training.png" in artifacts
+
+    assert out.version == "1" and out.promoted
+    assert str(client.get_model_version_by_alias("medart-pneumonia", "champion").version) == "1"
+    # models:/…@alias gives the test accuracy the run logged, on the same test subset
+    model = registry.load_model("models:/medart-pneumonia@champion")
+    splits = load_dataset("pneumonia", shared_data)
+    test = ConcatDataset([subsample(p, 32, 0) for p in splits.test])
+    metrics = evaluate(model, test)
+    assert metrics["acc"] == pytest.approx(run.data.metrics["test_acc"], abs=1e-9)
+    assert metrics["auc"] == pytest.approx(run.data.metrics["test_auc"], abs=1e-9)
+    # … and so do the version and run URIs
+    for uri in (out.model_uri, f"runs:/{out.run_id}/model"):
+        assert torch.equal(registry.load_model(uri).embed[0].weight, model.embed[0].weight)
+    assert evaluate_model("models:/medart-pneumonia@champion", "pneumonia", shared_data, max_eval=32)["acc"] == metrics["acc"]
+
+
+def test_alias_stays_on_the_best_version(tracking_store, shared_data):
+    first = train_model("pneumonia", shared_data, train_config=TrainConfig(epochs=1, batch_size=32), **SMALL)
+    second = train_model("pneumonia", shared_data, train_config=TrainConfig(epochs=1, batch_size=32, seed=1), **SMALL)
+    name = "medart-pneumonia"
+    client = mlflow.MlflowClient()
+    # pretend version 1 scored higher than anything: version 2 must not take the alias from it
+    assert registry.promote_if_best(name, first.version, "champion", "val_acc", 2.0)
+    assert not registry.promote_if_best(name, second.version, "champion", "val_acc", 0.5)
+    assert str(client.get_model_version_by_alias(name, "champion").version) == first.version
+    assert registry.promote_if_best(name, second.version, "champion", "val_acc", 3.0)
+    assert str(client.get_model_version_by_alias(name, "champion").version) == second.version
+
+
+def test_training_is_deterministic_with_a_seed(shared_data):
+    splits = load_dataset("pneumonia", shared_data)
+    train, val = subsample(splits.train, 32, 0), subsample(splits.val, 16, 0)
+    config = TrainConfig(epochs=1, batch_size=16, lr=1e-3, seed=3)
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(123)
+        model = build_model(2, "resnet18", pretrained="none")
+        runs.append((fit(model, train, val, config, progress=False), model))
+    (r1, m1), (r2, m2) = runs
+    assert r1.history[0]["train_loss"] == r2.history[0]["train_loss"]
+    assert torch.equal(m1.embed[0].weight, m2.embed[0].weight)
+    assert train.transform is None  # augmentation never leaks into the caller's dataset
+
+
+def test_failed_run_is_marked_failed_and_registers_nothing(tracking_store, shared_data, tmp_path):
+    with pytest.raises(ModelError, match="not found"):
+        train_model("pneumonia", shared_data, **(SMALL | {"pretrained": str(tmp_path / "missing.pth")}))
+    runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    assert [r.info.status for r in runs] == ["FAILED"]
+    assert mlflow.MlflowClient().search_registered_models() == []
+
+
+def test_unknown_model_uri(tracking_store):
+    with pytest.raises(ModelError, match=r"model URI 'models:/medart-nothing@champion' cannot be loaded.*not found"):
+        registry.load_model("models:/medart-nothing@champion")
+    with pytest.raises(ModelError, match="cannot be loaded"):
+        registry.load_model("runs:/0123456789abcdef0123456789abcdef/model")
+
+
+def test_metrics_match_definitions():
+    probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]])
+    labels = np.array([0, 1, 1, 0])
+    m = classification_metrics(probs, labels)
+    assert m["acc"] == 0.5
+    assert m["auc"] == 0.75  # positives scored 0.8, 0.4; negatives 0.1, 0.7 → 3 of 4 pairs ordered
+    assert np.isnan(classification_metrics(probs[:1], labels[:1])["auc"])
