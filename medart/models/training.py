@@ -15,12 +15,12 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
-from torchvision.transforms import v2
 from tqdm.auto import tqdm
 
 from medart.data.base import MedicalImageDataset
 from medart.errors import ConfigError
 from medart.models.evaluation import classification_metrics, predict, resolve_device
+from medart.transforms import RandomAffineBatch
 
 # monitored metric → +1 when higher is better, -1 when lower is
 MONITORS = {"val_acc": 1, "val_auc": 1, "val_loss": -1}
@@ -67,14 +67,6 @@ class TrainResult:
     seconds_per_epoch: float = 0.0
 
 
-def augmentation(config: TrainConfig) -> v2.Compose:
-    """Random rotation and width/height shift (one affine), then a horizontal flip, per image."""
-    steps: list[nn.Module] = [v2.RandomAffine(degrees=config.rotation, translate=(config.shift, config.shift))]
-    if config.hflip:
-        steps.append(v2.RandomHorizontalFlip())
-    return v2.Compose(steps)
-
-
 def seed_everything(seed: int) -> torch.Generator:
     random.seed(seed)
     np.random.seed(seed)
@@ -97,9 +89,7 @@ def fit(
     """
     device = resolve_device(config.device)
     generator = seed_everything(config.seed)
-    if config.augment:
-        train = train.subset(np.arange(len(train)))  # a view, so the caller's dataset stays unaugmented
-        train.transform = augmentation(config)
+    augment = RandomAffineBatch(config.rotation, config.shift, config.hflip, generator) if config.augment else None
     loader = DataLoader(train, batch_size=config.batch_size, shuffle=True, generator=generator, drop_last=len(train) > config.batch_size)
     model.to(device)
     optimiser = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
@@ -114,6 +104,8 @@ def fit(
         bar = tqdm(loader, desc=f"epoch {epoch}/{config.epochs}", disable=not progress, leave=False)
         for x, y in bar:
             x, y = x.to(device), y.to(device)
+            if augment is not None:
+                x = augment(x)
             logits = model(x)
             loss = loss_fn(logits, y)
             optimiser.zero_grad(set_to_none=True)
