@@ -17,6 +17,7 @@ def configure(tracking_uri: str | None = None) -> str:
     """Use ``tracking_uri``, else ``$MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db`` in the
     working directory (the ``./mlruns`` file store MLflow would pick fails since MLflow 3.13)."""
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # medart shows its own progress
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return uri

@@ -1,0 +1,33 @@
+"""White-box L∞ attacks (FGSM, BIM, PGD, CW-L∞) through ART or torchattacks, one threat model."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from medart.attacks.base import AttackBackend
+from medart.attacks.specs import ATTACKS, AttackSpec, make_spec, parse_eps, parse_eps_list, parse_names
+from medart.errors import ConfigError
+
+BACKENDS = ("art", "torchattacks")
+
+
+def make_attack(
+    model: nn.Module,
+    spec: AttackSpec,
+    num_classes: int,
+    backend: str = "art",
+    batch_size: int = 128,
+    device: str = "auto",
+) -> AttackBackend:
+    """The backend object that runs ``spec`` against ``model``; call ``.generate(x, y, seed)``."""
+    if backend == "art":
+        from medart.attacks.art_backend import ARTBackend as cls
+    elif backend == "torchattacks":
+        from medart.attacks.torchattacks_backend import TorchattacksBackend as cls
+    else:
+        raise ConfigError(f"unknown backend '{backend}'; choose from: {', '.join(BACKENDS)}")
+    return cls(model, spec, num_classes, batch_size, device)
+
+
+__all__ = ["ATTACKS", "AttackBackend", "AttackSpec", "BACKENDS", "make_attack", "make_spec", "parse_eps",
+           "parse_eps_list", "parse_names"]

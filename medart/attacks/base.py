@@ -1,0 +1,103 @@
+"""What every attack backend shares: input checks, batching, a frozen model, seeded randomness."""
+
+from __future__ import annotations
+
+import contextlib
+from abc import ABC, abstractmethod
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from medart.attacks.specs import AttackSpec
+from medart.errors import ConfigError, DataError
+from medart.models.evaluation import resolve_device
+
+
+def check_inputs(x: torch.Tensor, y: torch.Tensor, num_classes: int) -> None:
+    """Refuse what a backend would silently alter: torchattacks clamps inputs to [0, 1] and ART
+    raises on float64, so medart checks dtype, shape, range, finiteness and labels first."""
+    if not isinstance(x, torch.Tensor) or x.dtype != torch.float32 or x.ndim != 4:
+        raise DataError(f"attack inputs must be a float32 tensor (N, C, H, W), got {getattr(x, 'dtype', type(x))} {tuple(getattr(x, 'shape', ()))}")
+    if not torch.isfinite(x).all():
+        raise DataError("attack inputs contain NaN or Inf; clean the data before attacking")
+    if x.numel() and (x.min() < 0 or x.max() > 1):
+        raise DataError(f"attack inputs must be pixels in [0, 1], got range [{x.min():.4g}, {x.max():.4g}]; do not normalise them (the model does)")
+    if y.ndim != 1 or len(y) != len(x):
+        raise DataError(f"labels must be shape ({len(x)},), got {tuple(y.shape)}")
+    if len(y) and (y.min() < 0 or y.max() >= num_classes):
+        raise DataError(f"labels must be in 0…{num_classes - 1} for this {num_classes}-class model, got {int(y.min())}…{int(y.max())}")
+
+
+@contextlib.contextmanager
+def frozen(model: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode and no weight gradients while attacking (the paper freezes the trained network;
+    weight gradients would also make ART's ``loss_gradient`` ~1.5× slower), restored afterwards."""
+    was_training = model.training
+    flags = [p.requires_grad for p in model.parameters()]
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for p, flag in zip(model.parameters(), flags):
+            p.requires_grad_(flag)
+        model.train(was_training)
+
+
+@contextlib.contextmanager
+def seeded(seed: int, device: torch.device) -> Iterator[None]:
+    """Seed torch (torchattacks' random start) and NumPy (ART's) without disturbing the caller's RNGs."""
+    np_state = np.random.get_state()
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        np.random.seed(seed % 2**32)
+        try:
+            yield
+        finally:
+            np.random.set_state(np_state)
+
+
+class AttackBackend(ABC):
+    """Runs one :class:`AttackSpec` against a frozen classifier.
+
+    Args:
+        model: maps float32 ``(N, C, H, W)`` pixels in [0, 1] to logits ``(N, K)``.
+        spec: the attack.
+        num_classes: K.
+        batch_size: images per attack batch.
+        device: ``auto`` (CUDA when present), ``cpu`` or ``cuda[:N]``.
+    """
+
+    name: str
+
+    def __init__(self, model: nn.Module, spec: AttackSpec, num_classes: int, batch_size: int = 128, device: str = "auto") -> None:
+        if batch_size < 1:
+            raise ConfigError(f"batch size must be >= 1, got {batch_size}")
+        self.model, self.spec, self.num_classes, self.batch_size = model, spec, num_classes, batch_size
+        self.device = resolve_device(device)
+
+    @abstractmethod
+    def _generate_batch(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Adversarial examples for one batch already on ``self.device``."""
+
+    def generate(self, x: torch.Tensor, y: torch.Tensor, seed: int = 0, progress: bool = False) -> torch.Tensor:
+        """Adversarial examples ``(N, C, H, W)`` for inputs ``x`` and labels ``y`` (true classes, or
+        targets when the spec is targeted); same dtype, on the CPU."""
+        check_inputs(x, y, self.num_classes)
+        self.model.to(self.device)
+        out = []
+        with frozen(self.model), seeded(seed, self.device):
+            batches = range(0, len(x), self.batch_size)
+            for start in tqdm(batches, desc=f"{self.name} {self.spec.label()}", disable=not progress, leave=False):
+                xb = x[start : start + self.batch_size].to(self.device)
+                yb = y[start : start + self.batch_size].to(self.device)
+                adv = self._generate_batch(xb, yb)
+                # Backends clip to the ε-ball themselves; this guards against their float rounding.
+                adv = torch.min(torch.max(adv, xb - self.spec.eps), xb + self.spec.eps).clamp_(0.0, 1.0)
+                out.append(adv.detach().cpu())
+        return torch.cat(out) if out else x.clone()
