@@ -127,3 +127,85 @@ def datasets() -> None:
     for task in TASKS.values():
         origin = f"MedMNIST {task.flag}" + (", original layout" if task.original else "")
         click.echo(f"{task.name:12s} {len(task.classes)} classes ({', '.join(task.classes)}) — {task.description} [{origin}]")
+
+
+_MODEL_URI = click.option("--model-uri", required=True,
+                          help="models:/<name>@<alias>, models:/<name>/<version>, runs:/<id>/model or a folder.")
+
+
+def _attack_options(func):
+    options = [
+        _MODEL_URI,
+        click.option("--dataset", required=True, type=click.Choice(_datasets())),
+        click.option("--data-dir", type=click.Path(file_okay=False), envvar="MEDART_DATA_DIR", show_envvar=True),
+        click.option("--source", type=click.Choice(["medmnist", "original"]), default="medmnist", show_default=True),
+        click.option("--size", type=click.Choice(["28", "64", "128", "224"]), default="28", show_default=True),
+        click.option("--backend", type=click.Choice(["art", "torchattacks"]), default="art", show_default=True,
+                     help="Library that runs the attack; both give the same threat model."),
+        click.option("--max-examples", type=click.IntRange(min=2), default=None,
+                     help="Attack a stratified subset of AdvTrain + AdvTest of this size."),
+        click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True),
+        click.option("--seed", type=int, default=0, show_default=True, help="Seeds the split and random starts."),
+        click.option("--device", default="auto", show_default=True),
+        click.option("--cache/--no-cache", default=True, show_default=True,
+                     help="Reuse examples a finished run made with the same model, data, attack, backend and seed."),
+        click.option("--tracking-uri", default=None, envvar="MLFLOW_TRACKING_URI"),
+        click.option("--progress/--no-progress", default=True, show_default=True),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _attack_kwargs(source, size, max_examples, batch_size, seed, device, cache, progress) -> dict:
+    return dict(source=source, size=int(size), max_examples=max_examples, batch_size=batch_size, seed=seed,
+                device=device, use_cache=cache, progress=progress)
+
+
+@main.command()
+@_attack_options
+@click.option("--attack", required=True, help="fgsm, bim, pgd or cw (CW-L∞: PGD on the CW margin loss).")
+@click.option("--eps", default="1/255", show_default=True, help="L∞ budget in [0,1] pixels: a number or k/255.")
+@click.option("--steps", type=int, default=None, help="Default: the paper's (fgsm 1, bim 40, pgd 20, cw 20).")
+@click.option("--step-size", default=None, help="Default: the paper's (fgsm ε, bim ε/40, pgd and cw ε/10).")
+@click.option("--random-start/--no-random-start", default=None, help="Default: on for pgd and cw, off for fgsm and bim.")
+@click.option("--kappa", type=float, default=0.0, show_default=True, help="CW confidence κ (cw only).")
+@click.option("--targeted", is_flag=True, help="Aim each image at class (y+1) mod K instead of away from y.")
+def attack(model_uri, dataset, data_dir, source, size, backend, max_examples, batch_size, seed, device, cache,
+           tracking_uri, progress, attack, eps, steps, step_size, random_start, kappa, targeted):
+    """Attack AdvTrain and AdvTest with one attack; log metrics and the examples to MLflow.
+
+    Example: medart attack --model-uri models:/medart-pneumonia@champion --dataset pneumonia --attack bim --eps 1/255
+    """
+    from medart import tracking
+    from medart.attacks import make_spec
+    from medart.experiment import attack_model
+
+    tracking.configure(tracking_uri)
+    spec = make_spec(attack, eps, steps, step_size, random_start, kappa, targeted)
+    out = attack_model(model_uri, dataset, spec, backend, data_dir,
+                       **_attack_kwargs(source, size, max_examples, batch_size, seed, device, cache, progress))
+    m = out.metrics
+    click.echo(f"run {out.run_id}{' (examples from cache)' if out.cached else ''}: {spec.label()} via {backend} on {int(m['n'])} images")
+    click.echo(f"accuracy {m['clean_acc']:.4f} -> {m['adv_acc']:.4f}, AUC {m['clean_auc']:.4f} -> {m['adv_auc']:.4f}, "
+               f"success rate {m['success_rate']:.4f}, max L∞ {m['linf_max'] * 255:.4f}/255")
+
+
+@main.command()
+@_attack_options
+@click.option("--attacks", default="fgsm,bim,pgd,cw", show_default=True, help="Comma-separated attack names.")
+@click.option("--eps", "eps_list", default="0.2/255,0.5/255,1/255,2/255,5/255", show_default=True,
+              help="Comma-separated ε values (numbers or k/255).")
+def sweep(model_uri, dataset, data_dir, source, size, backend, max_examples, batch_size, seed, device, cache,
+          tracking_uri, progress, attacks, eps_list):
+    """Every attack at every ε as nested MLflow runs, with an accuracy-vs-ε figure and a table."""
+    from medart import tracking
+    from medart.attacks import parse_eps_list, parse_names
+    from medart.experiment import sweep as run_sweep
+    from medart.experiment import sweep_table
+
+    tracking.configure(tracking_uri)
+    run_id, rows = run_sweep(model_uri, dataset, parse_names(attacks), parse_eps_list(eps_list), backend, data_dir,
+                             **_attack_kwargs(source, size, max_examples, batch_size, seed, device, cache, progress))
+    click.echo(f"sweep run {run_id}: {len(rows)} child runs; figure figures/accuracy_vs_eps.png, table sweep.md")
+    click.echo(sweep_table(rows), nl=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -16,10 +17,15 @@ import mlflow  # noqa: E402
 import numpy as np  # noqa: E402
 from mlflow.data.dataset_source_registry import resolve_dataset_source  # noqa: E402
 from mlflow.data.meta_dataset import MetaDataset  # noqa: E402
-from torch.utils.data import ConcatDataset  # noqa: E402
+import torch  # noqa: E402
+from torch.utils.data import ConcatDataset, TensorDataset  # noqa: E402
 
 from medart import tracking  # noqa: E402
+from medart.attacks import AttackSpec, cache, make_attack, make_spec  # noqa: E402
+from medart.attacks.metrics import attack_metrics  # noqa: E402
 from medart.data import ProtocolSplits, load_dataset, subsample  # noqa: E402
+from medart.data.base import stack  # noqa: E402
+from medart.errors import ModelError  # noqa: E402
 from medart.models import registry  # noqa: E402
 from medart.models.evaluation import classification_metrics, predict  # noqa: E402
 from medart.models.resnet import build_model  # noqa: E402
@@ -155,8 +161,6 @@ def evaluate_model(
     side = model.config.get("image_size") or size
     splits = load_dataset(dataset, data_dir, source=source, size=size, image_size=side, seed=seed)
     if splits.classes != model.classes:
-        from medart.errors import ModelError
-
         raise ModelError(f"{model_uri} predicts {model.classes}, but {dataset} has classes {splits.classes}")
     test = ConcatDataset([subsample(part, max_eval, seed) for part in splits.test])
     with tracking.start_run(tracking.experiment_name(dataset, "evaluate"), f"evaluate-{side}px"):
@@ -165,3 +169,145 @@ def evaluate_model(
         metrics = classification_metrics(probs, labels) | {"n": float(len(labels))}
         mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items()})
     return metrics
+
+
+@dataclass
+class AttackOutcome:
+    run_id: str
+    metrics: dict[str, float]
+    cached: bool
+    adversarial: dict[str, torch.Tensor]  # part → x_adv, float32 (N, 3, S, S)
+    clean: dict[str, tuple[torch.Tensor, torch.Tensor]]  # part → (x, y)
+
+
+def _attack_data(model_uri: str, dataset: str, data_dir, source: str, size: int, max_examples: int | None, seed: int):
+    model = registry.load_model(model_uri)
+    side = model.config.get("image_size") or size
+    splits = load_dataset(dataset, data_dir, source=source, size=size, image_size=side, seed=seed)
+    if splits.classes != model.classes:
+        raise ModelError(f"{model_uri} predicts {model.classes}, but {dataset} has classes {splits.classes}")
+    parts = {}
+    for part in ("adv_train", "adv_test"):
+        ds = getattr(splits, part)
+        # max_examples caps the two parts together, in the protocol's 80/20 proportion
+        cap = None if max_examples is None else max(1, round(max_examples * len(ds) / sum(len(p) for p in splits.test)))
+        parts[part] = subsample(ds, cap, seed)
+    return model, splits, parts
+
+
+def attack_model(
+    model_uri: str,
+    dataset: str,
+    spec: AttackSpec,
+    backend: str = "art",
+    data_dir: str | os.PathLike | None = None,
+    *,
+    source: str = "medmnist",
+    size: int = 28,
+    max_examples: int | None = None,
+    batch_size: int = 128,
+    seed: int = 0,
+    device: str = "auto",
+    use_cache: bool = True,
+    nested: bool = False,
+    progress: bool = True,
+) -> AttackOutcome:
+    """Attack AdvTrain and AdvTest of ``dataset`` with ``spec`` through ``backend``, as one MLflow run.
+
+    Metrics (over AdvTrain + AdvTest): ``clean_acc``, ``clean_auc``, ``adv_acc``, ``adv_auc``,
+    ``success_rate``, ``linf_mean``/``linf_max``, ``l2_mean``/``l2_max`` (pixel units),
+    ``seconds`` and ``image_steps_per_second`` of the generation. The examples are logged as
+    artifacts and reused by a later run with the same model, data, spec, backend and seed.
+    Targeted specs aim each image at class ``(y + 1) mod K``.
+    """
+    model, splits, parts = _attack_data(model_uri, dataset, data_dir, source, size, max_examples, seed)
+    clean = {part: stack(ds) for part, ds in parts.items()}
+    indices = {part: ds.indices if hasattr(ds, "indices") else np.arange(len(ds)) for part, ds in parts.items()}
+    key = cache.cache_key(cache.weights_digest(model), indices, spec, backend, seed, dataset)
+    experiment = tracking.experiment_name(dataset, "attack")
+    cached_run = cache.find(experiment, key) if use_cache else None
+    attack = make_attack(model, spec, model.config["num_classes"], backend, batch_size, device)
+
+    with tracking.start_run(experiment, f"{spec.label()}-{backend}", nested=nested) as run:
+        mlflow.log_params(spec.as_params() | {"backend": backend, "model_uri": model_uri, "dataset": dataset, "seed": seed,
+                                              "max_examples": max_examples, "batch_size": batch_size})
+        mlflow.log_params({f"n_{part}": len(x) for part, (x, _) in clean.items()})
+        mlflow.set_tags({cache.CACHE_TAG: key, "medart.cached": str(cached_run is not None).lower()})
+        adversarial, seconds = {}, 0.0
+        for part, (x, y) in clean.items():
+            target = (y + 1) % model.config["num_classes"] if spec.targeted else y
+            if cached_run is not None:
+                adversarial[part] = cache.load(cached_run, part, x, spec.eps)
+            else:
+                start = time.perf_counter()
+                adversarial[part] = attack.generate(x, target, seed=seed, progress=progress)
+                seconds += time.perf_counter() - start
+            cache.save(part, x, adversarial[part], y, indices[part])
+        if cached_run is not None:
+            mlflow.set_tag("medart.cached_from", cached_run)
+
+        x_all = torch.cat([clean[p][0] for p in clean])
+        y_all = torch.cat([clean[p][1] for p in clean]).numpy()
+        adv_all = torch.cat([adversarial[p] for p in clean])
+        probs_clean, _ = predict(model, TensorDataset(x_all, torch.from_numpy(y_all)), batch_size, device)
+        probs_adv, _ = predict(model, TensorDataset(adv_all, torch.from_numpy(y_all)), batch_size, device)
+        metrics = attack_metrics(probs_clean, probs_adv, y_all, x_all, adv_all, spec.eps)
+        if cached_run is None:
+            metrics |= {"seconds": seconds, "image_steps_per_second": len(x_all) * spec.steps / max(seconds, 1e-9)}
+        mlflow.log_metrics(metrics)
+    return AttackOutcome(run.info.run_id, metrics, cached_run is not None, adversarial, clean)
+
+
+def _sweep_figure(rows: list[dict], dataset: str, backend: str):
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for attack in dict.fromkeys(r["attack"] for r in rows):
+        pts = sorted((r["eps"] * 255, r["adv_acc"] * 100) for r in rows if r["attack"] == attack)
+        ax.plot(*zip(*pts), marker="o", label=attack.upper())
+    clean = rows[0]["clean_acc"] * 100
+    ax.axhline(clean, color="grey", ls="--", lw=0.8, label="clean")
+    ax.set_xlabel("ε (×1/255)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(-2, 102)
+    ax.set_title(f"{dataset}: accuracy under attack ({backend})")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def sweep_table(rows: list[dict]) -> str:
+    eps_values = sorted({r["eps"] for r in rows})
+    head = "| attack | " + " | ".join(f"ε={e * 255:.3g}/255 acc / AUC" for e in eps_values) + " |"
+    lines = [head, "|" + "---|" * (len(eps_values) + 1)]
+    lines.append("| none | " + " | ".join(f"{rows[0]['clean_acc'] * 100:.2f} / {rows[0]['clean_auc'] * 100:.2f}" for _ in eps_values) + " |")
+    for attack in dict.fromkeys(r["attack"] for r in rows):
+        by_eps = {r["eps"]: r for r in rows if r["attack"] == attack}
+        cells = [f"{by_eps[e]['adv_acc'] * 100:.2f} / {by_eps[e]['adv_auc'] * 100:.2f}" if e in by_eps else "" for e in eps_values]
+        lines.append(f"| {attack.upper()} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def sweep(
+    model_uri: str,
+    dataset: str,
+    attacks: list[str],
+    eps_values: list[float],
+    backend: str = "art",
+    data_dir: str | os.PathLike | None = None,
+    **attack_kwargs,
+) -> tuple[str, list[dict]]:
+    """Every attack at every ε (paper defaults otherwise) as child runs of one parent run, which
+    gets the accuracy-vs-ε figure (``figures/accuracy_vs_eps.png``) and the table
+    (``sweep.md``, ``sweep.json``). Returns the parent run id and one row per cell."""
+    rows = []
+    label = f"sweep-{'+'.join(attacks)}-{backend}"
+    with tracking.start_run(tracking.experiment_name(dataset, "attack"), label) as parent:
+        mlflow.log_params({"attacks": ",".join(attacks), "eps": ",".join(f"{e:.6g}" for e in eps_values),
+                           "backend": backend, "model_uri": model_uri, "dataset": dataset})
+        for attack in attacks:
+            for eps in eps_values:
+                out = attack_model(model_uri, dataset, make_spec(attack, eps), backend, data_dir, nested=True, **attack_kwargs)
+                rows.append({"attack": attack, "eps": eps, "run_id": out.run_id, "cached": out.cached, **out.metrics})
+        tracking.log_figure(_sweep_figure(rows, dataset, backend), "figures/accuracy_vs_eps.png")
+        mlflow.log_text(sweep_table(rows), "sweep.md")
+        mlflow.log_dict({"rows": rows}, "sweep.json")
+    return parent.info.run_id, rows

@@ -147,3 +147,11 @@ class ArrayDataset(MedicalImageDataset):
 
     def load_pixels(self, index: int) -> np.ndarray:
         return self.images[index]
+
+
+def stack(dataset: MedicalImageDataset) -> tuple[torch.Tensor, torch.Tensor]:
+    """All of ``dataset`` as tensors: images float32 ``(N, 3, S, S)`` and labels int64 ``(N,)``."""
+    if len(dataset) == 0:
+        raise DataError("the dataset is empty")
+    xs, ys = zip(*(dataset[i] for i in range(len(dataset))))
+    return torch.stack(xs), torch.tensor(ys, dtype=torch.int64)
