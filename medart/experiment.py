@@ -223,7 +223,7 @@ def attack_model(
     model, splits, parts = _attack_data(model_uri, dataset, data_dir, source, size, max_examples, seed)
     clean = {part: stack(ds) for part, ds in parts.items()}
     indices = {part: ds.indices if hasattr(ds, "indices") else np.arange(len(ds)) for part, ds in parts.items()}
-    key = cache.cache_key(cache.weights_digest(model), indices, spec, backend, seed, dataset)
+    key = cache.cache_key(cache.weights_digest(model), splits.info, indices, spec, backend, seed)
     experiment = tracking.experiment_name(dataset, "attack")
     cached_run = cache.find(experiment, key) if use_cache else None
     attack = make_attack(model, spec, model.config["num_classes"], backend, batch_size, device)
@@ -260,15 +260,15 @@ def attack_model(
 
 def _sweep_figure(rows: list[dict], dataset: str, backend: str):
     fig, ax = plt.subplots(figsize=(6, 4))
-    for attack in dict.fromkeys(r["attack"] for r in rows):
-        pts = sorted((r["eps"] * 255, r["adv_acc"] * 100) for r in rows if r["attack"] == attack)
-        ax.plot(*zip(*pts), marker="o", label=attack.upper())
     clean = rows[0]["clean_acc"] * 100
+    for attack in dict.fromkeys(r["attack"] for r in rows):
+        pts = [(0.0, clean)] + sorted((r["eps"] * 255, r["adv_acc"] * 100) for r in rows if r["attack"] == attack)
+        ax.plot(*zip(*pts), marker="o", label=attack.upper())
     ax.axhline(clean, color="grey", ls="--", lw=0.8, label="clean")
     ax.set_xlabel("ε (×1/255)")
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(-2, 102)
-    ax.set_title(f"{dataset}: accuracy under attack ({backend})")
+    ax.set_title(f"{dataset}: accuracy under attack ({backend}, {int(rows[0]['n'])} images)")
     ax.legend()
     fig.tight_layout()
     return fig

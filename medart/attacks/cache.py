@@ -2,7 +2,7 @@
 
 Examples are saved as the perturbation ``x_adv − x`` in float16 (half the size of the images, and
 the clean images are re-read from the dataset), with the split indices they belong to. A run's
-``medart.cache_key`` tag — a hash of the model weights, the data indices, the attack spec, the
+``medart.cache_key`` tag — a hash of the model weights, the data file and indices, the attack spec, the
 backend and the seed — lets a later run reuse them instead of recomputing; only FINISHED runs
 count, so a failed or interrupted run is never mistaken for a result.
 """
@@ -33,10 +33,11 @@ def weights_digest(model: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
-def cache_key(model_digest: str, indices: dict[str, np.ndarray], spec: AttackSpec, backend: str, seed: int, dataset: str) -> str:
+def cache_key(model_digest: str, data: dict, indices: dict[str, np.ndarray], spec: AttackSpec, backend: str, seed: int) -> str:
+    """``data`` describes the dataset (``ProtocolSplits.info``: name, file MD5, split digest)."""
     payload = {
         "model": model_digest,
-        "dataset": dataset,
+        "data": {k: str(v) for k, v in sorted(data.items())},
         "indices": {k: hashlib.sha256(np.asarray(v, np.int64).tobytes()).hexdigest() for k, v in sorted(indices.items())},
         "spec": spec.as_params(),
         "backend": backend,
