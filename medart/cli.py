@@ -31,8 +31,16 @@ def main() -> None:
     sqlite:///mlflow.db in the current folder; view them with
     `mlflow ui --backend-store-uri sqlite:///mlflow.db`.
     """
-    # User-facing warnings (e.g. a local file that fails the official checksum) as one line each.
-    warnings.showwarning = lambda message, category, *args, **kwargs: click.echo(f"Warning: {message}", err=True)
+    # User-facing warnings (e.g. a local file that fails the official checksum) as one line each,
+    # each text once: a sweep loads the same file for every cell.
+    shown: set[str] = set()
+
+    def show(message, category, *args, **kwargs) -> None:
+        if str(message) not in shown:
+            shown.add(str(message))
+            click.echo(f"Warning: {message}", err=True)
+
+    warnings.showwarning = show
 
 
 def _datasets() -> list[str]:

@@ -28,7 +28,7 @@ from medart.data.base import stack  # noqa: E402
 from medart.errors import ModelError  # noqa: E402
 from medart.models import registry  # noqa: E402
 from medart.models.evaluation import classification_metrics, predict  # noqa: E402
-from medart.models.resnet import build_model  # noqa: E402
+from medart.models.resnet import MedResNet, build_model  # noqa: E402
 from medart.models.training import MONITORS, TrainConfig, fit  # noqa: E402
 
 
@@ -180,19 +180,37 @@ class AttackOutcome:
     clean: dict[str, tuple[torch.Tensor, torch.Tensor]]  # part → (x, y)
 
 
-def _attack_data(model_uri: str, dataset: str, data_dir, source: str, size: int, max_examples: int | None, seed: int):
+@dataclass
+class AttackInputs:
+    """What an attack run needs besides the spec, loaded once (a sweep shares it across cells)."""
+
+    model: MedResNet
+    info: dict  # the dataset's ProtocolSplits.info
+    clean: dict[str, tuple[torch.Tensor, torch.Tensor]]  # part → (x, y)
+    indices: dict[str, np.ndarray]
+    weights_digest: str
+
+
+def load_attack_inputs(
+    model_uri: str, dataset: str, data_dir=None, source: str = "medmnist", size: int = 28,
+    max_examples: int | None = None, seed: int = 0,
+) -> AttackInputs:
+    """The model, and AdvTrain / AdvTest as tensors (``max_examples`` caps both together, 80/20)."""
     model = registry.load_model(model_uri)
     side = model.config.get("image_size") or size
     splits = load_dataset(dataset, data_dir, source=source, size=size, image_size=side, seed=seed)
     if splits.classes != model.classes:
         raise ModelError(f"{model_uri} predicts {model.classes}, but {dataset} has classes {splits.classes}")
+    n_test = sum(len(p) for p in splits.test)
     parts = {}
     for part in ("adv_train", "adv_test"):
         ds = getattr(splits, part)
-        # max_examples caps the two parts together, in the protocol's 80/20 proportion
-        cap = None if max_examples is None else max(1, round(max_examples * len(ds) / sum(len(p) for p in splits.test)))
+        cap = None if max_examples is None else max(1, round(max_examples * len(ds) / n_test))
         parts[part] = subsample(ds, cap, seed)
-    return model, splits, parts
+    return AttackInputs(
+        model, splits.info, {part: stack(ds) for part, ds in parts.items()},
+        {part: ds.indices for part, ds in parts.items()}, cache.weights_digest(model),
+    )
 
 
 def attack_model(
@@ -211,6 +229,7 @@ def attack_model(
     use_cache: bool = True,
     nested: bool = False,
     progress: bool = True,
+    inputs: AttackInputs | None = None,
 ) -> AttackOutcome:
     """Attack AdvTrain and AdvTest of ``dataset`` with ``spec`` through ``backend``, as one MLflow run.
 
@@ -218,12 +237,12 @@ def attack_model(
     ``success_rate``, ``linf_mean``/``linf_max``, ``l2_mean``/``l2_max`` (pixel units),
     ``seconds`` and ``image_steps_per_second`` of the generation. The examples are logged as
     artifacts and reused by a later run with the same model, data, spec, backend and seed.
-    Targeted specs aim each image at class ``(y + 1) mod K``.
+    Targeted specs aim each image at class ``(y + 1) mod K``. ``inputs`` (from
+    :func:`load_attack_inputs` with the same arguments) saves reloading model and data.
     """
-    model, splits, parts = _attack_data(model_uri, dataset, data_dir, source, size, max_examples, seed)
-    clean = {part: stack(ds) for part, ds in parts.items()}
-    indices = {part: ds.indices if hasattr(ds, "indices") else np.arange(len(ds)) for part, ds in parts.items()}
-    key = cache.cache_key(cache.weights_digest(model), splits.info, indices, spec, backend, seed)
+    inputs = inputs or load_attack_inputs(model_uri, dataset, data_dir, source, size, max_examples, seed)
+    model, clean, indices = inputs.model, inputs.clean, inputs.indices
+    key = cache.cache_key(inputs.weights_digest, inputs.info, indices, spec, backend, seed)
     experiment = tracking.experiment_name(dataset, "attack")
     cached_run = cache.find(experiment, key) if use_cache else None
     attack = make_attack(model, spec, model.config["num_classes"], backend, batch_size, device)
@@ -303,9 +322,12 @@ def sweep(
     with tracking.start_run(tracking.experiment_name(dataset, "attack"), label) as parent:
         mlflow.log_params({"attacks": ",".join(attacks), "eps": ",".join(f"{e:.6g}" for e in eps_values),
                            "backend": backend, "model_uri": model_uri, "dataset": dataset})
+        loading = {k: attack_kwargs[k] for k in ("source", "size", "max_examples", "seed") if k in attack_kwargs}
+        inputs = load_attack_inputs(model_uri, dataset, data_dir, **loading)
         for attack in attacks:
             for eps in eps_values:
-                out = attack_model(model_uri, dataset, make_spec(attack, eps), backend, data_dir, nested=True, **attack_kwargs)
+                out = attack_model(model_uri, dataset, make_spec(attack, eps), backend, data_dir, nested=True,
+                                   inputs=inputs, **attack_kwargs)
                 rows.append({"attack": attack, "eps": eps, "run_id": out.run_id, "cached": out.cached, **out.metrics})
         tracking.log_figure(_sweep_figure(rows, dataset, backend), "figures/accuracy_vs_eps.png")
         mlflow.log_text(sweep_table(rows), "sweep.md")

@@ -8,7 +8,7 @@ and, when absent, downloaded from the official Zenodo record with MD5 verificati
 
 from __future__ import annotations
 
-import logging
+import functools
 import os
 import warnings
 import zipfile
@@ -19,8 +19,6 @@ import numpy as np
 from medart.data.base import ArrayDataset, Transform, resolve_data_dir
 from medart.data.download import download_file, md5sum
 from medart.errors import DataError
-
-log = logging.getLogger(__name__)
 
 SIZES = (28, 64, 128, 224)
 SPLITS = ("train", "val", "test")
@@ -91,7 +89,7 @@ def fetch(flag: str, size: int = 28, data_dir: str | os.PathLike | None = None, 
     path = root / name
     expected = MD5[flag][size]
     if path.is_file():
-        if md5sum(path) != expected:
+        if file_md5(path) != expected:
             warnings.warn(
                 f"{path} does not match the official MedMNIST MD5 {expected}; using it as a user-supplied file",
                 stacklevel=2,
@@ -110,6 +108,16 @@ def fetch(flag: str, size: int = 28, data_dir: str | os.PathLike | None = None, 
         raise DataError(
             f"{path} not found and {exc}; put {name} there or point MEDART_DATA_DIR / --data-dir at the folder holding it"
         ) from exc
+
+
+@functools.lru_cache(maxsize=32)
+def _file_md5(path: Path, mtime_ns: int, size: int) -> str:
+    """MD5 of a file, computed once per process for each version (mtime, size) of it."""
+    return md5sum(path)
+
+
+def file_md5(path: Path) -> str:
+    return _file_md5(path, path.stat().st_mtime_ns, path.stat().st_size)
 
 
 def read_npz(path: Path, flag: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:

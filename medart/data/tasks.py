@@ -164,7 +164,7 @@ def load_dataset(
         "dataset": name,
         "source": "medmnist",
         "file": str(path),
-        "file_md5": medmnist.md5sum(path),
+        "file_md5": medmnist.file_md5(path),
         "official_md5": medmnist.MD5[task.flag][size],
         "size": size,
     }
