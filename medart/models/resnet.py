@@ -156,10 +156,13 @@ class MedResNet(nn.Module):
             out["stem"] = h
         for i in range(1, 5):
             stage = getattr(self, f"layer{i}")
-            for j, block in enumerate(stage):
-                h = block(h)
-                if f"layer{i}.{j}" in taps:
-                    out[f"layer{i}.{j}"] = h
+            if any(t.startswith(f"layer{i}.") for t in taps):
+                for j, block in enumerate(stage):
+                    h = block(h)
+                    if f"layer{i}.{j}" in taps:
+                        out[f"layer{i}.{j}"] = h
+            else:  # call the stage itself, so forward hooks on it fire
+                h = stage(h)
             if f"layer{i}" in taps:
                 out[f"layer{i}"] = h
         h = self.pool(h)

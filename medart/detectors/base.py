@@ -1,0 +1,113 @@
+"""ART-style detectors: a feature map over a frozen classifier, then a scikit-learn classifier.
+
+Every detector subclasses ART's ``EvasionDetector``, so code written for ART's detectors runs it:
+``fit(x, y)`` with ``y`` = 1 for adversarial and 0 for clean inputs, ``detect(x)`` returning
+``(report, is_adversarial)`` where ``report["scores"]`` holds the per-example scores (higher =
+more likely adversarial). ``score(x, y)`` is the ROC-AUC of those scores. Features are scaled to
+[0, 1] by a ``MinMaxScaler`` fitted inside ``fit`` only, on the data ``fit`` was given.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from typing import Any
+
+import numpy as np
+import torch
+from art.defences.detector.evasion import EvasionDetector
+from sklearn.base import ClassifierMixin
+from sklearn.metrics import roc_auc_score
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import MinMaxScaler
+from torch import nn
+
+from medart.errors import ConfigError, DataError
+
+
+def as_tensor(x: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """Inputs as float32 tensors (ART hands NumPy arrays)."""
+    x = torch.as_tensor(x)
+    if x.dtype != torch.float32 or x.ndim != 4:
+        raise DataError(f"detector inputs must be float32 (N, C, H, W) pixels, got {x.dtype} {tuple(x.shape)}")
+    if not torch.isfinite(x).all():
+        raise DataError("detector inputs contain NaN or Inf")
+    return x
+
+
+def check_fit_labels(x: torch.Tensor, y: np.ndarray | torch.Tensor) -> np.ndarray:
+    y = np.asarray(y).reshape(-1)
+    if len(y) != len(x):
+        raise DataError(f"{len(x)} inputs but {len(y)} labels; give one 0/1 (clean/adversarial) label per input")
+    if not np.isin(y, (0, 1)).all():
+        raise DataError("detector labels must be 0 (clean) or 1 (adversarial)")
+    if len(np.unique(y)) < 2:
+        raise DataError("detector labels hold a single class; fit needs both clean (0) and adversarial (1) inputs")
+    return y.astype(np.int64)
+
+
+class FeatureDetector(EvasionDetector):
+    """Base class. Subclasses define ``defence_params``, :meth:`_classifier` and :meth:`_features`.
+
+    Args:
+        model: the frozen classifier, float32 ``(N, C, H, W)`` pixels in [0, 1] → logits.
+        batch_size: images per forward pass when extracting features.
+        device: ``auto``, ``cpu`` or ``cuda[:N]``.
+        random_state: seeds the classifier and any sampling.
+    """
+
+    name = "detector"
+
+    def __init__(self, model: nn.Module, batch_size: int = 100, device: str = "auto", random_state: int = 0) -> None:
+        super().__init__()
+        self.model, self.batch_size, self.device, self.random_state = model, batch_size, device, random_state
+        self.pipeline_: Pipeline | None = None
+
+    @abstractmethod
+    def _classifier(self) -> ClassifierMixin:
+        """A fresh scikit-learn classifier for the scaled features."""
+
+    @abstractmethod
+    def _features(self, x: torch.Tensor) -> np.ndarray:
+        """Detector features ``(N, F)`` of ``x``, using only what ``_prepare`` learnt."""
+
+    def _prepare(self, x: torch.Tensor, y: np.ndarray, **kwargs) -> None:
+        """Learn what the features need (reference sets, thresholds) from fit data only."""
+
+    def _fit_features(self, x: torch.Tensor, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Training features and labels; detectors that add negatives (LID's noise) override it."""
+        return self._features(x), y
+
+    def fit(self, x: np.ndarray | torch.Tensor, y: np.ndarray, batch_size: int = 128, nb_epochs: int = 20, **kwargs) -> None:
+        """Fit on inputs ``x`` with ``y`` = 1 adversarial / 0 clean. ``batch_size`` and ``nb_epochs``
+        are ART's signature; the feature batch size is the constructor's. Keyword arguments go to
+        the feature preparation (e.g. ``x_ref``/``y_ref`` for KD and Mahalanobis)."""
+        self._check_params()
+        x = as_tensor(x)
+        y = check_fit_labels(x, y)
+        self._prepare(x, y, **kwargs)
+        features, labels = self._fit_features(x, y)
+        self.pipeline_ = Pipeline([("scale", MinMaxScaler()), ("classify", self._classifier())])
+        self.pipeline_.fit(self._finite(features), labels)
+
+    def detect(self, x: np.ndarray | torch.Tensor, batch_size: int = 128, **kwargs) -> tuple[dict, np.ndarray]:
+        """``({"scores": (N,) float}, is_adversarial (N,) bool)``."""
+        if self.pipeline_ is None:
+            raise ConfigError(f"{type(self).__name__} is not fitted; call fit first")
+        features = self._finite(self._features(as_tensor(x)))
+        classify = self.pipeline_
+        scores = classify.decision_function(features) if hasattr(classify[-1], "decision_function") else classify.predict_proba(features)[:, 1]
+        return {"scores": np.asarray(scores, dtype=np.float64)}, classify.predict(features).astype(bool)
+
+    def score(self, x: np.ndarray | torch.Tensor, y_is_adv: np.ndarray) -> float:
+        """ROC-AUC of the detection scores against the true 0/1 labels."""
+        y = check_fit_labels(as_tensor(x), y_is_adv)
+        return float(roc_auc_score(y, self.detect(x)[0]["scores"]))
+
+    def get_params(self) -> dict[str, Any]:
+        return {p: getattr(self, p) for p in self.defence_params}
+
+    @staticmethod
+    def _finite(features: np.ndarray) -> np.ndarray:
+        if not np.isfinite(features).all():  # a bug upstream, never the user's data: fail loudly
+            raise FloatingPointError("detector features contain NaN or Inf")
+        return features.astype(np.float64)
