@@ -16,7 +16,7 @@ DETECTORS: dict[str, type[FeatureDetector]] = {
     cls.name: cls for cls in (KernelDensity, LocalIntrinsicDimensionality, DeepFeatures, QuantizedFeatures,
                               BayesianUncertainty, Mahalanobis)
 }
-NEEDS_REFERENCES = {"kd", "mahalanobis"}  # fit(..., x_ref=, y_ref=) with clean training images
+NEEDS_REFERENCES = {"kd", "lid", "mahalanobis"}  # fit(..., x_ref=, y_ref=) with clean training images
 
 
 def make_detector(name: str, model: nn.Module, **params) -> FeatureDetector:

@@ -5,8 +5,8 @@ nearest neighbours among a mini-batch of clean reference samples:
 
     LID = −( (1/k) Σ_i log(r_i / r_k) )⁻¹
 
-Edge cases are defined, not left to produce NaN/Inf: the point itself is excluded by index when it
-belongs to the reference batch; r_1 = 0 (an exact duplicate) gives LID 0, the limit of the
+Edge cases are defined, not left to produce NaN/Inf: a point that belongs to the reference batch
+is excluded by index (``self_index``); r_1 = 0 (an exact duplicate) gives LID 0, the limit of the
 estimator as r_1 → 0; all k distances equal (a degenerate, "infinite-dimensional" neighbourhood)
 gives LID = ``max_lid``.
 """
@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
 
-from medart.detectors.base import FeatureDetector
+from medart.detectors.base import FeatureDetector, as_tensor
 from medart.detectors.activations import INPUT, iter_activations, resolve_layers
 from medart.errors import ConfigError, DataError
 
@@ -51,11 +51,17 @@ def lid_mle(query: torch.Tensor, reference: torch.Tensor, k: int, self_index: to
 class LocalIntrinsicDimensionality(FeatureDetector):
     """LID detector: one LID per layer → logistic regression.
 
+    ``fit(x, y, x_ref=…)``: ``x_ref`` clean training images; ``reference_size`` of them, drawn once
+    (seeded), form the clean mini-batch every input's LID is measured against, in ``fit`` and
+    ``detect`` alike. Ma et al. (2018) measure each point against the clean images of its own
+    mini-batch, which holds the adversarial example's own clean source: its nearest neighbour at
+    distance ~ε then dominates the estimate, and a deployed detector never has that source. A
+    fixed reference batch from the training images keeps fit and detect features alike.
+
     Args:
         layers: layer names (default: the input, every residual stage and the penultimate features).
         k: nearest neighbours (20 as in Ma et al.).
-        reference_size: clean samples in the reference mini-batch (100 as in Ma et al.); drawn
-            once from the clean inputs given to ``fit``, seeded, and reused by ``detect``.
+        reference_size: clean images in the reference mini-batch (100 as in Ma et al.).
         noise: standard deviation of Gaussian-noised copies of the clean fit inputs added as extra
             negatives (Ma et al.'s "noisy" samples), or ``None``.
     """
@@ -81,37 +87,33 @@ class LocalIntrinsicDimensionality(FeatureDetector):
     def _classifier(self):
         return LogisticRegression(random_state=self.random_state, max_iter=1000)
 
-    def _prepare(self, x, y, **kwargs) -> None:
-        clean = torch.from_numpy(np.flatnonzero(y == 0))
-        if len(clean) <= self.k:
-            raise DataError(f"LID needs more than k = {self.k} clean inputs to fit, got {len(clean)}")
+    def _prepare(self, x, y, x_ref=None, y_ref=None, **kwargs) -> None:
+        if x_ref is None:
+            raise DataError("LID needs clean reference images: fit(x, y, x_ref=train_images)")
+        x_ref = as_tensor(x_ref)
+        if len(x_ref) < self.reference_size:
+            raise DataError(f"LID needs {self.reference_size} clean reference images (reference_size), got {len(x_ref)}")
         g = torch.Generator().manual_seed(self.random_state)
-        self.reference_rows_ = clean[torch.randperm(len(clean), generator=g)[: self.reference_size]]
-        self.reference_ = {layer: [] for layer in self.layers}
-        for _, acts, _ in iter_activations(self.model, x[self.reference_rows_], self.layers, self.batch_size, self.device):
+        batch = x_ref[torch.randperm(len(x_ref), generator=g)[: self.reference_size]]
+        parts: dict[str, list[torch.Tensor]] = {layer: [] for layer in self.layers}
+        for _, acts, _ in iter_activations(self.model, batch, self.layers, self.batch_size, self.device):
             for layer, a in acts.items():
-                self.reference_[layer].append(a.flatten(1))
-        self.reference_ = {layer: torch.cat(a) for layer, a in self.reference_.items()}
-
-    def _lids(self, x: torch.Tensor, self_index: torch.Tensor | None) -> np.ndarray:
-        out = np.empty((len(x), len(self.layers)))
-        for rows, acts, _ in iter_activations(self.model, x, self.layers, self.batch_size, self.device):  # streamed
-            own = None if self_index is None else self_index[rows]
-            for j, layer in enumerate(self.layers):
-                out[rows, j] = lid_mle(acts[layer].flatten(1), self.reference_[layer], self.k, own).numpy()
-        return out
+                parts[layer].append(a.flatten(1))
+        self.reference_ = {layer: torch.cat(a) for layer, a in parts.items()}
 
     def _fit_features(self, x: torch.Tensor, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        self_index = torch.full((len(x),), -1, dtype=torch.int64)
-        self_index[self.reference_rows_] = torch.arange(len(self.reference_rows_))
-        features, labels = self._lids(x, self_index), y
+        features, labels = self._features(x), y
         if self.noise is not None:
             clean = x[torch.from_numpy(y == 0)]
             g = torch.Generator().manual_seed(self.random_state + 1)
             noisy = (clean + self.noise * torch.randn(clean.shape, generator=g)).clamp(0, 1)
-            features = np.concatenate([features, self._lids(noisy, None)])
+            features = np.concatenate([features, self._features(noisy)])
             labels = np.concatenate([labels, np.zeros(len(noisy), dtype=labels.dtype)])
         return features, labels
 
     def _features(self, x: torch.Tensor) -> np.ndarray:
-        return self._lids(x, None)
+        out = np.empty((len(x), len(self.layers)))
+        for rows, acts, _ in iter_activations(self.model, x, self.layers, self.batch_size, self.device):  # streamed
+            for j, layer in enumerate(self.layers):
+                out[rows, j] = lid_mle(acts[layer].flatten(1), self.reference_[layer], self.k).numpy()
+        return out

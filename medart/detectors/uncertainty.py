@@ -15,7 +15,7 @@ class BayesianUncertainty(FeatureDetector):
     """BU: U(x) = (1/T) Σ_t p_tᵀp_t − p̄ᵀp̄ over T stochastic passes with dropout on → logistic regression.
 
     Dropout sits only in the head of a :class:`~medart.models.resnet.MedResNet`, so the backbone
-    runs once and only the head is sampled ``passes`` times (seeded).
+    runs once and only the head is sampled ``passes`` times (seeded), in float64.
     """
 
     name = "bu"
@@ -28,22 +28,30 @@ class BayesianUncertainty(FeatureDetector):
     def _check_params(self) -> None:
         if self.passes < 2:
             raise ConfigError(f"BU needs at least 2 MC-dropout passes, got {self.passes}")
-        if not hasattr(self.model, "head") or not any(isinstance(m, torch.nn.Dropout) for m in self.model.head.modules()):
-            raise ConfigError("BU needs a model whose `head` has dropout (a MedResNet)")
+        head = getattr(self.model, "head", None)
+        if not isinstance(head, torch.nn.Sequential) or not any(isinstance(m, torch.nn.Dropout) for m in head):
+            raise ConfigError("BU needs a model whose `head` is a Sequential with dropout (a MedResNet)")
 
     def _classifier(self):
         return LogisticRegression(random_state=self.random_state)
 
     def _features(self, x: torch.Tensor) -> np.ndarray:
-        z = activations(self.model, x, ["dfeat"], self.batch_size, self.device)[0]["dfeat"]
-        head = self.model.head.cpu()
-        was_training = head.training
-        head.train()  # dropout on
-        try:
-            with torch.random.fork_rng(devices=[]), torch.inference_mode():
-                torch.manual_seed(self.random_state)
-                p = torch.stack([torch.softmax(head(z), dim=1).double() for _ in range(self.passes)])  # (T, N, K)
-        finally:
-            head.train(was_training)
+        z = activations(self.model, x, ["dfeat"], self.batch_size, self.device)[0]["dfeat"].double()
+        g = torch.Generator().manual_seed(self.random_state)
+        # One dropout mask per pass, shared by every input: an input's score then depends on the
+        # input alone, not on its position in the batch or on what else is being scored.
+        h = z.expand(self.passes, *z.shape)  # (T, N, D)
+        for module in self.model.head:
+            if isinstance(module, torch.nn.Dropout):
+                keep = (torch.rand(self.passes, 1, h.shape[-1], generator=g) >= module.p).double()
+                h = h * keep / (1.0 - module.p)
+            else:
+                h = _linear(module, h) if isinstance(module, torch.nn.Linear) else module(h)
+        p = torch.softmax(h, dim=-1)  # (T, N, K)
         u = (p * p).sum(-1).mean(0) - (p.mean(0) ** 2).sum(-1)
         return u.numpy()[:, None]
+
+
+def _linear(module: torch.nn.Linear, h: torch.Tensor) -> torch.Tensor:
+    bias = None if module.bias is None else module.bias.detach().double().cpu()
+    return torch.nn.functional.linear(h, module.weight.detach().double().cpu(), bias)

@@ -1,0 +1,167 @@
+"""Detectors: the LID and KD formulas, their edge cases, fitting only on fit data, sanity AUCs, errors."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from art.defences.detector.evasion import EvasionDetector
+
+from medart.detectors import DETECTORS, NEEDS_REFERENCES, make_detector
+from medart.detectors.activations import activations, iter_activations
+from medart.detectors.kd import log_kernel_density
+from medart.detectors.lid import MAX_LID, lid_mle
+from medart.errors import ConfigError, DataError
+from medart.models.resnet import build_model
+
+
+def test_lid_recovers_the_dimension_of_a_linear_manifold():
+    g = torch.Generator().manual_seed(0)
+    for dim in (2, 5):
+        basis = torch.linalg.qr(torch.randn(64, dim, generator=g, dtype=torch.float64))[0]  # orthonormal (64, dim)
+        points = torch.randn(2000, dim, generator=g, dtype=torch.float64) @ basis.T
+        lid = lid_mle(points[:200], points[200:], k=20)
+        assert abs(lid.median().item() - dim) < 0.35 * dim, (dim, lid.median().item())
+
+
+def test_lid_matches_the_formula_per_sample():
+    rng = np.random.default_rng(1)
+    query, ref = rng.normal(size=(7, 12)), rng.normal(size=(30, 12))
+    got = lid_mle(torch.from_numpy(query), torch.from_numpy(ref), k=5).numpy()
+    for i, q in enumerate(query):
+        r = np.sort(np.linalg.norm(ref - q, axis=1))[:5]
+        expected = -1.0 / np.mean(np.log(r / r[-1]))
+        assert got[i] == pytest.approx(expected, rel=1e-6)
+    # excluding self by index: the query is row 3 of the reference
+    own = lid_mle(torch.from_numpy(ref[3:4]), torch.from_numpy(ref), k=5, self_index=torch.tensor([3])).item()
+    r = np.sort(np.linalg.norm(np.delete(ref, 3, axis=0) - ref[3], axis=1))[:5]
+    assert own == pytest.approx(-1.0 / np.mean(np.log(r / r[-1])), rel=1e-6)
+
+
+def test_lid_edge_cases_stay_finite():
+    ref = torch.randn(10, 4, dtype=torch.float64)
+    dup = torch.cat([ref, ref[:1]])  # row 10 duplicates row 0
+    lid = lid_mle(dup, dup, k=3, self_index=torch.arange(11))
+    assert torch.isfinite(lid).all() and lid[0] == 0 and lid[10] == 0  # an exact duplicate → LID 0
+    square = torch.tensor([[1.0, 0], [-1, 0], [0, 1], [0, -1]], dtype=torch.float64)
+    assert lid_mle(torch.zeros(1, 2, dtype=torch.float64), square, k=4).item() == MAX_LID  # all distances equal
+    assert torch.isfinite(lid_mle(ref[:2], ref, k=9, self_index=torch.tensor([0, 1]))).all()  # k = M − 1
+    with pytest.raises(ConfigError, match="LID k = 10 needs"):
+        lid_mle(ref[:2], ref, k=10, self_index=torch.tensor([0, 1]))
+
+
+def test_kd_matches_the_formula_per_sample():
+    rng = np.random.default_rng(2)
+    z, ref, sigma = rng.normal(size=(5, 8)), rng.normal(size=(40, 8)), 1.7
+    got = log_kernel_density(torch.from_numpy(z), torch.from_numpy(ref), sigma).numpy()
+    for i, q in enumerate(z):
+        expected = math.log(np.mean(np.exp(-np.sum((ref - q) ** 2, axis=1) / sigma**2)))
+        assert got[i] == pytest.approx(expected, rel=1e-6)
+    far = log_kernel_density(torch.full((1, 8), 1e3, dtype=torch.float64), torch.from_numpy(ref), 0.1)
+    assert torch.isfinite(far).all()  # log-sum-exp: no underflow to log(0)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """A small random MedResNet-18, smooth 16 px images (bilinear-upsampled 4 px noise, so they lie on
+    a low-dimensional set as real images do) and the classes the model predicts for them."""
+    torch.manual_seed(0)
+    model = build_model(2, "resnet18", pretrained="none").eval()
+    coarse = torch.rand(96, 3, 4, 4, generator=torch.Generator().manual_seed(1))
+    x = torch.nn.functional.interpolate(coarse, size=16, mode="bilinear", align_corners=False)
+    with torch.no_grad():
+        y = model(x).argmax(1).numpy()
+    return model, x, y
+
+
+def _params(name):
+    return {"lid": dict(k=20, reference_size=32, layers=["input", "layer1", "dfeat"]), "bu": dict(passes=8),
+            "dfeat": dict(n_estimators=20)}.get(name, {})
+
+
+def _fit(name, model, x_fit, y_fit, x_ref, y_ref):
+    detector = make_detector(name, model, **_params(name))
+    kwargs = dict(x_ref=x_ref, y_ref=y_ref) if name in NEEDS_REFERENCES else {}
+    detector.fit(x_fit, y_fit, **kwargs)
+    return detector
+
+
+@pytest.mark.parametrize("name", list(DETECTORS))
+def test_identical_inputs_score_half_and_separable_inputs_score_one(tiny, name):
+    model, x, y = tiny
+    ref, clean_fit, clean_test = slice(0, 32), slice(32, 64), slice(64, 96)
+    labels = lambda n: np.r_[np.zeros(n), np.ones(n)]  # noqa: E731
+    # "adversarial" = the very same images: nothing to find
+    same = _fit(name, model, torch.cat([x[clean_fit]] * 2), labels(32), x[ref], y[ref])
+    assert isinstance(same, EvasionDetector)
+    assert same.score(torch.cat([x[clean_test]] * 2), labels(32)) == pytest.approx(0.5, abs=1e-9)
+    # "adversarial" = copies with strong pixel noise: off the images' smooth manifold, trivially apart
+    noise = 0.3 * torch.randn(x.shape, generator=torch.Generator().manual_seed(2))
+    noisy = lambda s: (x[s] + noise[s]).clamp(0, 1)  # noqa: E731
+    apart = _fit(name, model, torch.cat([x[clean_fit], noisy(clean_fit)]), labels(32), x[ref], y[ref])
+    assert apart.score(torch.cat([x[clean_test], noisy(clean_test)]), labels(32)) > 0.95
+    report, flagged = apart.detect(x[clean_test])
+    assert report["scores"].shape == (32,) and flagged.dtype == bool
+    assert set(apart.get_params()) == set(apart.defence_params)
+
+
+def test_scores_depend_on_the_input_alone(tiny):
+    """Fit and detect see an input the same way (LID's reference batch holds no fit input), and
+    BU's MC-dropout masks do not depend on an input's position in the batch."""
+    model, x, y = tiny
+    labels = np.r_[np.zeros(16), np.ones(16)]
+    fit_x = torch.cat([x[32:48], 0.2 * x[32:48]])
+    for name in ("lid", "bu"):
+        detector = _fit(name, model, fit_x, labels, x[:32], y[:32])
+        assert np.array_equal(detector._fit_features(fit_x, labels)[0], detector._features(fit_x))
+        alone = detector.detect(x[40:41])[0]["scores"]
+        shuffled = detector.detect(torch.cat([x[60:70], x[40:41], x[70:80]]))[0]["scores"][10:11]
+        np.testing.assert_allclose(alone, shuffled, rtol=1e-5)  # float32 convolutions vary with batch size
+
+
+def test_thresholds_and_scaler_come_from_fit_data_only(tiny):
+    model, x, _ = tiny
+    fit_x = torch.cat([x[:32], 0.2 * x[:32]])
+    detector = make_detector("qfeat", model, levels=3)
+    detector.fit(fit_x, np.r_[np.zeros(32), np.ones(32)])
+    z_clean = activations(model, x[:32], ["dfeat"])[0]["dfeat"].numpy()
+    assert np.allclose(detector.thresholds_, np.quantile(z_clean, [1 / 3, 2 / 3], axis=0))
+    codes = detector._features(fit_x)
+    scaler = detector.pipeline_.named_steps["scale"]
+    assert np.array_equal(scaler.data_min_, codes.min(0)) and np.array_equal(scaler.data_max_, codes.max(0))
+    before = (detector.thresholds_.copy(), scaler.data_min_.copy(), scaler.data_max_.copy())
+    detector.detect(torch.zeros(8, 3, 16, 16))  # scoring other data changes nothing learnt
+    assert all(np.array_equal(a, b) for a, b in zip(before, (detector.thresholds_, scaler.data_min_, scaler.data_max_)))
+
+
+def test_hooks_are_removed_and_nested_layers_reachable(tiny):
+    model, x, _ = tiny
+    acts, logits = activations(model, x[:4], ["layer3.1", "res5b_relu", "input"])
+    assert acts["layer3.1"].shape == (4, 256 * 1 * 1) and acts["input"].shape == (4, 3 * 16 * 16) and logits.shape == (4, 2)
+    assert all(not m._forward_hooks for m in model.modules())
+    gen = iter_activations(model, x[:8], ["layer1"], batch_size=4)
+    next(gen)
+    gen.close()  # abandoned half-way: hooks still removed
+    assert all(not m._forward_hooks for m in model.modules())
+
+
+def test_bad_detector_input(tiny):
+    model, x, y = tiny
+    with pytest.raises(DataError, match="8 inputs but 6 labels"):
+        make_detector("dfeat", model).fit(x[:8], np.r_[np.zeros(3), np.ones(3)])
+    with pytest.raises(DataError, match="single class"):
+        make_detector("dfeat", model).fit(x[:8], np.zeros(8))
+    with pytest.raises(ConfigError, match="unknown layer 'layer9.9'"):
+        make_detector("lid", model, layers=["layer9.9"]).fit(x[:8], np.r_[np.zeros(4), np.ones(4)])
+    with pytest.raises(ConfigError, match=r"reference batch \(10\) must be larger than k \(20\)"):
+        make_detector("lid", model, reference_size=10).fit(x[:8], np.r_[np.zeros(4), np.ones(4)], x_ref=x)
+    with pytest.raises(DataError, match="LID needs 20 clean reference images"):
+        make_detector("lid", model, k=5, reference_size=20).fit(x[:8], np.r_[np.zeros(4), np.ones(4)], x_ref=x[:8])
+    with pytest.raises(DataError, match="KD needs clean reference images"):
+        make_detector("kd", model).fit(x[:8], np.r_[np.zeros(4), np.ones(4)])
+    with pytest.raises(ConfigError, match="unknown detector 'magnet'"):
+        make_detector("magnet", model)
+    with pytest.raises(ConfigError, match="not fitted"):
+        make_detector("bu", model).detect(x[:2])
