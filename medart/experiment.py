@@ -189,13 +189,15 @@ class AttackInputs:
     clean: dict[str, tuple[torch.Tensor, torch.Tensor]]  # part → (x, y)
     indices: dict[str, np.ndarray]
     weights_digest: str
+    reference: tuple[torch.Tensor, torch.Tensor] | None = None  # clean Train images (x, y) for detectors
 
 
 def load_attack_inputs(
     model_uri: str, dataset: str, data_dir=None, source: str = "medmnist", size: int = 28,
-    max_examples: int | None = None, seed: int = 0,
+    max_examples: int | None = None, seed: int = 0, reference_size: int = 0,
 ) -> AttackInputs:
-    """The model, and AdvTrain / AdvTest as tensors (``max_examples`` caps both together, 80/20)."""
+    """The model, and AdvTrain / AdvTest as tensors (``max_examples`` caps both together, 80/20);
+    with ``reference_size`` > 0 also a stratified sample of that many clean Train images."""
     model = registry.load_model(model_uri)
     side = model.config.get("image_size") or size
     splits = load_dataset(dataset, data_dir, source=source, size=size, image_size=side, seed=seed)
@@ -207,9 +209,10 @@ def load_attack_inputs(
         ds = getattr(splits, part)
         cap = None if max_examples is None else max(1, round(max_examples * len(ds) / n_test))
         parts[part] = subsample(ds, cap, seed)
+    reference = stack(subsample(splits.train, reference_size, seed)) if reference_size > 0 else None
     return AttackInputs(
         model, splits.info, {part: stack(ds) for part, ds in parts.items()},
-        {part: ds.indices for part, ds in parts.items()}, cache.weights_digest(model),
+        {part: ds.indices for part, ds in parts.items()}, cache.weights_digest(model), reference,
     )
 
 

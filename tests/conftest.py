@@ -67,3 +67,14 @@ def write_npz(tmp_path):
         return path
 
     return write
+
+
+@pytest.fixture
+def registered(tracking_store, shared_data) -> str:
+    """A quickly trained ResNet-18 on 64 real chest X-rays, registered as ``medart-pneumonia@champion``."""
+    from medart.experiment import train_model
+    from medart.models.training import TrainConfig
+
+    train_model("pneumonia", shared_data, arch="resnet18", pretrained="none", max_train=64, max_eval=16,
+                train_config=TrainConfig(epochs=1, batch_size=32, lr=1e-2), progress=False)
+    return "models:/medart-pneumonia@champion"

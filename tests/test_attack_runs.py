@@ -9,17 +9,9 @@ from click.testing import CliRunner
 
 from medart.attacks import make_spec
 from medart.cli import main
-from medart.experiment import attack_model, sweep, train_model
-from medart.models.training import TrainConfig
+from medart.experiment import attack_model, sweep
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*official MedMNIST MD5")
-
-
-@pytest.fixture
-def registered(tracking_store, shared_data) -> str:
-    train_model("pneumonia", shared_data, arch="resnet18", pretrained="none", max_train=64, max_eval=16,
-                train_config=TrainConfig(epochs=1, batch_size=32, lr=1e-2), progress=False)
-    return "models:/medart-pneumonia@champion"
 
 
 def test_attack_run_logs_metrics_and_reuses_cached_examples(registered, shared_data):

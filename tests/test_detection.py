@@ -1,0 +1,117 @@
+"""The detection stage: pairs of correctly classified images, splits, MLflow runs, transfer, CLI."""
+
+from __future__ import annotations
+
+import mlflow
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from torch.utils.data import TensorDataset
+
+from medart.cli import main
+from medart.detection import Pairs, detect_model, parse_detector_params, resplit
+from medart.errors import ConfigError
+from medart.experiment import load_attack_inputs
+from medart.models import registry
+from medart.models.evaluation import predict
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*official MedMNIST MD5")
+
+
+def _pairs(n: int, offset: int = 0) -> Pairs:
+    x = torch.arange(offset, offset + n, dtype=torch.float32).reshape(n, 1, 1, 1).expand(n, 3, 2, 2).clone()
+    return Pairs(x, x + 0.5, np.arange(n) % 2)
+
+
+def test_resplit_keeps_pairs_together_and_sizes():
+    fit, test = _pairs(40), _pairs(10, offset=40)
+    assert resplit(fit, test, 0, seed=0) == (fit, test)
+    a, b = resplit(fit, test, 1, seed=0)
+    c, _ = resplit(fit, test, 2, seed=0)
+    assert (len(a), len(b)) == (40, 10)
+    for part in (a, b):
+        assert torch.equal(part.adversarial, part.clean + 0.5)  # a clean image and its adversarial: same side
+        assert np.array_equal(part.labels, part.clean[:, 0, 0, 0].long().numpy() % 2)
+    ids = lambda p: set(p.clean[:, 0, 0, 0].long().tolist())  # noqa: E731
+    assert ids(a) | ids(b) == set(range(50)) and not ids(a) & ids(b)
+    assert ids(a) != ids(c)  # each repeat draws anew
+    assert np.bincount(b.labels).tolist() == [5, 5]  # stratified by class
+
+
+def test_detector_params_are_parsed_and_checked():
+    got = parse_detector_params(["lid.k=10", "lid.layers=input,layer4", "kd.bandwidth=auto", "lid.noise=none",
+                                 "qfeat.C=0.5"], ["kd", "lid", "qfeat"])
+    assert got == {"lid": {"k": 10, "layers": ["input", "layer4"], "noise": None}, "kd": {"bandwidth": "auto"},
+                   "qfeat": {"C": 0.5}}
+    with pytest.raises(ConfigError, match="not DETECTOR.NAME=VALUE"):
+        parse_detector_params(["k=10"], ["lid"])
+    with pytest.raises(ConfigError, match="detector 'kd', which is not among lid"):
+        parse_detector_params(["kd.bandwidth=1"], ["lid"])
+
+
+def test_detect_logs_table_4_and_5_from_correctly_classified_pairs(registered, shared_data):
+    kwargs = dict(max_examples=40, reference_size=64, progress=False,
+                  detector_params={"lid": {"k": 10, "reference_size": 32, "layers": ["input", "layer2", "dfeat"]},
+                                   "dfeat": {"n_estimators": 20}})
+    out = detect_model(registered, "pneumonia", ["fgsm", "pgd"], 8 / 255, ["kd", "lid", "dfeat", "qfeat"], "art",
+                       shared_data, **kwargs)
+    # only the images the model classifies correctly become pairs
+    model = registry.load_model(registered)
+    client = mlflow.MlflowClient()
+    attack_run = client.get_run(out.attack_runs["fgsm"])
+    inputs = load_attack_inputs(registered, "pneumonia", shared_data, max_examples=40)
+    for part, key in (("adv_train", "fit"), ("adv_test", "test")):
+        x, y = inputs.clean[part]
+        correct = int((predict(model, TensorDataset(x, y))[0].argmax(1) == y.numpy()).sum())
+        assert out.counts["fgsm"][key] == out.counts["pgd"][key] == correct
+    assert attack_run.data.params["attack.name"] == "fgsm"
+
+    parent = client.get_run(out.run_id)
+    assert parent.info.status == "FINISHED" and parent.data.params["detectors"] == "kd,lid,dfeat,qfeat"
+    children = mlflow.search_runs(experiment_names=["medart/pneumonia/detect"], output_format="list",
+                                  filter_string=f"tags.mlflow.parentRunId = '{out.run_id}'")
+    assert sorted(r.info.run_name for r in children) == ["detect-fgsm-eps8/255-art", "detect-pgd-eps8/255-art"]
+    child = client.get_run(out.child_runs["pgd"])
+    assert child.data.params["lid.k"] == "10" and child.data.params["lid.layers"] == "input,layer2,dfeat"
+    assert child.data.tags["medart.attack_run"] == out.attack_runs["pgd"]
+    for name in ("kd", "lid", "dfeat", "qfeat"):
+        assert child.data.metrics[f"auc_{name}"] == pytest.approx(out.auc["pgd"][name])
+        assert 0.0 <= out.auc["pgd"][name] <= 1.0
+        for a in ("fgsm", "pgd"):  # the transfer diagonal is the per-attack AUC (one split)
+            assert out.transfer[name][a][a] == pytest.approx(out.auc[a][name])
+    paths = {a.path for a in client.list_artifacts(out.run_id)} | {a.path for a in client.list_artifacts(out.run_id, "figures")}
+    assert {"detection_auc.md", "detection_auc.json", "transfer.md", "transfer.json", "figures/detection_auc.png",
+            "figures/transfer.png"} <= paths
+    assert "figures/roc.png" in {a.path for a in client.list_artifacts(out.child_runs["fgsm"], "figures")}
+    table = mlflow.artifacts.load_text(f"runs:/{out.run_id}/detection_auc.md")
+    assert table.splitlines()[0] == "| detector | FGSM | PGD |" and "| QFEAT |" in table
+
+    # a second study reuses the attack runs' examples and, with repeats, reports mean ± std
+    again = detect_model(registered, "pneumonia", ["pgd"], 8 / 255, ["dfeat"], "art", shared_data, repeats=3,
+                         **(kwargs | {"detector_params": {"dfeat": {"n_estimators": 20}}}))
+    assert client.get_run(again.attack_runs["pgd"]).data.tags["medart.cached_from"] == out.attack_runs["pgd"]
+    values = mlflow.artifacts.load_dict(f"runs:/{again.child_runs['pgd']}/repeats/dfeat.json")["auc"]
+    assert len(values) == 3 and values[0] == pytest.approx(out.auc["pgd"]["dfeat"])  # split 0 = AdvTrain/AdvTest
+    metrics = client.get_run(again.child_runs["pgd"]).data.metrics
+    assert metrics["auc_dfeat"] == pytest.approx(np.mean(values)) and metrics["auc_dfeat_std"] == pytest.approx(np.std(values))
+    assert again.transfer == {}  # one attack: nothing to transfer to
+
+
+def test_cli_detect_and_its_errors(registered, shared_data):
+    runner = CliRunner()
+    base = ["detect", "--model-uri", registered, "--dataset", "pneumonia", "--data-dir", str(shared_data),
+            "--max-examples", "30", "--reference-size", "40", "--no-progress"]
+    ok = runner.invoke(main, [*base, "--attacks", "fgsm,bim", "--eps", "4/255", "--detectors", "dfeat,mahalanobis",
+                              "--param", "dfeat.n_estimators=10"])
+    assert ok.exit_code == 0, ok.output
+    assert "| DFEAT |" in ok.output and "| MAHALANOBIS |" in ok.output and "fitted on" in ok.output
+    for args, fragment in (
+        (["--detectors", "kd,magnet"], "unknown detector 'magnet'"),
+        (["--detectors", "lid", "--param", "lid.k=200"], "LID reference batch (100) must be larger than k (200)"),
+        (["--detectors", "lid"], "lid reference_size 100 exceeds the 40 clean reference images"),
+        (["--detectors", "kd", "--param", "kd.bandwith=1"], "bad parameter for detector 'kd'"),
+        (["--eps", "2"], "ε must be in (0, 1]"),
+    ):
+        bad = runner.invoke(main, [*base, *args])
+        assert bad.exit_code == 2 and "Traceback" not in bad.output and fragment in bad.output, bad.output
