@@ -39,6 +39,7 @@ def tracking_store(migrated_store, tmp_path, monkeypatch) -> str:
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     uri = tracking.configure(f"sqlite:///{db}")
+    mlflow.set_experiment("Default")  # forget the experiment an earlier test's store made active
     yield uri
     while mlflow.active_run() is not None:  # never leak a run into the next test
         mlflow.end_run("FAILED")
