@@ -13,7 +13,7 @@ from medart.errors import DataError
 
 
 class Mahalanobis(FeatureDetector):
-    """min_c (z − μ_c)ᵀ Σ⁻¹ (z − μ_c) with class means μ_c and one shared covariance Σ (Ledoit–Wolf
+    """log min_c (z − μ_c)ᵀ Σ⁻¹ (z − μ_c) with class means μ_c and one shared covariance Σ (Ledoit–Wolf
     shrinkage) of the clean reference features → logistic regression.
 
     ``fit(x, y, x_ref=…, y_ref=…)``: clean training images and their class labels.
@@ -45,4 +45,4 @@ class Mahalanobis(FeatureDetector):
         z = activations(self.model, x, [self.layer], self.batch_size, self.device)[0][self.layer].double().numpy()
         diff = z[:, None, :] - self.means_[None, :, :]  # (N, C, D)
         d2 = np.einsum("ncd,de,nce->nc", diff, self.precision_, diff)
-        return d2.min(axis=1)[:, None]
+        return np.log(d2.min(axis=1) + 1e-12)[:, None]  # heavy-tailed; the log keeps the ranking (see BU)

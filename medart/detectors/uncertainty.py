@@ -12,7 +12,7 @@ from medart.errors import ConfigError
 
 
 class BayesianUncertainty(FeatureDetector):
-    """BU: U(x) = (1/T) Σ_t p_tᵀp_t − p̄ᵀp̄ over T stochastic passes with dropout on → logistic regression.
+    """BU: log U(x), U = (1/T) Σ_t p_tᵀp_t − p̄ᵀp̄ over T stochastic passes with dropout on → logistic regression.
 
     Dropout sits only in the head of a :class:`~medart.models.resnet.MedResNet`, so the backbone
     runs once and only the head is sampled ``passes`` times (seeded), in float64.
@@ -49,7 +49,9 @@ class BayesianUncertainty(FeatureDetector):
                 h = _linear(module, h) if isinstance(module, torch.nn.Linear) else module(h)
         p = torch.softmax(h, dim=-1)  # (T, N, K)
         u = (p * p).sum(-1).mean(0) - (p.mean(0) ** 2).sum(-1)
-        return u.numpy()[:, None]
+        # U spans orders of magnitude; on raw values a few outliers can set the sign the logistic
+        # regression learns against the ranking of the rest. The log keeps the ranking.
+        return torch.log(u.clamp(min=0) + 1e-12).numpy()[:, None]
 
 
 def _linear(module: torch.nn.Linear, h: torch.Tensor) -> torch.Tensor:
