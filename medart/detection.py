@@ -222,8 +222,7 @@ def detect_model(
         mlflow.set_tags({f"medart.attack_run.{a}": r for a, r in attack_runs.items()})
         for attack, spec in specs.items():
             fit_pairs, test_pairs = pairs[attack]["adv_train"], pairs[attack]["adv_test"]
-            with tracking.start_run(tracking.experiment_name(dataset, "detect"), f"detect-{spec.label()}-{backend}",
-                                    nested=True) as child:
+            with tracking.start_run(tracking.experiment_name(dataset, "detect"), f"detect-{spec.label()}-{backend}") as child:
                 child_runs[attack] = child.info.run_id
                 mlflow.set_tag("medart.attack_run", attack_runs[attack])
                 mlflow.log_params(spec.as_params() | {"backend": backend, "model_uri": model_uri, "dataset": dataset,

@@ -230,7 +230,6 @@ def attack_model(
     seed: int = 0,
     device: str = "auto",
     use_cache: bool = True,
-    nested: bool = False,
     progress: bool = True,
     inputs: AttackInputs | None = None,
 ) -> AttackOutcome:
@@ -247,10 +246,10 @@ def attack_model(
     model, clean, indices = inputs.model, inputs.clean, inputs.indices
     key = cache.cache_key(inputs.weights_digest, inputs.info, indices, spec, backend, seed)
     experiment = tracking.experiment_name(dataset, "attack")
-    cached_run = cache.find(experiment, key) if use_cache else None
+    cached_run = cache.find(key) if use_cache else None
     attack = make_attack(model, spec, model.config["num_classes"], backend, batch_size, device)
 
-    with tracking.start_run(experiment, f"{spec.label()}-{backend}", nested=nested) as run:
+    with tracking.start_run(experiment, f"{spec.label()}-{backend}") as run:
         mlflow.log_params(spec.as_params() | {"backend": backend, "model_uri": model_uri, "dataset": dataset, "seed": seed,
                                               "max_examples": max_examples, "batch_size": batch_size})
         mlflow.log_params({f"n_{part}": len(x) for part, (x, _) in clean.items()})
@@ -329,7 +328,7 @@ def sweep(
         inputs = load_attack_inputs(model_uri, dataset, data_dir, **loading)
         for attack in attacks:
             for eps in eps_values:
-                out = attack_model(model_uri, dataset, make_spec(attack, eps), backend, data_dir, nested=True,
+                out = attack_model(model_uri, dataset, make_spec(attack, eps), backend, data_dir,
                                    inputs=inputs, **attack_kwargs)
                 rows.append({"attack": attack, "eps": eps, "run_id": out.run_id, "cached": out.cached, **out.metrics})
         tracking.log_figure(_sweep_figure(rows, dataset, backend), "figures/accuracy_vs_eps.png")

@@ -42,15 +42,22 @@ def git_commit() -> str | None:
 def start_run(experiment: str, run_name: str, **kwargs) -> Iterator[mlflow.ActiveRun]:
     """An MLflow run tagged with medart's version and git commit.
 
-    Leaving the block by an exception (a user error, Ctrl-C) ends the run as FAILED, so no run
-    is ever left RUNNING or mistaken for a finished result.
+    Started while another run is active, it becomes that run's child, in the parent's experiment.
+    Started by ``mlflow run`` (``$MLFLOW_RUN_ID`` set, nothing active yet), it *is* the project's
+    run, in the experiment ``mlflow run`` chose, renamed ``run_name``. Otherwise it goes to
+    ``experiment``. Leaving the block by an exception (a user error, Ctrl-C) ends the run as
+    FAILED, so no run is ever left RUNNING or mistaken for a finished result.
     """
     from medart import __version__
 
-    mlflow.set_experiment(experiment)
     tags = {"medart.version": __version__}
     if commit := git_commit():
         tags["mlflow.source.git.commit"] = commit
+    active = mlflow.active_run()
+    if active is not None:
+        kwargs |= {"nested": True, "experiment_id": active.info.experiment_id}
+    elif not os.environ.get("MLFLOW_RUN_ID"):
+        mlflow.set_experiment(experiment)
     with mlflow.start_run(run_name=run_name, tags=tags, **kwargs) as run:
         yield run
 

@@ -23,7 +23,13 @@ def make_attack(
     if backend == "art":
         from medart.attacks.art_backend import ARTBackend as cls
     elif backend == "torchattacks":
-        from medart.attacks.torchattacks_backend import TorchattacksBackend as cls
+        try:
+            from medart.attacks.torchattacks_backend import TorchattacksBackend as cls
+        except ModuleNotFoundError as exc:
+            if exc.name != "torchattacks":
+                raise
+            raise ConfigError("backend 'torchattacks' needs the torchattacks package: "
+                              "pip install --no-deps torchattacks==3.5.1 (see README)") from None
     else:
         raise ConfigError(f"unknown backend '{backend}'; choose from: {', '.join(BACKENDS)}")
     return cls(model, spec, num_classes, batch_size, device)

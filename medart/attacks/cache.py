@@ -66,13 +66,11 @@ def load(run_id: str, part: str, x: torch.Tensor, eps: float) -> torch.Tensor:
     return (x + delta.clamp(-eps, eps)).clamp(0.0, 1.0)
 
 
-def find(experiment: str, key: str) -> str | None:
-    """Run id of a FINISHED run that logged examples under ``key``, if any."""
-    exp = mlflow.get_experiment_by_name(experiment)
-    if exp is None:
-        return None
+def find(key: str) -> str | None:
+    """Run id of a FINISHED run, in any experiment (a pipeline's attack runs live in the
+    pipeline's), that logged examples under ``key``, if any."""
     runs = mlflow.search_runs(
-        [exp.experiment_id],
+        search_all_experiments=True,
         filter_string=f"tags.`{CACHE_TAG}` = '{key}' and attributes.status = 'FINISHED' and tags.`medart.cached` = 'false'",
         max_results=1,
         output_format="list",
