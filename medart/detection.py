@@ -118,13 +118,13 @@ def _fit(name: str, model, params: dict, fit: Pairs, reference, seed: int, batch
     detector = make_detector(name, model, **({"batch_size": batch_size, "device": device, "random_state": seed} | params))
     x, y = fit.xy()
     extra = {"x_ref": reference[0], "y_ref": reference[1].numpy()} if name in NEEDS_REFERENCES else {}
-    detector.fit(x, y, **extra)
+    detector.fit(x, y, x_clean=fit.clean, **extra)  # x_clean: the mini-batch references of Ma et al.'s LID
     return detector
 
 
 def _scores(detector, pairs: Pairs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     x, y = pairs.xy()
-    report, flagged = detector.detect(x)
+    report, flagged = detector.detect(x, x_clean=pairs.clean)
     return y, report["scores"], flagged
 
 
@@ -192,7 +192,7 @@ def detect_model(
     for name in detectors:  # settings errors now, not after the attacks have run
         detector = make_detector(name, model, **params.get(name, {}))
         detector.set_params()  # ART's hook: runs the detector's _check_params
-        if getattr(detector, "reference_size", 0) > len(reference[0]):
+        if getattr(detector, "reference", None) == "train" and detector.reference_size > len(reference[0]):
             raise ConfigError(f"{name} reference_size {detector.reference_size} exceeds the {len(reference[0])} clean "
                               "reference images; raise --reference-size or lower it")
     loading = dict(source=source, size=size, max_examples=max_examples, batch_size=batch_size, seed=seed,

@@ -12,7 +12,7 @@ from art.defences.detector.evasion import EvasionDetector
 from medart.detectors import DETECTORS, NEEDS_REFERENCES, make_detector
 from medart.detectors.activations import activations, iter_activations
 from medart.detectors.kd import log_kernel_density
-from medart.detectors.lid import MAX_LID, lid_mle
+from medart.detectors.lid import MAX_LID, lid_mle, minibatches
 from medart.errors import ConfigError, DataError
 from medart.models.resnet import build_model
 
@@ -188,3 +188,40 @@ def test_art_binary_activation_adapter_logs_its_params_and_leaves_no_hooks(tiny,
         make_detector("art_binary", model, layer="layer3.1")
     with pytest.raises(ConfigError, match="bad parameter for detector 'kd'"):
         make_detector("kd", model, bandwith=1.0)
+
+
+def test_minibatches_fold_a_short_tail_into_the_batch_before():
+    assert minibatches(45, 20, 5) == [slice(0, 20), slice(20, 45)]
+    assert minibatches(50, 20, 5) == [slice(0, 20), slice(20, 40), slice(40, 50)]
+    assert minibatches(15, 20, 5) == [slice(0, 15)]
+
+
+def test_lid_batch_mode_matches_ma_et_al_computed_directly(tiny):
+    """reference='batch': each clean image against the other clean images of its mini-batch (self
+    excluded by index), each adversarial one against the whole clean mini-batch — per batch, in NumPy."""
+    model, x, y = tiny
+    clean, adv = x[:50], (x[:50] + 0.05 * torch.randn(50, 3, 16, 16, generator=torch.Generator().manual_seed(3))).clamp(0, 1)
+    layers = ["input", "layer1", "dfeat"]
+    detector = make_detector("lid", model, layers=layers, k=5, reference="batch", reference_size=20)
+    detector.fit(torch.cat([clean, adv]), np.r_[np.zeros(50), np.ones(50)], x_clean=clean)
+    got = detector._features(torch.cat([clean, adv]), x_clean=clean)
+    for rows in (slice(0, 20), slice(20, 40), slice(40, 50)):
+        # per mini-batch forward passes, as the detector makes them (float32 convolutions vary with batch size)
+        acts_clean = {k: v.double().numpy() for k, v in activations(model, clean[rows], layers)[0].items()}
+        acts_adv = {k: v.double().numpy() for k, v in activations(model, adv[rows], layers)[0].items()}
+        for j, layer in enumerate(layers):
+            ref = acts_clean[layer]
+            for i in range(rows.stop - rows.start):
+                own = np.delete(ref, i, axis=0)
+                for row, point, others in ((rows.start + i, ref[i], own), (50 + rows.start + i, acts_adv[layer][i], ref)):
+                    r = np.sort(np.linalg.norm(others - point, axis=1))[:5]
+                    assert got[row, j] == pytest.approx(-1.0 / np.mean(np.log(r / r[-1])), rel=1e-6)
+    same = make_detector("lid", model, layers=layers, k=5, reference="batch", reference_size=20)
+    same.fit(torch.cat([clean, clean]), np.r_[np.zeros(50), np.ones(50)], x_clean=clean)
+    assert same.score(torch.cat([clean, clean]), np.r_[np.zeros(50), np.ones(50)], x_clean=clean) == pytest.approx(0.5)
+    with pytest.raises(DataError, match="pass x_clean"):
+        detector.detect(adv)
+    with pytest.raises(DataError, match="blocks aligned row by row"):
+        detector.detect(adv[:30], x_clean=clean)
+    with pytest.raises(ConfigError, match="reference must be 'train'"):
+        make_detector("lid", model, reference="global").fit(clean, np.r_[np.zeros(25), np.ones(25)], x_clean=clean)

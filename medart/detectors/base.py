@@ -67,15 +67,16 @@ class FeatureDetector(EvasionDetector):
         """A fresh scikit-learn classifier for the scaled features."""
 
     @abstractmethod
-    def _features(self, x: torch.Tensor) -> np.ndarray:
-        """Detector features ``(N, F)`` of ``x``, using only what ``_prepare`` learnt."""
+    def _features(self, x: torch.Tensor, **kwargs) -> np.ndarray:
+        """Detector features ``(N, F)`` of ``x``, using only what ``_prepare`` learnt (and the
+        keyword arguments of ``fit``/``detect``, e.g. LID's mini-batch references)."""
 
     def _prepare(self, x: torch.Tensor, y: np.ndarray, **kwargs) -> None:
         """Learn what the features need (reference sets, thresholds) from fit data only."""
 
-    def _fit_features(self, x: torch.Tensor, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _fit_features(self, x: torch.Tensor, y: np.ndarray, **kwargs) -> tuple[np.ndarray, np.ndarray]:
         """Training features and labels; detectors that add negatives (LID's noise) override it."""
-        return self._features(x), y
+        return self._features(x, **kwargs), y
 
     def fit(self, x: np.ndarray | torch.Tensor, y: np.ndarray, batch_size: int = 128, nb_epochs: int = 20, **kwargs) -> None:
         """Fit on inputs ``x`` with ``y`` = 1 adversarial / 0 clean. ``batch_size`` and ``nb_epochs``
@@ -85,23 +86,24 @@ class FeatureDetector(EvasionDetector):
         x = as_tensor(x)
         y = check_fit_labels(x, y)
         self._prepare(x, y, **kwargs)
-        features, labels = self._fit_features(x, y)
+        features, labels = self._fit_features(x, y, **kwargs)
         self.pipeline_ = Pipeline([("scale", MinMaxScaler()), ("classify", self._classifier())])
         self.pipeline_.fit(self._finite(features), labels)
 
     def detect(self, x: np.ndarray | torch.Tensor, batch_size: int = 128, **kwargs) -> tuple[dict, np.ndarray]:
-        """``({"scores": (N,) float}, is_adversarial (N,) bool)``."""
+        """``({"scores": (N,) float}, is_adversarial (N,) bool)``; keyword arguments go to the
+        feature map (LID with ``reference="batch"`` takes ``x_clean``)."""
         if self.pipeline_ is None:
             raise ConfigError(f"{type(self).__name__} is not fitted; call fit first")
-        features = self._finite(self._features(as_tensor(x)))
+        features = self._finite(self._features(as_tensor(x), **kwargs))
         classify = self.pipeline_
         scores = classify.decision_function(features) if hasattr(classify[-1], "decision_function") else classify.predict_proba(features)[:, 1]
         return {"scores": np.asarray(scores, dtype=np.float64)}, classify.predict(features).astype(bool)
 
-    def score(self, x: np.ndarray | torch.Tensor, y_is_adv: np.ndarray) -> float:
+    def score(self, x: np.ndarray | torch.Tensor, y_is_adv: np.ndarray, **kwargs) -> float:
         """ROC-AUC of the detection scores against the true 0/1 labels."""
         y = check_fit_labels(as_tensor(x), y_is_adv)
-        return float(roc_auc_score(y, self.detect(x)[0]["scores"]))
+        return float(roc_auc_score(y, self.detect(x, **kwargs)[0]["scores"]))
 
     def get_params(self) -> dict[str, Any]:
         return {p: getattr(self, p) for p in self.defence_params}

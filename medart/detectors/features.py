@@ -33,7 +33,7 @@ class DeepFeatures(FeatureDetector):
     def _classifier(self):
         return RandomForestClassifier(n_estimators=self.n_estimators, random_state=self.random_state, n_jobs=1)
 
-    def _features(self, x: torch.Tensor) -> np.ndarray:
+    def _features(self, x: torch.Tensor, **kwargs) -> np.ndarray:
         return activations(self.model, x, [self.layer], self.batch_size, self.device)[0][self.layer].numpy()
 
 
@@ -66,6 +66,6 @@ class QuantizedFeatures(DeepFeatures):
         quantiles = np.linspace(0, 1, self.levels + 1)[1:-1]
         self.thresholds_ = np.quantile(clean, quantiles, axis=0)  # (levels − 1, D)
 
-    def _features(self, x: torch.Tensor) -> np.ndarray:
+    def _features(self, x: torch.Tensor, **kwargs) -> np.ndarray:
         z = super()._features(x)
         return (z[None, :, :] > self.thresholds_[:, None, :]).sum(axis=0).astype(np.float64)

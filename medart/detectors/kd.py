@@ -82,7 +82,7 @@ class KernelDensity(FeatureDetector):
         self.references_ = {int(c): z[torch.from_numpy(y_ref == c)] for c in np.unique(y_ref)}
         self.sigma_ = select_bandwidth(z, seed=self.random_state) if self.bandwidth == "auto" else float(self.bandwidth)
 
-    def _features(self, x: torch.Tensor) -> np.ndarray:
+    def _features(self, x: torch.Tensor, **kwargs) -> np.ndarray:
         acts, logits = activations(self.model, x, [self.layer], self.batch_size, self.device)
         z, predicted = acts[self.layer], logits.argmax(1)
         out = torch.empty(len(x), dtype=torch.float64)

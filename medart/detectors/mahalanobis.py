@@ -41,7 +41,7 @@ class Mahalanobis(FeatureDetector):
         centred = z - self.means_[np.searchsorted(classes, y_ref)]
         self.precision_ = LedoitWolf().fit(centred).precision_
 
-    def _features(self, x: torch.Tensor) -> np.ndarray:
+    def _features(self, x: torch.Tensor, **kwargs) -> np.ndarray:
         z = activations(self.model, x, [self.layer], self.batch_size, self.device)[0][self.layer].double().numpy()
         diff = z[:, None, :] - self.means_[None, :, :]  # (N, C, D)
         d2 = np.einsum("ncd,de,nce->nc", diff, self.precision_, diff)

@@ -35,7 +35,7 @@ class BayesianUncertainty(FeatureDetector):
     def _classifier(self):
         return LogisticRegression(random_state=self.random_state)
 
-    def _features(self, x: torch.Tensor) -> np.ndarray:
+    def _features(self, x: torch.Tensor, **kwargs) -> np.ndarray:
         z = activations(self.model, x, ["dfeat"], self.batch_size, self.device)[0]["dfeat"].double()
         g = torch.Generator().manual_seed(self.random_state)
         # One dropout mask per pass, shared by every input: an input's score then depends on the
