@@ -114,17 +114,44 @@ def train(dataset, data_dir, source, size, image_size, arch, pretrained, epochs,
 @click.option("--data-dir", type=click.Path(file_okay=False), envvar="MEDART_DATA_DIR", show_envvar=True)
 @click.option("--source", type=click.Choice(["medmnist", "original"]), default="medmnist", show_default=True)
 @click.option("--size", type=click.Choice(["28", "64", "128", "224"]), default="28", show_default=True)
-@click.option("--max-eval", type=click.IntRange(min=1), default=None)
+@click.option("--max-eval", type=click.IntRange(min=2), default=None, help="Evaluate on a stratified subset of this size.")
+@click.option("--attacks", default="", help="Also attack: comma-separated fgsm, bim, pgd, cw (paper settings).")
+@click.option("--eps", "eps_list", default="1/255", show_default=True, help="Comma-separated ε values for --attacks.")
+@click.option("--backend", type=click.Choice(["art", "torchattacks"]), default="art", show_default=True)
+@click.option("--compare-with", default=None,
+              help="A second model to evaluate the same way: an alias of the same registered model (e.g. challenger) or a URI.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--tracking-uri", default=None, envvar="MLFLOW_TRACKING_URI")
-def evaluate(model_uri, dataset, data_dir, source, size, max_eval, seed, tracking_uri):
-    """Clean accuracy and AUC of a registered model on the dataset's test split (AdvTrain + AdvTest)."""
+def evaluate(model_uri, dataset, data_dir, source, size, max_eval, attacks, eps_list, backend, compare_with, seed, tracking_uri):
+    """Clean (and, with --attacks, robust) accuracy and AUC of a model on the test split; the
+    metrics are linked to the registered version's logged model.
+
+    Example: medart evaluate --model-uri models:/medart-pneumonia@champion --dataset pneumonia --attacks fgsm,pgd --compare-with challenger
+    """
     from medart import tracking
+    from medart.attacks import parse_eps_list, parse_names
     from medart.experiment import evaluate_model
 
     tracking.configure(tracking_uri)
-    metrics = evaluate_model(model_uri, dataset, data_dir, source=source, size=int(size), max_eval=max_eval, seed=seed)
-    click.echo(" ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+    kwargs = dict(source=source, size=int(size), max_eval=max_eval, seed=seed, backend=backend,
+                  attacks=parse_names(attacks) if attacks.strip() else [], eps_values=parse_eps_list(eps_list))
+    uris = [model_uri]
+    if compare_with:
+        uris.append(compare_with if ":/" in compare_with else f"{model_uri.split('@')[0]}@{compare_with}")
+    results = {uri: evaluate_model(uri, dataset, data_dir, **kwargs) for uri in uris}
+    if len(uris) == 1:
+        click.echo(" ".join(f"{k}={v:.4f}" for k, v in results[model_uri].items()))
+    else:
+        click.echo(comparison_table(results), nl=False)
+
+
+def comparison_table(results: dict[str, dict[str, float]]) -> str:
+    """Markdown: a row per metric, a column per model."""
+    names = list(results)
+    lines = ["| metric | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    for key in results[names[0]]:
+        lines.append(f"| {key} | " + " | ".join(f"{results[n].get(key, float('nan')):.4f}" for n in names) + " |")
+    return "\n".join(lines) + "\n"
 
 
 @main.command()

@@ -8,6 +8,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Sequence
 
 import matplotlib
 
@@ -155,19 +156,41 @@ def evaluate_model(
     size: int = 28,
     max_eval: int | None = None,
     seed: int = 0,
+    attacks: Sequence[str] = (),
+    eps_values: Sequence[float] = (1 / 255,),
+    backend: str = "art",
+    progress: bool = False,
 ) -> dict[str, float]:
-    """Test-split metrics (``acc``, ``auc``, ``loss``, ``n``) of a registered model, logged as a run."""
+    """Test-split metrics of a (registered) model, logged as a run in ``medart/<dataset>/evaluate``.
+
+    Clean ``acc``, ``auc``, ``loss``, ``n`` on the test split (``max_eval`` images per part at
+    most); with ``attacks``, each attack at each ε (paper settings) as a child attack run, adding
+    ``adv_acc.<attack>.eps<k>``, ``adv_auc.…`` and ``success_rate.…`` (ε = k/255). For a
+    ``models:/`` URI the metrics are also linked to the registered version's logged model.
+    """
     model = registry.load_model(model_uri)
     side = model.config.get("image_size") or size
     splits = load_dataset(dataset, data_dir, source=source, size=size, image_size=side, seed=seed)
     if splits.classes != model.classes:
         raise ModelError(f"{model_uri} predicts {model.classes}, but {dataset} has classes {splits.classes}")
+    specs = [make_spec(attack, eps) for attack in attacks for eps in eps_values]
     test = ConcatDataset([subsample(part, max_eval, seed) for part in splits.test])
     with tracking.start_run(tracking.experiment_name(dataset, "evaluate"), f"evaluate-{side}px"):
-        mlflow.log_params({"model_uri": model_uri, "dataset": dataset, "max_eval": max_eval, "seed": seed, "n_test": len(test)})
+        mlflow.log_params({"model_uri": model_uri, "dataset": dataset, "max_eval": max_eval, "seed": seed, "n_test": len(test),
+                           "attacks": ",".join(attacks), "eps": ",".join(f"{e:.6g}" for e in eps_values), "backend": backend})
         probs, labels = predict(model, test)
         metrics = classification_metrics(probs, labels) | {"n": float(len(labels))}
-        mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items()})
+        inputs = load_attack_inputs(model_uri, dataset, data_dir, source, size, max_eval, seed) if specs else None
+        for spec in specs:
+            out = attack_model(model_uri, dataset, spec, backend, data_dir, source=source, size=size, max_examples=max_eval,
+                               seed=seed, progress=progress, inputs=inputs)
+            label = f"{spec.name}.eps{spec.eps * 255:.3g}"
+            metrics |= {f"{k}.{label}": out.metrics[k] for k in ("adv_acc", "adv_auc", "success_rate")}
+        logged = {(f"test_{k}" if k in ("acc", "auc", "loss", "n") else k): v for k, v in metrics.items()}
+        model_id = registry.logged_model_id(model_uri)
+        mlflow.log_metrics(logged, model_id=model_id)  # on the run, and on the model when there is one
+        if model_id:
+            mlflow.set_tag("medart.logged_model_id", model_id)
     return metrics
 
 

@@ -198,9 +198,11 @@ def evaluate_entry(p: Params) -> None:
     from medart.experiment import evaluate_model
 
     dataset = p.choice("dataset", _datasets())
+    attacks = p.names("attacks", ATTACKS, "attack") if p.text("attacks") else []
     metrics = evaluate_model(_model_uri(p, dataset), dataset, p.text("data_dir"),
-                             max_eval=p.integer("max_eval", 1, optional=True), seed=p.integer("seed"))
-    print(f"acc={metrics['acc']:.4f} auc={metrics['auc']:.4f} n={int(metrics['n'])}")
+                             max_eval=p.integer("max_eval", 2, optional=True), seed=p.integer("seed"), attacks=attacks,
+                             eps_values=p.eps_list(), backend=p.choice("backend", BACKENDS))
+    print(" ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
 
 
 ENTRY_POINTS: dict[str, Callable[[Params], None]] = {

@@ -18,7 +18,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _mlflow_run(store: Path, data: Path, *params: str, entry: str = "main") -> subprocess.CompletedProcess:
-    env = os.environ | {
+    # In-process tests leave MLflow's variables behind (`mlflow.set_experiment` exports
+    # MLFLOW_EXPERIMENT_ID); a user's shell would not have them.
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID")} | {
         "MLFLOW_TRACKING_URI": f"sqlite:///{store}",
         "MEDART_DATA_DIR": str(data),
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",  # `python` = this one

@@ -99,6 +99,27 @@ def load_model(uri: str, device: str | torch.device = "cpu") -> MedResNet:
     raise ModelError(f"'{uri}' holds no {CONFIG}; it is not a medart model (train one with `medart train`)")
 
 
+def logged_model_id(uri: str) -> str | None:
+    """The MLflow 3 logged-model id behind ``models:/<name>@<alias>``, ``models:/<name>/<version>``
+    or ``models:/<model_id>``, so metrics can be linked to the model; ``None`` for other URIs."""
+    if not uri.startswith("models:/"):
+        return None
+    ref = uri.removeprefix("models:/")
+    client = mlflow.MlflowClient()
+    try:
+        if "@" in ref:
+            version = client.get_model_version_by_alias(*ref.split("@", 1))
+        elif "/" in ref:
+            version = client.get_model_version(*ref.split("/", 1))
+        else:
+            return client.get_logged_model(ref).model_id
+    except MlflowException:
+        return None
+    # The sqlite store leaves ModelVersion.model_id empty; the source names the logged model.
+    source = version.source or ""
+    return version.model_id or (source.removeprefix("models:/") if source.startswith("models:/m-") else None)
+
+
 def promote_if_best(name: str, version: str | int, alias: str, metric: str, value: float, higher_is_better: bool = True) -> bool:
     """Point ``alias`` at ``version`` if its ``metric`` beats the version the alias holds now.
 
