@@ -11,6 +11,7 @@ from typing import Iterator
 import mlflow
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+ARTIFACT_ROOT_ENV = "MEDART_ARTIFACT_ROOT"  # where new experiments keep their artifacts (a folder or s3://…)
 
 
 def configure(tracking_uri: str | None = None) -> str:
@@ -21,6 +22,21 @@ def configure(tracking_uri: str | None = None) -> str:
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return uri
+
+
+def use_experiment(name: str) -> None:
+    """Make ``name`` the active experiment, creating it under ``$MEDART_ARTIFACT_ROOT/<name>`` when
+    that is set (else where the tracking store puts artifacts: ``./mlruns`` for a local sqlite
+    store, the server's ``--default-artifact-root`` for a server)."""
+    root = os.environ.get(ARTIFACT_ROOT_ENV)
+    if root and mlflow.get_experiment_by_name(name) is None:
+        location = f"{root.rstrip('/')}/{name}" if "://" in root else str(Path(root).expanduser().resolve() / name)
+        try:
+            mlflow.create_experiment(name, artifact_location=location)
+        except mlflow.exceptions.MlflowException:  # another process created it first
+            if mlflow.get_experiment_by_name(name) is None:
+                raise
+    mlflow.set_experiment(name)
 
 
 def experiment_name(dataset: str, task: str) -> str:
@@ -57,7 +73,7 @@ def start_run(experiment: str, run_name: str, **kwargs) -> Iterator[mlflow.Activ
     if active is not None:
         kwargs |= {"nested": True, "experiment_id": active.info.experiment_id}
     elif not os.environ.get("MLFLOW_RUN_ID"):
-        mlflow.set_experiment(experiment)
+        use_experiment(experiment)
     with mlflow.start_run(run_name=run_name, tags=tags, **kwargs) as run:
         yield run
 
