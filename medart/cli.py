@@ -63,6 +63,9 @@ def _datasets() -> list[str]:
 @click.option("--arch", type=click.Choice(["resnet50", "resnet18", "resnet34"]), default="resnet50", show_default=True)
 @click.option("--pretrained", default="imagenet", show_default=True,
               help="'imagenet' (torchvision weights, cached or downloaded), 'none' (from scratch), or a state_dict path.")
+@click.option("--trusted-pickle", is_flag=True,
+              help="Unpickle a --pretrained file in full (checkpoints with extra objects). This runs code the file "
+                   "carries: only for files you trust. Default: tensor-only, refusing anything else.")
 @click.option("--epochs", type=click.IntRange(min=1), default=30, show_default=True, help="The paper trained 300.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-4, show_default=True, help="SGD learning rate.")
@@ -82,8 +85,9 @@ def _datasets() -> list[str]:
 @click.option("--download/--no-download", default=True, show_default=True, help="Fetch missing MedMNIST files.")
 @click.option("--tracking-uri", default=None, envvar="MLFLOW_TRACKING_URI", help="MLflow tracking store.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bars.")
-def train(dataset, data_dir, source, size, image_size, arch, pretrained, epochs, batch_size, lr, momentum, weight_decay,
-          augment, monitor, patience, max_train, max_eval, seed, device, alias, register, download, tracking_uri, progress):
+def train(dataset, data_dir, source, size, image_size, arch, pretrained, trusted_pickle, epochs, batch_size, lr, momentum,
+          weight_decay, augment, monitor, patience, max_train, max_eval, seed, device, alias, register, download,
+          tracking_uri, progress):
     """Train the paper's ResNet classifier and register it in the MLflow model registry.
 
     Example (the real chest X-ray file, CPU-sized):
@@ -98,7 +102,8 @@ def train(dataset, data_dir, source, size, image_size, arch, pretrained, epochs,
                          augment=augment, monitor=monitor, patience=patience, seed=seed, device=device)
     out = train_model(dataset, data_dir, source=source, size=int(size), image_size=image_size, arch=arch,
                       pretrained=pretrained, train_config=config, max_train=max_train, max_eval=max_eval,
-                      register=register, alias=alias, download=download, progress=progress)
+                      register=register, alias=alias, download=download, progress=progress,
+                      trusted_pickle=trusted_pickle)
     click.echo(f"run {out.run_id} in {uri}: best epoch {out.best_epoch}, "
                f"test acc {out.test['acc']:.4f}, test AUC {out.test['auc']:.4f}, {out.seconds_per_epoch:.1f} s/epoch")
     if out.version is not None:
