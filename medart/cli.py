@@ -12,14 +12,22 @@ from medart.models.training import MONITORS, TrainConfig
 
 
 class MedartGroup(click.Group):
-    """Reports :class:`MedartError` as one line (``Error: …``, exit 2), without a traceback."""
+    """Reports :class:`MedartError` as one line (``Error: …``, exit 2), without a traceback, and an
+    interrupt (Ctrl-C, SIGTERM) as one line with exit 130."""
 
     def invoke(self, ctx: click.Context):
+        from medart.tracking import stop_on_signals
+
+        stop_on_signals()
         try:
             return super().invoke(ctx)
         except MedartError as exc:
             click.echo(f"Error: {exc}", err=True)
             sys.exit(2)
+        except KeyboardInterrupt as exc:
+            click.echo(f"Interrupted ({exc or 'SIGINT'}): open runs ended as KILLED; run the same command again to "
+                       "resume from the last completed stage (trained model, cached adversarial examples)", err=True)
+            sys.exit(130)
 
 
 @click.group(cls=MedartGroup, context_settings={"help_option_names": ["-h", "--help"]})
