@@ -11,6 +11,7 @@ import math
 import string
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -243,3 +244,26 @@ def test_csv_label_files_load_or_give_a_data_error(tmp_path, data):
         assert "\n" not in str(exc)
     else:
         assert len(train.targets) == len(train.paths)
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG that declares ``width``×``height`` grey pixels but carries a few bytes of data."""
+    import struct
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("side", [12_000, 30_000])  # over PIL's limit (warning band), and over twice it (error)
+def test_a_png_bomb_is_refused(tmp_path, side):
+    from medart.data.sources import class_folders
+
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "x.png").write_bytes(_png_header_only(side, side))
+    train, _ = class_folders(tmp_path)
+    with pytest.raises(DataError, match="decompression bomb; refused"):
+        train[0]
