@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Sequence
 
 import mlflow
@@ -242,10 +242,9 @@ def analyze_model(
                 trained = []
                 config = surrogate_config or TrainConfig(epochs=2, lr=0.01)
                 for k in range(surrogates):
-                    cfg = TrainConfig(**{**config.__dict__, "seed": seed + 1 + k})
                     out = train_model(dataset, data_dir, source=source, size=size, image_size=side, arch=surrogate_arch,
-                                      pretrained="none", train_config=cfg, max_train=surrogate_max_train, register=False,
-                                      progress=progress)
+                                      pretrained="none", train_config=replace(config, seed=seed + 1 + k),
+                                      max_train=surrogate_max_train, register=False, progress=progress)
                     trained.append(out.model_uri)
                     models.append(registry.load_model(out.model_uri))
                 mlflow.log_params({"surrogate_uris": ",".join([*surrogate_uris, *trained]), "landscape_points": landscape_points,

@@ -37,7 +37,7 @@ def tsne_embedding(clean: np.ndarray, adversarial: np.ndarray, seed: int = 0, pe
 def embedding_figure(coords: Mapping[str, tuple[np.ndarray, np.ndarray]], labels: np.ndarray, classes: list[str], title: str):
     """One panel per attack: clean points (dots) and adversarial points (crosses) coloured by true
     class. ``coords``: attack → (clean ``(N, 2)``, adversarial ``(N, 2)``); ``labels``: ``(N,)``."""
-    from medart.analysis.figures import plt
+    from medart.analysis.figures import plt, suptitle
 
     fig, axes = plt.subplots(1, len(coords), figsize=(4.4 * len(coords), 4.2), squeeze=False)
     colours = plt.get_cmap("tab10")
@@ -50,6 +50,6 @@ def embedding_figure(coords: Mapping[str, tuple[np.ndarray, np.ndarray]], labels
         ax.set_xticks([])
         ax.set_yticks([])
         ax.legend(fontsize=7, loc="best")
-    fig.suptitle(title, fontsize=9)
+    suptitle(fig, title)
     fig.tight_layout()
     return fig

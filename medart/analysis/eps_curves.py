@@ -40,7 +40,7 @@ def sweep_label(run_id: str) -> str:
 def eps_curves_figure(curves: Mapping[str, Sequence[dict]], title: str = "accuracy under attack"):
     """One panel per attack, one line per curve (a model or dataset): accuracy (%) against ε in
     grey levels (ε × 255), starting at the clean accuracy at ε = 0. ``curves``: label → sweep rows."""
-    from medart.analysis.figures import plt
+    from medart.analysis.figures import plt, suptitle
 
     attacks = list(dict.fromkeys(r["attack"] for rows in curves.values() for r in rows))
     fig, axes = plt.subplots(1, len(attacks), figsize=(4.2 * len(attacks), 3.8), squeeze=False, sharey=True)
@@ -55,7 +55,7 @@ def eps_curves_figure(curves: Mapping[str, Sequence[dict]], title: str = "accura
         ax.grid(alpha=0.3)
     axes[0, 0].set_ylabel("accuracy (%)")
     axes[0, -1].legend(fontsize=7)
-    fig.suptitle(title, fontsize=9)
+    suptitle(fig, title)
     fig.tight_layout()
     return fig
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import textwrap
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -35,7 +37,12 @@ def show_image(ax, image, title: str | None = None) -> None:
 def show_map(ax, values: np.ndarray, title: str | None = None, cmap: str = "inferno", vmin=None, vmax=None):
     """A 2-D map (saliency, activation) with a colour bar."""
     image = ax.imshow(values, cmap=cmap, vmin=vmin, vmax=vmax)
-    ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.03)
+    ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.03).ax.tick_params(labelsize=7)
     if title:
         ax.set_title(title, fontsize=8)
     return image
+
+
+def suptitle(fig, text: str) -> None:
+    """``text`` as the figure's title, wrapped to its width (titles carry the run's summary numbers)."""
+    fig.suptitle(textwrap.fill(text, max(40, int(fig.get_figwidth() * 14))), fontsize=9)

@@ -100,7 +100,7 @@ def gradcam_figure(x: torch.Tensor, x_adv: torch.Tensor, clean: np.ndarray, adve
                    captions: list[tuple[str, str]], title: str):
     """Per image (rows): the clean image and its Grad-CAM overlay, the adversarial image and its
     overlay; ``captions``: (clean, adversarial) prediction labels per image; ``overlap``: ``(n,)``."""
-    from medart.analysis.figures import grey, image_grid, show_image
+    from medart.analysis.figures import grey, image_grid, show_image, suptitle
 
     fig, axes = image_grid(len(x), 4, cell=2.2)
     for k in range(len(x)):
@@ -112,6 +112,6 @@ def gradcam_figure(x: torch.Tensor, x_adv: torch.Tensor, clean: np.ndarray, adve
         axes[k, 3].imshow(grey(x_adv[k]), cmap="gray", vmin=0, vmax=1)
         axes[k, 3].imshow(adversarial[k], cmap="jet", alpha=0.45, vmin=0, vmax=1)
         axes[k, 3].set_title(f"Grad-CAM adv (IoU {overlap[k]:.2f})", fontsize=8)
-    fig.suptitle(title, fontsize=9)
+    suptitle(fig, title)
     fig.tight_layout()
     return fig

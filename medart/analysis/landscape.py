@@ -136,7 +136,7 @@ def sharpness(
 def landscape_figure(grid: np.ndarray, eps1: np.ndarray, eps2: np.ndarray, labels: Sequence[str], title: str):
     """A 3-D surface per image (the paper's Fig. 7 view): ``grid`` ``(n, len(eps1), len(eps2))``,
     axes in grey levels (ε × 255), one ``labels`` entry per image for the panel titles."""
-    from medart.analysis.figures import plt
+    from medart.analysis.figures import plt, suptitle
 
     fig = plt.figure(figsize=(4.2 * len(grid), 4.2))
     e1, e2 = np.meshgrid(eps1 * 255, eps2 * 255, indexing="ij")
@@ -148,6 +148,6 @@ def landscape_figure(grid: np.ndarray, eps1: np.ndarray, eps2: np.ndarray, label
         ax.set_zlabel("loss (nats)", fontsize=8)
         ax.set_title(labels[k], fontsize=8)
         ax.tick_params(labelsize=7)
-    fig.suptitle(title, fontsize=9)
+    suptitle(fig, title)
     fig.subplots_adjust(left=0.02, right=0.95, top=0.85, bottom=0.05, wspace=0.25)
     return fig

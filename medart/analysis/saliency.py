@@ -78,7 +78,7 @@ def high_saliency_fraction(maps: np.ndarray, share: float = 0.5) -> np.ndarray:
 def saliency_figure(x: torch.Tensor, maps: np.ndarray, fractions: np.ndarray, share: float, title: str):
     """Images ``x`` ``(n, C, H, W)`` above their saliency maps ``(n, H, W)``, each titled with its
     high-saliency fraction ``(n,)``."""
-    from medart.analysis.figures import image_grid, show_image, show_map
+    from medart.analysis.figures import image_grid, show_image, show_map, suptitle
 
     fig, axes = image_grid(2, len(x))
     for k in range(len(x)):
@@ -86,6 +86,6 @@ def saliency_figure(x: torch.Tensor, maps: np.ndarray, fractions: np.ndarray, sh
         show_map(axes[1, k], maps[k], f"≥{share:g}·max: {fractions[k] * 100:.1f}% of pixels", cmap="hot", vmin=0)
     axes[0, 0].set_ylabel("input")
     axes[1, 0].set_ylabel("|∂ loss / ∂x|")
-    fig.suptitle(title, fontsize=9)
+    suptitle(fig, title)
     fig.tight_layout()
     return fig

@@ -67,7 +67,7 @@ def stages_figure(
     """Per image (rows): the input, then for each layer the clean and adversarial channel-mean maps
     on one colour scale, titled with that image's relative change. ``clean``/``adversarial``: layer
     → ``(n, h, w)``; ``change``: layer → ``(n,)``."""
-    from medart.analysis.figures import image_grid, show_image, show_map
+    from medart.analysis.figures import image_grid, show_image, show_map, suptitle
 
     layers = list(clean)
     fig, axes = image_grid(len(x), 1 + 2 * len(layers), cell=2.1)
@@ -79,6 +79,6 @@ def stages_figure(
             show_map(axes[k, 1 + 2 * i], clean[layer][k], f"{layer} clean", "viridis", low, high)
             show_map(axes[k, 2 + 2 * i], adversarial[layer][k], f"{layer} adv (Δ {change[layer][k] * 100:.1f}%)",
                      "viridis", low, high)
-    fig.suptitle(title, fontsize=9)
+    suptitle(fig, title)
     fig.tight_layout()
     return fig
