@@ -37,7 +37,8 @@ def show_image(ax, image, title: str | None = None) -> None:
 def show_map(ax, values: np.ndarray, title: str | None = None, cmap: str = "inferno", vmin=None, vmax=None):
     """A 2-D map (saliency, activation) with a colour bar."""
     image = ax.imshow(values, cmap=cmap, vmin=vmin, vmax=vmax)
-    ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.03).ax.tick_params(labelsize=7)
+    # "%.2g" ticks: no shared offset text ("1e-5") drawn over the panel title
+    ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.03, format="%.2g").ax.tick_params(labelsize=7)
     if title:
         ax.set_title(title, fontsize=8)
     return image
