@@ -284,6 +284,9 @@ def test_report_holds_the_runs_tables_figures_and_the_papers_numbers(analysis_ru
     # the attacks ran at 1/255, where Tables 2 and 3 have numbers: measured beside paper
     assert "<td>FGSM</td><td>1/255</td>" in page and "<td>PGD</td><td>1/255</td>" in page
     assert "<td>stage_change.res5b_relu.pgd</td>" in page
+    where = [page.index(f'alt="figures/{name}.png"') for name in ("eps_curves", "saliency", "stages", "landscape", "embedding",
+                                                                   "gradcam")]
+    assert where == sorted(where)  # in the paper's order
     logged = {a.path for a in mlflow.MlflowClient().list_artifacts(out.run_id)}
     assert "report.html" in logged
 

@@ -51,6 +51,9 @@ TABLE4_ATTACKS = ("fgsm", "bim", "pgd", "cw")
 PAPER_TASKS = {"pneumonia": "Chest X-Ray", "chestxray2": "Chest X-Ray", "chestxray3": "Chest X-Ray-3",
                "chestxray4": "Chest X-Ray-4", "fundoscopy": "Fundoscopy", "dermoscopy": "Dermoscopy"}
 REPORT_TAG = "medart.report"
+# Figures in the paper's order (then any others by name).
+FIGURE_ORDER = ("accuracy_vs_eps", "eps_curves", "saliency", "stages", "landscape", "embedding", "gradcam",
+                "detection_auc", "transfer", "roc", "training")
 
 _STYLE = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:24px auto;max-width:1200px;color:#1d2430;
@@ -136,7 +139,9 @@ def _run_body(client: mlflow.MlflowClient, run: Run, tmp: Path, heading: str = "
     for path in sorted(f for f in files if f.endswith(".md")):
         text = Path(client.download_artifacts(run_id, path, str(tmp))).read_text()
         parts.append(f"<{heading}>Table: {_e(path)}</{heading}>{markdown_tables(text)}")
-    for path in sorted(f for f in files if f.startswith("figures/") and f.endswith(".png")):
+    figures = [f for f in files if f.startswith("figures/") and f.endswith(".png")]
+    rank = {name: k for k, name in enumerate(FIGURE_ORDER)}
+    for path in sorted(figures, key=lambda f: (rank.get(Path(f).stem, len(rank)), f)):
         data = base64.b64encode(Path(client.download_artifacts(run_id, path, str(tmp))).read_bytes()).decode()
         parts.append(f'<figure><img alt="{_e(path)}" src="data:image/png;base64,{data}"><figcaption>{_e(path)}</figcaption></figure>')
     metrics = sorted(run.data.metrics.items())
