@@ -288,6 +288,7 @@ def report_run(run_id: str, output: str | Path | None = None, log: bool = True) 
     ``log``, attach it to the run as ``report.html``. Returns the file's path."""
     page = render_run_report(run_id)
     path = Path(output or f"report-{run_id[:12]}.html")
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(page, encoding="utf-8")
     if log:
         with tempfile.TemporaryDirectory() as tmp:
@@ -304,6 +305,7 @@ def report_experiment(experiment: str, output: str | Path | None = None, max_run
     later reports skip it). Returns the file's path and that run's id (``None`` without ``log``)."""
     page = render_experiment_report(experiment, max_runs)
     path = Path(output or f"report-{experiment.replace('/', '-')}.html")
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(page, encoding="utf-8")
     if not log:
         return path, None
