@@ -29,15 +29,23 @@ def use_experiment(name: str) -> None:
     """Make ``name`` the active experiment, creating it under ``$MEDART_ARTIFACT_ROOT/<name>`` when
     that is set (else where the tracking store puts artifacts: ``./mlruns`` for a local sqlite
     store, the server's ``--default-artifact-root`` for a server)."""
-    root = os.environ.get(ARTIFACT_ROOT_ENV)
-    if root and mlflow.get_experiment_by_name(name) is None:
-        location = f"{root.rstrip('/')}/{name}" if "://" in root else str(Path(root).expanduser().resolve() / name)
+    experiment = mlflow.get_experiment_by_name(name)
+    if experiment is None:
+        root = os.environ.get(ARTIFACT_ROOT_ENV)
+        location = None
+        if root:
+            location = f"{root.rstrip('/')}/{name}" if "://" in root else str(Path(root).expanduser().resolve() / name)
         try:
-            mlflow.create_experiment(name, artifact_location=location)
+            experiment_id = mlflow.create_experiment(name, artifact_location=location)
         except mlflow.exceptions.MlflowException:  # another process created it first
-            if mlflow.get_experiment_by_name(name) is None:
+            if (experiment := mlflow.get_experiment_by_name(name)) is None:
                 raise
-    mlflow.set_experiment(name)
+            experiment_id = experiment.experiment_id
+    else:
+        experiment_id = experiment.experiment_id
+    # By id: set_experiment(name) that loses this same race returns without activating the
+    # experiment, and the runs that follow land in whichever experiment was active before.
+    mlflow.set_experiment(experiment_id=experiment_id)
 
 
 def experiment_name(dataset: str, task: str) -> str:

@@ -38,6 +38,7 @@ def test_four_concurrent_sweeps_lose_nothing(registered, tracking_store, shared_
     runs = mlflow.search_runs(experiment_names=["medart/pneumonia/attack"], output_format="list")
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert not mlflow.search_runs(experiment_names=["Default"], output_format="list")  # no process lost the experiment
     assert len(parents) == PROCESSES and len(children) == PROCESSES * len(ATTACKS) * len(EPS)
     assert all(r.info.status == "FINISHED" for r in runs)
     for parent in parents:

@@ -26,3 +26,30 @@ def test_a_user_error_inside_a_run_marks_it_failed(tracking_store):
         with tracking.start_run("medart/pneumonia/attack", "broken") as run:
             raise ConfigError("bad ε")
     assert mlflow.get_run(run.info.run_id).info.status == "FAILED"
+
+
+def _race_for_experiments(uri: str, names: list[str], barrier, results) -> None:
+    tracking.configure(uri)
+    for name in names:
+        barrier.wait()  # every process asks for the same new experiment at once
+        tracking.use_experiment(name)
+        with mlflow.start_run() as run:
+            results.put((name, mlflow.get_experiment(run.info.experiment_id).name))
+
+
+def test_processes_racing_to_create_an_experiment_all_end_up_in_it(tracking_store):
+    # MLflow's set_experiment(name) returns without activating the experiment when another process
+    # created it first; the loser then logged its runs to the previously active experiment.
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    processes, names = 4, [f"medart/race/{i}" for i in range(6)]
+    barrier, results = ctx.Barrier(processes), ctx.Queue()
+    workers = [ctx.Process(target=_race_for_experiments, args=(tracking_store, names, barrier, results)) for _ in range(processes)]
+    for worker in workers:
+        worker.start()
+    got = [results.get(timeout=300) for _ in range(processes * len(names))]
+    for worker in workers:
+        worker.join(timeout=60)
+        assert worker.exitcode == 0
+    assert [active for _, active in got] == [name for name, _ in got]
