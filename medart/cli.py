@@ -8,6 +8,7 @@ import warnings
 import click
 
 from medart.errors import MedartError
+from medart.models.resnet import ARCHS
 from medart.models.training import MONITORS, TrainConfig
 
 
@@ -68,7 +69,8 @@ def _datasets() -> list[str]:
               help="Which MedMNIST file variant to read (pixels per side).")
 @click.option("--image-size", type=click.IntRange(16, 1024), default=None,
               help="Side of the model's input; images are resized to it. Default: the file's size (224 for original).")
-@click.option("--arch", type=click.Choice(["resnet50", "resnet18", "resnet34"]), default="resnet50", show_default=True)
+@click.option("--arch", type=click.Choice(ARCHS), default="resnet50", show_default=True,
+              help="Backbone under the paper's head; smallcnn is a ~0.3 M-parameter CNN (from scratch only).")
 @click.option("--pretrained", default="imagenet", show_default=True,
               help="'imagenet' (torchvision weights, cached or downloaded), 'none' (from scratch), or a state_dict path.")
 @click.option("--trusted-pickle", is_flag=True,
@@ -342,7 +344,7 @@ def compare(experiments, dataset, model_uri, filter_string, imports, export_dir,
               help="A separately trained model whose gradient gives the landscape's g⊥ (repeatable).")
 @click.option("--surrogates", type=click.IntRange(min=0), default=None,
               help="Train this many surrogates here (seeds seed+1…). Default: 1 unless --surrogate-uri is given.")
-@click.option("--surrogate-arch", type=click.Choice(["resnet18", "resnet34", "resnet50"]), default="resnet18", show_default=True)
+@click.option("--surrogate-arch", type=click.Choice(ARCHS), default="resnet18", show_default=True)
 @click.option("--surrogate-epochs", type=click.IntRange(min=1), default=2, show_default=True)
 @click.option("--surrogate-lr", type=click.FloatRange(min=0, min_open=True), default=0.01, show_default=True)
 @click.option("--surrogate-max-train", type=click.IntRange(min=2), default=None, help="Train surrogates on a stratified subset.")
@@ -436,3 +438,4 @@ def report(run_id, experiment, max_runs, output, log, tracking_uri):
     else:
         path, new_run = report_experiment(experiment, output, max_runs, log)
         click.echo(f"report {path}" + (f" (also report.html of run {new_run})" if new_run else ""))
+

@@ -16,8 +16,7 @@ from mlflow.exceptions import MlflowException
 from medart import tracking
 from medart.attacks import ATTACKS, BACKENDS, parse_eps, parse_eps_list, parse_names
 from medart.errors import ConfigError, MedartError
-
-ARCHS = ("resnet50", "resnet18", "resnet34")
+from medart.models.resnet import ARCHS
 
 
 class Params:
