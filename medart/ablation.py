@@ -33,6 +33,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import mlflow  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -68,18 +69,20 @@ class Cell:
         return f"{self.arch}-{self.resolution}px-{self.init}"
 
 
-def _int_list(value: str | Sequence[int], what: str, low: int, high: int) -> list[int]:
+def parse_resolutions(value: str | Sequence[int]) -> list[int]:
+    """Input sides from ``"28,64,128"`` (or a sequence), each a whole number in 8 … 1024 px."""
+    low, high = RESOLUTIONS
     items = [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else list(value)
     if not items:
-        raise ConfigError(f"the {what} list is empty; give e.g. 28,64,128")
+        raise ConfigError("the resolution list is empty; give e.g. 28,64,128")
     out = []
     for item in items:
         try:
             number = int(item)
         except (TypeError, ValueError):
-            raise ConfigError(f"{what} {item!r} is not a whole number of pixels; give e.g. 28,64,128") from None
+            raise ConfigError(f"resolution {item!r} is not a whole number of pixels; give e.g. 28,64,128") from None
         if not low <= number <= high:
-            raise ConfigError(f"{what} {number} is outside {low}…{high} px")
+            raise ConfigError(f"resolution {number} px is outside {low}…{high} px")
         out.append(number)
     return list(dict.fromkeys(out))
 
@@ -87,7 +90,7 @@ def _int_list(value: str | Sequence[int], what: str, low: int, high: int) -> lis
 def make_grid(resolutions: str | Sequence[int], inits: str | Sequence[str], archs: str | Sequence[str]) -> list[Cell]:
     """Every (resolution, init, arch), ordered by architecture, then initialisation, then resolution.
     Strings are comma-separated lists; each value is checked (one-line :class:`ConfigError`)."""
-    sides = _int_list(resolutions, "resolution", *RESOLUTIONS)
+    sides = parse_resolutions(resolutions)
     as_text = (lambda v: v if isinstance(v, str) else ",".join(v))
     init_names = list(dict.fromkeys(parse_names(as_text(inits), INITS, "initialisation")))
     arch_names = list(dict.fromkeys(parse_names(as_text(archs), ARCHS, "architecture")))
@@ -440,6 +443,7 @@ def ablation_figure(rows: Sequence[dict[str, Any]], settings: AblationSettings, 
     """Each measured quantity against the input side, one line per (architecture, initialisation)."""
     done = [r for r in rows if r["status"] == "finished"]
     attack = settings.bisect_attack.upper()
+    # (title, value of a row; None: the ε bracket)
     panels: list[tuple[str, Any]] = [("test accuracy (%)", lambda r: r["test_acc"] * 100)]
     panels += [(f"{attack} accuracy at ε = {_eps_label(e)} (%)",
                 (lambda e: lambda r: r["adv_acc"][settings.bisect_attack][_eps_label(e)] * 100)(e))
@@ -456,9 +460,10 @@ def ablation_figure(rows: Sequence[dict[str, Any]], settings: AblationSettings, 
     colours = {arch: f"C{i}" for i, arch in enumerate(dict.fromkeys(r["arch"] for r in rows))}
     sides = sorted({r["resolution"] for r in rows})
     for ax, (title, value) in zip(axes.flat, panels):
-        for arch, init in groups:
+        for k, (arch, init) in enumerate(groups):
             group = sorted((r for r in done if r["arch"] == arch and r["init"] == init), key=lambda r: r["resolution"])
-            xs = [r["resolution"] for r in group]
+            shift = 2 ** (0.04 * (k - (len(groups) - 1) / 2))  # side by side, so equal values stay visible
+            xs = [r["resolution"] * shift for r in group]
             style = dict(color=colours[arch], ls="-" if init == "none" else "--", marker="o",
                          label=f"{arch}, {INIT_NAMES[init]}")
             if value is not None:
@@ -473,7 +478,10 @@ def ablation_figure(rows: Sequence[dict[str, Any]], settings: AblationSettings, 
             if over:
                 ax.scatter(*zip(*over), marker="^", s=70, color=colours[arch], zorder=3)
             ax.axhline(settings.eps_max * 255, color="grey", lw=0.8, ls=":")
-            ax.set_yscale("log")
+            ax.set_yscale("log", base=2)
+            ax.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+        if "(%)" in title:
+            ax.set_ylim(-4, 104)
         ax.set_title(title, fontsize=9)
         ax.set_xscale("log", base=2)
         ax.set_xticks(sides, [str(s) for s in sides])
@@ -592,4 +600,4 @@ def findings(rows: Sequence[dict[str, Any]], settings: AblationSettings) -> str:
 
 
 __all__ = ["AblationOutcome", "AblationSettings", "Cell", "INITS", "ablation_figure", "ablation_table", "compare_brackets", "findings",
-           "make_grid", "run_ablation", "run_cell"]
+           "make_grid", "parse_resolutions", "run_ablation", "run_cell"]
