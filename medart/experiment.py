@@ -29,7 +29,7 @@ from medart.data.base import stack  # noqa: E402
 from medart.errors import ModelError  # noqa: E402
 from medart.models import registry  # noqa: E402
 from medart.models.evaluation import classification_metrics, predict  # noqa: E402
-from medart.models.resnet import MedResNet, build_model  # noqa: E402
+from medart.models.resnet import MedResNet, build_model, parameter_count  # noqa: E402
 from medart.models.training import MONITORS, TrainConfig, fit  # noqa: E402
 
 
@@ -103,7 +103,7 @@ def train_model(
 ) -> TrainOutcome:
     """Train the paper's classifier on ``dataset`` and log it to MLflow (tracking URI as configured).
 
-    Logs params, the dataset inputs and split, per-epoch metrics, a training-curve figure, the
+    Logs params (with the model's ``n_parameters``), the dataset inputs and split, per-epoch metrics, a training-curve figure, the
     test-split metrics of the best checkpoint (``test_acc``, ``test_auc``) and the model; registers
     it as ``medart-<dataset>`` and points ``alias`` at it when it is the best version so far on the
     monitored validation metric. ``max_train`` / ``max_eval`` take stratified subsets (quick runs).
@@ -125,6 +125,7 @@ def train_model(
         )
         _log_splits(splits)
         model = build_model(len(splits.classes), arch, pretrained, splits.classes, side, trusted_pickle=trusted_pickle)
+        mlflow.log_param("n_parameters", parameter_count(model))
         result = fit(model, train, val, config, on_epoch=lambda e, m: mlflow.log_metrics(m, step=e), progress=progress)
 
         probs, labels = predict(model, test, progress=progress, desc="test")

@@ -16,8 +16,7 @@ from mlflow.exceptions import MlflowException
 from medart import tracking
 from medart.attacks import ATTACKS, BACKENDS, parse_eps, parse_eps_list, parse_names
 from medart.errors import ConfigError, MedartError
-
-ARCHS = ("resnet50", "resnet18", "resnet34")
+from medart.models.resnet import ARCHS
 
 
 class Params:
@@ -205,9 +204,30 @@ def evaluate_entry(p: Params) -> None:
     print(" ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
 
 
+def ablate_entry(p: Params) -> None:
+    from medart.ablation import INITS, AblationSettings, make_grid, parse_resolutions, run_ablation
+    from medart.detectors import DETECTORS
+    from medart.models.training import TrainConfig
+
+    dataset = p.choice("dataset", _datasets())
+    cells = make_grid(p._checked("resolutions", parse_resolutions), p.names("inits", INITS, "initialisation"),
+                      p.names("archs", ARCHS, "architecture"))
+    settings = AblationSettings(
+        train=TrainConfig(epochs=p.integer("epochs", 1), lr=p.number("lr"), seed=p.integer("seed")),
+        max_train=p.integer("max_train", 2, optional=True), max_eval=p.integer("max_eval", 2, optional=True),
+        attacks=tuple(p.names("attacks", ATTACKS, "attack")), eps=tuple(p.eps_list("eps")),
+        bisect_attack=p.choice("bisect_attack", ATTACKS), eps_max=p.eps("eps_max"), eps_tolerance=p.eps("eps_tol"),
+        detect_attack=p.choice("detect_attack", ATTACKS), detect_eps=p.eps("detect_eps"),
+        detectors=tuple(p.names("detectors", DETECTORS, "detector")),
+        max_examples=p.integer("max_examples", 10, optional=True), reference_size=p.integer("reference_size", 1),
+        backend=p.choice("backend", BACKENDS))
+    out = run_ablation(dataset, cells, settings, p.text("data_dir"), progress=False)
+    print(out.table + "\n" + out.findings, end="")
+
+
 ENTRY_POINTS: dict[str, Callable[[Params], None]] = {
     "main": main_pipeline, "train": train_entry, "attack": attack_entry, "detect": detect_entry,
-    "sweep": sweep_entry, "evaluate": evaluate_entry,
+    "sweep": sweep_entry, "evaluate": evaluate_entry, "ablate": ablate_entry,
 }
 
 

@@ -117,7 +117,7 @@ def test_environment_files_pin_the_same_versions_inside_pyproject_ranges():
         (version,) = [s.version for s in pinned]
         assert requirement.specifier.contains(version), (requirement, version)
     entry_points = yaml.safe_load((ROOT / "MLproject").read_text())["entry_points"]
-    assert set(entry_points) == {"main", "train", "attack", "detect", "sweep", "evaluate"}
+    assert set(entry_points) == {"main", "train", "attack", "detect", "sweep", "evaluate", "ablate"}
     for name, spec in entry_points.items():
         assert spec["command"].startswith(f"python mlproject/{name}.py")
         assert all("{" + p + "}" in spec["command"] for p in spec["parameters"])

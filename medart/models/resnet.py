@@ -1,7 +1,8 @@
 """The paper's classifier: an ImageNet ResNet whose top is replaced by 2048 → 128 → K.
 
 Normalisation lives inside the module, so callers and attacks work on [0, 1] pixels and an L∞
-budget of 1/255 means one grey level.
+budget of 1/255 means one grey level. The same head also sits on medart's small CNN
+(:mod:`medart.models.smallcnn`, ``arch="smallcnn"``), the low-capacity end of the ablations.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ import torchvision
 from torch import nn
 
 from medart.errors import ConfigError, ModelError
+from medart.models import smallcnn
 
-ARCHS = ("resnet50", "resnet18", "resnet34")
+ARCHS = ("resnet50", "resnet18", "resnet34", "smallcnn")
 # Names the paper uses for Keras ResNet-50 layers, mapped to torchvision's blocks.
 PAPER_TAPS = {"res3a_relu": "layer2.0", "res5b_relu": "layer4.1"}
 
@@ -64,12 +66,56 @@ def load_state_dict_file(path: str | os.PathLike, trusted_pickle: bool = False) 
     return state
 
 
+def _resnet(arch: str, pretrained: str, trusted_pickle: bool) -> tuple[nn.Sequential, list[nn.Module], int]:
+    backbone = getattr(torchvision.models, arch)(weights=None)
+    if pretrained == "imagenet":
+        backbone.load_state_dict(_imagenet_state_dict(arch))
+    elif pretrained != "none":
+        state = {k: v for k, v in load_state_dict_file(pretrained, trusted_pickle).items() if not k.startswith("fc.")}
+        missing, _ = backbone.load_state_dict(state, strict=False)
+        if [k for k in missing if not k.startswith("fc.")]:
+            raise ModelError(f"{pretrained} does not fit {arch}: missing {missing[:3]}…")
+    stem = nn.Sequential(backbone.conv1, backbone.bn1, backbone.relu, backbone.maxpool)
+    return stem, [backbone.layer1, backbone.layer2, backbone.layer3, backbone.layer4], backbone.fc.in_features
+
+
+def _small_cnn(pretrained: str, image_size: int | None) -> tuple[nn.Sequential, list[nn.Module], int]:
+    if pretrained != "none":
+        raise ModelError(f"smallcnn is medart's own architecture: no ImageNet or other pretrained weights exist for it "
+                         f"(got pretrained={pretrained!r}); use --pretrained none")
+    if image_size is not None and image_size < smallcnn.MIN_SIDE:
+        raise ModelError(f"smallcnn halves the image side in each of its {len(smallcnn.WIDTHS)} stages and needs inputs "
+                         f"of at least {smallcnn.MIN_SIDE} px, got {image_size} px; use a larger --image-size or a resnet")
+    return smallcnn.small_cnn_backbone()
+
+
+def imagenet_unavailable(arch: str) -> str | None:
+    """Why ImageNet weights for ``arch`` cannot be had here (one line), or ``None`` when they can:
+    found in torchvision's cache or downloaded into it."""
+    if arch not in ARCHS:
+        raise ConfigError(f"unknown architecture '{arch}'; choose one of: {', '.join(ARCHS)}")
+    if arch == "smallcnn":
+        return "no ImageNet weights exist for smallcnn (medart's own architecture)"
+    try:
+        _imagenet_state_dict(arch)
+    except ModelError as exc:
+        return str(exc)
+    return None
+
+
+def parameter_count(model: nn.Module) -> int:
+    """Number of trainable and frozen parameters (weights and biases, not batch-norm buffers)."""
+    return sum(p.numel() for p in model.parameters())
+
+
 class MedResNet(nn.Module):
-    """ResNet backbone + the paper's head, with named feature taps.
+    """ResNet backbone (or medart's small CNN) + the paper's head, with named feature taps.
 
     Args:
         num_classes: K, the number of output logits.
-        arch: ``resnet50`` (the paper's), ``resnet18`` or ``resnet34``.
+        arch: ``resnet50`` (the paper's), ``resnet18``, ``resnet34``, or ``smallcnn`` (a VGG-style
+            network of about 0.3 M parameters, :mod:`medart.models.smallcnn`; inputs of at least
+            16 px, random initialisation only).
         pretrained: ``"imagenet"`` (torchvision's weights, from the local cache or downloaded),
             ``"none"`` (random initialisation) or a path to a tensor-only backbone state_dict.
         hidden: width of the penultimate dense layer (128 in the paper).
@@ -112,21 +158,15 @@ class MedResNet(nn.Module):
             "image_size": image_size,
             "normalization": "[-1,1]",
         }
-        backbone = getattr(torchvision.models, arch)(weights=None)
-        if pretrained == "imagenet":
-            backbone.load_state_dict(_imagenet_state_dict(arch))
-        elif pretrained != "none":
-            state = {k: v for k, v in load_state_dict_file(pretrained, trusted_pickle).items() if not k.startswith("fc.")}
-            missing, _ = backbone.load_state_dict(state, strict=False)
-            if [k for k in missing if not k.startswith("fc.")]:
-                raise ModelError(f"{pretrained} does not fit {arch}: missing {missing[:3]}…")
+        if arch == "smallcnn":
+            stem, stages, width = _small_cnn(pretrained, image_size)
+        else:
+            stem, stages, width = _resnet(arch, pretrained, trusted_pickle)
         self.config["pretrained"] = pretrained if pretrained in ("imagenet", "none") else "file"
-        self.stem = nn.Sequential(backbone.conv1, backbone.bn1, backbone.relu, backbone.maxpool)
-        self.layer1, self.layer2, self.layer3, self.layer4 = (
-            backbone.layer1, backbone.layer2, backbone.layer3, backbone.layer4,
-        )
-        self.pool = nn.Sequential(backbone.avgpool, nn.Flatten())
-        self.embed = nn.Sequential(nn.Linear(backbone.fc.in_features, hidden), nn.ReLU(inplace=True))
+        self.stem = stem
+        self.layer1, self.layer2, self.layer3, self.layer4 = stages
+        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d((1, 1)), nn.Flatten())
+        self.embed = nn.Sequential(nn.Linear(width, hidden), nn.ReLU(inplace=True))
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden, num_classes))
 
     @classmethod
@@ -151,7 +191,8 @@ class MedResNet(nn.Module):
         """Outputs of the named layers for a batch ``x`` (N, 3, H, W) in [0, 1].
 
         ``input`` is the normalised input, ``layerI.J`` the output of block J of stage I,
-        ``layerI`` the stage output, ``pool`` the 2048-d pooled features, ``dfeat`` the
+        ``layerI`` the stage output, ``pool`` the pooled features (2048-d for a ResNet-50, 512 for
+        ResNet-18/34, 128 for the small CNN), ``dfeat`` the
         ``hidden``-unit penultimate features (N, 128), ``logits`` (N, K); ``res3a_relu`` and
         ``res5b_relu`` are the paper's names for ``layer2.0`` and ``layer4.1``.
         """

@@ -1,0 +1,256 @@
+"""Ablations: the bisection against a closed form, the small CNN everywhere a model goes, a real
+tiny grid whose failed cell does not lose the others, and one-line errors for bad grids."""
+
+from __future__ import annotations
+
+import json
+
+import mlflow
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from torch import nn
+
+from medart.ablation import AblationSettings, Cell, compare_brackets, make_grid, run_ablation
+from medart.attacks.difficulty import EpsBracket, adversarial_accuracy, least_successful_eps
+from medart.cli import main
+from medart.detectors import make_detector
+from medart.errors import ConfigError, ModelError
+from medart.models import registry
+from medart.models.resnet import build_model, parameter_count
+from medart.models.training import TrainConfig
+from medart.project import run as run_entry
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models on a shared, oversubscribed 2-core machine run several times faster on one
+    thread than on two (measured: 235 vs 21 ResNet-18 28-px gradients/s under load)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+class LinearBinary(nn.Module):
+    """f(x) = w·x + b as logits [0, f]: class 1 iff f > 0."""
+
+    def __init__(self, w: torch.Tensor, b: float) -> None:
+        super().__init__()
+        self.w, self.b = nn.Parameter(w), nn.Parameter(torch.tensor(b))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = x.flatten(1) @ self.w + self.b
+        return torch.stack([torch.zeros_like(f), f], dim=1)
+
+
+@pytest.fixture(scope="module")
+def linear_case():
+    """A linear model, 200 images kept inside [0.3, 0.7] (ε ≤ 0.1 never clips), 5 of them
+    mislabelled, and the closed-form least ε with accuracy < 1 %."""
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(3 * 8 * 8, generator=g)
+    model = LinearBinary(w, 0.1).eval()
+    x = 0.3 + 0.4 * torch.rand(200, 3, 8, 8, generator=g)
+    with torch.no_grad():
+        f = model(x)[:, 1]
+    y = (f > 0).long()
+    y[:5] = 1 - y[:5]
+    # The optimal L∞ attack on a linear model moves f by ε‖w‖₁ towards the wrong side (FGSM does
+    # exactly that, and so does PGD from any start in the ball), so a correct image is flipped
+    # iff ε > |f(x)| / ‖w‖₁; a wrong one stays wrong at every ε.
+    t = torch.where((f > 0).long() == y, f.abs(), torch.zeros_like(f)).double() / w.abs().sum().double()
+    n = len(y)
+    survivors = int(np.ceil(0.01 * n)) - 1  # accuracy < 1 % ⇔ at most this many images still correct
+    eps_star = float(np.sort(t.numpy())[n - survivors - 1])
+    assert 0.01 < eps_star < 0.09  # inside the searched range, away from its ends
+    return model, x, y, eps_star
+
+
+@pytest.mark.parametrize("attack, backend", [("fgsm", "art"), ("pgd", "art"), ("fgsm", "torchattacks")])
+def test_bisection_brackets_the_closed_form_threshold_of_a_linear_model(linear_case, attack, backend):
+    model, x, y, eps_star = linear_case
+    bracket = least_successful_eps(model, x, y, attack, eps_max=0.1, tolerance=1e-3, backend=backend)
+    assert bracket.reached and bracket.lo <= eps_star <= bracket.hi
+    assert bracket.hi - bracket.lo <= 1e-3
+    assert len(bracket.evaluations) <= 1 + int(np.ceil(np.log2(0.1 / 1e-3)))
+    accuracy = dict(bracket.evaluations)
+    assert accuracy[bracket.hi] < 0.01 <= accuracy[bracket.lo]
+    # the numbers are accuracies of the attack, measured again independently
+    assert adversarial_accuracy(model, x, y, attack, bracket.hi, backend) == accuracy[bracket.hi]
+
+
+def test_bisection_beyond_eps_max_and_from_known_points(linear_case):
+    model, x, y, eps_star = linear_case
+    above = least_successful_eps(model, x, y, "fgsm", eps_max=eps_star / 2, tolerance=1e-4)
+    assert not above.reached and above.lo == eps_star / 2 and above.text() == f"> {eps_star / 2 * 255:.3g}"
+    assert len(above.evaluations) == 1  # ε_max alone answers "never reached"
+
+    known = {0.01: adversarial_accuracy(model, x, y, "fgsm", 0.01), 0.09: adversarial_accuracy(model, x, y, "fgsm", 0.09)}
+    seeded = least_successful_eps(model, x, y, "fgsm", eps_max=0.1, tolerance=1e-3, known=known)
+    assert seeded.lo <= eps_star <= seeded.hi and seeded.hi - seeded.lo <= 1e-3
+    assert 0.1 not in dict(seeded.evaluations)  # a known success below ε_max spares that attack
+    assert len(seeded.evaluations) - len(known) <= int(np.ceil(np.log2(0.08 / 1e-3)))
+
+
+def test_bracket_comparison_verdicts():
+    def b(lo, hi):
+        return EpsBracket("pgd", 0.01, 8 / 255, lo, hi)
+
+    assert compare_brackets(b(2 / 255, 3 / 255), b(0.5 / 255, 1 / 255)) == "lowers"
+    assert compare_brackets(b(0.5 / 255, 1 / 255), b(1 / 255, 2 / 255)) == "raises"
+    assert compare_brackets(b(1 / 255, 2 / 255), b(1.5 / 255, 2.5 / 255)) == "unchanged"
+    assert compare_brackets(b(8 / 255, None), b(1 / 255, 2 / 255)) == "lowers"
+    assert compare_brackets(b(1 / 255, 2 / 255), b(8 / 255, None)) == "raises"
+    assert compare_brackets(b(8 / 255, None), b(8 / 255, None)) == "above"
+
+
+def test_small_cnn_goes_everywhere_a_model_goes(tracking_store):
+    torch.manual_seed(0)
+    model = build_model(2, "smallcnn", "none", classes=["normal", "pneumonia"], image_size=16).eval()
+    assert 1e5 < parameter_count(model) < 1e6  # "a few hundred thousand"
+    x = torch.rand(6, 3, 16, 16)
+    taps = model.features(x, ["input", "layer1", "res3a_relu", "res5b_relu", "pool", "dfeat", "logits"])
+    assert taps["dfeat"].shape == (6, 128) and taps["pool"].shape == (6, 128) and taps["res5b_relu"].shape == (6, 128, 1, 1)
+    assert torch.allclose(taps["logits"], model(x)) and torch.allclose(taps["input"], x * 2 - 1)
+    with mlflow.start_run() as run:
+        registry.log_model(model)
+    loaded = registry.load_model(f"runs:/{run.info.run_id}/model")
+    assert loaded.config["arch"] == "smallcnn" and loaded.classes == ["normal", "pneumonia"]
+    assert torch.equal(loaded(x), model(x))
+
+    g = torch.Generator().manual_seed(1)
+    clean = torch.nn.functional.interpolate(torch.rand(40, 3, 4, 4, generator=g), size=16, mode="bilinear")
+    adversarial = (clean + 0.3 * torch.randn(clean.shape, generator=g).sign()).clamp(0, 1)
+    x_fit, is_adv = torch.cat([clean[:30], adversarial[:30]]), np.r_[np.zeros(30), np.ones(30)]
+    x_test, is_adv_test = torch.cat([clean[30:], adversarial[30:]]), np.r_[np.zeros(10), np.ones(10)]
+    reference = torch.rand(30, 3, 16, 16, generator=g)
+    for name, extra in (("kd", {"x_ref": reference, "y_ref": loaded(reference).argmax(1).numpy()}), ("dfeat", {}),
+                        ("bu", {}), ("lid", {"x_ref": reference})):
+        params = {"reference_size": 25, "k": 5} if name == "lid" else {"passes": 8} if name == "bu" else {}
+        detector = make_detector(name, loaded, **params)
+        detector.fit(x_fit, is_adv, **extra)
+        assert 0.0 <= detector.score(x_test, is_adv_test) <= 1.0
+
+    with pytest.raises(ModelError, match="at least 16 px, got 8 px"):
+        build_model(2, "smallcnn", "none", image_size=8)
+    with pytest.raises(ModelError, match="no ImageNet or other pretrained weights"):
+        build_model(2, "smallcnn", "imagenet")
+
+
+@pytest.mark.parametrize("call, fragment", [
+    (lambda: make_grid("28,abc", "none", "smallcnn"), "resolution 'abc' is not a whole number"),
+    (lambda: make_grid("4", "none", "smallcnn"), "resolution 4 px is outside 8…1024 px"),
+    (lambda: make_grid("", "none", "smallcnn"), "the resolution list is empty"),
+    (lambda: make_grid("28", "random", "smallcnn"), "unknown initialisation 'random'; choose from: none, imagenet"),
+    (lambda: make_grid("28", "none", "vgg16"), "unknown architecture 'vgg16'"),
+    (lambda: AblationSettings(eps_max=1 / 255, eps_tolerance=2 / 255), "bisection tolerance must be in (0, ε_max)"),
+    (lambda: AblationSettings(eps=("9/0",)), "cannot read ε from '9/0'"),
+    (lambda: AblationSettings(detectors=("kd", "foo")), "unknown detector 'foo'"),
+    (lambda: AblationSettings(max_examples=4), "max_examples must be >= 10"),
+    (lambda: AblationSettings(threshold=0), "accuracy threshold must be in (0, 1]"),
+])
+def test_bad_grids_and_settings_are_one_line_errors(call, fragment):
+    with pytest.raises(ConfigError) as err:
+        call()
+    assert fragment in str(err.value) and "\n" not in str(err.value)
+
+
+def test_cli_and_project_refuse_a_bad_grid_before_any_run(tracking_store):
+    result = CliRunner().invoke(main, ["ablate", "--dataset", "pneumonia", "--archs", "smallcnn,vgg16"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert [line for line in result.output.splitlines() if line.startswith("Error:")] == [
+        "Error: unknown architecture 'vgg16'; choose from: resnet50, resnet18, resnet34, smallcnn"]
+    assert run_entry("ablate", ["dataset=pneumonia", "resolutions=28,big", "inits=none", "archs=smallcnn"]) == 2
+    assert mlflow.search_runs(search_all_experiments=True, output_format="list") == []
+
+
+@pytest.fixture(scope="module")
+def tiny_grid(migrated_store, tmp_path_factory, shared_data):
+    """A real grid on the chest X-ray file: smallcnn and ResNet-18 at 8 and 16 px from scratch — the
+    small CNN refuses 8 px, so that cell fails — plus an ImageNet cell of the small CNN, which has
+    no such weights (skipped)."""
+    import shutil
+
+    from medart import tracking
+
+    folder = tmp_path_factory.mktemp("ablation")
+    shutil.copy(migrated_store, folder / "mlflow.db")
+    uri = tracking.configure(f"sqlite:///{folder / 'mlflow.db'}")
+    cells = make_grid("8,16", "none", "smallcnn,resnet18") + [Cell(16, "imagenet", "smallcnn")]
+    settings = AblationSettings(train=TrainConfig(epochs=1, lr=0.01, batch_size=32), max_train=64, max_eval=32,
+                                eps=(1 / 255,), eps_max=16 / 255, eps_tolerance=2 / 255, max_examples=30,
+                                reference_size=32)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)  # artifacts land beside the store
+        out = run_ablation("pneumonia", cells, settings, shared_data, progress=False)
+    yield out, settings, uri
+    while mlflow.active_run() is not None:
+        mlflow.end_run("FAILED")
+
+
+def test_a_failed_cell_does_not_lose_the_others(tiny_grid):
+    out, settings, uri = tiny_grid
+    mlflow.set_tracking_uri(uri)
+    status = {(r["arch"], r["resolution"], r["init"]): r for r in out.rows}
+    failed = status[("smallcnn", 8, "none")]
+    assert failed["status"] == "failed" and "at least 16 px, got 8 px" in failed["reason"]
+    assert status[("smallcnn", 16, "imagenet")]["status"] == "skipped"
+    assert "no ImageNet weights exist for smallcnn" in status[("smallcnn", 16, "imagenet")]["reason"]
+    finished = [r for r in out.rows if r["status"] == "finished"]
+    assert {(r["arch"], r["resolution"]) for r in finished} == {("smallcnn", 16), ("resnet18", 8), ("resnet18", 16)}
+
+    client = mlflow.MlflowClient()
+    parent = client.get_run(out.run_id)
+    assert parent.info.status == "FINISHED"
+    assert parent.data.metrics["cells_finished"] == 3 and parent.data.metrics["cells_failed"] == 1
+    assert parent.data.metrics["cells_skipped"] == 1
+    children = {r.info.run_name: r for r in mlflow.search_runs(
+        search_all_experiments=True, output_format="list", filter_string=f"tags.mlflow.parentRunId = '{out.run_id}'")}
+    assert set(children) == {"smallcnn-8px-none", "smallcnn-16px-none", "resnet18-8px-none", "resnet18-16px-none"}
+    bad = children["smallcnn-8px-none"]
+    assert bad.info.status == "FAILED" and "at least 16 px" in bad.data.tags["medart.error"]
+    assert "ModelError" in mlflow.artifacts.load_text(f"runs:/{bad.info.run_id}/error.txt")
+    for name in ("smallcnn-16px-none", "resnet18-8px-none", "resnet18-16px-none"):
+        run = children[name]
+        assert run.info.status == "FINISHED"
+        assert {"test_acc", "least_eps_lo", "sharpness", "vanishing_fraction", "auc_kd", "auc_dfeat", "seconds",
+                "adv_acc.pgd.eps1"} <= set(run.data.metrics)
+    # the cells' stages are their child runs; no training run registered a model
+    stages = mlflow.search_runs(search_all_experiments=True, output_format="list",
+                                filter_string=f"tags.mlflow.parentRunId = '{children['resnet18-16px-none'].info.run_id}'")
+    assert {"train-resnet18-16px-seed0", "pgd-eps1/255-art", "detect-eps1/255-art"} <= {r.info.run_name for r in stages}
+    assert client.search_registered_models() == []
+
+    artifacts = {a.path for a in client.list_artifacts(out.run_id)} | {a.path for a in client.list_artifacts(out.run_id, "figures")}
+    assert {"ablation.md", "findings.md", "ablation.json", "ablation_table.json", "figures/ablation.png"} <= artifacts
+    table = mlflow.artifacts.load_text(f"runs:/{out.run_id}/ablation.md")
+    assert table == out.table
+    assert "FAILED: ModelError: smallcnn halves the image side" in table and "skipped: no ImageNet weights" in table
+    assert len([line for line in table.splitlines() if line.startswith("| ")]) == 1 + len(out.rows)
+
+
+def test_grid_numbers_are_consistent_and_the_text_is_computed_from_them(tiny_grid):
+    out, settings, uri = tiny_grid
+    mlflow.set_tracking_uri(uri)
+    for row in (r for r in out.rows if r["status"] == "finished"):
+        bracket = row["least_eps"]
+        accuracy = {e: a for e, a in bracket["evaluations"]}
+        assert accuracy[bracket["lo"]] >= 0.01 if bracket["lo"] > 0 else True
+        if bracket["hi"] is not None:
+            assert accuracy[bracket["hi"]] < 0.01 and bracket["hi"] - bracket["lo"] <= settings.eps_tolerance
+        else:
+            assert bracket["lo"] == settings.eps_max and accuracy[settings.eps_max] >= 0.01
+        assert 0 <= row["vanishing_fraction"] <= 1 and np.isfinite(row["sharpness"])
+        assert all(0 <= v <= 1 for v in row["detection_auc"].values())
+        assert row["adv_acc"]["pgd"]["1/255"] <= row["clean_acc"] + 1e-9
+        assert set(row["seconds_by_stage"]) == {"train", "attacks", "bisection", "landscape", "detection"}
+    resnet = sorted((r for r in out.rows if r["arch"] == "resnet18"), key=lambda r: r["resolution"])
+    text = out.findings
+    assert "- **resnet18, from scratch**: upsampling 8 → 16 px" in text
+    assert f"sharpness at 1/255 {resnet[0]['sharpness']:.3g} → {resnet[1]['sharpness']:.3g} nats" in text
+    assert "more parameters, smallcnn (0.31 M) → resnet18 (11.24 M)" in text
+    assert "no cell finished with both initialisations" in text and "smallcnn-8px-none: ModelError" in text
+    saved = json.loads(mlflow.artifacts.load_text(f"runs:/{out.run_id}/ablation.json"))
+    assert [r["status"] for r in saved["rows"]] == [r["status"] for r in out.rows]
