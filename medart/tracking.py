@@ -23,6 +23,14 @@ def configure(tracking_uri: str | None = None) -> str:
     return uri
 
 
+def absolute_uri(uri: str) -> str:
+    """``uri`` naming the same store from any working directory: a relative sqlite path made
+    absolute (worker processes need not share the driver's working directory)."""
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////") and uri != "sqlite:///:memory:":
+        return "sqlite:///" + os.path.abspath(uri.removeprefix("sqlite:///"))
+    return uri
+
+
 def experiment_name(dataset: str, task: str) -> str:
     """``medart/<dataset>/<task>``, e.g. ``medart/pneumonia/train``."""
     return f"medart/{dataset}/{task}"
