@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from medart.attacks import make_attack
+from medart.attacks import AttackSpec, make_attack
 from medart.attacks.base import AttackBackend
 from medart.errors import ConfigError, MedartError
 
@@ -137,7 +137,8 @@ class _ShardWorker:
         self.model.load_state_dict(state_dict)
         self.model.eval()
 
-    def generate(self, spec, backend: str, batch_size: int, x: torch.Tensor, y: torch.Tensor, seed: int, start: int) -> torch.Tensor:
+    def generate(self, spec: AttackSpec, backend: str, batch_size: int, x: torch.Tensor, y: torch.Tensor, seed: int,
+                 start: int) -> torch.Tensor:
         # "auto": the GPU Ray assigned to this actor, else the CPU (Ray hides GPUs it did not assign)
         attack = make_attack(self.model, spec, self.model.config["num_classes"], backend, batch_size, "auto")
         return attack.generate(x, y, seed, start=start)

@@ -370,8 +370,7 @@ def sweep_cell(job: SweepJob, cell: tuple[str, float]) -> dict:
     """One (attack, ε) cell of a sweep as a child run of ``job.parent_run_id``; returns its row.
     Runs in the sweep's process or in a worker process, which loads model and data once."""
     attack, eps = cell
-    if mlflow.get_tracking_uri() != job.tracking_uri:
-        tracking.configure(job.tracking_uri)
+    tracking.configure(job.tracking_uri)
     loading = {k: job.attack_kwargs[k] for k in ("source", "size", "max_examples", "seed") if k in job.attack_kwargs}
     inputs = _shared_inputs(job.tracking_uri, job.model_uri, job.dataset, job.data_dir, **loading)
     out = attack_model(job.model_uri, job.dataset, make_spec(attack, eps), job.backend, job.data_dir, inputs=inputs,

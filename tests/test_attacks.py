@@ -79,13 +79,13 @@ def test_shards_reproduce_one_call_random_starts_included(model_and_data, backen
     """Shards starting at a batch boundary replay the random draws of the batches before them,
     so PGD/CW shards equal one call; without the replay they would not."""
     model, x, y = model_and_data
-    x, y = x[:20], y[:20]
+    x, y = x[:10], y[:10]
     for name in ("bim", "pgd", "cw"):
         attack = make_attack(model, make_spec(name, "2/255", steps=2, step_size="1/255"), 2, backend, batch_size=4)
         whole = attack.generate(x, y, seed=5)
-        assert torch.equal(torch.cat([attack.generate(x[s:s + 8], y[s:s + 8], seed=5, start=s) for s in (0, 8, 16)]), whole)
-        unreplayed = torch.cat([attack.generate(x[s:s + 8], y[s:s + 8], seed=5) for s in (0, 8, 16)])
-        assert torch.equal(unreplayed, whole) == (name == "bim")
+        assert torch.equal(torch.cat([attack.generate(x[:4], y[:4], seed=5), attack.generate(x[4:], y[4:], seed=5, start=4)]), whole)
+        unreplayed = attack.generate(x[4:], y[4:], seed=5)
+        assert torch.equal(unreplayed, whole[4:]) == (name == "bim")
     with pytest.raises(ConfigError, match="multiple of the batch size 4"):
         attack.generate(x[6:], y[6:], start=6)
 

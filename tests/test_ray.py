@@ -16,7 +16,7 @@ import torch
 from click.testing import CliRunner
 
 import medart
-from medart.attacks import make_attack, make_spec
+from medart.attacks import make_spec
 from medart.cli import main
 from medart.errors import ConfigError
 from medart.experiment import attack_model, sweep, sweep_table
@@ -147,33 +147,29 @@ def test_map_retries_transient_failures_and_ends_on_user_errors(ray_instance, tm
     assert attempts.read_text().split().count("3") == 1  # never retried
 
 
-def test_sharded_generation_on_ray_equals_one_piece(ray_instance, registered, shared_data):
+def test_sharded_attacks_on_ray_equal_one_piece(ray_instance, registered, shared_data):
     """Shards of whole batches keep the batches of one call, so BIM's examples are the same to the
     bit; PGD's too, as each shard first draws the random starts of the batches before it."""
     from medart.executors import RayExecutor
-    from medart.experiment import load_attack_inputs
 
-    inputs = load_attack_inputs(registered, "pneumonia", shared_data, max_examples=20)
-    x, y = inputs.clean["adv_train"]
-    with RayExecutor() as executor:
-        for name in ("bim", "pgd"):
-            attack = make_attack(inputs.model, make_spec(name, "2/255", steps=3, step_size="1/255"), 2, "art", batch_size=4)
-            whole = attack.generate(x, y, seed=3)
-            assert torch.equal(executor.generate(attack, x, y, seed=3, shards=3, progress=False), whole), name
+    common = dict(max_examples=20, batch_size=4, use_cache=False, progress=False)
+    with RayExecutor() as executor:  # its actors load the model once for both attacks
+        for spec in (make_spec("bim", "1/255", steps=5, step_size="0.25/255"), make_spec("pgd", "2/255", steps=3)):
+            alone = attack_model(registered, "pneumonia", spec, "art", shared_data, **common)
+            sharded = attack_model(registered, "pneumonia", spec, "art", shared_data, executor=executor, shards=3, **common)
+            for part in ("adv_train", "adv_test"):
+                assert torch.equal(sharded.adversarial[part], alone.adversarial[part]), (spec.name, part)
+            assert {k: v for k, v in sharded.metrics.items() if k not in TIMING} == \
+                   {k: v for k, v in alone.metrics.items() if k not in TIMING}
+            assert mlflow.get_run(sharded.run_id).data.params["shards"] == "3"
 
-    # through the CLI: `medart attack --executor ray --shards N` logs the same numbers as one piece
-    spec = make_spec("bim", "1/255", steps=5, step_size="0.25/255")
-    alone = attack_model(registered, "pneumonia", spec, "art", shared_data, max_examples=20, batch_size=4,
-                         use_cache=False, progress=False)
-    done = CliRunner().invoke(main, ["attack", "--executor", "ray", "--shards", "3", "--model-uri", registered,
-                                     "--dataset", "pneumonia", "--data-dir", str(shared_data), "--attack", "bim",
-                                     "--eps", "1/255", "--steps", "5", "--step-size", "0.25/255", "--max-examples", "20",
-                                     "--batch-size", "4", "--no-cache", "--no-progress"])
+
+def test_cli_attack_with_ray_shards(ray_instance, registered, shared_data):
+    done = CliRunner().invoke(main, ["attack", "--executor", "ray", "--shards", "2", "--model-uri", registered,
+                                     "--dataset", "pneumonia", "--data-dir", str(shared_data), "--attack", "fgsm",
+                                     "--max-examples", "10", "--batch-size", "4", "--no-progress"])
     assert done.exit_code == 0, done.output
-    (sharded,) = mlflow.search_runs(experiment_names=["medart/pneumonia/attack"], output_format="list",
-                                    filter_string="params.shards = '3'")
-    assert {k: v for k, v in sharded.data.metrics.items() if k not in TIMING} == \
-           {k: v for k, v in alone.metrics.items() if k not in TIMING}
+    assert "fgsm-eps1/255 via art on 10 images" in done.output and "max L∞ 1.0000/255" in done.output
 
 
 @pytest.mark.parametrize("param, fragment", [
