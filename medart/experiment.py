@@ -408,8 +408,10 @@ def sweep(
     cells = [(spec.name, spec.eps) for spec in specs]
     label = f"sweep-{'+'.join(attacks)}-{backend}"
     with tracking.start_run(tracking.experiment_name(dataset, "attack"), label) as parent:
-        mlflow.log_params({"attacks": ",".join(attacks), "eps": ",".join(f"{e:.6g}" for e in eps_values),
-                           "backend": backend, "model_uri": model_uri, "dataset": dataset} | executor.params())
+        params = {"attacks": ",".join(attacks), "eps": ",".join(f"{e:.6g}" for e in eps_values), "backend": backend,
+                  "model_uri": model_uri, "dataset": dataset} | executor.params()
+        logged = parent.data.params  # `mlflow run -e sweep` has logged its -P values already (eps as written)
+        mlflow.log_params({k: v for k, v in params.items() if k not in logged})
         tracking_uri, show_progress = mlflow.get_tracking_uri(), attack_kwargs.get("progress", True)
         if executor.remote:  # workers: other processes, maybe other machines; the executor shows progress
             tracking_uri, attack_kwargs = tracking.absolute_uri(tracking_uri), attack_kwargs | {"progress": False}

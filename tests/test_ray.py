@@ -172,6 +172,25 @@ def test_cli_attack_with_ray_shards(ray_instance, registered, shared_data):
     assert "fgsm-eps1/255 via art on 10 images" in done.output and "max L∞ 1.0000/255" in done.output
 
 
+def test_mlflow_run_sweep_entry_point_on_ray(ray_instance, registered, shared_data, tmp_path):
+    """`mlflow run -e sweep -P executor=ray`: the project's run is the sweep's parent; the local Ray
+    workers inherit its MLFLOW_RUN_ID and must still log new child runs, in the project's experiment."""
+    from test_mlproject import _mlflow_run
+
+    done = _mlflow_run(tmp_path / "mlflow.db", shared_data, "attacks=fgsm,pgd", "eps=1/255", "max_examples=10",
+                       f"model_uri={registered}", "executor=ray", "workers=2", entry="sweep")
+    assert done.returncode == 0, done.stderr[-3000:]
+    (project,) = mlflow.search_runs(experiment_names=["medart/pneumonia/main"], output_format="list",
+                                    filter_string="attributes.run_name = 'sweep-fgsm+pgd-art'")
+    assert project.info.status == "FINISHED" and project.data.tags["mlflow.project.entryPoint"] == "sweep"
+    assert project.data.params["eps"] == "1/255" and project.data.params["ray.cluster_cpus"] == "2.0"
+    kids = children(project.info.run_id)
+    assert sorted(kids) == ["fgsm-eps1/255-art", "pgd-eps1/255-art"]
+    assert len(mlflow.search_runs(experiment_names=["medart/pneumonia/main"], output_format="list")) == 3  # nothing else
+    assert all(k.info.experiment_id == project.info.experiment_id for k in kids.values())
+    assert "| PGD |" in done.stdout
+
+
 @pytest.mark.parametrize("param, fragment", [
     ("executor=spark", "-P executor='spark': choose from in-process, ray"),
     ("retries=-1", "-P retries='-1': must be >= 0"),
