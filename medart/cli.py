@@ -12,14 +12,22 @@ from medart.models.training import MONITORS, TrainConfig
 
 
 class MedartGroup(click.Group):
-    """Reports :class:`MedartError` as one line (``Error: …``, exit 2), without a traceback."""
+    """Reports :class:`MedartError` as one line (``Error: …``, exit 2), without a traceback, and an
+    interrupt (Ctrl-C, SIGTERM) as one line with exit 130."""
 
     def invoke(self, ctx: click.Context):
+        from medart.tracking import stop_on_signals
+
+        stop_on_signals()
         try:
             return super().invoke(ctx)
         except MedartError as exc:
             click.echo(f"Error: {exc}", err=True)
             sys.exit(2)
+        except KeyboardInterrupt as exc:
+            click.echo(f"Interrupted ({exc or 'SIGINT'}): open runs ended as KILLED; run the same command again to "
+                       "resume from the last completed stage (trained model, cached adversarial examples)", err=True)
+            sys.exit(130)
 
 
 @click.group(cls=MedartGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -63,6 +71,9 @@ def _datasets() -> list[str]:
 @click.option("--arch", type=click.Choice(["resnet50", "resnet18", "resnet34"]), default="resnet50", show_default=True)
 @click.option("--pretrained", default="imagenet", show_default=True,
               help="'imagenet' (torchvision weights, cached or downloaded), 'none' (from scratch), or a state_dict path.")
+@click.option("--trusted-pickle", is_flag=True,
+              help="Unpickle a --pretrained file in full (checkpoints with extra objects). This runs code the file "
+                   "carries: only for files you trust. Default: tensor-only, refusing anything else.")
 @click.option("--epochs", type=click.IntRange(min=1), default=30, show_default=True, help="The paper trained 300.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-4, show_default=True, help="SGD learning rate.")
@@ -82,8 +93,9 @@ def _datasets() -> list[str]:
 @click.option("--download/--no-download", default=True, show_default=True, help="Fetch missing MedMNIST files.")
 @click.option("--tracking-uri", default=None, envvar="MLFLOW_TRACKING_URI", help="MLflow tracking store.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bars.")
-def train(dataset, data_dir, source, size, image_size, arch, pretrained, epochs, batch_size, lr, momentum, weight_decay,
-          augment, monitor, patience, max_train, max_eval, seed, device, alias, register, download, tracking_uri, progress):
+def train(dataset, data_dir, source, size, image_size, arch, pretrained, trusted_pickle, epochs, batch_size, lr, momentum,
+          weight_decay, augment, monitor, patience, max_train, max_eval, seed, device, alias, register, download,
+          tracking_uri, progress):
     """Train the paper's ResNet classifier and register it in the MLflow model registry.
 
     Example (the real chest X-ray file, CPU-sized):
@@ -98,7 +110,8 @@ def train(dataset, data_dir, source, size, image_size, arch, pretrained, epochs,
                          augment=augment, monitor=monitor, patience=patience, seed=seed, device=device)
     out = train_model(dataset, data_dir, source=source, size=int(size), image_size=image_size, arch=arch,
                       pretrained=pretrained, train_config=config, max_train=max_train, max_eval=max_eval,
-                      register=register, alias=alias, download=download, progress=progress)
+                      register=register, alias=alias, download=download, progress=progress,
+                      trusted_pickle=trusted_pickle)
     click.echo(f"run {out.run_id} in {uri}: best epoch {out.best_epoch}, "
                f"test acc {out.test['acc']:.4f}, test AUC {out.test['auc']:.4f}, {out.seconds_per_epoch:.1f} s/epoch")
     if out.version is not None:
@@ -328,3 +341,141 @@ def detect(model_uri, dataset, data_dir, source, size, backend, max_examples, ba
     click.echo(auc_table(out.auc, out.auc_std if repeats > 1 else None), nl=False)
     if out.transfer:
         click.echo("\n" + transfer_table(out.transfer), nl=False)
+
+
+@main.command()
+@click.option("--experiment", "experiments", multiple=True,
+              help="Experiment(s) to read attack runs from, repeatable (default: every experiment).")
+@click.option("--dataset", default=None, help="Only runs on this dataset.")
+@click.option("--model-uri", default=None, help="Only runs of this model URI (as the runs logged it).")
+@click.option("--filter", "filter_string", default=None,
+              help="An extra MLflow search filter, e.g. \"params.backend = 'art'\".")
+@click.option("--import", "imports", multiple=True, type=click.Path(dir_okay=False),
+              help="A RobustBench model-info JSON file to put in the same table, repeatable.")
+@click.option("--export-dir", type=click.Path(file_okay=False), default=None,
+              help="Also write the RobustBench-shaped JSON files here (they are always logged to the run).")
+@click.option("--tracking-uri", default=None, envvar="MLFLOW_TRACKING_URI")
+def compare(experiments, dataset, model_uri, filter_string, imports, export_dir, tracking_uri):
+    """One table and figure of every finished attack run — across datasets, models, attacks, ε and
+    backends — plus RobustBench-style JSON in and out, logged as a run in medart/compare.
+
+    Example: medart compare --dataset pneumonia --import robustbench/model_info/cifar10/Linf/Standard.json
+    """
+    from medart import tracking
+    from medart.compare import compare as run_compare
+    from medart.compare import table
+
+    tracking.configure(tracking_uri)
+    run_id, rows = run_compare(experiments, dataset, model_uri, filter_string, imports, export_dir)
+    click.echo(f"compare run {run_id}: {len(rows)} rows; compare.md, figures/compare.png, robustbench/")
+    click.echo(table(rows), nl=False)
+
+
+@main.command()
+@_attack_options
+@click.option("--attacks", default="pgd", show_default=True,
+              help="Comma-separated attacks; the first one is drawn in the per-image figures, all get numbers.")
+@click.option("--eps", default="1/255", show_default=True, help="L∞ budget of the attacks: a number or k/255.")
+@click.option("--figures", default="all", show_default=True,
+              help="Comma-separated: eps_curves, saliency, stages, landscape, embedding, gradcam (or all).")
+@click.option("--curve-eps", default="0.5/255,1/255,2/255,4/255", show_default=True, help="ε values of the ε curves.")
+@click.option("--compare-sweep", "compare_sweeps", multiple=True, metavar="RUN_ID",
+              help="A `medart sweep` run of another model or dataset to draw in the same ε-curve figure (repeatable).")
+@click.option("--surrogate-uri", "surrogate_uris", multiple=True,
+              help="A separately trained model whose gradient gives the landscape's g⊥ (repeatable).")
+@click.option("--surrogates", type=click.IntRange(min=0), default=None,
+              help="Train this many surrogates here (seeds seed+1…). Default: 1 unless --surrogate-uri is given.")
+@click.option("--surrogate-arch", type=click.Choice(["resnet18", "resnet34", "resnet50"]), default="resnet18", show_default=True)
+@click.option("--surrogate-epochs", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--surrogate-lr", type=click.FloatRange(min=0, min_open=True), default=0.01, show_default=True)
+@click.option("--surrogate-max-train", type=click.IntRange(min=2), default=None, help="Train surrogates on a stratified subset.")
+@click.option("--landscape-points", type=click.IntRange(min=2), default=9, show_default=True, help="Grid points per landscape axis.")
+@click.option("--landscape-max-eps", default="8/255", show_default=True, help="Largest ε1 and ε2 of the landscape grid.")
+@click.option("--radius", default=None, help="L∞ radius of the sharpness number. Default: --eps.")
+@click.option("--saliency-share", type=click.FloatRange(0, 1, min_open=True), default=0.5, show_default=True,
+              help="A pixel is high-saliency when ≥ this share of its image's maximum.")
+@click.option("--gradcam-layer", default="layer4", show_default=True, help="Layer whose output Grad-CAM weighs (layer3, layer4.1, …).")
+@click.option("--gradcam-top", type=click.FloatRange(0, 1, min_open=True), default=0.2, show_default=True,
+              help="Share of most-attended pixels whose IoU measures the clean/adversarial overlap.")
+@click.option("--show", type=click.IntRange(1, 16), default=4, show_default=True, help="Images in the per-image figures.")
+@click.option("--report/--no-report", default=True, show_default=True, help="Also write the run's HTML report (medart report).")
+@click.option("--output", type=click.Path(dir_okay=False), default=None, help="Report file. Default: report-<run id>.html.")
+def analyze(model_uri, dataset, data_dir, source, size, backend, max_examples, batch_size, seed, device, cache, tracking_uri,
+            progress, attacks, eps, figures, curve_eps, compare_sweeps, surrogate_uris, surrogates, surrogate_arch,
+            surrogate_epochs, surrogate_lr, surrogate_max_train, landscape_points, landscape_max_eps, radius, saliency_share,
+            gradcam_layer, gradcam_top, show, report, output):
+    """The paper's analysis figures for one model (Figs. 4-11), attached to one MLflow run.
+
+    ε curves, saliency maps, early/late stage activations, loss landscape (with surrogate models),
+    t-SNE of penultimate features and Grad-CAM, clean vs adversarial, with the numbers behind them
+    as metrics, analysis.json and analysis.md.
+
+    Example: medart analyze --model-uri models:/medart-pneumonia@champion --dataset pneumonia --attacks pgd --eps 1/255 --max-examples 64
+    """
+    from medart import tracking
+    from medart.analysis.analyze import analyze_model, parse_figures
+    from medart.analysis.report import report_run
+    from medart.attacks import parse_eps, parse_eps_list, parse_names
+
+    tracking.configure(tracking_uri)
+    config = TrainConfig(epochs=surrogate_epochs, lr=surrogate_lr, batch_size=64, seed=seed, device=device)
+    out = analyze_model(
+        model_uri, dataset, parse_names(attacks), parse_eps(eps), data_dir, figures=parse_figures(figures), backend=backend,
+        source=source, size=int(size), max_examples=max_examples, curve_eps=parse_eps_list(curve_eps),
+        compare_sweeps=compare_sweeps, surrogate_uris=surrogate_uris,
+        surrogates=(0 if surrogate_uris else 1) if surrogates is None else surrogates, surrogate_config=config,
+        surrogate_arch=surrogate_arch, surrogate_max_train=surrogate_max_train, landscape_points=landscape_points,
+        landscape_max_eps=parse_eps(landscape_max_eps), radius=None if radius is None else parse_eps(radius),
+        saliency_share=saliency_share, gradcam_layer=gradcam_layer, gradcam_top=gradcam_top, show=show,
+        batch_size=batch_size, seed=seed, device=device, use_cache=cache, progress=progress)
+    click.echo(f"analysis run {out.run_id} ({out.seconds:.0f} s): {', '.join(out.figures)}, analysis.md, analysis.json")
+    for key, value in out.summary.items():
+        click.echo(f"  {key} = {value:.4f}")
+    if report:
+        click.echo(f"report {report_run(out.run_id, output)} (also the run's report.html)")
+
+
+@main.command("eps-curves")
+@click.option("--run-id", "run_ids", multiple=True, required=True, help="A `medart sweep` run (repeatable: one curve each).")
+@click.option("--label", "labels", multiple=True, help="Legend label per --run-id, in the same order. Default: dataset · model.")
+@click.option("--tracking-uri", default=None, envvar="MLFLOW_TRACKING_URI")
+def eps_curves(run_ids, labels, tracking_uri):
+    """Accuracy-vs-ε curves of several sweeps (models or datasets) in one figure (Figs. 4 and 5).
+
+    Example: medart eps-curves --run-id <sweep of model A> --run-id <sweep of model B> --label A --label B
+    """
+    from medart import tracking
+    from medart.analysis.eps_curves import compare_sweeps
+
+    tracking.configure(tracking_uri)
+    run_id = compare_sweeps(run_ids, labels or None)
+    click.echo(f"run {run_id}: figures/eps_curves.png, eps_curves.json")
+
+
+@main.command()
+@click.option("--run-id", default=None, help="The run to report (its child runs are included).")
+@click.option("--experiment", default=None, help="Or: an experiment, e.g. medart/pneumonia/analysis (its newest top-level runs).")
+@click.option("--max-runs", type=click.IntRange(min=1), default=20, show_default=True, help="With --experiment: how many runs.")
+@click.option("--output", type=click.Path(dir_okay=False), default=None,
+              help="HTML file to write. Default: report-<run id>.html or report-<experiment>.html.")
+@click.option("--log/--no-log", default=True, show_default=True,
+              help="Attach the page to the run as report.html (with --experiment: to a new 'report' run).")
+@click.option("--tracking-uri", default=None, envvar="MLFLOW_TRACKING_URI")
+def report(run_id, experiment, max_runs, output, log, tracking_uri):
+    """A self-contained HTML page of a run's (or experiment's) tables and figures, with the paper's
+    numbers beside them where the task matches.
+
+    Example: medart report --run-id 0123abcd… --output report.html
+    """
+    from medart import tracking
+    from medart.analysis.report import report_experiment, report_run
+    from medart.errors import ConfigError
+
+    if (run_id is None) == (experiment is None):
+        raise ConfigError("give exactly one of --run-id or --experiment")
+    tracking.configure(tracking_uri)
+    if run_id:
+        click.echo(f"report {report_run(run_id, output, log)}" + (" (also the run's report.html)" if log else ""))
+    else:
+        path, new_run = report_experiment(experiment, output, max_runs, log)
+        click.echo(f"report {path}" + (f" (also report.html of run {new_run})" if new_run else ""))

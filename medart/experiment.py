@@ -101,6 +101,7 @@ def train_model(
     alias: str = "champion",
     download: bool = True,
     progress: bool = True,
+    trusted_pickle: bool = False,
 ) -> TrainOutcome:
     """Train the paper's classifier on ``dataset`` and log it to MLflow (tracking URI as configured).
 
@@ -108,6 +109,7 @@ def train_model(
     test-split metrics of the best checkpoint (``test_acc``, ``test_auc``) and the model; registers
     it as ``medart-<dataset>`` and points ``alias`` at it when it is the best version so far on the
     monitored validation metric. ``max_train`` / ``max_eval`` take stratified subsets (quick runs).
+    ``trusted_pickle`` reads a ``pretrained`` file with full unpickling (only for files you trust).
     """
     config = train_config or TrainConfig()
     splits = load_dataset(dataset, data_dir, source=source, size=size, image_size=image_size, seed=config.seed, download=download)
@@ -124,7 +126,7 @@ def train_model(
              "max_train": max_train, "max_eval": max_eval, "n_train": len(train), "n_val": len(val), "n_test": len(test)}
         )
         _log_splits(splits)
-        model = build_model(len(splits.classes), arch, pretrained, splits.classes, side)
+        model = build_model(len(splits.classes), arch, pretrained, splits.classes, side, trusted_pickle=trusted_pickle)
         result = fit(model, train, val, config, on_epoch=lambda e, m: mlflow.log_metrics(m, step=e), progress=progress)
 
         probs, labels = predict(model, test, progress=progress, desc="test")

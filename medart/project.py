@@ -239,9 +239,14 @@ def run(entry: str, argv: Sequence[str]) -> int:
             return 2
         raw[key] = value
     tracking.configure()  # `mlflow run` sets MLFLOW_TRACKING_URI for the entry point
+    tracking.stop_on_signals()
     try:
         status = ENTRY_POINTS[entry](Params(raw))
     except MedartError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as exc:
+        print(f"Interrupted ({exc or 'SIGINT'}): runs ended as KILLED; run again to resume from the last completed stage",
+              file=sys.stderr)
+        return 130
     return status or 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 from pathlib import Path
 from typing import Iterator
@@ -11,6 +12,7 @@ from typing import Iterator
 import mlflow
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+ARTIFACT_ROOT_ENV = "MEDART_ARTIFACT_ROOT"  # where new experiments keep their artifacts (a folder or s3://…)
 
 
 def configure(tracking_uri: str | None = None) -> str:
@@ -29,6 +31,21 @@ def absolute_uri(uri: str) -> str:
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////") and uri != "sqlite:///:memory:":
         return "sqlite:///" + os.path.abspath(uri.removeprefix("sqlite:///"))
     return uri
+
+
+def use_experiment(name: str) -> None:
+    """Make ``name`` the active experiment, creating it under ``$MEDART_ARTIFACT_ROOT/<name>`` when
+    that is set (else where the tracking store puts artifacts: ``./mlruns`` for a local sqlite
+    store, the server's ``--default-artifact-root`` for a server)."""
+    root = os.environ.get(ARTIFACT_ROOT_ENV)
+    if root and mlflow.get_experiment_by_name(name) is None:
+        location = f"{root.rstrip('/')}/{name}" if "://" in root else str(Path(root).expanduser().resolve() / name)
+        try:
+            mlflow.create_experiment(name, artifact_location=location)
+        except mlflow.exceptions.MlflowException:  # another process created it first
+            if mlflow.get_experiment_by_name(name) is None:
+                raise
+    mlflow.set_experiment(name)
 
 
 def experiment_name(dataset: str, task: str) -> str:
@@ -60,8 +77,9 @@ def start_run(experiment: str, run_name: str, parent_run_id: str | None = None, 
     elsewhere), it becomes that run's child, in its experiment, with its user and source tags.
     Started by ``mlflow run`` (``$MLFLOW_RUN_ID`` set, nothing active yet), it *is* the project's
     run, in the experiment ``mlflow run`` chose, renamed ``run_name``. Otherwise it goes to
-    ``experiment``. Leaving the block by an exception (a user error, Ctrl-C) ends the run as
-    FAILED, so no run is ever left RUNNING or mistaken for a finished result.
+    ``experiment``. Leaving the block by an exception (a user error) ends the run as FAILED, by
+    an interrupt (Ctrl-C, or SIGTERM after :func:`stop_on_signals`) as KILLED, so no run is ever
+    left RUNNING or mistaken for a finished result.
     """
     from medart import __version__
 
@@ -74,11 +92,56 @@ def start_run(experiment: str, run_name: str, parent_run_id: str | None = None, 
         tags |= {k: v for k, v in parent.data.tags.items() if k.startswith(_PROCESS_TAGS)}
         kwargs |= {"parent_run_id": parent_run_id, "experiment_id": parent.info.experiment_id}
     elif not os.environ.get("MLFLOW_RUN_ID"):
-        mlflow.set_experiment(experiment)
+        use_experiment(experiment)
     if commit := git_commit():
         tags["mlflow.source.git.commit"] = commit
-    with mlflow.start_run(run_name=run_name, tags=tags, **kwargs) as run:
-        yield run
+    with _deferred_interrupts():  # a run created but not yet entered could never be ended
+        started = mlflow.start_run(run_name=run_name, tags=tags, **kwargs)
+    with started as run:
+        try:
+            _raise_pending_interrupt()
+            yield run
+        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM via stop_on_signals: killed, not failed
+            mlflow.end_run("KILLED")
+            raise
+
+
+# Signals that arrive while a run is being created are held back until it can be ended properly.
+_DEFER = {"depth": 0, "pending": []}
+
+
+@contextlib.contextmanager
+def _deferred_interrupts() -> Iterator[None]:
+    _DEFER["depth"] += 1
+    try:
+        yield
+    finally:
+        _DEFER["depth"] -= 1
+
+
+def _raise_pending_interrupt() -> None:
+    if _DEFER["pending"] and not _DEFER["depth"]:
+        name = _DEFER["pending"].pop()
+        _DEFER["pending"].clear()
+        raise KeyboardInterrupt(name)
+
+
+def stop_on_signals() -> None:
+    """Make SIGINT, SIGTERM and SIGHUP interrupt like Ctrl-C, except while a run is being created
+    (then the interrupt waits until the run can be ended). Python's default for SIGTERM would end
+    the process at once, skipping the ``finally`` blocks that end runs as KILLED and remove
+    temporary files."""
+
+    def interrupt(signum, frame):
+        name = signal.Signals(signum).name
+        if _DEFER["depth"]:
+            _DEFER["pending"].append(name)
+        else:
+            raise KeyboardInterrupt(name)
+
+    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), interrupt)
 
 
 def log_figure(fig, name: str) -> None:

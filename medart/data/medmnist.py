@@ -11,13 +11,13 @@ from __future__ import annotations
 import functools
 import os
 import warnings
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from medart.data.base import ArrayDataset, Transform, resolve_data_dir
 from medart.data.download import download_file, md5sum
+from medart.data.npz import load_npz
 from medart.errors import DataError
 
 SIZES = (28, 64, 128, 224)
@@ -122,16 +122,9 @@ def file_md5(path: Path) -> str:
 
 def read_npz(path: Path, flag: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """``{split: (images, labels)}`` from a MedMNIST file, checked for the keys, dtypes and shapes it must have."""
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            missing = [f"{s}_{k}" for s in SPLITS for k in ("images", "labels") if f"{s}_{k}" not in npz.files]
-            if missing:
-                raise DataError(f"{path} lacks arrays {missing}; it is not a MedMNIST file — re-download it")
-            arrays = {s: (npz[f"{s}_images"], npz[f"{s}_labels"]) for s in SPLITS}
-    except DataError:
-        raise
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
-        raise DataError(f"{path} is truncated or corrupt ({exc}); delete it and re-download, or supply a valid file") from exc
+    keys = [f"{s}_{k}" for s in SPLITS for k in ("images", "labels")]
+    loaded = load_npz(path, keys)
+    arrays = {s: (loaded[f"{s}_images"], loaded[f"{s}_labels"]) for s in SPLITS}
     n_labels = len(CLASSES[flag]) if flag in MULTI_LABEL else 1
     for split, (images, labels) in arrays.items():
         if images.dtype != np.uint8 or images.ndim not in (3, 4) or images.shape[1] != images.shape[2]:

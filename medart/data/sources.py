@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import csv
 import os
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -84,12 +85,18 @@ class ImageFileDataset(MedicalImageDataset):
         """``uint8`` pixels ``(H, W)`` for grey-scale files, ``(H, W, 3)`` for all others."""
         path = self.paths[index]
         try:
-            with Image.open(path) as im:
-                im.load()
-                if im.mode in _GREY_MAX:
-                    grey = np.asarray(im, dtype=np.float64) * (255.0 / _GREY_MAX[im.mode])
-                    return np.clip(np.rint(grey), 0, 255).astype(np.uint8)  # clip: true 32-bit "I" data
-                return np.array(im.convert("RGB"))  # a writable copy, as torch.from_numpy wants
+            with warnings.catch_warnings():
+                # Pillow only warns between MAX_IMAGE_PIXELS and twice that (and checks on open); medart refuses both.
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                with Image.open(path) as im:
+                    im.load()
+                    if im.mode in _GREY_MAX:
+                        grey = np.asarray(im, dtype=np.float64) * (255.0 / _GREY_MAX[im.mode])
+                        return np.clip(np.rint(grey), 0, 255).astype(np.uint8)  # clip: true 32-bit "I" data
+                    return np.array(im.convert("RGB"))  # a writable copy, as torch.from_numpy wants
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+            raise DataError(f"image {path} declares more than {Image.MAX_IMAGE_PIXELS} pixels, a possible "
+                            "decompression bomb; refused (raise PIL.Image.MAX_IMAGE_PIXELS if it is genuine)") from e
         except (OSError, SyntaxError, ValueError) as e:  # PIL reports corrupt files with any of these
             reason = " ".join(str(e).split())  # keep the message on one line
             raise DataError(f"cannot decode image {path} ({reason}); remove or replace the file") from e
@@ -264,14 +271,18 @@ def _read_csv(path: Path, required: Sequence[str], hint: str) -> tuple[list[str]
     if not path.is_file():
         raise DataError(f"label file {path} does not exist; {hint}")
     # utf-8-sig: CSVs saved by spreadsheet programs often start with a byte-order mark.
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        columns = reader.fieldnames or []
-        missing = [c for c in required if c not in columns]
-        if missing:
-            raise DataError(f"{path}: missing column(s) {', '.join(missing)}; found {', '.join(columns) or 'none'}")
-        # Short rows get None for their missing fields; "" keeps .strip() safe.
-        return list(columns), [{k: v or "" for k, v in row.items()} for row in reader]
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            columns = reader.fieldnames or []
+            missing = [c for c in required if c not in columns]
+            if missing:
+                raise DataError(f"{path}: missing column(s) {', '.join(missing)}; found {', '.join(columns) or 'none'}")
+            # Short rows get None for their missing fields, long rows a list under the key None; "" keeps .strip() safe.
+            return list(columns), [{k: v or "" for k, v in row.items() if k is not None} for row in reader]
+    except (UnicodeDecodeError, csv.Error) as exc:
+        reason = " ".join(str(exc).split())
+        raise DataError(f"{path} is not a readable UTF-8 CSV file ({reason}); {hint}") from None
 
 
 def _image_dir(root: Path) -> Path:

@@ -91,7 +91,18 @@ def protocol_splits(
     val_fraction: float = 0.1,
     info: dict | None = None,
 ) -> ProtocolSplits:
-    """Divide ``test`` into AdvTrain / AdvTest; carve Val from Train when the source has none."""
+    """Divide ``test`` into AdvTrain / AdvTest; carve Val from Train when the source has none.
+
+    Train and the test split must hold images of every class the task declares: a model cannot
+    learn a class it never sees, and accuracy and AUC on a test split without it mean little.
+    """
+    for part, dataset in (("train", train), ("test", test)):
+        counts = np.bincount(dataset.targets, minlength=dataset.num_classes)
+        absent = [c for c, n in zip(dataset.classes, counts) if n == 0]
+        if absent:
+            raise DataError(f"{name}: the {part} split has no images of class {', '.join(map(repr, absent))} "
+                            f"(class counts {dict(zip(dataset.classes, counts.tolist()))}); every declared class "
+                            "needs images — check the labels, or choose the dataset that matches the file")
     if val is None:
         train, val = stratified_split(train, val_fraction, seed, what="validation split")
     adv_train, adv_test = stratified_split(test, adv_test_fraction, seed, what="AdvTrain/AdvTest split")

@@ -25,14 +25,19 @@ def predict(
     progress: bool = False,
     desc: str = "predict",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Softmax probabilities ``(N, K)`` and labels ``(N,)`` of ``dataset`` under ``model`` (eval mode)."""
+    """Softmax probabilities ``(N, K)`` and labels ``(N,)`` of ``dataset`` under ``model`` in eval
+    mode (dropout off, batch-norm statistics frozen); the caller's mode is restored afterwards."""
     device = resolve_device(device)
+    was_training = model.training
     model.eval().to(device)
     probs, labels = [], []
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
-    for x, y in tqdm(loader, desc=desc, disable=not progress, leave=False):
-        probs.append(torch.softmax(model(x.to(device)), dim=1).cpu())
-        labels.append(y)
+    try:
+        for x, y in tqdm(loader, desc=desc, disable=not progress, leave=False):
+            probs.append(torch.softmax(model(x.to(device)), dim=1).cpu())
+            labels.append(y)
+    finally:
+        model.train(was_training)
     return torch.cat(probs).numpy(), torch.cat(labels).numpy()
 
 

@@ -41,12 +41,14 @@ def save_files(model: MedResNet, folder: Path) -> dict[str, str]:
     return {"config": str(folder / CONFIG), "weights": str(folder / WEIGHTS)}
 
 
-def load_files(config_path: str | Path, weights_path: str | Path, device: str | torch.device = "cpu") -> MedResNet:
-    """Rebuild a model from its JSON architecture and tensor-only weights."""
+def load_files(config_path: str | Path, weights_path: str | Path, device: str | torch.device = "cpu",
+               trusted_pickle: bool = False) -> MedResNet:
+    """Rebuild a model from its JSON architecture and tensor-only weights (``trusted_pickle``: see
+    :func:`~medart.models.resnet.load_state_dict_file`)."""
     try:
         config = json.loads(Path(config_path).read_text())
         model = MedResNet.from_config(config)
-        model.load_state_dict(load_state_dict_file(weights_path))
+        model.load_state_dict(load_state_dict_file(weights_path, trusted_pickle))
     except FileNotFoundError as exc:
         raise ModelError(f"{exc.filename} is missing; this is not a medart model folder") from exc
     except (json.JSONDecodeError, KeyError, RuntimeError, TypeError, ValueError) as exc:
@@ -75,9 +77,12 @@ def log_model(model: MedResNet, registered_model_name: str | None = None, image_
         )
 
 
-def load_model(uri: str, device: str | torch.device = "cpu") -> MedResNet:
+def load_model(uri: str, device: str | torch.device = "cpu", trusted_pickle: bool = False) -> MedResNet:
     """Load a medart model from ``models:/<name>@<alias>``, ``models:/<name>/<version>``,
-    ``runs:/<run_id>/model``, ``models:/<model_id>`` or a local folder holding its files."""
+    ``runs:/<run_id>/model``, ``models:/<model_id>`` or a local folder holding its files.
+
+    Weights are read tensor-only; ``trusted_pickle=True`` unpickles them in full, running any code
+    they carry — only for folders you made or trust."""
     local = Path(uri)
     if "://" not in uri and local.exists():
         folder = local
@@ -95,7 +100,7 @@ def load_model(uri: str, device: str | torch.device = "cpu") -> MedResNet:
             raise ModelError(f"model URI '{uri}' cannot be read: {exc}") from exc
     for sub in (folder, folder / "artifacts"):
         if (sub / CONFIG).is_file():
-            return load_files(sub / CONFIG, sub / WEIGHTS, device)
+            return load_files(sub / CONFIG, sub / WEIGHTS, device, trusted_pickle)
     raise ModelError(f"'{uri}' holds no {CONFIG}; it is not a medart model (train one with `medart train`)")
 
 

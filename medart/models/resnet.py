@@ -34,18 +34,31 @@ def _imagenet_state_dict(arch: str) -> dict[str, torch.Tensor]:
         ) from exc
 
 
-def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+def load_state_dict_file(path: str | os.PathLike, trusted_pickle: bool = False) -> dict[str, torch.Tensor]:
     """A tensor-only state_dict from ``path``, read with ``weights_only=True``: a file that would
-    need arbitrary objects unpickled (and so could run code) is refused, never executed."""
+    need arbitrary objects unpickled (and so could run code) is refused, never executed.
+
+    ``trusted_pickle=True`` unpickles the file in full — it runs whatever code the file carries,
+    so only for files you made or trust — and accepts a whole pickled module or a checkpoint dict
+    holding the weights under ``state_dict`` or ``model``.
+    """
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"weights file {path} not found; pass an existing .pth state_dict, 'imagenet' or 'none'")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=not trusted_pickle)
     except Exception as exc:  # noqa: BLE001 - UnpicklingError, RuntimeError, EOFError…: all mean "not tensor-only"
+        if trusted_pickle:
+            raise ModelError(f"{path} cannot be unpickled ({type(exc).__name__}: {exc})") from exc
         raise ModelError(
-            f"{path} is not a tensor-only state_dict ({type(exc).__name__}); refusing to unpickle it — save model.state_dict()"
+            f"{path} is not a tensor-only state_dict ({type(exc).__name__}); refusing to unpickle it — save "
+            "model.state_dict(), or opt in with trusted_pickle=True (--trusted-pickle) if you trust the file's author"
         ) from exc
+    if trusted_pickle:
+        if isinstance(state, nn.Module):
+            state = state.state_dict()
+        elif isinstance(state, dict) and not any(isinstance(v, torch.Tensor) for v in state.values()):
+            state = next((state[k] for k in ("state_dict", "model") if isinstance(state.get(k), dict)), state)
     if not isinstance(state, dict):
         raise ModelError(f"{path} holds a {type(state).__name__}, not a state_dict")
     return state
@@ -63,6 +76,8 @@ class MedResNet(nn.Module):
         dropout: dropout after it (0.2 in the paper).
         classes: class names, stored with the model so a registry copy knows them.
         image_size: the input side the model was trained at (stored, not enforced).
+        trusted_pickle: read a ``pretrained`` file with full unpickling (runs code it carries;
+            only for files you trust). Default: tensor-only, refusing anything else.
 
     Input: float32 ``(N, 3, H, W)`` in [0, 1]. Output: logits ``(N, K)``. Inside, pixels are
     mapped to [-1, 1] as in the paper. The head is Linear → ReLU → Dropout → Linear: the ReLU of
@@ -79,6 +94,7 @@ class MedResNet(nn.Module):
         dropout: float = 0.2,
         classes: Sequence[str] | None = None,
         image_size: int | None = None,
+        trusted_pickle: bool = False,
     ) -> None:
         super().__init__()
         if arch not in ARCHS:
@@ -100,7 +116,7 @@ class MedResNet(nn.Module):
         if pretrained == "imagenet":
             backbone.load_state_dict(_imagenet_state_dict(arch))
         elif pretrained != "none":
-            state = {k: v for k, v in load_state_dict_file(pretrained).items() if not k.startswith("fc.")}
+            state = {k: v for k, v in load_state_dict_file(pretrained, trusted_pickle).items() if not k.startswith("fc.")}
             missing, _ = backbone.load_state_dict(state, strict=False)
             if [k for k in missing if not k.startswith("fc.")]:
                 raise ModelError(f"{pretrained} does not fit {arch}: missing {missing[:3]}…")
@@ -185,6 +201,7 @@ def build_model(
     image_size: int | None = None,
     hidden: int = 128,
     dropout: float = 0.2,
+    trusted_pickle: bool = False,
 ) -> MedResNet:
     """The paper's network; see :class:`MedResNet`."""
-    return MedResNet(num_classes, arch, pretrained, hidden, dropout, classes, image_size)
+    return MedResNet(num_classes, arch, pretrained, hidden, dropout, classes, image_size, trusted_pickle)

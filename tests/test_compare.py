@@ -1,0 +1,85 @@
+"""Comparison report: attack runs read back from the store, RobustBench JSON out and in, CLI."""
+
+from __future__ import annotations
+
+import json
+
+import mlflow
+import pytest
+from click.testing import CliRunner
+
+from medart.attacks import make_spec
+from medart.cli import main
+from medart.compare import collect, compare, eps_fraction, export_robustbench, import_robustbench
+from medart.errors import DataError
+from medart.experiment import attack_model, sweep
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*official MedMNIST MD5")
+
+# RobustBench's own entry for a standardly trained CIFAR-10 model (model_info/cifar10/Linf/Standard.json).
+STANDARD = {"link": "https://github.com/RobustBench/robustbench/", "name": "Standardly trained model", "authors": "",
+            "additional_data": False, "number_forward_passes": 1, "dataset": "cifar10", "venue": "N/A",
+            "architecture": "WideResNet-28-10", "eps": "8/255", "clean_acc": "94.78", "reported": "0.0",
+            "autoattack_acc": "0.0"}
+
+
+def test_eps_fractions():
+    assert eps_fraction(8 / 255) == "8/255" and eps_fraction(0.3 / 255) == "0.3/255"
+
+
+def test_compare_reads_runs_exports_and_imports_robustbench(registered, shared_data, tmp_path):
+    _, cells, _ = sweep(registered, "pneumonia", ["fgsm", "bim"], [2 / 255, 8 / 255], "art", shared_data, max_examples=20,
+                        progress=False)
+    # the same measurement again (examples from the cache) counts once
+    attack_model(registered, "pneumonia", make_spec("bim", 8 / 255), "art", shared_data, max_examples=20, progress=False)
+    rows = collect(dataset="pneumonia")
+    assert len(rows) == 4
+    by_cell = {(r.attack, round(r.eps * 255)): r for r in rows}
+    for cell in cells:
+        row = by_cell[(cell["attack"], round(cell["eps"] * 255))]
+        assert row.adv_acc == pytest.approx(cell["adv_acc"]) and row.clean_acc == pytest.approx(cell["clean_acc"])
+        assert row.model == registered and row.backend == "art" and row.n == 20
+
+    (path,) = [p for p in export_robustbench(rows, tmp_path / "rb") if "eps8" in p.name]
+    assert path.relative_to(tmp_path / "rb").parts[:2] == ("pneumonia", "Linf")
+    doc = json.loads(path.read_text())
+    worst = min(r.adv_acc for r in rows if round(r.eps * 255) == 8)
+    assert doc["eps"] == "8/255" and doc["robust_acc"] == doc["reported"] == f"{worst * 100:.2f}"
+    assert doc["clean_acc"] == f"{rows[0].clean_acc * 100:.2f}" and "autoattack_acc" not in doc
+    assert set(doc["per_attack_acc"]) == {"fgsm/art", "bim/art"}
+
+    standard = tmp_path / "cifar10" / "Linf" / "Standard.json"
+    standard.parent.mkdir(parents=True)
+    standard.write_text(json.dumps(STANDARD))
+    (theirs,) = import_robustbench([standard])
+    assert (theirs.dataset, theirs.eps, theirs.clean_acc, theirs.adv_acc, theirs.threat_model, theirs.attack) == (
+        "cifar10", pytest.approx(8 / 255), pytest.approx(0.9478), 0.0, "Linf", "autoattack")
+    (ours,) = import_robustbench([path])  # medart's export reads back as the row it came from
+    assert ours.adv_acc == pytest.approx(worst, abs=5e-5) and ours.eps == pytest.approx(8 / 255)
+
+    run_id, merged = compare(dataset="pneumonia", imports=[standard])
+    assert len(merged) == 5
+    client = mlflow.MlflowClient()
+    artifacts = {a.path for a in client.list_artifacts(run_id)} | {a.path for a in client.list_artifacts(run_id, "figures")}
+    assert {"compare.md", "compare.json", "figures/compare.png", "robustbench"} <= artifacts
+    text = mlflow.artifacts.load_text(f"runs:/{run_id}/compare.md")
+    assert "| cifar10 | Standardly trained model | AUTOATTACK | 8/255 |" in text and text.count("| pneumonia |") == 4
+
+
+def test_cli_compare_and_its_errors(registered, shared_data, tmp_path):
+    runner = CliRunner()
+    empty = runner.invoke(main, ["compare", "--dataset", "pneumonia"])
+    assert empty.exit_code == 2 and "no finished attack runs" in empty.output and "Traceback" not in empty.output
+    attack_model(registered, "pneumonia", make_spec("fgsm", 4 / 255), "art", shared_data, max_examples=20, progress=False)
+    ok = runner.invoke(main, ["compare", "--dataset", "pneumonia", "--export-dir", str(tmp_path / "out")])
+    assert ok.exit_code == 0, ok.output
+    assert "| pneumonia | models:/medart-pneumonia@champion | FGSM | 4/255 | art |" in ok.output
+    assert list((tmp_path / "out" / "pneumonia" / "Linf").glob("*.json"))
+    garbage = tmp_path / "bad.json"
+    garbage.write_text("{not json")
+    bad = runner.invoke(main, ["compare", "--import", str(garbage)])
+    assert bad.exit_code == 2 and "is not valid JSON" in bad.output and "Traceback" not in bad.output
+    lacking = tmp_path / "lacking.json"
+    lacking.write_text(json.dumps({"name": "x", "eps": "8/255"}))
+    with pytest.raises(DataError, match="lacks clean_acc, autoattack_acc or robust_acc"):
+        import_robustbench([lacking])

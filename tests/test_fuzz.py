@@ -1,0 +1,269 @@
+"""Property-based tests: whatever a user or a stranger's file throws at medart's parsers and loaders,
+the answer is a valid result or medart's own one-line error — never another exception or a hang.
+
+The example counts (``max_examples``) are the numbers reported in the README's reliability table.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import string
+import tempfile
+import zipfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from medart.attacks import ATTACKS, make_spec, parse_eps, parse_eps_list, parse_names
+from medart.data import load_dataset
+from medart.data.medmnist import read_npz
+from medart.data.sources import isic, kaggle_dr, nih_chestxray14
+from medart.detection import parse_detector_params
+from medart.errors import ConfigError, DataError, MedartError
+from medart.project import Params
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*official MedMNIST MD5")
+PARSER_EXAMPLES, FILE_EXAMPLES = 400, 150
+FAST = settings(max_examples=PARSER_EXAMPLES, deadline=1000)
+FILES = settings(max_examples=FILE_EXAMPLES, deadline=5000, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+# Text that looks like what users type: numbers, fractions, names, separators, and noise.
+eps_like = st.one_of(
+    st.text(alphabet=string.digits + "./-+eE, ", max_size=12),
+    st.builds(lambda a, b: f"{a}/{b}", st.floats(allow_nan=True, allow_infinity=True), st.integers(-300, 300)),
+    st.text(max_size=20),
+)
+
+
+@FAST
+@given(eps_like)
+def test_eps_is_a_number_in_range_or_a_config_error(text):
+    try:
+        eps = parse_eps(text)
+    except ConfigError as exc:
+        assert "\n" not in str(exc)
+    else:
+        assert isinstance(eps, float) and 0 < eps <= 1 and math.isfinite(eps)
+
+
+@FAST
+@given(eps_like)
+def test_eps_lists(text):
+    try:
+        values = parse_eps_list(text)
+    except ConfigError:
+        pass
+    else:
+        assert values and all(0 < v <= 1 for v in values)
+
+
+@FAST
+@given(st.one_of(st.text(max_size=30), st.lists(st.sampled_from([*ATTACKS, "FGSM", " pgd ", "", "cw2", "x"])).map(",".join)))
+def test_attack_names(text):
+    try:
+        names = parse_names(text)
+    except ConfigError:
+        pass
+    else:
+        assert names and set(names) <= set(ATTACKS)
+
+
+@FAST
+@given(st.text(max_size=8), eps_like, st.one_of(st.none(), st.integers(-5, 100)), st.one_of(st.none(), eps_like),
+       st.one_of(st.none(), st.booleans()), st.floats(allow_nan=True, allow_infinity=True, width=32))
+def test_attack_specs(name, eps, steps, step_size, random_start, kappa):
+    try:
+        spec = make_spec(name, eps, steps, step_size, random_start, kappa)
+    except ConfigError:
+        pass
+    else:
+        assert spec.name in ATTACKS and 0 < spec.step_size <= spec.eps * (1 + 1e-9) and spec.steps >= 1
+
+
+@FAST
+@given(st.lists(st.text(alphabet=string.ascii_lowercase + string.digits + ".=,_- ", max_size=25), max_size=4))
+def test_detector_parameters(items):
+    try:
+        params = parse_detector_params(items, ["kd", "lid", "dfeat"])
+    except ConfigError:
+        pass
+    else:
+        assert set(params) <= {"kd", "lid", "dfeat"}
+
+
+@FAST
+@given(st.dictionaries(st.sampled_from(["attack", "eps", "max_examples", "seed", "lr", "detectors", "dataset"]),
+                       st.text(max_size=15)))
+def test_mlproject_parameters(raw):
+    p = Params(raw)
+    checks = [lambda: p.names("attack", ATTACKS, "attack"), lambda: p.eps(), lambda: p.integer("max_examples", 2, optional=True),
+              lambda: p.integer("seed"), lambda: p.number("lr"), lambda: p.choice("dataset", ["pneumonia"])]
+    for check in checks:
+        try:
+            check()
+        except ConfigError as exc:
+            assert str(exc).startswith("-P ")
+
+
+def _valid_npz(n: int = 4) -> bytes:
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split in ("train", "val", "test"):
+        arrays[f"{split}_images"] = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+        arrays[f"{split}_labels"] = (np.arange(n) % 2).astype(np.uint8).reshape(n, 1)
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    return buffer.getvalue()
+
+
+VALID = _valid_npz()
+
+
+def _mutated(data: st.DataObject) -> bytes:
+    """A valid file cut short, with bytes overwritten, or replaced by noise."""
+    kind = data.draw(st.sampled_from(["truncate", "flip", "noise", "npy"]))
+    if kind == "truncate":
+        return VALID[: data.draw(st.integers(0, len(VALID) - 1))]
+    if kind == "flip":
+        blob = bytearray(VALID)
+        for _ in range(data.draw(st.integers(1, 8))):
+            blob[data.draw(st.integers(0, len(blob) - 1))] = data.draw(st.integers(0, 255))
+        return bytes(blob)
+    if kind == "npy":  # a bare .npy where an archive belongs
+        buffer = io.BytesIO()
+        np.save(buffer, np.zeros(data.draw(st.integers(0, 50)), np.uint8))
+        return buffer.getvalue()
+    return data.draw(st.binary(max_size=600))
+
+
+@FILES
+@given(st.data())
+def test_any_bytes_as_npz_load_or_give_a_data_error(tmp_path, data):
+    path = tmp_path / "pneumoniamnist.npz"
+    path.write_bytes(_mutated(data))
+    try:
+        arrays = read_npz(path, "pneumoniamnist")
+    except DataError as exc:
+        assert "\n" not in str(exc) and str(path) in str(exc)
+    else:
+        assert set(arrays) == {"train", "val", "test"}
+
+
+@FILES
+@given(st.data())
+def test_archives_with_arbitrary_arrays_load_or_give_a_medart_error(tmp_path, data):
+    """Well-formed archives whose arrays have the wrong names, dtypes, shapes or labels."""
+    arrays = {}
+    for split in ("train", "val", "test"):
+        n = data.draw(st.integers(0, 6))
+        dtype = data.draw(st.sampled_from([np.uint8, np.uint8, np.float32, np.int64]))
+        side = data.draw(st.sampled_from([28, 28, 5]))
+        shape = data.draw(st.sampled_from([(n, side, side), (n, side, side, 3), (n, side), (n,)]))
+        arrays[f"{split}_images"] = np.zeros(shape, dtype)
+        label_dtype = data.draw(st.sampled_from([np.uint8, np.int64]))
+        values = st.integers(0, 4) if label_dtype is np.uint8 else st.integers(-3, 4)
+        labels = data.draw(st.lists(values, min_size=n, max_size=n + data.draw(st.integers(0, 1))))
+        arrays[f"{split}_labels"] = np.asarray(labels, dtype=label_dtype).reshape(-1, 1)
+    if data.draw(st.booleans()):
+        del arrays[data.draw(st.sampled_from(sorted(arrays)))]
+    folder = Path(tempfile.mkdtemp(dir=tmp_path))
+    np.savez_compressed(folder / "pneumoniamnist.npz", **arrays)
+    try:
+        splits = load_dataset("pneumonia", folder, download=False)
+    except MedartError as exc:
+        assert "\n" not in str(exc)
+    else:
+        assert len(splits.train) > 0
+
+
+def test_a_decompression_bomb_is_refused_before_it_inflates(tmp_path):
+    """A member declaring 4 GiB of zeros in a few kilobytes: refused from its header and ratio."""
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "|u1", "fortran_order": False, "shape": (2**32,)})
+    path = tmp_path / "pneumoniamnist.npz"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        with archive.open("train_images.npy", "w", force_zip64=True) as member:
+            member.write(header.getvalue())
+            zeros = bytes(2**24)
+            for _ in range(2**32 // 2**24):
+                member.write(zeros)
+        for key in ("train_labels", "val_images", "val_labels", "test_images", "test_labels"):
+            with archive.open(f"{key}.npy", "w") as member:
+                np.save(member, np.zeros((1, 1), np.uint8))
+    assert path.stat().st_size < 8 * 2**20
+    with pytest.raises(DataError, match="decompression bomb"):
+        read_npz(path, "pneumoniamnist")
+
+
+def test_an_array_larger_than_the_limit_is_refused(tmp_path, monkeypatch):
+    path = tmp_path / "pneumoniamnist.npz"
+    path.write_bytes(VALID)
+    monkeypatch.setenv("MEDART_MAX_ARRAY_BYTES", "1000")
+    with pytest.raises(DataError, match="more than the 0.00 GiB limit; raise MEDART_MAX_ARRAY_BYTES"):
+        read_npz(path, "pneumoniamnist")
+
+
+def test_pickled_objects_in_an_npz_are_refused(tmp_path):
+    arrays = {k: v for k, v in np.load(io.BytesIO(VALID)).items()}
+    arrays["train_labels"] = np.array([[object()]] * 4, dtype=object)
+    path = tmp_path / "pneumoniamnist.npz"
+    np.savez(path, **arrays)
+    with pytest.raises(DataError, match="holds Python objects"):
+        read_npz(path, "pneumoniamnist")
+
+
+CSV_CELLS = st.text(alphabet=st.characters(codec="utf-8", exclude_characters="\r"), max_size=12)
+
+
+@FILES
+@given(st.data())
+def test_csv_label_files_load_or_give_a_data_error(tmp_path, data):
+    """NIH, Kaggle DR and ISIC label files with missing, extra or garbled columns, short and long
+    rows, empty files and undecodable bytes."""
+    loader, required = data.draw(st.sampled_from([
+        (nih_chestxray14, ["Image Index", "Finding Labels"]), (kaggle_dr, ["image", "level"]),
+        (isic, ["isic_id", "benign_malignant", "target"]),
+    ]))
+    name = {nih_chestxray14: "Data_Entry_2017.csv", kaggle_dr: "trainLabels.csv", isic: "metadata.csv"}[loader]
+    columns = data.draw(st.lists(st.one_of(st.sampled_from(required), CSV_CELLS), max_size=5))
+    rows = data.draw(st.lists(st.lists(st.one_of(CSV_CELLS, st.sampled_from(["0", "1", "2", "benign", "malignant",
+                                                                            "No Finding", "Pneumothorax", "../x"])),
+                                       max_size=len(columns) + 2), max_size=6))
+    text = "\n".join(",".join(cells) for cells in [columns, *rows])
+    root = Path(tempfile.mkdtemp(dir=tmp_path))
+    blob = text.encode() if data.draw(st.integers(0, 9)) else data.draw(st.binary(max_size=200))
+    (root / name).write_bytes(blob)
+    try:
+        train, _ = loader(root)
+    except MedartError as exc:
+        assert "\n" not in str(exc)
+    else:
+        assert len(train.targets) == len(train.paths)
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG that declares ``width``×``height`` grey pixels but carries a few bytes of data."""
+    import struct
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("side", [12_000, 30_000])  # over PIL's limit (warning band), and over twice it (error)
+def test_a_png_bomb_is_refused(tmp_path, side):
+    from medart.data.sources import class_folders
+
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "x.png").write_bytes(_png_header_only(side, side))
+    train, _ = class_folders(tmp_path)
+    with pytest.raises(DataError, match="decompression bomb; refused"):
+        train[0]
