@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 import warnings
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -192,6 +194,9 @@ class RayExecutor(Executor):
         if self._connected:
             return ray
         if not ray.is_initialized():
+            # ray.init makes SIGTERM exit the driver at once; medart's handler (tracking.stop_on_signals)
+            # ends the open runs as KILLED and this executor's Ray instance on the way out instead
+            on_sigterm = signal.getsignal(signal.SIGTERM) if threading.current_thread() is threading.main_thread() else None
             try:
                 if self.address:
                     ray.init(address=self.address, logging_level=logging.WARNING)
@@ -201,6 +206,9 @@ class RayExecutor(Executor):
             except ConnectionError as exc:
                 raise ConfigError(f"cannot connect to Ray at {self.address}: {_one_line(exc)}; start a cluster "
                                   "(`ray start --head`) or leave out --address for a local instance") from None
+            finally:
+                if callable(on_sigterm):
+                    signal.signal(signal.SIGTERM, on_sigterm)
             self._started = True
         resources = ray.cluster_resources()
         if self.gpus_per_task is None:
