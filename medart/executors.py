@@ -37,6 +37,7 @@ RAY_EXTRA = "pip install 'medart[ray]'"
 # Set by `mlflow run` or mlflow.set_experiment in the driver and inherited by local Ray workers;
 # they name the driver's run and experiment, which a worker's runs must not resume or follow.
 _DRIVER_MLFLOW_ENV = ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME")
+_CANCEL_GRACE_S = 30.0
 
 
 @dataclass
@@ -242,7 +243,7 @@ class RayExecutor(Executor):
 
     def _gather(self, refs: list, progress: bool, desc: str, on_done: Callable[[int, Any], Any]) -> list:
         """``on_done(i, ref)`` for each ref as it finishes; results in ref order. Any exception
-        cancels the refs still pending (their runs end FAILED) before it propagates."""
+        cancels the refs still pending (their runs end KILLED) before it propagates."""
         ray = self._ray
         index = {ref: i for i, ref in enumerate(refs)}
         results, pending = [None] * len(refs), list(refs)
@@ -255,7 +256,9 @@ class RayExecutor(Executor):
                     bar.update(len(done))
         except BaseException:
             for ref in pending:
-                ray.cancel(ref)
+                ray.cancel(ref)  # interrupts a running task: its run ends KILLED
+            # before the instance may shut down under them, give the tasks time to end their runs
+            ray.wait(pending, num_returns=len(pending), timeout=_CANCEL_GRACE_S)
             raise
         return results
 

@@ -191,6 +191,31 @@ def test_mlflow_run_sweep_entry_point_on_ray(ray_instance, registered, shared_da
     assert "| PGD |" in done.stdout
 
 
+def test_sigterm_ends_a_ray_sweep_with_every_run_killed(registered, tracking_store, shared_data, tmp_path):
+    """A real SIGTERM while Ray workers attack: the parent and the running cells end KILLED (none
+    left RUNNING), and the local Ray instance is gone with the process."""
+    pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'medart[ray]'")
+    import signal
+    import time
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")} | {"MLFLOW_TRACKING_URI": tracking_store}
+    proc = subprocess.Popen([sys.executable, "-c", "from medart.cli import main; main()", "sweep", "--executor", "ray",
+                             "--workers", "2", "--model-uri", registered, "--dataset", "pneumonia", "--data-dir",
+                             str(shared_data), "--attacks", "bim", "--eps", "1/255,2/255", "--max-examples", "200",
+                             "--no-cache", "--no-progress"], env=env, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while sum(r.info.status == "RUNNING" for r in mlflow.search_runs(search_all_experiments=True, output_format="list",
+                                                                    filter_string="tags.mlflow.parentRunId != ''")) < 2:
+        assert proc.poll() is None and time.monotonic() < deadline, "the cells never ran"
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Interrupted" in err and "Traceback" not in err, err[-2000:]
+    runs = mlflow.search_runs(experiment_names=["medart/pneumonia/attack"], output_format="list")
+    assert sorted((r.info.run_name, r.info.status) for r in runs) == [
+        ("bim-eps1/255-art", "KILLED"), ("bim-eps2/255-art", "KILLED"), ("sweep-bim-art", "KILLED")]
+
+
 @pytest.mark.parametrize("param, fragment", [
     ("executor=spark", "-P executor='spark': choose from in-process, ray"),
     ("retries=-1", "-P retries='-1': must be >= 0"),
