@@ -207,6 +207,25 @@ def _attack_options(func):
     return func
 
 
+def _executor_options(func):
+    options = [
+        click.option("--executor", type=click.Choice(["in-process", "ray"]), default="in-process", show_default=True,
+                     help="Where the work runs: here, or on Ray (a local instance, or a cluster with --address); "
+                          "Ray is an extra: pip install 'medart[ray]'."),
+        click.option("--address", default=None,
+                     help="Ray cluster: 'auto' (the one `ray start` runs on this machine) or ray://HOST:10001. "
+                          "Default: a local Ray instance, stopped afterwards."),
+        click.option("--workers", type=click.IntRange(min=1), default=None, help="CPUs of the local Ray instance. Default: all."),
+        click.option("--cpus-per-task", type=click.FloatRange(min=0, min_open=True), default=None,
+                     help="CPUs (torch threads) each Ray task or actor reserves. Default: 1."),
+        click.option("--gpus-per-task", type=click.FloatRange(min=0), default=None,
+                     help="GPUs each Ray task or actor reserves; a fraction shares one. Default: 1 if the cluster has GPUs, else 0."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
 def _attack_kwargs(source, size, max_examples, batch_size, seed, device, cache, progress) -> dict:
     return dict(source=source, size=int(size), max_examples=max_examples, batch_size=batch_size, seed=seed,
                 device=device, use_cache=cache, progress=progress)
@@ -214,6 +233,10 @@ def _attack_kwargs(source, size, max_examples, batch_size, seed, device, cache, 
 
 @main.command()
 @_attack_options
+@_executor_options
+@click.option("--shards", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Attack AdvTrain and AdvTest in this many shards of whole batches, in parallel on Ray; "
+                   "the examples are the same as in one piece.")
 @click.option("--attack", required=True, help="fgsm, bim, pgd or cw (CW-L∞: PGD on the CW margin loss).")
 @click.option("--eps", default="1/255", show_default=True, help="L∞ budget in [0,1] pixels: a number or k/255.")
 @click.option("--steps", type=int, default=None, help="Default: the paper's (fgsm 1, bim 40, pgd 20, cw 20).")
@@ -222,19 +245,23 @@ def _attack_kwargs(source, size, max_examples, batch_size, seed, device, cache, 
 @click.option("--kappa", type=float, default=0.0, show_default=True, help="CW confidence κ (cw only).")
 @click.option("--targeted", is_flag=True, help="Aim each image at class (y+1) mod K instead of away from y.")
 def attack(model_uri, dataset, data_dir, source, size, backend, max_examples, batch_size, seed, device, cache,
-           tracking_uri, progress, attack, eps, steps, step_size, random_start, kappa, targeted):
+           tracking_uri, progress, executor, address, workers, cpus_per_task, gpus_per_task, shards, attack, eps, steps,
+           step_size, random_start, kappa, targeted):
     """Attack AdvTrain and AdvTest with one attack; log metrics and the examples to MLflow.
 
     Example: medart attack --model-uri models:/medart-pneumonia@champion --dataset pneumonia --attack bim --eps 1/255
     """
     from medart import tracking
     from medart.attacks import make_spec
+    from medart.executors import make_executor
     from medart.experiment import attack_model
 
     tracking.configure(tracking_uri)
     spec = make_spec(attack, eps, steps, step_size, random_start, kappa, targeted)
-    out = attack_model(model_uri, dataset, spec, backend, data_dir,
-                       **_attack_kwargs(source, size, max_examples, batch_size, seed, device, cache, progress))
+    with make_executor(executor, address=address, workers=workers, cpus_per_task=cpus_per_task,
+                       gpus_per_task=gpus_per_task) as runner:
+        out = attack_model(model_uri, dataset, spec, backend, data_dir, executor=runner, shards=shards,
+                           **_attack_kwargs(source, size, max_examples, batch_size, seed, device, cache, progress))
     m = out.metrics
     click.echo(f"run {out.run_id}{' (examples from cache)' if out.cached else ''}: {spec.label()} via {backend} on {int(m['n'])} images")
     click.echo(f"accuracy {m['clean_acc']:.4f} -> {m['adv_acc']:.4f}, AUC {m['clean_auc']:.4f} -> {m['adv_auc']:.4f}, "
@@ -243,22 +270,38 @@ def attack(model_uri, dataset, data_dir, source, size, backend, max_examples, ba
 
 @main.command()
 @_attack_options
+@_executor_options
+@click.option("--retries", type=click.IntRange(min=0), default=None,
+              help="Times Ray runs a failed cell again before reporting it (exit status 1); the other cells complete. Default: 2.")
 @click.option("--attacks", default="fgsm,bim,pgd,cw", show_default=True, help="Comma-separated attack names.")
 @click.option("--eps", "eps_list", default="0.2/255,0.5/255,1/255,2/255,5/255", show_default=True,
               help="Comma-separated ε values (numbers or k/255).")
-def sweep(model_uri, dataset, data_dir, source, size, backend, max_examples, batch_size, seed, device, cache,
-          tracking_uri, progress, attacks, eps_list):
-    """Every attack at every ε as nested MLflow runs, with an accuracy-vs-ε figure and a table."""
+@click.pass_context
+def sweep(ctx, model_uri, dataset, data_dir, source, size, backend, max_examples, batch_size, seed, device, cache,
+          tracking_uri, progress, executor, address, workers, cpus_per_task, gpus_per_task, retries, attacks, eps_list):
+    """Every attack at every ε as nested MLflow runs, with an accuracy-vs-ε figure and a table.
+
+    With --executor ray each (attack, ε) cell is a Ray task logging its child run to the same
+    tracking store, which every worker must reach (an MLflow server on a cluster).
+    """
     from medart import tracking
     from medart.attacks import parse_eps_list, parse_names
+    from medart.executors import make_executor
     from medart.experiment import sweep as run_sweep
     from medart.experiment import sweep_table
 
     tracking.configure(tracking_uri)
-    run_id, rows = run_sweep(model_uri, dataset, parse_names(attacks), parse_eps_list(eps_list), backend, data_dir,
-                             **_attack_kwargs(source, size, max_examples, batch_size, seed, device, cache, progress))
+    names, eps_values = parse_names(attacks), parse_eps_list(eps_list)
+    with make_executor(executor, address=address, workers=workers, retries=retries, cpus_per_task=cpus_per_task,
+                       gpus_per_task=gpus_per_task) as runner:
+        run_id, rows, failed = run_sweep(model_uri, dataset, names, eps_values, backend, data_dir, executor=runner,
+                                         **_attack_kwargs(source, size, max_examples, batch_size, seed, device, cache, progress))
     click.echo(f"sweep run {run_id}: {len(rows)} child runs; figure figures/accuracy_vs_eps.png, table sweep.md")
-    click.echo(sweep_table(rows), nl=False)
+    click.echo(sweep_table(rows, failed), nl=False)
+    if failed:
+        click.echo(f"Error: {len(failed)} of {len(rows) + len(failed)} cells failed (see the table above and "
+                   f"sweep.json in run {run_id}); the others are logged", err=True)
+        ctx.exit(1)
 
 
 @main.command()

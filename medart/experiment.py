@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import matplotlib
 
@@ -26,7 +27,8 @@ from medart.attacks import AttackSpec, cache, make_attack, make_spec  # noqa: E4
 from medart.attacks.metrics import attack_metrics  # noqa: E402
 from medart.data import ProtocolSplits, load_dataset, subsample  # noqa: E402
 from medart.data.base import stack  # noqa: E402
-from medart.errors import ModelError  # noqa: E402
+from medart.errors import MedartError, ModelError  # noqa: E402
+from medart.executors import Executor, InProcessExecutor  # noqa: E402
 from medart.models import registry  # noqa: E402
 from medart.models.evaluation import classification_metrics, predict  # noqa: E402
 from medart.models.resnet import MedResNet, build_model, parameter_count  # noqa: E402
@@ -258,6 +260,9 @@ def attack_model(
     use_cache: bool = True,
     progress: bool = True,
     inputs: AttackInputs | None = None,
+    parent_run_id: str | None = None,
+    executor: Executor | None = None,
+    shards: int = 1,
 ) -> AttackOutcome:
     """Attack AdvTrain and AdvTest of ``dataset`` with ``spec`` through ``backend``, as one MLflow run.
 
@@ -267,6 +272,9 @@ def attack_model(
     artifacts and reused by a later run with the same model, data, spec, backend and seed.
     Targeted specs aim each image at class ``(y + 1) mod K``. ``inputs`` (from
     :func:`load_attack_inputs` with the same arguments) saves reloading model and data.
+    ``parent_run_id`` makes the run a child of that run (see :func:`medart.tracking.start_run`).
+    ``executor`` (default: this process) makes the examples in ``shards`` shards of whole
+    batches, the same examples as one piece (:mod:`medart.executors`).
     """
     inputs = inputs or load_attack_inputs(model_uri, dataset, data_dir, source, size, max_examples, seed)
     model, clean, indices = inputs.model, inputs.clean, inputs.indices
@@ -274,10 +282,11 @@ def attack_model(
     experiment = tracking.experiment_name(dataset, "attack")
     cached_run = cache.find(key) if use_cache else None
     attack = make_attack(model, spec, model.config["num_classes"], backend, batch_size, device)
+    executor = executor or InProcessExecutor()
 
-    with tracking.start_run(experiment, f"{spec.label()}-{backend}") as run:
+    with tracking.start_run(experiment, f"{spec.label()}-{backend}", parent_run_id) as run:
         mlflow.log_params(spec.as_params() | {"backend": backend, "model_uri": model_uri, "dataset": dataset, "seed": seed,
-                                              "max_examples": max_examples, "batch_size": batch_size})
+                                              "max_examples": max_examples, "batch_size": batch_size, "shards": shards})
         mlflow.log_params({f"n_{part}": len(x) for part, (x, _) in clean.items()})
         mlflow.set_tags({cache.CACHE_TAG: key, "medart.cached": str(cached_run is not None).lower()})
         adversarial, seconds = {}, 0.0
@@ -287,7 +296,7 @@ def attack_model(
                 adversarial[part] = cache.load(cached_run, part, x, spec.eps)
             else:
                 start = time.perf_counter()
-                adversarial[part] = attack.generate(x, target, seed=seed, progress=progress)
+                adversarial[part] = executor.generate(attack, x, target, seed=seed, shards=shards, progress=progress)
                 seconds += time.perf_counter() - start
             cache.save(part, x, adversarial[part], y, indices[part])
         if cached_run is not None:
@@ -321,16 +330,61 @@ def _sweep_figure(rows: list[dict], dataset: str, backend: str):
     return fig
 
 
-def sweep_table(rows: list[dict]) -> str:
-    eps_values = sorted({r["eps"] for r in rows})
-    head = "| attack | " + " | ".join(f"ε={e * 255:.3g}/255 acc / AUC" for e in eps_values) + " |"
-    lines = [head, "|" + "---|" * (len(eps_values) + 1)]
-    lines.append("| none | " + " | ".join(f"{rows[0]['clean_acc'] * 100:.2f} / {rows[0]['clean_auc'] * 100:.2f}" for _ in eps_values) + " |")
-    for attack in dict.fromkeys(r["attack"] for r in rows):
-        by_eps = {r["eps"]: r for r in rows if r["attack"] == attack}
-        cells = [f"{by_eps[e]['adv_acc'] * 100:.2f} / {by_eps[e]['adv_auc'] * 100:.2f}" if e in by_eps else "" for e in eps_values]
-        lines.append(f"| {attack.upper()} | " + " | ".join(cells) + " |")
+def sweep_table(rows: list[dict], failed: Sequence[dict] = ()) -> str:
+    """Markdown: accuracy / AUC per attack (rows) and ε (columns), then the cells that failed."""
+    lines = []
+    if rows:
+        eps_values = sorted({r["eps"] for r in rows})
+        lines.append("| attack | " + " | ".join(f"ε={e * 255:.3g}/255 acc / AUC" for e in eps_values) + " |")
+        lines.append("|" + "---|" * (len(eps_values) + 1))
+        lines.append("| none | " + " | ".join(f"{rows[0]['clean_acc'] * 100:.2f} / {rows[0]['clean_auc'] * 100:.2f}" for _ in eps_values) + " |")
+        for attack in dict.fromkeys(r["attack"] for r in rows):
+            by_eps = {r["eps"]: r for r in rows if r["attack"] == attack}
+            cells = [f"{by_eps[e]['adv_acc'] * 100:.2f} / {by_eps[e]['adv_auc'] * 100:.2f}" if e in by_eps else "" for e in eps_values]
+            lines.append(f"| {attack.upper()} | " + " | ".join(cells) + " |")
+    if failed:
+        lines += ["", f"Failed cells ({len(failed)}):", "", "| attack | ε | error |", "|---|---|---|"]
+        lines += [f"| {f['attack'].upper()} | {f['eps'] * 255:.3g}/255 | {f['error'].replace('|', '/')} |" for f in failed]
     return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class SweepJob:
+    """What every cell of a sweep shares; it pickles, so a worker process can run cells from it."""
+
+    model_uri: str
+    dataset: str
+    backend: str
+    data_dir: str | os.PathLike | None
+    tracking_uri: str
+    parent_run_id: str
+    attack_kwargs: dict  # attack_model's keyword arguments
+
+
+@functools.lru_cache(maxsize=1)
+def _shared_inputs(tracking_uri: str, model_uri: str, dataset: str, data_dir, source: str = "medmnist", size: int = 28,
+                   max_examples: int | None = None, seed: int = 0) -> AttackInputs:
+    # Model and data once per process for all the cells it runs (a models:/ URI means the model
+    # of the tracking store it is read from, hence the URI in the key).
+    return load_attack_inputs(model_uri, dataset, data_dir, source, size, max_examples, seed)
+
+
+def sweep_cell(job: SweepJob, cell: tuple[str, float]) -> dict:
+    """One (attack, ε) cell of a sweep as a child run of ``job.parent_run_id``; returns its row.
+    Runs in the sweep's process or in a worker process, which loads model and data once."""
+    attack, eps = cell
+    tracking.configure(job.tracking_uri)
+    loading = {k: job.attack_kwargs[k] for k in ("source", "size", "max_examples", "seed") if k in job.attack_kwargs}
+    inputs = _shared_inputs(job.tracking_uri, job.model_uri, job.dataset, job.data_dir, **loading)
+    out = attack_model(job.model_uri, job.dataset, make_spec(attack, eps), job.backend, job.data_dir, inputs=inputs,
+                       parent_run_id=job.parent_run_id, **job.attack_kwargs)
+    return {"attack": attack, "eps": eps, "run_id": out.run_id, "cached": out.cached, **out.metrics}
+
+
+class SweepOutcome(NamedTuple):
+    run_id: str  # the parent run
+    rows: list[dict]  # one per finished cell: attack, eps, run_id, cached and the attack metrics
+    failed: list[dict]  # one per failed cell: attack, eps, error (one line), detail
 
 
 def sweep(
@@ -340,24 +394,44 @@ def sweep(
     eps_values: list[float],
     backend: str = "art",
     data_dir: str | os.PathLike | None = None,
+    executor: Executor | None = None,
     **attack_kwargs,
-) -> tuple[str, list[dict]]:
+) -> SweepOutcome:
     """Every attack at every ε (paper defaults otherwise) as child runs of one parent run, which
-    gets the accuracy-vs-ε figure (``figures/accuracy_vs_eps.png``) and the table
-    (``sweep.md``, ``sweep.json``). Returns the parent run id and one row per cell."""
-    rows = []
+    gets the accuracy-vs-ε figure (``figures/accuracy_vs_eps.png``), the table (``sweep.md``,
+    ``sweep.json``) and ``failed_cells``.
+
+    ``executor`` runs the cells: in this process by default, where the first failure ends the
+    sweep; on Ray (:class:`medart.executors.RayExecutor`) as tasks logging to the same tracking
+    store, where a cell that still fails after its retries is reported in the table and the rest
+    complete. Every cell failing, or a user error in any, fails the sweep.
+    """
+    executor = executor or InProcessExecutor()
+    specs = [make_spec(attack, eps) for attack in attacks for eps in eps_values]  # bad values fail before any run
+    cells = [(spec.name, spec.eps) for spec in specs]
     label = f"sweep-{'+'.join(attacks)}-{backend}"
     with tracking.start_run(tracking.experiment_name(dataset, "attack"), label) as parent:
-        mlflow.log_params({"attacks": ",".join(attacks), "eps": ",".join(f"{e:.6g}" for e in eps_values),
-                           "backend": backend, "model_uri": model_uri, "dataset": dataset})
-        loading = {k: attack_kwargs[k] for k in ("source", "size", "max_examples", "seed") if k in attack_kwargs}
-        inputs = load_attack_inputs(model_uri, dataset, data_dir, **loading)
-        for attack in attacks:
-            for eps in eps_values:
-                out = attack_model(model_uri, dataset, make_spec(attack, eps), backend, data_dir,
-                                   inputs=inputs, **attack_kwargs)
-                rows.append({"attack": attack, "eps": eps, "run_id": out.run_id, "cached": out.cached, **out.metrics})
-        tracking.log_figure(_sweep_figure(rows, dataset, backend), "figures/accuracy_vs_eps.png")
-        mlflow.log_text(sweep_table(rows), "sweep.md")
-        mlflow.log_dict({"rows": rows}, "sweep.json")
-    return parent.info.run_id, rows
+        params = {"attacks": ",".join(attacks), "eps": ",".join(f"{e:.6g}" for e in eps_values), "backend": backend,
+                  "model_uri": model_uri, "dataset": dataset} | executor.params()
+        logged = parent.data.params  # `mlflow run -e sweep` has logged its -P values already (eps as written)
+        mlflow.log_params({k: v for k, v in params.items() if k not in logged})
+        tracking_uri, show_progress = mlflow.get_tracking_uri(), attack_kwargs.get("progress", True)
+        if executor.remote:  # workers: other processes, maybe other machines; the executor shows progress
+            tracking_uri, attack_kwargs = tracking.absolute_uri(tracking_uri), attack_kwargs | {"progress": False}
+            data_dir = os.path.abspath(data_dir) if data_dir else None
+        job = SweepJob(model_uri, dataset, backend, data_dir, tracking_uri, parent.info.run_id, attack_kwargs)
+        try:
+            outcomes = executor.map(functools.partial(sweep_cell, job), cells, progress=show_progress)
+        finally:
+            _shared_inputs.cache_clear()
+        rows = [o.value for o in outcomes if o.ok]
+        failed = [{"attack": a, "eps": e, "error": o.error, "detail": o.detail} for (a, e), o in zip(cells, outcomes) if not o.ok]
+        mlflow.log_metric("failed_cells", len(failed))
+        if rows:
+            tracking.log_figure(_sweep_figure(rows, dataset, backend), "figures/accuracy_vs_eps.png")
+        mlflow.log_text(sweep_table(rows, failed), "sweep.md")
+        mlflow.log_dict({"rows": rows, "failed": failed}, "sweep.json")
+        if not rows:
+            raise MedartError(f"all {len(cells)} cells of the sweep failed, e.g. {failed[0]['attack']} "
+                              f"ε={failed[0]['eps'] * 255:.3g}/255: {failed[0]['error']}; see sweep.md in run {parent.info.run_id}")
+    return SweepOutcome(parent.info.run_id, rows, failed)

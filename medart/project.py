@@ -53,13 +53,17 @@ class Params:
             raise self._bad(name, f"must be between {minimum} and {maximum}" if maximum is not None else f"must be >= {minimum}")
         return value
 
-    def number(self, name: str, positive: bool = True) -> float:
+    def number(self, name: str, zero: bool = False, optional: bool = False) -> float | None:
+        """A number > 0 (>= 0 with ``zero``)."""
+        text = self._get(name)
+        if not text and optional:
+            return None
         try:
-            value = float(self._get(name))
+            value = float(text)
         except ValueError:
-            raise self._bad(name, "must be a number") from None
-        if positive and not value > 0:
-            raise self._bad(name, "must be > 0")
+            raise self._bad(name, "must be a number" + (" (or empty for the default)" if optional else "")) from None
+        if not (value >= 0 if zero else value > 0):
+            raise self._bad(name, "must be >= 0" if zero else "must be > 0")
         return value
 
     def eps(self, name: str = "eps") -> float:
@@ -182,15 +186,26 @@ def detect_entry(p: Params) -> None:
     print(auc_table(out.auc), end="")
 
 
-def sweep_entry(p: Params) -> None:
+def sweep_entry(p: Params) -> int:
+    from medart.executors import EXECUTORS, make_executor
     from medart.experiment import sweep, sweep_table
 
     dataset = p.choice("dataset", _datasets())
     attacks, eps_values = p.names("attacks", ATTACKS, "attack"), p.eps_list()
     backend, data_dir = p.choice("backend", BACKENDS), p.text("data_dir")
-    _, rows = sweep(_model_uri(p, dataset), dataset, attacks, eps_values, backend, data_dir,
-                    max_examples=p.integer("max_examples", 2, optional=True), seed=p.integer("seed"), progress=False)
-    print(sweep_table(rows), end="")
+    executor = p.choice("executor", EXECUTORS)
+    ray_options = {} if executor != "ray" else dict(
+        address=p.text("address"), workers=p.integer("workers", 1, optional=True), retries=p.integer("retries", 0),
+        cpus_per_task=p.number("cpus_per_task"), gpus_per_task=p.number("gpus_per_task", zero=True, optional=True))
+    with make_executor(executor, **ray_options) as runner:
+        run_id, rows, failed = sweep(_model_uri(p, dataset), dataset, attacks, eps_values, backend, data_dir, executor=runner,
+                                     max_examples=p.integer("max_examples", 2, optional=True), seed=p.integer("seed"),
+                                     progress=False)
+    print(sweep_table(rows, failed), end="")
+    if failed:
+        print(f"Error: {len(failed)} of {len(rows) + len(failed)} cells failed (see sweep.json in run {run_id}); "
+              "the others are logged", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def evaluate_entry(p: Params) -> None:
@@ -225,14 +240,15 @@ def ablate_entry(p: Params) -> None:
     print(out.table + "\n" + out.findings, end="")
 
 
-ENTRY_POINTS: dict[str, Callable[[Params], None]] = {
+ENTRY_POINTS: dict[str, Callable[[Params], int | None]] = {
     "main": main_pipeline, "train": train_entry, "attack": attack_entry, "detect": detect_entry,
     "sweep": sweep_entry, "evaluate": evaluate_entry, "ablate": ablate_entry,
 }
 
 
 def run(entry: str, argv: Sequence[str]) -> int:
-    """Run ``entry`` with ``argv`` = ``["key=value", …]``; 0 on success, 2 (one ``Error:`` line) on a user error."""
+    """Run ``entry`` with ``argv`` = ``["key=value", …]``; 0 on success, 2 (one ``Error:`` line) on a user
+    error, 1 when a sweep completed with failed cells."""
     warnings.formatwarning = lambda message, *args, **kwargs: f"Warning: {message}\n"
     warnings.simplefilter("once")  # a text once, however many stages load the same file
     raw = {}
@@ -245,7 +261,7 @@ def run(entry: str, argv: Sequence[str]) -> int:
     tracking.configure()  # `mlflow run` sets MLFLOW_TRACKING_URI for the entry point
     tracking.stop_on_signals()
     try:
-        ENTRY_POINTS[entry](Params(raw))
+        status = ENTRY_POINTS[entry](Params(raw))
     except MedartError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 2
@@ -253,4 +269,4 @@ def run(entry: str, argv: Sequence[str]) -> int:
         print(f"Interrupted ({exc or 'SIGINT'}): runs ended as KILLED; run again to resume from the last completed stage",
               file=sys.stderr)
         return 130
-    return 0
+    return status or 0

@@ -25,6 +25,14 @@ def configure(tracking_uri: str | None = None) -> str:
     return uri
 
 
+def absolute_uri(uri: str) -> str:
+    """``uri`` naming the same store from any working directory: a relative sqlite path made
+    absolute (worker processes need not share the driver's working directory)."""
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////") and uri != "sqlite:///:memory:":
+        return "sqlite:///" + os.path.abspath(uri.removeprefix("sqlite:///"))
+    return uri
+
+
 def use_experiment(name: str) -> None:
     """Make ``name`` the active experiment, creating it under ``$MEDART_ARTIFACT_ROOT/<name>`` when
     that is set (else where the tracking store puts artifacts: ``./mlruns`` for a local sqlite
@@ -63,11 +71,18 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
+# Tags MLflow derives from the process that starts a run; a child started in another process (a
+# Ray worker) takes its parent's, as a child started in the parent's own process would have them.
+_PROCESS_TAGS = ("mlflow.user", "mlflow.source.")
+
+
 @contextlib.contextmanager
-def start_run(experiment: str, run_name: str, **kwargs) -> Iterator[mlflow.ActiveRun]:
+def start_run(experiment: str, run_name: str, parent_run_id: str | None = None, **kwargs) -> Iterator[mlflow.ActiveRun]:
     """An MLflow run tagged with medart's version and git commit.
 
     Started while another run is active, it becomes that run's child, in the parent's experiment.
+    With ``parent_run_id`` and no active run (a worker process or machine, the parent running
+    elsewhere), it becomes that run's child, in its experiment, with its user and source tags.
     Started by ``mlflow run`` (``$MLFLOW_RUN_ID`` set, nothing active yet), it *is* the project's
     run, in the experiment ``mlflow run`` chose, renamed ``run_name``. Otherwise it goes to
     ``experiment``. Leaving the block by an exception (a user error) ends the run as FAILED, by
@@ -77,13 +92,17 @@ def start_run(experiment: str, run_name: str, **kwargs) -> Iterator[mlflow.Activ
     from medart import __version__
 
     tags = {"medart.version": __version__}
-    if commit := git_commit():
-        tags["mlflow.source.git.commit"] = commit
     active = mlflow.active_run()
     if active is not None:
-        kwargs |= {"nested": True, "experiment_id": active.info.experiment_id}
+        kwargs |= {"nested": True, "experiment_id": active.info.experiment_id, "parent_run_id": parent_run_id}
+    elif parent_run_id is not None:
+        parent = mlflow.MlflowClient().get_run(parent_run_id)
+        tags |= {k: v for k, v in parent.data.tags.items() if k.startswith(_PROCESS_TAGS)}
+        kwargs |= {"parent_run_id": parent_run_id, "experiment_id": parent.info.experiment_id}
     elif not os.environ.get("MLFLOW_RUN_ID"):
         use_experiment(experiment)
+    if commit := git_commit():
+        tags["mlflow.source.git.commit"] = commit
     with _deferred_interrupts():  # a run created but not yet entered could never be ended
         started = mlflow.start_run(run_name=run_name, tags=tags, **kwargs)
     with started as run:

@@ -73,6 +73,22 @@ def test_bim_is_deterministic_and_pgd_seeded(model_and_data, backend):
     assert not torch.equal(a, c)
 
 
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_shards_reproduce_one_call_random_starts_included(model_and_data, backend):
+    """Shards starting at a batch boundary replay the random draws of the batches before them,
+    so PGD/CW shards equal one call; without the replay they would not."""
+    model, x, y = model_and_data
+    x, y = x[:10], y[:10]
+    for name in ("bim", "pgd", "cw"):
+        attack = make_attack(model, make_spec(name, "2/255", steps=2, step_size="1/255"), 2, backend, batch_size=4)
+        whole = attack.generate(x, y, seed=5)
+        assert torch.equal(torch.cat([attack.generate(x[:4], y[:4], seed=5), attack.generate(x[4:], y[4:], seed=5, start=4)]), whole)
+        unreplayed = attack.generate(x[4:], y[4:], seed=5)
+        assert torch.equal(unreplayed, whole[4:]) == (name == "bim")
+    with pytest.raises(ConfigError, match="multiple of the batch size 4"):
+        attack.generate(x[6:], y[6:], start=6)
+
 def test_backends_agree(model_and_data):
     """Same spec, same model and data: accuracies within 2 of 32 images (6.25 points); BIM and
     FGSM, which have no randomness, within 1 image (float-rounding ties in sign(∇))."""

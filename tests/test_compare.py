@@ -28,8 +28,8 @@ def test_eps_fractions():
 
 
 def test_compare_reads_runs_exports_and_imports_robustbench(registered, shared_data, tmp_path):
-    _, cells = sweep(registered, "pneumonia", ["fgsm", "bim"], [2 / 255, 8 / 255], "art", shared_data, max_examples=20,
-                     progress=False)
+    _, cells, _ = sweep(registered, "pneumonia", ["fgsm", "bim"], [2 / 255, 8 / 255], "art", shared_data, max_examples=20,
+                        progress=False)
     # the same measurement again (examples from the cache) counts once
     attack_model(registered, "pneumonia", make_spec("bim", 8 / 255), "art", shared_data, max_examples=20, progress=False)
     rows = collect(dataset="pneumonia")

@@ -203,7 +203,7 @@ def analyze_model(
         for name in figures:
             start = time.perf_counter()
             if name == "eps_curves":
-                sweep_id, rows = sweep(model_uri, dataset, attacks, curve_eps, backend, data_dir, **attack_kwargs)
+                sweep_id, rows, _ = sweep(model_uri, dataset, attacks, curve_eps, backend, data_dir, **attack_kwargs)
                 curves = {f"{dataset} · {model_uri.removeprefix('models:/')}": rows}
                 for other in compare_sweeps:
                     curves[eps_curves.sweep_label(other) + f" ({other[:8]})"] = eps_curves.sweep_rows(other)

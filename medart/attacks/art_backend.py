@@ -51,3 +51,7 @@ class ARTBackend(AttackBackend):
             )
         adv = attack.generate(x=x.cpu().numpy(), y=y.cpu().numpy())
         return torch.from_numpy(adv).to(x.device, x.dtype)
+
+    def _draw_random_start(self, shape: torch.Size) -> None:
+        # ART's random_sphere(n, m, ε, inf): one np.random.uniform draw of (n, m)
+        np.random.uniform(size=(shape[0], int(np.prod(shape[1:]))))

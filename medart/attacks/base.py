@@ -85,17 +85,33 @@ class AttackBackend(ABC):
     def _generate_batch(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Adversarial examples for one batch already on ``self.device``."""
 
-    def generate(self, x: torch.Tensor, y: torch.Tensor, seed: int = 0, progress: bool = False) -> torch.Tensor:
+    @abstractmethod
+    def _draw_random_start(self, shape: torch.Size) -> None:
+        """Draw, and drop, what ``_generate_batch`` draws for the random start of a batch of ``shape``."""
+
+    def generate(
+        self, x: torch.Tensor, y: torch.Tensor, seed: int = 0, progress: bool = False, start: int = 0
+    ) -> torch.Tensor:
         """Adversarial examples ``(N, C, H, W)`` for inputs ``x`` and labels ``y`` (true classes, or
-        targets when the spec is targeted); same dtype, on the CPU."""
+        targets when the spec is targeted); same dtype, on the CPU.
+
+        ``start`` > 0 says ``x`` is a shard that begins at image ``start`` of a longer input (a
+        multiple of the batch size, so the batches are the long input's batches): the random
+        starts of the ``start`` images before it are drawn first, batch by batch, so the shard's
+        examples are the ones one call on the whole input makes with the same ``seed``.
+        """
         check_inputs(x, y, self.num_classes)
+        if start < 0 or start % self.batch_size:
+            raise ConfigError(f"a shard must start at a multiple of the batch size {self.batch_size}, got {start}")
         self.model.to(self.device)
         out = []
         with frozen(self.model), seeded(seed, self.device):
+            for _ in range(start // self.batch_size if self.spec.random_start else 0):
+                self._draw_random_start(torch.Size((self.batch_size, *x.shape[1:])))
             batches = range(0, len(x), self.batch_size)
-            for start in tqdm(batches, desc=f"{self.name} {self.spec.label()}", disable=not progress, leave=False):
-                xb = x[start : start + self.batch_size].to(self.device)
-                yb = y[start : start + self.batch_size].to(self.device)
+            for first in tqdm(batches, desc=f"{self.name} {self.spec.label()}", disable=not progress, leave=False):
+                xb = x[first : first + self.batch_size].to(self.device)
+                yb = y[first : first + self.batch_size].to(self.device)
                 adv = self._generate_batch(xb, yb)
                 # Backends clip to the ε-ball themselves; this guards against their float rounding.
                 adv = torch.min(torch.max(adv, xb - self.spec.eps), xb + self.spec.eps).clamp_(0.0, 1.0)

@@ -62,3 +62,7 @@ class TorchattacksBackend(AttackBackend):
 
     def _generate_batch(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self._attack()(x, y)
+
+    def _draw_random_start(self, shape: torch.Size) -> None:
+        # torchattacks' PGD (and _LossPGD): torch.empty_like(images).uniform_(-ε, ε) on the device
+        torch.empty(shape, device=self.device).uniform_()
