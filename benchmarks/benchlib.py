@@ -105,12 +105,12 @@ class Timings:
     def median(self, name: str) -> float:
         return float(np.median(self.wall[name]))
 
-    def paired_ratio(self, numerator: str, denominator: str) -> dict[str, float]:
-        """``wall[denominator] / wall[numerator]`` per round (the throughput of ``numerator``
+    def paired_ratio(self, numerator: str, denominator: str, cpu: bool = False) -> dict[str, float]:
+        """``time[denominator] / time[numerator]`` per round (the throughput of ``numerator``
         relative to ``denominator``, both measured in the same round, so slow phases of a shared
-        machine hit both), summarised over the rounds."""
-        ratios = [d / n for n, d in zip(self.wall[numerator], self.wall[denominator])]
-        return spread(ratios)
+        machine hit both), summarised over the rounds; wall-clock or process CPU seconds."""
+        times = self.cpu if cpu else self.wall
+        return spread([d / n for n, d in zip(times[numerator], times[denominator])])
 
 
 def interleaved(variants: dict[str, Callable[[], object]], repeats: int, device, warmup: int = 1,

@@ -46,6 +46,8 @@ def targets(result: dict) -> str:
         where = " ".join(str(c[k]) + ("px" if k == "size" else "") for k in ("size", "attack") if k in c)
         value = c["value"]
         shown = "n/a" if value is None else (f"{value:.3g}" if abs(value) < 1e3 else f"{value:.0f}")
+        if "value_cpu" in c:
+            shown += f" (CPU time: {c['value_cpu']:.3g}, {'met' if c['met_cpu'] else '**missed**'})"
         lines.append(f"- {c['target']}{' (' + where + ')' if where else ''}: {shown} — {status}")
     return "\n".join(lines) + "\n"
 
@@ -57,11 +59,13 @@ def attack_throughput(r: dict) -> str:
                     *[f"{x['variants'][v]['image_steps_per_s']:.1f}" for v in variants]] for x in r["results"]])
     ratio_names = ["medart-art/art", "medart-torchattacks/torchattacks", "art/bare", "torchattacks/bare", "medart-art/bare",
                    "medart-torchattacks/bare"]
-    ratios = table(["input", "attack", *ratio_names],
-                   [[f"{x['size']}px", x["attack"], *[spread(x["ratios"][k]) for k in ratio_names]] for x in r["results"]])
+    ratios = table(["input", "attack", "measure", *ratio_names],
+                   [[f"{x['size']}px", x["attack"], measure, *[spread(x[key][k]) for k in ratio_names]]
+                    for x in r["results"] for measure, key in (("wall", "ratios"), ("CPU", "cpu_ratios"))])
     return (f"#### Attack throughput ({r['model']})\n\n{provenance(r)}\nImage·steps per second, median of "
             f"{r['config']['repeats']} interleaved rounds:\n\n{speed}\nThroughput ratios, median [quartiles] of the "
-            f"per-round ratios (1.00 = as fast):\n\n{ratios}\n{targets(r)}")
+            f"per-round ratios (1.00 = as fast), by wall-clock time and by the process's CPU time (which other jobs on a "
+            f"shared machine disturb less):\n\n{ratios}\n{targets(r)}")
 
 
 def detector_features(r: dict) -> str:
@@ -120,6 +124,37 @@ def paper_fidelity(r: dict) -> str:
             f"{t['table4.md']}\nTable 5 (transfer):\n\n{t['table5.md']}\nWall time:\n\n{t['stages.md']}\n{targets(r)}")
 
 
+INTRO = """## Performance
+
+Measured by the scripts in `benchmarks/` (each has `--help`, writes a JSON file under
+`benchmarks/results/` and logs a run in the MLflow experiment `medart/benchmarks`). This section
+is generated from those files by `python benchmarks/readme_tables.py`; every block names the
+machine, date, commit and command it was measured with. Timings interleave the variants (each
+round runs every variant once, in rotating order) and report medians with quartiles, because
+shared machines are noisy; ratios are computed per round. On a GPU the scripts pick CUDA by
+themselves (`--device auto`); there, the 224 × 224 throughput at batch 64 is
+
+```bash
+PYTHONPATH=$PWD python benchmarks/attack_throughput.py --sizes 28,64,224 --attacks bim,pgd --repeats 10
+```
+
+(on CUDA the batch defaults to 64 at every size; the result goes to
+`benchmarks/results/attack_throughput-cuda.json`, beside the CPU file, and appears here on the
+next rendering).
+
+- **Attack throughput** — image·steps per second of BIM/PGD on one batch: a bare PyTorch loop
+  doing the same steps (the floor), torchattacks and ART called directly, and medart through each
+  backend (`make_attack(...).generate`).
+- **Detector features** — medart's KD and LID (Ma et al.'s mini-batch mode, every ResNet stage)
+  against references written in the benchmark after the published code (per-batch SciPy `cdist`
+  and sort for LID, scikit-learn `KernelDensity.score_samples` per sample for KD): values,
+  time and peak memory at two numbers of mini-batches.
+- **Scaling** — attack, detection and prediction as the number of images doubles and as the
+  images grow, next to linear growth.
+- **Paper fidelity** — the whole pipeline on the real chest X-ray file, next to the paper's
+  Chest X-Ray numbers, with the wall time of each stage.
+"""
+
 RENDERERS = {"attack_throughput": attack_throughput, "detector_features": detector_features, "scaling": scaling,
              "paper_fidelity": paper_fidelity}
 ORDER = list(RENDERERS)
@@ -133,8 +168,7 @@ def render(paths: list[Path]) -> str:
         if data.get("benchmark") in RENDERERS:
             results.append(data)
     results.sort(key=lambda d: (ORDER.index(d["benchmark"]), d["machine"]["device"]))
-    parts = ["## Performance\n\nMeasured by the scripts in `benchmarks/`; this section is generated from their result files "
-             "by `python benchmarks/readme_tables.py`. Each block names the machine, date, commit and command.\n"]
+    parts = [INTRO]
     parts += [RENDERERS[d["benchmark"]](d) for d in results]
     return "\n".join(parts)
 
