@@ -23,12 +23,15 @@ one untimed warm-up call each; medians over the rounds, and the ratios are compu
 
 from __future__ import annotations
 
+from typing import Callable
+
 import click
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 import benchlib
+from medart.attacks import AttackSpec
 
 VARIANTS = ("bare", "torchattacks", "art", "medart-torchattacks", "medart-art")
 RATIOS = {  # name → (numerator, denominator): throughput of the first relative to the second
@@ -42,7 +45,10 @@ RATIOS = {  # name → (numerator, denominator): throughput of the first relativ
 ADAPTER_TARGET, FLOOR_TARGET, ADAPTER_SIZES = 0.95, 0.9, (28, 64)
 
 
-def bare_loop(model: torch.nn.Module, spec, device: torch.device):
+Attack = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x, y) on the CPU → x_adv on the CPU
+
+
+def bare_loop(model: torch.nn.Module, spec: AttackSpec, device: torch.device) -> Attack:
     """The attack written out in PyTorch: what the hardware allows for these steps."""
 
     def run(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -60,7 +66,7 @@ def bare_loop(model: torch.nn.Module, spec, device: torch.device):
     return run
 
 
-def torchattacks_direct(model, spec, device):
+def torchattacks_direct(model: torch.nn.Module, spec: AttackSpec, device: torch.device) -> Attack:
     import torchattacks
 
     if spec.random_start:
@@ -70,7 +76,8 @@ def torchattacks_direct(model, spec, device):
     return lambda x, y: attack(x.to(device), y.to(device)).cpu()
 
 
-def art_direct(model, spec, device, input_shape, num_classes, batch):
+def art_direct(model: torch.nn.Module, spec: AttackSpec, device: torch.device, input_shape: tuple[int, ...], num_classes: int,
+               batch: int) -> Attack:
     from art.attacks.evasion import BasicIterativeMethod, ProjectedGradientDescent
     from art.estimators.classification import PyTorchClassifier
 
@@ -85,14 +92,16 @@ def art_direct(model, spec, device, input_shape, num_classes, batch):
     return lambda x, y: torch.from_numpy(attack.generate(x=x.numpy(), y=y.numpy()))
 
 
-def medart_backend(model, spec, device, backend, num_classes, batch):
+def medart_backend(model: torch.nn.Module, spec: AttackSpec, device: torch.device, backend: str, num_classes: int,
+                   batch: int) -> Attack:
     from medart.attacks import make_attack
 
     attack = make_attack(model, spec, num_classes, backend, batch_size=batch, device=str(device))
     return lambda x, y: attack.generate(x, y, seed=0)
 
 
-def measure(model, spec, x, y, device, repeats, progress) -> dict:
+def measure(model: torch.nn.Module, spec: AttackSpec, x: torch.Tensor, y: torch.Tensor, device: torch.device, repeats: int,
+            progress: Callable[[str], None] | None) -> dict:
     """Timings, throughputs and paired ratios of every variant on one batch."""
     n, num_classes = len(x), 2
     fns = {

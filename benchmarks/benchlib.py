@@ -102,9 +102,6 @@ class Timings:
         self.wall.setdefault(name, []).append(wall)
         self.cpu.setdefault(name, []).append(cpu)
 
-    def median(self, name: str) -> float:
-        return float(np.median(self.wall[name]))
-
     def paired_ratio(self, numerator: str, denominator: str, cpu: bool = False) -> dict[str, float]:
         """``time[denominator] / time[numerator]`` per round (the throughput of ``numerator``
         relative to ``denominator``, both measured in the same round, so slow phases of a shared

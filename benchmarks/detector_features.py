@@ -188,10 +188,6 @@ def max_rel_diff(a: np.ndarray, b: np.ndarray) -> float:
     return float((np.abs(a[ok] - b[ok]) / np.maximum(np.abs(b[ok]), 1e-300)).max(initial=0.0))
 
 
-def torch_activations(model, x, device) -> dict[str, torch.Tensor]:
-    return {layer: torch.from_numpy(a) for layer, a in numpy_activations(model, x, device).items()}
-
-
 def run_n(model, clean, adv, x_ref, y_ref, sigma, k, batch_size, device, repeats, say) -> dict:
     """Values, times and peak memory of every variant for one N."""
     n = len(clean)

@@ -45,25 +45,31 @@ def targets(result: dict) -> str:
             status = "met" if c["met"] else "**missed**"
         where = " ".join(str(c[k]) + ("px" if k == "size" else "") for k in ("size", "attack") if k in c)
         value = c["value"]
-        shown = "n/a" if value is None else (f"{value:.3g}" if abs(value) < 1e3 else f"{value:.0f}")
+        shown = "n/a" if value is None else (f"{value:.3f}" if abs(value) < 1e3 else f"{value:.0f}")
         if "value_cpu" in c:
-            shown += f" (CPU time: {c['value_cpu']:.3g}, {'met' if c['met_cpu'] else '**missed**'})"
-        lines.append(f"- {c['target']}{' (' + where + ')' if where else ''}: {shown} — {status}")
+            shown = f"wall-clock {shown} — {status}; CPU time {c['value_cpu']:.3f} — {'met' if c['met_cpu'] else '**missed**'}"
+        else:
+            shown = f"{shown} — {status}"
+        lines.append(f"- {c['target']}{' (' + where + ')' if where else ''}: {shown}")
     return "\n".join(lines) + "\n"
 
 
 def attack_throughput(r: dict) -> str:
     variants = ["bare", "torchattacks", "art", "medart-torchattacks", "medart-art"]
+    def rate(x, v):  # per wall-clock second / per CPU second of the process
+        work = x["batch"] * x["steps"]
+        return f"{work / x['variants'][v]['wall_seconds']['median']:.1f} / {work / x['variants'][v]['cpu_seconds']['median']:.1f}"
+
     speed = table(["input", "batch", "attack × steps", *variants],
-                  [[f"{x['size']}px", x["batch"], f"{x['attack']} × {x['steps']}",
-                    *[f"{x['variants'][v]['image_steps_per_s']:.1f}" for v in variants]] for x in r["results"]])
+                  [[f"{x['size']}px", x["batch"], f"{x['attack']} × {x['steps']}", *[rate(x, v) for v in variants]]
+                   for x in r["results"]])
     ratio_names = ["medart-art/art", "medart-torchattacks/torchattacks", "art/bare", "torchattacks/bare", "medart-art/bare",
                    "medart-torchattacks/bare"]
     ratios = table(["input", "attack", "measure", *ratio_names],
                    [[f"{x['size']}px", x["attack"], measure, *[spread(x[key][k]) for k in ratio_names]]
                     for x in r["results"] for measure, key in (("wall", "ratios"), ("CPU", "cpu_ratios"))])
-    return (f"#### Attack throughput ({r['model']})\n\n{provenance(r)}\nImage·steps per second, median of "
-            f"{r['config']['repeats']} interleaved rounds:\n\n{speed}\nThroughput ratios, median [quartiles] of the "
+    return (f"#### Attack throughput ({r['model']})\n\n{provenance(r)}\nImage·steps per wall-clock second / per "
+            f"CPU second of the process, medians of {r['config']['repeats']} interleaved rounds:\n\n{speed}\nThroughput ratios, median [quartiles] of the "
             f"per-round ratios (1.00 = as fast), by wall-clock time and by the process's CPU time (which other jobs on a "
             f"shared machine disturb less):\n\n{ratios}\n{targets(r)}")
 
@@ -83,10 +89,18 @@ def detector_features(r: dict) -> str:
                  f"{m['tracemalloc_peak_mib']:.1f}"]
                 for x in r["results"] for name, m in x["memory"].items() if name.split(".")[0] in ("lid", "kd")]
     memory = table(["N", "variant", "peak RSS above start (MiB)", "Python/NumPy peak (MiB)"], mem_rows)
+    last = r["results"][-1]
+    notes = (f"Scikit-learn's default tree (`leaf_size=40`, as Feinman et al. ran it) is itself off the exact kernel sum "
+             f"by up to {last['max_rel_diff']['kd_sklearn_default_tree_vs_exact']:.1e} relative here, so the KD reference "
+             "puts every reference in one leaf. Ma et al.'s published `mle_batch` drops the nearest clean neighbour of "
+             "every query, adversarial ones included (usually the example's own clean source); medart drops only an "
+             "input's own copy. On these inputs the adversarial LIDs of the two readings differ by a median of "
+             + ", ".join(f"{layer} {v:.0%}" for layer, v in last["lid_published_adv_median_rel_gap"].items()) + ".\n")
     return (f"#### Detector features ({c['model']}, {c['size']} px, k = {c['k']}, mini-batches of {c['batch_size']}, "
-            f"{c['references']} KD references)\n\n{provenance(r)}\nSeconds (median of {c['repeats']} interleaved rounds) "
-            f"and speed-up (reference time / medart time per round, median [quartiles]):\n\n{speed}\nPeak memory:\n\n"
-            f"{memory}\n{targets(r)}")
+            f"{c['references']} KD references, {c['threads']} torch thread(s))\n\n{provenance(r)}\nSeconds (median of "
+            f"{c['repeats']} interleaved rounds) and speed-up (reference time / medart time per round, median [quartiles]); "
+            f"\"end to end\" includes the forward passes, done the same way by both:\n\n{speed}\nPeak memory:\n\n"
+            f"{memory}\n{notes}\n{targets(r)}")
 
 
 def scaling(r: dict) -> str:
