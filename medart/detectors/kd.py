@@ -16,18 +16,25 @@ from sklearn.linear_model import LogisticRegression
 
 from medart.detectors.base import FeatureDetector, as_tensor
 from medart.detectors.activations import activations
+from medart.detectors.distances import squared_distances
 from medart.errors import ConfigError, DataError
+
+CHUNK = 2**21  # distances held at once (16 MiB in float64)
 
 
 def log_kernel_density(z: torch.Tensor, ref: torch.Tensor, sigma: float, exclude_self: bool = False) -> torch.Tensor:
-    """``log mean_j exp(−‖z_i − ref_j‖² / σ²)`` for every row of ``z`` ``(N, D)`` against ``ref``
-    ``(M, D)``, in float64 with log-sum-exp. ``exclude_self`` drops j = i (``z`` is ``ref``)."""
-    z, ref = z.double(), ref.double()
-    d2 = torch.cdist(z, ref).pow(2)
-    if exclude_self:
-        d2.fill_diagonal_(float("inf"))
-    m = ref.shape[0] - int(exclude_self)
-    return torch.logsumexp(-d2 / sigma**2, dim=1) - math.log(m)
+    """``log mean_j exp(−‖z_i − ref_j‖² / σ²)`` ``(N,)`` for every row of ``z`` ``(N, D)`` against
+    ``ref`` ``(M, D)``, in float64 with log-sum-exp. ``exclude_self`` drops j = i (``z`` is ``ref``).
+    Rows go in chunks of at most ``CHUNK`` distances, so memory does not grow with N."""
+    out = torch.empty(len(z), dtype=torch.float64)
+    step = max(1, CHUNK // max(len(ref), 1))
+    for start in range(0, len(z), step):
+        d2 = squared_distances(z[start : start + step], ref)
+        if exclude_self:
+            rows = torch.arange(len(d2))
+            d2[rows, rows + start] = float("inf")
+        out[start : start + step] = torch.logsumexp(d2.mul_(-1.0 / sigma**2), dim=1)
+    return out - math.log(ref.shape[0] - int(exclude_self))
 
 
 def select_bandwidth(ref: torch.Tensor, grid: int = 9, max_points: int = 1000, seed: int = 0) -> float:

@@ -21,6 +21,7 @@ from sklearn.linear_model import LogisticRegression
 
 from medart.detectors.base import FeatureDetector, as_tensor
 from medart.detectors.activations import INPUT, iter_activations, resolve_layers
+from medart.detectors.distances import squared_distances
 from medart.errors import ConfigError, DataError
 
 MAX_LID = 1e6
@@ -34,16 +35,16 @@ def lid_mle(query: torch.Tensor, reference: torch.Tensor, k: int, self_index: to
     available = reference.shape[0] - (0 if self_index is None else 1)
     if k < 1 or k > available:
         raise ConfigError(f"LID k = {k} needs 1 ≤ k ≤ {available} neighbours; use a reference batch larger than k")
-    d = torch.cdist(query.double(), reference.double())
+    d2 = squared_distances(query, reference)
     if self_index is not None:
         rows = torch.nonzero(self_index >= 0).squeeze(1)
-        d[rows, self_index[rows]] = float("inf")
-    r = d.topk(k, dim=1, largest=False).values  # ascending r_1 … r_k
+        d2[rows, self_index[rows]] = float("inf")
+    r2 = d2.topk(k, dim=1, largest=False).values  # ascending r_1² … r_k²
     lid = torch.full((len(query),), MAX_LID, dtype=torch.float64)
-    zero = r[:, 0] == 0
+    zero = r2[:, 0] == 0
     lid[zero] = 0.0
     ok = ~zero
-    mean_log = torch.log(r[ok] / r[ok, -1:]).mean(dim=1)  # ≤ 0; = 0 only if all k distances are equal
+    mean_log = 0.5 * torch.log(r2[ok] / r2[ok, -1:]).mean(dim=1)  # mean log(r_i / r_k) ≤ 0; = 0 only if all are equal
     lid[ok] = torch.where(mean_log < 0, -1.0 / mean_log, torch.full_like(mean_log, MAX_LID)).clamp(max=MAX_LID)
     return lid
 
@@ -164,10 +165,12 @@ class LocalIntrinsicDimensionality(FeatureDetector):
         out = np.empty((len(x), len(self.layers)))
         for rows in minibatches(m, self.reference_size, self.k):
             reference = self._activations(x_clean[rows])
-            index = torch.arange(rows.stop - rows.start)
-            for b, block in enumerate(blocks):
-                acts = reference if own[b] else self._activations(block[rows])
-                for j, layer in enumerate(self.layers):
-                    lid = lid_mle(acts[layer], reference[layer], self.k, index if own[b] else None)
-                    out[b * m + rows.start : b * m + rows.stop, j] = lid.numpy()
+            acts = [reference if own[b] else self._activations(block[rows]) for b, block in enumerate(blocks)]
+            size = rows.stop - rows.start
+            # all blocks in one distance product against the reference; the clean block excludes itself
+            self_index = torch.cat([torch.arange(size) if own[b] else torch.full((size,), -1) for b in range(len(blocks))])
+            for j, layer in enumerate(self.layers):
+                lid = lid_mle(torch.cat([a[layer] for a in acts]), reference[layer], self.k, self_index).numpy()
+                for b in range(len(blocks)):
+                    out[b * m + rows.start : b * m + rows.stop, j] = lid[b * size : (b + 1) * size]
         return out

@@ -1,0 +1,100 @@
+"""Benchmark scripts: each answers --help, and tiny runs of the throughput and detector-feature
+benchmarks write the expected JSON and MLflow run, with values that agree. No timing assertions."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+from click.testing import CliRunner
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = ("attack_throughput", "detector_features", "scaling", "paper_fidelity", "readme_tables")
+
+
+def run_script(name: str, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}  # no run/experiment leaked from tests
+    env["PYTHONPATH"] = str(ROOT)
+    return subprocess.run([sys.executable, str(ROOT / "benchmarks" / f"{name}.py"), *args], capture_output=True, text=True,
+                          env=env, cwd=cwd, timeout=600)
+
+
+def load(name: str):
+    """A benchmark script as a module (in-process: no interpreter start per check)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_every_script_explains_itself(name):
+    result = CliRunner().invoke(load(name).main, ["--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage:" in result.output and "--output" in result.output
+
+
+def finished_run(uri: str, artifact: str) -> mlflow.entities.Run:
+    client = mlflow.MlflowClient(uri)
+    experiment = client.get_experiment_by_name("medart/benchmarks")
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.info.status == "FINISHED"
+    assert artifact in [a.path for a in client.list_artifacts(run.info.run_id)]
+    return run
+
+
+def test_tiny_throughput_run_writes_results_and_a_run(tracking_store, shared_data, tmp_path):
+    out = tmp_path / "throughput.json"
+    proc = run_script("attack_throughput", "--sizes", "16", "--batch-size", "4", "--arch", "resnet18", "--steps", "2",
+                      "--repeats", "2", "--attacks", "bim,pgd", "--threads", "1", "--data-dir", str(shared_data), "--output", str(out),
+                      "--tracking-uri", tracking_store, "--no-progress", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.read_text())
+    assert {"date", "command", "machine", "versions", "config", "results", "targets"} <= set(result)
+    assert [(r["size"], r["attack"]) for r in result["results"]] == [(16, "bim"), (16, "pgd")]
+    for r in result["results"]:
+        assert set(r["variants"]) == {"bare", "torchattacks", "art", "medart-torchattacks", "medart-art"}
+        assert all(v["image_steps_per_s"] > 0 and v["wall_seconds"]["n"] == 2 for v in r["variants"].values())
+        assert {"medart-art/art", "medart-torchattacks/torchattacks", "art/bare", "torchattacks/bare"} <= set(r["ratios"])
+    # BIM has no randomness: every variant must take exactly the bare loop's steps
+    assert max(result["results"][0]["max_abs_diff_from_bare"].values()) <= 1e-6
+    run = finished_run(tracking_store, "attack_throughput.json")
+    assert run.data.metrics["16px.bim.medart-art.image_steps_per_s"] > 0
+
+
+def test_tiny_detector_features_agree_with_the_references(tracking_store, shared_data, tmp_path):
+    out = tmp_path / "features.json"
+    proc = run_script("detector_features", "--n", "24,48", "--references", "30", "--size", "16", "--arch", "resnet18",
+                      "--k", "5", "--batch-size", "12", "--repeats", "1", "--threads", "1", "--data-dir", str(shared_data), "--output", str(out),
+                      "--tracking-uri", tracking_store, "--no-progress", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.read_text())
+    assert [r["n"] for r in result["results"]] == [24, 48] and [r["batches"] for r in result["results"]] == [2, 4]
+    for r in result["results"]:
+        for what in ("lid", "lid_estimator", "kd", "kd_estimator", "kd_estimator_sklearn_batched"):
+            assert r["max_rel_diff"][what] <= 1e-6, (r["n"], what, r["max_rel_diff"][what])
+        assert all(share == 1.0 for share in r["finite_share"].values())
+        assert {"lid.medart", "lid.reference", "kd.medart", "kd.reference"} <= set(r["memory"])
+        assert r["speedups"]["lid"]["median"] > 0
+    finished_run(tracking_store, "detector_features.json")
+    rendered = run_script("readme_tables", str(out))
+    assert rendered.returncode == 0, rendered.stderr
+    assert "## Performance" in rendered.stdout and "LID from activations" in rendered.stdout
+
+
+def test_bad_arguments_are_one_line_errors(tmp_path, monkeypatch, capsys):
+    script = load("attack_throughput")
+    monkeypatch.setattr(sys, "argv", ["attack_throughput.py", "--sizes", "28,x", "--output", str(tmp_path / "x.json")])
+    with pytest.raises(SystemExit) as exit_info:
+        script.benchlib.run_cli(script.main)
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "Error: --sizes must be comma-separated integers such as 28,64, got '28,x'"]
+    assert not (tmp_path / "x.json").exists()
