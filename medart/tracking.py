@@ -52,7 +52,8 @@ def use_experiment(name: str) -> None:
     else:
         experiment_id = experiment.experiment_id
     # By id: set_experiment(name) that loses this same race returns without activating the
-    # experiment, and the runs that follow land in whichever experiment was active before.
+    # experiment, and the runs that follow land in whichever experiment was active before
+    # (mlflow/mlflow#12259).
     mlflow.set_experiment(experiment_id=experiment_id)
 
 
