@@ -113,6 +113,14 @@ def test_nih_missing_column_names_it(tmp_path):
     assert "Data_Entry_2017.csv" in str(e.value)
 
 
+@pytest.mark.parametrize("loader, name", [(nih_chestxray14, "Data_Entry_2017.csv"), (isic, "metadata.csv")])
+def test_a_stray_quote_in_the_header_still_gives_one_line(tmp_path, loader, name):
+    (tmp_path / name).write_text('"\n')  # csv reads the newline into the one column name (found by hypothesis)
+    with pytest.raises(DataError, match=r"missing column.*found \\n") as e:
+        loader(tmp_path)
+    assert "\n" not in str(e.value)
+
+
 def test_nih_misspelt_class_is_refused(tmp_path):
     with pytest.raises(DataError, match="'Pneumothrax'"):
         nih_chestxray14(make_nih(tmp_path), classes=("No Finding", "Pneumothrax"))

@@ -102,6 +102,11 @@ class ImageFileDataset(MedicalImageDataset):
             raise DataError(f"cannot decode image {path} ({reason}); remove or replace the file") from e
 
 
+def _printable(columns: list[str]) -> str:
+    """Column names for a one-line message: control characters (a stray quote makes the csv
+    module read a newline into a name) shown escaped."""
+    return ", ".join("".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in c) for c in columns) or "none"
+
 def nih_chestxray14(
     root: str | os.PathLike,
     classes: Sequence[str] = ("No Finding", "Pneumothorax"),
@@ -199,7 +204,7 @@ def isic(
     if label_column is None:
         missing.append(" or ".join(label_columns))
     if missing:
-        raise DataError(f"{csv_path}: missing column(s) {', '.join(missing)}; found {', '.join(columns) or 'none'}")
+        raise DataError(f"{csv_path}: missing column(s) {', '.join(missing)}; found {_printable(columns)}")
     values = {"benign": 0, "malignant": 1, "0": 0, "1": 1}
     image_dir = _image_dir(root)
     paths, labels = [], []
@@ -277,7 +282,7 @@ def _read_csv(path: Path, required: Sequence[str], hint: str) -> tuple[list[str]
             columns = reader.fieldnames or []
             missing = [c for c in required if c not in columns]
             if missing:
-                raise DataError(f"{path}: missing column(s) {', '.join(missing)}; found {', '.join(columns) or 'none'}")
+                raise DataError(f"{path}: missing column(s) {', '.join(missing)}; found {_printable(columns)}")
             # Short rows get None for their missing fields, long rows a list under the key None; "" keeps .strip() safe.
             return list(columns), [{k: v or "" for k, v in row.items() if k is not None} for row in reader]
     except (UnicodeDecodeError, csv.Error) as exc:
