@@ -242,14 +242,26 @@ def parse_ints(text: str, what: str) -> list[int]:
 
 
 def run_cli(command) -> None:
-    """Run a click command, turning medart's user errors into one line and exit code 2."""
+    """Run a click command as medart's CLI runs its own: a user error is one line and exit code 2;
+    Ctrl-C, SIGTERM or SIGHUP ends the open runs as KILLED, one line and exit code 130."""
+    import click
+
+    from medart import tracking
     from medart.errors import MedartError
 
+    tracking.stop_on_signals()
     try:
-        command(standalone_mode=True)
-    except MedartError as exc:  # click's standalone mode re-raises non-click exceptions
+        command(standalone_mode=False)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except MedartError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         sys.exit(2)
+    except (KeyboardInterrupt, click.Abort) as exc:  # click turns the interrupt into Abort, from it
+        signal_name = str(exc.__cause__ if isinstance(exc, click.Abort) else exc) or "SIGINT"
+        print(f"Interrupted ({signal_name}): open runs ended as KILLED", file=sys.stderr)
+        sys.exit(130)
 
 
 def chest_xrays(n: int, size: int, data_dir: str | None, seed: int = 0, offset: int = 0):

@@ -98,3 +98,29 @@ def test_bad_arguments_are_one_line_errors(tmp_path, monkeypatch, capsys):
     assert capsys.readouterr().err.strip().splitlines() == [
         "Error: --sizes must be comma-separated integers such as 28,64, got '28,x'"]
     assert not (tmp_path / "x.json").exists()
+
+
+def test_an_interrupted_benchmark_ends_its_runs_killed(tracking_store, shared_data, tmp_path):
+    import signal
+    import time
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env["PYTHONPATH"] = str(ROOT)
+    proc = subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / "paper_fidelity.py"), "--data-dir", str(shared_data),
+                             "--epochs", "10", "--tracking-uri", tracking_store, "--output", str(tmp_path / "f.json"),
+                             "--no-progress"], env=env, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+    client = mlflow.MlflowClient(tracking_store)
+    try:
+        deadline = time.monotonic() + 300
+        while not any(r.info.run_name.startswith("train-") for e in client.search_experiments()
+                      for r in client.search_runs([e.experiment_id])):  # training under way
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(1)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and "Interrupted (SIGTERM)" in err and "Traceback" not in err, err[-2000:]
+    runs = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])]
+    assert runs and all(r.info.status == "KILLED" for r in runs)
+    assert not (tmp_path / "f.json").exists()
