@@ -134,15 +134,17 @@ def main_pipeline(p: Params) -> None:
                            reference_size=p.integer("reference_size", 1), seed=seed, transfer=len(attack) > 1,
                            progress=False)
         client = mlflow.MlflowClient()
+        lines = []
         for name, run_id in out.attack_runs.items():
             metrics = client.get_run(run_id).data.metrics
             prefix = f"{name}." if len(attack) > 1 else ""
             mlflow.log_metrics({f"{prefix}{k}": metrics[k] for k in ("clean_acc", "clean_auc", "adv_acc", "adv_auc", "success_rate")})
-        for name, aucs in out.auc.items():
-            prefix = f"{name}." if len(attack) > 1 else ""
-            mlflow.log_metrics({f"{prefix}auc_{d}": v for d, v in aucs.items()})
-    print(f"model {model_uri}; detection AUC " + "; ".join(
-        f"{a}: " + ", ".join(f"{d} {v:.3f}" for d, v in aucs.items()) for a, aucs in out.auc.items()))
+            mlflow.log_metrics({f"{prefix}auc_{d}": v for d, v in out.auc[name].items()})
+            lines.append(f"{name} ε={eps * 255:.3g}/255 ({backend}): accuracy {metrics['clean_acc']:.4f} clean, "
+                         f"{metrics['adv_acc']:.4f} adversarial (success rate {metrics['success_rate']:.4f}); detection AUC "
+                         + ", ".join(f"{d} {v:.3f}" for d, v in out.auc[name].items()))
+    print(f"main run {run.info.run_id}, model {model_uri}")
+    print("\n".join(lines))
 
 
 def train_entry(p: Params) -> None:

@@ -58,6 +58,8 @@ def test_mlflow_run_main_trains_attacks_detects_and_registers(store, shared_data
     assert project_run.data.params["attack"] == "bim" and project_run.data.tags["mlflow.project.entryPoint"] == "main"
     m = project_run.data.metrics
     assert {"clean_acc", "adv_acc", "success_rate", "auc_kd", "auc_dfeat"} <= set(m)
+    assert f"main run {run_id}, model models:/medart-pneumonia/1" in done.stdout
+    assert f"bim ε=1/255 (art): accuracy {m['clean_acc']:.4f} clean, {m['adv_acc']:.4f} adversarial" in done.stdout
     assert 0 <= m["adv_acc"] <= m["clean_acc"] <= 1 and 0 <= m["auc_dfeat"] <= 1
 
     def children(parent):
