@@ -107,6 +107,7 @@ def _printable(columns: list[str]) -> str:
     module read a newline into a name) shown escaped."""
     return ", ".join("".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in c) for c in columns) or "none"
 
+
 def nih_chestxray14(
     root: str | os.PathLike,
     classes: Sequence[str] = ("No Finding", "Pneumothorax"),
