@@ -160,8 +160,8 @@ def main(data_dir, epochs, lr, max_train, max_examples, eps_sweep, detectors, ba
         seconds["train"], cpu_seconds["train"] = time.perf_counter() - start, time.process_time() - cpu
 
         start, cpu = time.perf_counter(), time.process_time()
-        _, rows = sweep(trained.model_uri, "pneumonia", list(ATTACKS), eps_values, backend, data_dir,
-                        max_examples=max_examples, seed=seed, device=device, progress=progress)
+        rows = sweep(trained.model_uri, "pneumonia", list(ATTACKS), eps_values, backend, data_dir,
+                     max_examples=max_examples, seed=seed, device=device, progress=progress).rows
         seconds["attack"], cpu_seconds["attack"] = time.perf_counter() - start, time.process_time() - cpu
 
         start, cpu = time.perf_counter(), time.process_time()

@@ -124,3 +124,21 @@ def test_an_interrupted_benchmark_ends_its_runs_killed(tracking_store, shared_da
     runs = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])]
     assert runs and all(r.info.status == "KILLED" for r in runs)
     assert not (tmp_path / "f.json").exists()
+
+
+def test_tiny_paper_fidelity_run_writes_tables_and_a_run(tracking_store, shared_data, tmp_path):
+    out = tmp_path / "fidelity.json"
+    proc = run_script("paper_fidelity", "--data-dir", str(shared_data), "--epochs", "1", "--max-train", "64",
+                      "--max-examples", "24", "--eps-sweep", "1/255", "--detectors", "dfeat", "--reference-size", "32",
+                      "--threads", "1", "--output", str(out), "--tracking-uri", tracking_store, "--no-progress", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert {"table2.md", "table3.md", "table4.md", "table5.md", "stages.md"} <= set(result["tables"])
+    assert {r["attack"] for r in result["sweep"]} == {"fgsm", "bim", "pgd", "cw"}
+    assert set(result["detection"]["auc"]) == {"fgsm", "bim", "pgd", "cw"}
+    assert set(result["seconds"]) == {"train", "attack", "detect", "total"}
+    assert "n/a (not the full configuration on CPU)" in proc.stdout
+    client = mlflow.MlflowClient(tracking_store)
+    parent = client.get_run(result["mlflow_run"])
+    assert parent.info.status == "FINISHED" and parent.data.metrics["seconds_total"] > 0
+    assert {"paper_fidelity.json", "table2.md", "table4.md"} <= {a.path for a in client.list_artifacts(parent.info.run_id)}
