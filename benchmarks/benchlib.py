@@ -264,6 +264,23 @@ def run_cli(command) -> None:
         sys.exit(130)
 
 
+def benchmark_model(model_uri: str | None, arch: str, device) -> tuple:
+    """``(model, label)`` in eval mode on ``device``: the registered model at ``model_uri``, else a
+    two-class MedResNet ``arch`` with seeded random weights (timings do not depend on the weights)."""
+    import torch
+
+    if model_uri:
+        from medart.models.registry import load_model
+
+        model, label = load_model(model_uri), model_uri
+    else:
+        from medart.models.resnet import build_model
+
+        torch.manual_seed(0)
+        model, label = build_model(2, arch, pretrained="none"), f"MedResNet {arch}, random initialisation"
+    return model.eval().to(device), label
+
+
 def chest_xrays(n: int, size: int, data_dir: str | None, seed: int = 0, offset: int = 0):
     """``n`` images ``(n, 3, size, size)`` in [0, 1] and labels ``(n,)``: rows ``offset …
     offset + n`` of a seeded permutation of the real chest X-ray Train split, resized to ``size``;

@@ -320,7 +320,6 @@ def main(n_values, references, size, arch, model_uri, k, batch_size, eps, repeat
     from medart.detectors.kd import select_bandwidth
     from medart.errors import ConfigError
     from medart.models.evaluation import resolve_device
-    from medart.models.resnet import build_model
 
     if threads:
         torch.set_num_threads(threads)
@@ -332,14 +331,7 @@ def main(n_values, references, size, arch, model_uri, k, batch_size, eps, repeat
         raise ConfigError(f"a last mini-batch of ≤ k images is folded into the one before by medart, not by Ma et al.'s "
                           f"code; use N that are multiples of --batch-size {batch_size}")
     env = benchlib.environment(dev)
-    if model_uri:
-        from medart.models.registry import load_model
-
-        model, model_label = load_model(model_uri), model_uri
-    else:
-        torch.manual_seed(0)
-        model, model_label = build_model(2, arch, pretrained="none"), f"MedResNet {arch}, random initialisation"
-    model.eval().to(dev)
+    model, model_label = benchlib.benchmark_model(model_uri, arch, dev)
     num_classes = model.config["num_classes"]
 
     x_all, y_all, source = benchlib.chest_xrays(max(ns) + references, size, data_dir)

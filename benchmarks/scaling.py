@@ -151,21 +151,13 @@ def main(n_values, sizes, base_size, size_n, references, steps, batch_size, repe
          threads, output, tracking_uri, progress) -> None:
     """Time and memory of attack, detection and prediction as the number of images and their size grow."""
     from medart.models.evaluation import resolve_device
-    from medart.models.resnet import build_model
 
     if threads:
         torch.set_num_threads(threads)
     dev = resolve_device(device)
     ns, side_list = benchlib.parse_ints(n_values, "--n-values"), benchlib.parse_ints(sizes, "--sizes")
     env = benchlib.environment(dev)
-    if model_uri:
-        from medart.models.registry import load_model
-
-        model, model_label = load_model(model_uri), model_uri
-    else:
-        torch.manual_seed(0)
-        model, model_label = build_model(2, arch, pretrained="none"), f"MedResNet {arch}, random initialisation"
-    model.eval().to(dev)
+    model, model_label = benchlib.benchmark_model(model_uri, arch, dev)
 
     n_pool = max(max(ns), size_n)
     pool, refs, source = {}, {}, None
