@@ -180,7 +180,7 @@ def tiny_grid(migrated_store, tmp_path_factory, shared_data):
     uri = tracking.configure(f"sqlite:///{folder / 'mlflow.db'}")
     cells = make_grid("8,16", "none", "smallcnn,resnet18") + [Cell(16, "imagenet", "smallcnn")]
     settings = AblationSettings(train=TrainConfig(epochs=1, lr=0.01, batch_size=32), max_train=64, max_eval=32,
-                                eps=(1 / 255,), eps_max=16 / 255, eps_tolerance=2 / 255, max_examples=30,
+                                eps=(1 / 255,), eps_max=16 / 255, eps_tolerance=2 / 255, max_examples=40,
                                 reference_size=32)
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(folder)  # artifacts land beside the store

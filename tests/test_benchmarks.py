@@ -129,7 +129,7 @@ def test_an_interrupted_benchmark_ends_its_runs_killed(tracking_store, shared_da
 def test_tiny_paper_fidelity_run_writes_tables_and_a_run(tracking_store, shared_data, tmp_path):
     out = tmp_path / "fidelity.json"
     proc = run_script("paper_fidelity", "--data-dir", str(shared_data), "--epochs", "1", "--max-train", "64",
-                      "--max-examples", "24", "--eps-sweep", "1/255", "--detectors", "dfeat", "--reference-size", "32",
+                      "--max-examples", "60", "--eps-sweep", "1/255", "--detectors", "dfeat", "--reference-size", "32",
                       "--threads", "1", "--output", str(out), "--tracking-uri", tracking_store, "--no-progress", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())

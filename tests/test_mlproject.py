@@ -43,7 +43,7 @@ def store(migrated_store, tmp_path) -> Path:
     return db
 
 
-SMALL = ["arch=resnet18", "pretrained=none", "epochs=1", "max_train=64", "max_eval=16", "max_examples=30",
+SMALL = ["arch=resnet18", "pretrained=none", "epochs=1", "max_train=64", "max_eval=16", "max_examples=40",
          "reference_size=48", "detectors=kd,dfeat"]
 
 
