@@ -32,7 +32,7 @@ from medart.executors import Executor, InProcessExecutor  # noqa: E402
 from medart.models import registry  # noqa: E402
 from medart.models.evaluation import classification_metrics, predict  # noqa: E402
 from medart.models.resnet import MedResNet, build_model, parameter_count  # noqa: E402
-from medart.models.training import MONITORS, TrainConfig, fit  # noqa: E402
+from medart.models.training import MONITORS, TrainConfig, fit, seed_everything  # noqa: E402
 
 
 @dataclass
@@ -126,6 +126,7 @@ def train_model(
              "max_train": max_train, "max_eval": max_eval, "n_train": len(train), "n_val": len(val), "n_test": len(test)}
         )
         _log_splits(splits)
+        seed_everything(config.seed)  # the initial weights too, whatever drew from the global RNG before
         model = build_model(len(splits.classes), arch, pretrained, splits.classes, side, trusted_pickle=trusted_pickle)
         mlflow.log_param("n_parameters", parameter_count(model))
         result = fit(model, train, val, config, on_epoch=lambda e, m: mlflow.log_metrics(m, step=e), progress=progress)

@@ -78,6 +78,19 @@ def test_training_is_deterministic_with_a_seed(shared_data):
     assert train.transform is None  # augmentation never leaks into the caller's dataset
 
 
+def test_train_model_with_a_seed_gives_the_same_model_whatever_ran_before(tracking_store, shared_data):
+    config = TrainConfig(epochs=1, batch_size=32, lr=1e-2, seed=5)
+    outs = []
+    for draws in (1, 1000):
+        torch.rand(draws)  # other work in the same process (a CLI, a sweep, a benchmark) moves the global RNG
+        outs.append(train_model("pneumonia", shared_data, train_config=config, register=False, **SMALL))
+    client = mlflow.MlflowClient()
+    first, second = (client.get_run(o.run_id).data.metrics for o in outs)
+    assert first["train_loss"] == second["train_loss"] and first["test_acc"] == second["test_acc"]
+    a, b = (registry.load_model(o.model_uri) for o in outs)
+    assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
+
+
 def test_failed_run_is_marked_failed_and_registers_nothing(tracking_store, shared_data, tmp_path):
     with pytest.raises(ModelError, match="not found"):
         train_model("pneumonia", shared_data, **(SMALL | {"pretrained": str(tmp_path / "missing.pth")}))
