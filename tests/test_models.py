@@ -98,3 +98,23 @@ def test_pickled_code_in_weights_is_refused_and_not_run(resnet50, tmp_path):
 def test_folder_without_model_files(tmp_path):
     with pytest.raises(ModelError, match="not a medart model"):
         registry.load_model(str(tmp_path))
+
+
+def test_logged_model_serves_through_pyfunc_without_mlflow_advisories(tracking_store):
+    import warnings
+
+    import mlflow
+    import numpy as np
+
+    torch.manual_seed(0)
+    model = build_model(2, "resnet18", pretrained="none", classes=["normal", "pneumonia"], image_size=28).eval()
+    with mlflow.start_run(), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        info = registry.log_model(model, image_size=28)
+    assert not [str(w.message) for w in caught if "mlflow" in w.filename], [str(w.message) for w in caught]
+    x = np.random.default_rng(0).random((3, 3, 28, 28), dtype=np.float32)
+    served = mlflow.pyfunc.load_model(info.model_uri)
+    with torch.no_grad():
+        expected = torch.softmax(model(torch.from_numpy(x)), 1).numpy()
+    np.testing.assert_allclose(served.predict(x), expected, rtol=1e-5, atol=1e-6)
+    assert served.metadata.get_input_schema().inputs[0].shape == (-1, 3, 28, 28)

@@ -17,7 +17,7 @@ class MedartPyfunc(PythonModel):
 
         self.model = load_files(context.artifacts["config"], context.artifacts["weights"])
 
-    def predict(self, context, model_input, params=None):
+    def predict(self, context, model_input: np.ndarray, params=None) -> np.ndarray:
         x = torch.as_tensor(np.asarray(model_input, dtype=np.float32))
         with torch.no_grad():
             return torch.softmax(self.model(x), dim=1).numpy()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import warnings
 from pathlib import Path
 
 import mlflow
@@ -65,7 +66,10 @@ def log_model(model: MedResNet, registered_model_name: str | None = None, image_
     )
     from medart import __version__
 
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        # The signature fixes the input's dtype and shape; an example image adds up to 0.6 MB of JSON
+        # (224 px) to every model. MLflow's message starts with a colour code, hence the leading .*
+        warnings.filterwarnings("ignore", r".*An input example was not provided", UserWarning)
         artifacts = save_files(model, Path(tmp))
         return mlflow.pyfunc.log_model(
             name=ARTIFACT_NAME,
