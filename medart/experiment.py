@@ -318,9 +318,13 @@ def attack_model(
 def _sweep_figure(rows: list[dict], dataset: str, backend: str):
     fig, ax = plt.subplots(figsize=(6, 4))
     clean = rows[0]["clean_acc"] * 100
-    for attack in dict.fromkeys(r["attack"] for r in rows):
+    # PGD and CW often coincide (on two classes they take the same steps): shrinking markers and
+    # distinct dashes keep every line visible
+    styles = [("o", "-", 8), ("s", "--", 6.5), ("^", "-.", 5), ("D", ":", 3.5)]
+    for k, attack in enumerate(dict.fromkeys(r["attack"] for r in rows)):
         pts = [(0.0, clean)] + sorted((r["eps"] * 255, r["adv_acc"] * 100) for r in rows if r["attack"] == attack)
-        ax.plot(*zip(*pts), marker="o", label=attack.upper())
+        marker, dashes, size = styles[k % len(styles)]
+        ax.plot(*zip(*pts), marker=marker, ls=dashes, ms=size, label=attack.upper())
     ax.axhline(clean, color="grey", ls="--", lw=0.8, label="clean")
     ax.set_xlabel("ε (×1/255)")
     ax.set_ylabel("accuracy (%)")
