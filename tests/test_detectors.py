@@ -196,13 +196,15 @@ def test_minibatches_fold_a_short_tail_into_the_batch_before():
     assert minibatches(15, 20, 5) == [slice(0, 15)]
 
 
-def test_lid_batch_mode_matches_ma_et_al_computed_directly(tiny):
+@pytest.mark.parametrize("reference", ["batch", "batch_excluding_source"])
+def test_lid_batch_mode_matches_ma_et_al_computed_directly(tiny, reference):
     """reference='batch': each clean image against the other clean images of its mini-batch (self
-    excluded by index), each adversarial one against the whole clean mini-batch — per batch, in NumPy."""
+    excluded by index), each adversarial one against the whole clean mini-batch (with
+    'batch_excluding_source': without its own source) — per batch, in NumPy."""
     model, x, y = tiny
     clean, adv = x[:50], (x[:50] + 0.05 * torch.randn(50, 3, 16, 16, generator=torch.Generator().manual_seed(3))).clamp(0, 1)
     layers = ["input", "layer1", "dfeat"]
-    detector = make_detector("lid", model, layers=layers, k=5, reference="batch", reference_size=20)
+    detector = make_detector("lid", model, layers=layers, k=5, reference=reference, reference_size=20)
     detector.fit(torch.cat([clean, adv]), np.r_[np.zeros(50), np.ones(50)], x_clean=clean)
     got = detector._features(torch.cat([clean, adv]), x_clean=clean)
     for rows in (slice(0, 20), slice(20, 40), slice(40, 50)):
@@ -213,10 +215,11 @@ def test_lid_batch_mode_matches_ma_et_al_computed_directly(tiny):
             ref = acts_clean[layer]
             for i in range(rows.stop - rows.start):
                 own = np.delete(ref, i, axis=0)
-                for row, point, others in ((rows.start + i, ref[i], own), (50 + rows.start + i, acts_adv[layer][i], ref)):
+                adv_others = ref if reference == "batch" else own
+                for row, point, others in ((rows.start + i, ref[i], own), (50 + rows.start + i, acts_adv[layer][i], adv_others)):
                     r = np.sort(np.linalg.norm(others - point, axis=1))[:5]
                     assert got[row, j] == pytest.approx(-1.0 / np.mean(np.log(r / r[-1])), rel=1e-6)
-    same = make_detector("lid", model, layers=layers, k=5, reference="batch", reference_size=20)
+    same = make_detector("lid", model, layers=layers, k=5, reference=reference, reference_size=20)
     same.fit(torch.cat([clean, clean]), np.r_[np.zeros(50), np.ones(50)], x_clean=clean)
     assert same.score(torch.cat([clean, clean]), np.r_[np.zeros(50), np.ones(50)], x_clean=clean) == pytest.approx(0.5)
     with pytest.raises(DataError, match="pass x_clean"):

@@ -25,6 +25,7 @@ from medart.detectors.distances import squared_distances
 from medart.errors import ConfigError, DataError
 
 MAX_LID = 1e6
+REFERENCES = ("train", "batch", "batch_excluding_source")
 
 
 def lid_mle(query: torch.Tensor, reference: torch.Tensor, k: int, self_index: torch.Tensor | None = None) -> torch.Tensor:
@@ -61,7 +62,7 @@ def minibatches(n: int, size: int, k: int) -> list[slice]:
 class LocalIntrinsicDimensionality(FeatureDetector):
     """LID detector: one LID per layer → logistic regression.
 
-    Two reference sets, chosen by ``reference``:
+    Three reference sets, chosen by ``reference``:
 
     - ``"train"`` (default): ``fit(x, y, x_ref=…)`` with clean training images, of which
       ``reference_size`` are drawn once (seeded) to form the clean mini-batch every input's LID is
@@ -73,11 +74,14 @@ class LocalIntrinsicDimensionality(FeatureDetector):
       images ``c`` (e.g. ``[c, adversarial(c)]``). A block equal to ``c`` excludes each point
       itself by index; the adversarial example of a clean image has that image among its
       neighbours at distance ~ε, which is what the published numbers measure.
+    - ``"batch_excluding_source"``: as ``"batch"``, but every block excludes the clean image of its
+      own row, so an adversarial input never has its source among its neighbours: the control
+      that shows how much of ``"batch"``'s separation that one neighbour makes.
 
     Args:
         layers: layer names (default: the input, every residual stage and the penultimate features).
         k: nearest neighbours (20 as in Ma et al.).
-        reference: ``"train"`` or ``"batch"``, see above.
+        reference: ``"train"``, ``"batch"`` or ``"batch_excluding_source"``, see above.
         reference_size: clean images in the reference mini-batch (100 as in Ma et al.).
         noise: standard deviation of Gaussian-noised copies of the clean fit inputs added as extra
             negatives (Ma et al.'s "noisy" samples), or ``None``.
@@ -96,8 +100,9 @@ class LocalIntrinsicDimensionality(FeatureDetector):
         resolve_layers(self.model, self.layers)
         if self.k < 1:
             raise ConfigError(f"LID k must be >= 1, got {self.k}")
-        if self.reference not in ("train", "batch"):
-            raise ConfigError(f"LID reference must be 'train' (a fixed clean Train batch) or 'batch' (Ma et al.), got {self.reference!r}")
+        if self.reference not in REFERENCES:
+            raise ConfigError(f"LID reference must be 'train' (a fixed clean Train batch), 'batch' (Ma et al.) or "
+                              f"'batch_excluding_source' (Ma et al. without each input's own clean source), got {self.reference!r}")
         if self.reference_size <= self.k:
             raise ConfigError(f"LID reference batch ({self.reference_size}) must be larger than k ({self.k})")
         if self.noise is not None and not self.noise > 0:
@@ -107,7 +112,7 @@ class LocalIntrinsicDimensionality(FeatureDetector):
         return LogisticRegression(random_state=self.random_state, max_iter=1000)
 
     def _prepare(self, x, y, x_ref=None, y_ref=None, **kwargs) -> None:
-        if self.reference == "batch":
+        if self.reference != "train":
             return
         if x_ref is None:
             raise DataError("LID needs clean reference images: fit(x, y, x_ref=train_images)")
@@ -136,7 +141,7 @@ class LocalIntrinsicDimensionality(FeatureDetector):
         return features, labels
 
     def _features(self, x: torch.Tensor, x_clean=None, **kwargs) -> np.ndarray:
-        if self.reference == "batch":
+        if self.reference != "train":
             return self._batch_features(x, self._clean(x, x_clean))
         out = np.empty((len(x), len(self.layers)))
         for rows, acts, _ in iter_activations(self.model, x, self.layers, self.batch_size, self.device):  # streamed
@@ -158,7 +163,8 @@ class LocalIntrinsicDimensionality(FeatureDetector):
 
     def _batch_features(self, x: torch.Tensor, x_clean: torch.Tensor) -> np.ndarray:
         """Ma et al. (2018): per mini-batch, the clean images' activations are the reference; the
-        block that *is* the clean images excludes each point itself, by index."""
+        block that *is* the clean images excludes each point itself, by index, and with
+        ``batch_excluding_source`` every block excludes the clean image of its own row (its source)."""
         m = len(x_clean)
         blocks = [x[b * m : (b + 1) * m] for b in range(len(x) // m)]
         own = [torch.equal(block, x_clean) for block in blocks]
@@ -168,7 +174,8 @@ class LocalIntrinsicDimensionality(FeatureDetector):
             acts = [reference if own[b] else self._activations(block[rows]) for b, block in enumerate(blocks)]
             size = rows.stop - rows.start
             # all blocks in one distance product against the reference; the clean block excludes itself
-            self_index = torch.cat([torch.arange(size) if own[b] else torch.full((size,), -1) for b in range(len(blocks))])
+            exclude = [own[b] or self.reference == "batch_excluding_source" for b in range(len(blocks))]
+            self_index = torch.cat([torch.arange(size) if exclude[b] else torch.full((size,), -1) for b in range(len(blocks))])
             for j, layer in enumerate(self.layers):
                 lid = lid_mle(torch.cat([a[layer] for a in acts]), reference[layer], self.k, self_index).numpy()
                 for b in range(len(blocks)):
