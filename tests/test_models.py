@@ -118,3 +118,22 @@ def test_logged_model_serves_through_pyfunc_without_mlflow_advisories(tracking_s
         expected = torch.softmax(model(torch.from_numpy(x)), 1).numpy()
     np.testing.assert_allclose(served.predict(x), expected, rtol=1e-5, atol=1e-6)
     assert served.metadata.get_input_schema().inputs[0].shape == (-1, 3, 28, 28)
+
+
+def test_loading_from_the_store_leaves_no_download_behind(tracking_store, tmp_path, monkeypatch):
+    import tempfile
+
+    import mlflow
+
+    torch.manual_seed(0)
+    model = build_model(2, "resnet18", pretrained="none", image_size=28)
+    with mlflow.start_run():
+        info = registry.log_model(model, image_size=28)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    for _ in range(3):
+        loaded = registry.load_model(info.model_uri)
+    assert torch.equal(loaded.embed[0].weight, model.embed[0].weight)
+    with pytest.raises(ModelError, match="cannot be loaded"):
+        registry.load_model("models:/missing/1")
+    assert list((tmp_path / "tmp").iterdir()) == []

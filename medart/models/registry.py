@@ -89,9 +89,10 @@ def load_model(uri: str, device: str | torch.device = "cpu", trusted_pickle: boo
     they carry — only for folders you made or trust."""
     local = Path(uri)
     if "://" not in uri and local.exists():
-        folder = local
-    else:
-        tmp = tempfile.mkdtemp(prefix="medart-model-")
+        return _load_folder(local, uri, device, trusted_pickle)
+    # the download is read into memory and removed: every evaluation, sweep cell and Ray worker
+    # loads a model (92 MB for ResNet-50), and a kept copy per load filled the disk
+    with tempfile.TemporaryDirectory(prefix="medart-model-") as tmp:
         try:
             folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
         except MlflowException as exc:
@@ -102,6 +103,10 @@ def load_model(uri: str, device: str | torch.device = "cpu", trusted_pickle: boo
             ) from exc
         except OSError as exc:
             raise ModelError(f"model URI '{uri}' cannot be read: {exc}") from exc
+        return _load_folder(folder, uri, device, trusted_pickle)
+
+
+def _load_folder(folder: Path, uri: str, device: str | torch.device, trusted_pickle: bool) -> MedResNet:
     for sub in (folder, folder / "artifacts"):
         if (sub / CONFIG).is_file():
             return load_files(sub / CONFIG, sub / WEIGHTS, device, trusted_pickle)
