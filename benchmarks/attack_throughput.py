@@ -171,7 +171,7 @@ def check_targets(results: list[dict]) -> list[dict]:
     return checks
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(cls=benchlib.BenchmarkCommand, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--sizes", default="28,64,224", show_default=True, help="Input sides in pixels, comma-separated.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
               help="Images in the batch for sizes below 128. Default: 32 on CPU, 64 on GPU.")
@@ -257,4 +257,4 @@ def bim_step_size(eps: str, steps: int) -> float:
 
 
 if __name__ == "__main__":
-    benchlib.run_cli(main)
+    main()

@@ -22,7 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
+import click
 import numpy as np
+
+from medart.cli import ReportsUserErrors
 
 RESULTS = Path(__file__).resolve().parent / "results"
 EXPERIMENT = "medart/benchmarks"
@@ -241,27 +244,10 @@ def parse_ints(text: str, what: str) -> list[int]:
     return values
 
 
-def run_cli(command) -> None:
-    """Run a click command as medart's CLI runs its own: a user error is one line and exit code 2;
-    Ctrl-C, SIGTERM or SIGHUP ends the open runs as KILLED, one line and exit code 130."""
-    import click
+class BenchmarkCommand(ReportsUserErrors, click.Command):
+    """A benchmark script's command: user errors and interrupts end as in medart's own CLI."""
 
-    from medart import tracking
-    from medart.errors import MedartError
-
-    tracking.stop_on_signals()
-    try:
-        command(standalone_mode=False)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except MedartError as exc:
-        print(f"Error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    except (KeyboardInterrupt, click.Abort) as exc:  # click turns the interrupt into Abort, from it
-        signal_name = str(exc.__cause__ if isinstance(exc, click.Abort) else exc) or "SIGINT"
-        print(f"Interrupted ({signal_name}): open runs ended as KILLED", file=sys.stderr)
-        sys.exit(130)
+    interrupted = "open runs ended as KILLED"
 
 
 def benchmark_model(model_uri: str | None, arch: str, device) -> tuple:

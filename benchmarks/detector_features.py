@@ -294,7 +294,7 @@ def tables(results: list[dict]) -> tuple[str, str]:
     return speed, memory
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(cls=benchlib.BenchmarkCommand, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--n", "n_values", default="200,800", show_default=True,
               help="Clean images (as many adversarial), comma-separated: memory is compared between the first and last.")
 @click.option("--references", type=click.IntRange(min=2), default=1000, show_default=True, help="Clean Train images for KD.")
@@ -375,4 +375,4 @@ def main(n_values, references, size, arch, model_uri, k, batch_size, eps, repeat
 
 
 if __name__ == "__main__":
-    benchlib.run_cli(main)
+    main()

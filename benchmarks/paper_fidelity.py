@@ -102,7 +102,7 @@ def table5(transfer: dict[str, dict[str, dict[str, float]]]) -> str:
             + f"\nPaper: {PAPER['table5_dfeat_transfer']:.2f} in every cell.\n")
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(cls=benchlib.BenchmarkCommand, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--data-dir", envvar="MEDART_DATA_DIR", required=True, show_envvar=True,
               help="Folder holding pneumoniamnist.npz.")
 @click.option("--epochs", type=click.IntRange(1, 10), default=10, show_default=True, help="Training epochs (the target allows ≤ 10).")
@@ -199,4 +199,4 @@ def main(data_dir, epochs, lr, max_train, max_examples, eps_sweep, detectors, ba
 
 
 if __name__ == "__main__":
-    benchlib.run_cli(main)
+    main()

@@ -127,7 +127,7 @@ def table(rows: list[dict], growths: list[dict], key: str, unit: str) -> str:
                                     *[f"{s}: time (growth), peak memory (growth)" for s in STAGES]], body)
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(cls=benchlib.BenchmarkCommand, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--n-values", default="128,256,512,1024", show_default=True, help="Numbers of images (at --base-size).")
 @click.option("--sizes", default="28,64,128", show_default=True, help="Image sides in pixels (at --size-n images).")
 @click.option("--base-size", type=click.IntRange(min=8), default=28, show_default=True, help="Image side of the N sweep.")
@@ -204,4 +204,4 @@ def main(n_values, sizes, base_size, size_n, references, steps, batch_size, repe
 
 
 if __name__ == "__main__":
-    benchlib.run_cli(main)
+    main()

@@ -12,9 +12,13 @@ from medart.models.resnet import ARCHS
 from medart.models.training import MONITORS, TrainConfig
 
 
-class MedartGroup(click.Group):
-    """Reports :class:`MedartError` as one line (``Error: …``, exit 2), without a traceback, and an
-    interrupt (Ctrl-C, SIGTERM) as one line with exit 130."""
+class ReportsUserErrors:
+    """Mixin for click commands: reports :class:`MedartError` as one line (``Error: …``, exit 2),
+    without a traceback, and an interrupt (Ctrl-C, SIGTERM, SIGHUP) as one line with exit 130, after
+    the open MLflow runs have ended KILLED."""
+
+    interrupted = ("open runs ended as KILLED; run the same command again to resume from the last completed stage "
+                   "(trained model, cached adversarial examples)")
 
     def invoke(self, ctx: click.Context):
         from medart.tracking import stop_on_signals
@@ -26,9 +30,12 @@ class MedartGroup(click.Group):
             click.echo(f"Error: {exc}", err=True)
             sys.exit(2)
         except KeyboardInterrupt as exc:
-            click.echo(f"Interrupted ({exc or 'SIGINT'}): open runs ended as KILLED; run the same command again to "
-                       "resume from the last completed stage (trained model, cached adversarial examples)", err=True)
+            click.echo(f"Interrupted ({exc or 'SIGINT'}): {self.interrupted}", err=True)
             sys.exit(130)
+
+
+class MedartGroup(ReportsUserErrors, click.Group):
+    """The ``medart`` command group (see :class:`ReportsUserErrors`)."""
 
 
 @click.group(cls=MedartGroup, context_settings={"help_option_names": ["-h", "--help"]})

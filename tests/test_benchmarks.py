@@ -93,7 +93,7 @@ def test_bad_arguments_are_one_line_errors(tmp_path, monkeypatch, capsys):
     script = load("attack_throughput")
     monkeypatch.setattr(sys, "argv", ["attack_throughput.py", "--sizes", "28,x", "--output", str(tmp_path / "x.json")])
     with pytest.raises(SystemExit) as exit_info:
-        script.benchlib.run_cli(script.main)
+        script.main()
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.strip().splitlines() == [
         "Error: --sizes must be comma-separated integers such as 28,64, got '28,x'"]
