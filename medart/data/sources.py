@@ -195,17 +195,12 @@ def isic(
     """
     root = _existing_dir(root, "download the ISIC images and metadata and point --data-dir at the folder holding them")
     csv_path = root / csv
-    columns, rows = _read_csv(csv_path, [], "download the metadata CSV from the ISIC archive into that folder")
-    id_column = next((c for c in ("isic_id", "image_name", "image") if c in columns), None)
-    label_columns = [label_column] if label_column else ["benign_malignant", "target"]
-    label_column = next((c for c in label_columns if c in columns), None)
-    missing = []
-    if id_column is None:
-        missing.append("isic_id or image_name or image")
-    if label_column is None:
-        missing.append(" or ".join(label_columns))
-    if missing:
-        raise DataError(f"{csv_path}: missing column(s) {', '.join(missing)}; found {_printable(columns)}")
+    id_columns = ("isic_id", "image_name", "image")
+    label_columns = (label_column,) if label_column else ("benign_malignant", "target")
+    columns, rows = _read_csv(csv_path, [id_columns, label_columns],
+                              "download the metadata CSV from the ISIC archive into that folder")
+    id_column = next(c for c in id_columns if c in columns)
+    label_column = next(c for c in label_columns if c in columns)
     values = {"benign": 0, "malignant": 1, "0": 0, "1": 1}
     image_dir = _image_dir(root)
     paths, labels = [], []
@@ -272,8 +267,9 @@ def _existing_dir(root: str | os.PathLike, hint: str) -> Path:
     return root
 
 
-def _read_csv(path: Path, required: Sequence[str], hint: str) -> tuple[list[str], list[dict[str, str]]]:
-    """The header and all rows (as dicts) of ``path``, after checking it has the ``required`` columns."""
+def _read_csv(path: Path, required: Sequence[str | Sequence[str]], hint: str) -> tuple[list[str], list[dict[str, str]]]:
+    """The header and all rows (as dicts) of ``path``, after checking it has the ``required`` columns
+    (an entry that is a sequence of names: any one of them)."""
     if not path.is_file():
         raise DataError(f"label file {path} does not exist; {hint}")
     # utf-8-sig: CSVs saved by spreadsheet programs often start with a byte-order mark.
@@ -281,7 +277,8 @@ def _read_csv(path: Path, required: Sequence[str], hint: str) -> tuple[list[str]
         with open(path, newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
             columns = reader.fieldnames or []
-            missing = [c for c in required if c not in columns]
+            groups = [(c,) if isinstance(c, str) else tuple(c) for c in required]
+            missing = [" or ".join(names) for names in groups if not any(n in columns for n in names)]
             if missing:
                 raise DataError(f"{path}: missing column(s) {', '.join(missing)}; found {_printable(columns)}")
             # Short rows get None for their missing fields, long rows a list under the key None; "" keeps .strip() safe.
