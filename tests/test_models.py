@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import os
 import pickle
+import tempfile
 import urllib.error
+import warnings
 
+import mlflow
+import numpy as np
 import pytest
 import torch
 import torchvision
@@ -100,17 +104,20 @@ def test_folder_without_model_files(tmp_path):
         registry.load_model(str(tmp_path))
 
 
-def test_logged_model_serves_through_pyfunc_without_mlflow_advisories(tracking_store):
-    import warnings
-
-    import mlflow
-    import numpy as np
-
+@pytest.fixture
+def logged(tracking_store):
+    """A random two-class ResNet-18 at 28 px and the ModelInfo of logging it, with the warnings
+    raised while it was logged."""
     torch.manual_seed(0)
     model = build_model(2, "resnet18", pretrained="none", classes=["normal", "pneumonia"], image_size=28).eval()
     with mlflow.start_run(), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         info = registry.log_model(model, image_size=28)
+    return model, info, caught
+
+
+def test_logged_model_serves_through_pyfunc_without_mlflow_advisories(logged):
+    model, info, caught = logged
     assert not [str(w.message) for w in caught if "mlflow" in w.filename], [str(w.message) for w in caught]
     x = np.random.default_rng(0).random((3, 3, 28, 28), dtype=np.float32)
     served = mlflow.pyfunc.load_model(info.model_uri)
@@ -120,15 +127,8 @@ def test_logged_model_serves_through_pyfunc_without_mlflow_advisories(tracking_s
     assert served.metadata.get_input_schema().inputs[0].shape == (-1, 3, 28, 28)
 
 
-def test_loading_from_the_store_leaves_no_download_behind(tracking_store, tmp_path, monkeypatch):
-    import tempfile
-
-    import mlflow
-
-    torch.manual_seed(0)
-    model = build_model(2, "resnet18", pretrained="none", image_size=28)
-    with mlflow.start_run():
-        info = registry.log_model(model, image_size=28)
+def test_loading_from_the_store_leaves_no_download_behind(logged, tmp_path, monkeypatch):
+    model, info, _ = logged
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
     (tmp_path / "tmp").mkdir()
     for _ in range(3):
