@@ -158,4 +158,4 @@ def log_figure(fig, name: str) -> None:
     import matplotlib.pyplot as plt
 
     mlflow.log_figure(fig, name)
-    plt.close(fig)
+    plt.close(fig)  # a no-op for the pyplot-free figures of medart.render

@@ -1,0 +1,20 @@
+"""The names medart accepts, in one place and without importing torch.
+
+The modules that implement each family import their tuple from here, and the command line lists
+them as choices, so ``medart --help`` answers before any heavy library loads.
+"""
+
+from __future__ import annotations
+
+ATTACKS = ("fgsm", "bim", "pgd", "cw")
+BACKENDS = ("art", "torchattacks")
+ARCHS = ("resnet50", "resnet18", "resnet34", "smallcnn")
+INITS = ("none", "imagenet")  # from scratch; torchvision's ImageNet weights
+SOURCES = ("medmnist", "original")
+SIZES = (28, 64, 128, 224)  # MedMNIST(+) file variants, pixels per side
+MONITORS = {"val_acc": 1, "val_auc": 1, "val_loss": -1}  # validation metric → +1 higher is better, -1 lower
+DETECTORS = ("kd", "lid", "dfeat", "qfeat", "bu", "mahalanobis", "art_binary")
+PAPER_DETECTORS = ("kd", "lid", "dfeat", "qfeat")
+EXECUTORS = ("in-process", "ray")
+FIGURES = ("eps_curves", "saliency", "stages", "landscape", "embedding", "gradcam")
+DATASETS = ("pneumonia", "chestxray2", "chestxray3", "chestxray4", "fundoscopy", "dermoscopy", "retinamnist", "dermamnist")

@@ -1,0 +1,80 @@
+"""``medart`` command line: the one face. Each command builds the stage's typed requests from its
+options (named as the requests' fields) and calls the stage; the MLproject's entry points call these
+same commands (:mod:`medart.mlproject`).
+
+Nothing heavy is imported here: torch, MLflow and the stages load when a command runs, so
+``medart --help`` answers at once.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import warnings
+
+import click
+
+from medart.errors import MedartError
+
+_PARAMETER = re.compile(r"`([a-z][a-z0-9_]*)`")
+
+
+def spell_for_cli(message: str, command: click.Command | None) -> str:
+    """A library message with each `` `parameter` `` of ``command`` written as its flag (``--max-examples``)."""
+    flags = {p.name: p.opts[0] for p in (command.params if command else []) if isinstance(p, click.Option)}
+    return _PARAMETER.sub(lambda m: flags.get(m.group(1), m.group(0)), message)
+
+
+class ReportsUserErrors:
+    """Mixin for click commands: reports :class:`MedartError` as one line (``Error: …``, exit 2),
+    without a traceback, and an interrupt (Ctrl-C, SIGTERM, SIGHUP) as one line with exit 130, after
+    the open MLflow runs have ended KILLED."""
+
+    interrupted = ("open runs ended as KILLED; run the same command again to resume from the last completed stage "
+                   "(trained model, cached adversarial examples)")
+
+    def invoke(self, ctx: click.Context):
+        from medart.tracking import stop_on_signals
+
+        stop_on_signals()
+        try:
+            return super().invoke(ctx)
+        except MedartError as exc:
+            sub = ctx.command.get_command(ctx, ctx.invoked_subcommand) if isinstance(ctx.command, click.Group) else ctx.command
+            click.echo(f"Error: {spell_for_cli(str(exc), sub)}", err=True)
+            sys.exit(2)
+        except KeyboardInterrupt as exc:
+            click.echo(f"Interrupted ({exc or 'SIGINT'}): {self.interrupted}", err=True)
+            sys.exit(130)
+
+
+class MedartGroup(ReportsUserErrors, click.Group):
+    """The ``medart`` command group (see :class:`ReportsUserErrors`)."""
+
+
+@click.group(cls=MedartGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="medart")
+def main() -> None:
+    """Attack medical image classifiers and detect the attacks (Ma et al., Pattern Recognition 2021).
+
+    Every command logs an MLflow run. Runs go to --tracking-uri, else $MLFLOW_TRACKING_URI, else
+    sqlite:///mlflow.db in the current folder; view them with
+    `mlflow ui --backend-store-uri sqlite:///mlflow.db`.
+    """
+    # User-facing warnings (e.g. a local file that fails the official checksum) as one line each,
+    # each text once: a sweep loads the same file for every cell.
+    shown: set[str] = set()
+
+    def show(message, category, *args, **kwargs) -> None:
+        if str(message) not in shown:
+            shown.add(str(message))
+            click.echo(f"Warning: {message}", err=True)
+
+    warnings.showwarning = show
+
+
+from medart.cli import (  # noqa: E402  (each module adds its command to `main`)
+    ablate, analyze, attack, compare, datasets, detect, eps_curves, evaluate, pipeline, report, sweep, train,
+)
+
+__all__ = ["ReportsUserErrors", "main", "spell_for_cli"]

@@ -1,0 +1,49 @@
+"""``medart attack``."""
+
+from __future__ import annotations
+
+import click
+
+from medart.catalog import ATTACKS
+from medart.cli import main, options
+
+
+@main.command()
+@options.model_uri()
+@options.data_options
+@options.max_examples
+@options.run_options
+@options.executor_options
+@click.option("--shards", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Attack AdvTrain and AdvTest in this many shards of whole batches, in parallel on Ray; "
+                   "the examples are the same as in one piece.")
+@click.option("--attack", required=True, type=click.Choice(ATTACKS, case_sensitive=False), help="CW is CW-L∞: PGD on the CW margin loss.")
+@click.option("--eps", default="1/255", show_default=True, help="L∞ budget in [0,1] pixels: a number or k/255.")
+@click.option("--steps", type=click.IntRange(min=1), default=None, help="Default: the paper's (fgsm 1, bim 40, pgd 20, cw 20).")
+@click.option("--step-size", default=None, help="Default: the paper's (fgsm ε, bim ε/40, pgd and cw ε/10): a number or k/255.")
+@click.option("--random-start/--no-random-start", default=None, help="Default: on for pgd and cw, off for fgsm and bim.")
+@click.option("--kappa", type=float, default=0.0, show_default=True, help="CW confidence κ (cw only).")
+@click.option("--targeted", is_flag=True, help="Aim each image at class (y+1) mod K instead of away from y.")
+def attack(**opts) -> None:
+    """Attack AdvTrain and AdvTest with one attack; log metrics and the examples to MLflow.
+
+    Example: medart attack --model-uri models:/medart-pneumonia@champion --dataset pneumonia --attack bim --eps 1/255
+    """
+    from medart import tracking
+    from medart.attacks import make_spec
+    from medart.executors import make_executor
+    from medart.stages.attack import attack as run_attack
+    from medart.stages.target import DataSpec, RunOptions, Target, from_options
+
+    tracking.configure(opts["tracking_uri"])
+    spec = make_spec(opts["attack"], opts["eps"], opts["steps"], opts["step_size"], opts["random_start"], opts["kappa"],
+                     opts["targeted"])
+    target = Target.load(opts["model_uri"], from_options(DataSpec, opts), opts["max_examples"])
+    with make_executor(opts["executor"], address=opts["address"], workers=opts["workers"],
+                       cpus_per_task=opts["cpus_per_task"], gpus_per_task=opts["gpus_per_task"]) as executor:
+        out = run_attack(target, spec, from_options(RunOptions, opts, executor=executor), opts["shards"])
+    m = out.metrics
+    click.echo(f"run {out.run_id}{' (examples from cache)' if out.cached else ''}: {spec.label()} via {opts['backend']} "
+               f"on {int(m['n'])} images")
+    click.echo(f"accuracy {m['clean_acc'] * 100:.2f} % -> {m['adv_acc'] * 100:.2f} %, AUC {m['clean_auc'] * 100:.2f} % -> "
+               f"{m['adv_auc'] * 100:.2f} %, success rate {m['success_rate'] * 100:.2f} %, max L∞ {m['linf_max'] * 255:.4f}/255")

@@ -1,0 +1,50 @@
+"""Accuracy against ε: the table and figure of a sweep."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from matplotlib.figure import Figure
+
+from medart.render.numbers import eps_label, pct
+
+
+def sweep_figure(rows: Sequence, dataset: str, backend: str) -> Figure:
+    """Accuracy (%) against ε (×1/255) per attack, from ``SweepRow``s; clean accuracy at ε = 0."""
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
+    clean = rows[0].clean_acc * 100
+    # PGD and CW often coincide (on two classes they take the same steps): shrinking markers and
+    # distinct dashes keep every line visible
+    styles = [("o", "-", 8), ("s", "--", 6.5), ("^", "-.", 5), ("D", ":", 3.5)]
+    for k, attack in enumerate(dict.fromkeys(r.attack for r in rows)):
+        pts = [(0.0, clean)] + sorted((r.eps * 255, r.adv_acc * 100) for r in rows if r.attack == attack)
+        marker, dashes, size = styles[k % len(styles)]
+        ax.plot(*zip(*pts), marker=marker, ls=dashes, ms=size, label=attack.upper())
+    ax.axhline(clean, color="grey", ls="--", lw=0.8, label="clean")
+    ax.set_xlabel("ε (×1/255)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(-2, 102)
+    ax.set_title(f"{dataset}: accuracy under attack ({backend}, {rows[0].n} images)")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def sweep_table(rows: Sequence, failed: Sequence = ()) -> str:
+    """Markdown: accuracy / AUC (%) per attack (rows) and ε (columns), then the cells that failed."""
+    lines = []
+    if rows:
+        eps_values = sorted({r.eps for r in rows})
+        lines.append("| attack | " + " | ".join(f"ε={eps_label(e)} acc / AUC (%)" for e in eps_values) + " |")
+        lines.append("|" + "---|" * (len(eps_values) + 1))
+        clean = f"{pct(rows[0].clean_acc)} / {pct(rows[0].clean_auc)}"
+        lines.append("| none | " + " | ".join(clean for _ in eps_values) + " |")
+        for attack in dict.fromkeys(r.attack for r in rows):
+            by_eps = {r.eps: r for r in rows if r.attack == attack}
+            cells = [f"{pct(by_eps[e].adv_acc)} / {pct(by_eps[e].adv_auc)}" if e in by_eps else "" for e in eps_values]
+            lines.append(f"| {attack.upper()} | " + " | ".join(cells) + " |")
+    if failed:
+        lines += ["", f"Failed cells ({len(failed)}):", "", "| attack | ε | error |", "|---|---|---|"]
+        lines += [f"| {f.attack.upper()} | {eps_label(f.eps)} | {f.error.replace('|', '/')} |" for f in failed]
+    return "\n".join(lines) + "\n"

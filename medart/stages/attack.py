@@ -1,0 +1,75 @@
+"""The attack stage: one attack on AdvTrain and AdvTest of a target, as one MLflow run."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import mlflow
+import torch
+from torch.utils.data import TensorDataset
+
+from medart import tracking
+from medart.attacks import AttackSpec, cache, make_attack
+from medart.attacks.metrics import attack_metrics
+from medart.executors import InProcessExecutor
+from medart.models.evaluation import predict
+from medart.stages.target import RunOptions, Target
+
+
+@dataclass
+class AttackOutcome:
+    run_id: str
+    metrics: dict[str, float]
+    cached: bool
+    adversarial: dict[str, torch.Tensor]  # part → x_adv, float32 (N, 3, S, S)
+    clean: dict[str, tuple[torch.Tensor, torch.Tensor]]  # part → (x, y)
+
+
+def attack(target: Target, spec: AttackSpec, run: RunOptions = RunOptions(), shards: int = 1) -> AttackOutcome:
+    """Attack AdvTrain and AdvTest of ``target`` with ``spec`` through ``run.backend``, as one MLflow run.
+
+    Metrics (over AdvTrain + AdvTest): ``clean_acc``, ``clean_auc``, ``adv_acc``, ``adv_auc``,
+    ``success_rate``, ``linf_mean``/``linf_max``, ``l2_mean``/``l2_max`` (pixel units),
+    ``seconds`` and ``image_steps_per_second`` of the generation. The examples are logged as
+    artifacts and reused by a later run with the same model, data, spec, backend and seed.
+    Targeted specs aim each image at class ``(y + 1) mod K``. ``run.executor`` (default: this
+    process) makes the examples in ``shards`` shards of whole batches, the same examples as one
+    piece (:mod:`medart.executors`).
+    """
+    model, clean, indices, backend, seed = target.model, target.clean, target.indices, run.backend, target.seed
+    key = cache.cache_key(target.weights_digest, target.splits.info, indices, spec, backend, seed)
+    cached_run = cache.find(key) if run.cache else None
+    generator = make_attack(model, spec, target.num_classes, backend, run.batch_size, run.device)
+    executor = run.executor or InProcessExecutor()
+
+    with tracking.start_run(tracking.experiment_name(target.dataset, "attack"), f"{spec.label()}-{backend}",
+                            run.parent_run_id) as mlflow_run:
+        mlflow.log_params(spec.as_params() | {"backend": backend, "model_uri": target.model_uri, "dataset": target.dataset,
+                                              "seed": seed, "max_examples": target.max_examples,
+                                              "batch_size": run.batch_size, "shards": shards})
+        mlflow.log_params({f"n_{part}": len(x) for part, (x, _) in clean.items()})
+        mlflow.set_tags({cache.CACHE_TAG: key, "medart.cached": str(cached_run is not None).lower()})
+        adversarial, seconds = {}, 0.0
+        for part, (x, y) in clean.items():
+            aim = (y + 1) % target.num_classes if spec.targeted else y
+            if cached_run is not None:
+                adversarial[part] = cache.load(cached_run, part, x, spec.eps)
+            else:
+                start = time.perf_counter()
+                adversarial[part] = executor.generate(generator, x, aim, seed=seed, shards=shards, progress=run.progress)
+                seconds += time.perf_counter() - start
+            cache.save(part, x, adversarial[part], y, indices[part])
+        if cached_run is not None:
+            mlflow.set_tag("medart.cached_from", cached_run)
+
+        x_all = torch.cat([clean[p][0] for p in clean])
+        y_all = torch.cat([clean[p][1] for p in clean]).numpy()
+        adv_all = torch.cat([adversarial[p] for p in clean])
+        probs_clean, _ = predict(model, TensorDataset(x_all, torch.from_numpy(y_all)), run.batch_size, run.device)
+        probs_adv, _ = predict(model, TensorDataset(adv_all, torch.from_numpy(y_all)), run.batch_size, run.device)
+        metrics = attack_metrics(probs_clean, probs_adv, y_all, x_all, adv_all, spec.eps)
+        if cached_run is None:
+            metrics |= {"seconds": seconds, "image_steps_per_second": len(x_all) * spec.steps / max(seconds, 1e-9)}
+        mlflow.log_metrics(metrics)
+    return AttackOutcome(mlflow_run.info.run_id, metrics, cached_run is not None, adversarial, clean)

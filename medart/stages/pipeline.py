@@ -1,0 +1,93 @@
+"""The paper's pipeline: train (or reuse a model), attack, detect — one parent run, a child run per stage."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import mlflow
+
+from medart import tracking
+from medart.errors import MedartError
+from medart.models.training import TrainConfig
+from medart.render.numbers import eps_label
+from medart.stages.detect import DetectionOutcome, DetectRequest, detect
+from medart.stages.target import DataSpec, RunOptions, Target
+from medart.stages.train import ModelRequest, train
+
+
+@dataclass
+class PipelineOutcome:
+    run_id: str
+    model_uri: str
+    trained: bool  # False when an existing model was used
+    detection: DetectionOutcome
+    attack_metrics: dict[str, dict[str, float]]  # attack → its run's metrics
+    summary: str  # Markdown: per attack, accuracy and detection AUC (%)
+
+
+def champion(dataset: str) -> str | None:
+    """``models:/medart-<dataset>@champion`` when that alias exists in the registry, else ``None``."""
+    from medart.models.registry import registered_name
+
+    name = registered_name(dataset)
+    try:
+        mlflow.MlflowClient().get_model_version_by_alias(name, "champion")
+    except mlflow.exceptions.MlflowException:
+        return None
+    return f"models:/{name}@champion"
+
+
+def pipeline(data: DataSpec, detection: DetectRequest, model_uri: str | None = None,
+             model: ModelRequest = ModelRequest(), config: TrainConfig | None = None, max_examples: int | None = None,
+             reference_size: int = 1000, run: RunOptions = RunOptions()) -> PipelineOutcome:
+    """Use ``model_uri``, else the dataset's registered champion, else train one with ``model`` and
+    ``config``; then attack and detect as :func:`medart.stages.detect.detect` does, all under one
+    parent run in ``medart/<dataset>/main``, which gets the headline metrics (prefixed by the
+    attack when there are several), ``summary.md`` and the detection tables and figures."""
+    attacks = detection.attacks
+    label = f"main-{'+'.join(attacks)}-eps{eps_label(detection.eps)}-{run.backend}"
+    with tracking.start_run(tracking.experiment_name(data.dataset, "main"), label, run.parent_run_id) as parent:
+        trained, model_uri = False, model_uri or champion(data.dataset)
+        if model_uri is None:
+            outcome = train(data, model, config, dataclasses.replace(run, parent_run_id=None))
+            model_uri, trained = outcome.model_uri, True
+            target = Target(model_uri, outcome.model.cpu(), data, data.load(outcome.model.config.get("image_size")),
+                            max_examples, reference_size)
+        else:
+            target = Target.load(model_uri, data, max_examples, reference_size)
+        mlflow.set_tag("medart.model_uri", model_uri)
+        if not mlflow.get_run(parent.info.run_id).data.params:  # `mlflow run` logged its -P values already
+            mlflow.log_params({"model_uri": model_uri, "dataset": data.dataset, "attacks": ",".join(attacks),
+                               "eps": detection.eps, "backend": run.backend})
+        out = detect(target, dataclasses.replace(detection, transfer=len(attacks) > 1), run)
+        client, metrics = mlflow.MlflowClient(), {}
+        lines = ["| attack | clean acc (%) | adversarial acc (%) | success rate (%) | "
+                 + " | ".join(f"AUC {d.upper()} (%)" for d in detection.detectors) + " |",
+                 "|---" * (4 + len(detection.detectors)) + "|"]
+        for name, attack_run in out.attack_runs.items():
+            m = client.get_run(attack_run).data.metrics
+            metrics[name] = m
+            prefix = f"{name}." if len(attacks) > 1 else ""
+            mlflow.log_metrics({f"{prefix}{k}": m[k] for k in ("clean_acc", "clean_auc", "adv_acc", "adv_auc", "success_rate")})
+            mlflow.log_metrics({f"{prefix}auc_{d}": v for d, v in out.auc[name].items()})
+            lines.append(f"| {name.upper()} | {m['clean_acc'] * 100:.2f} | {m['adv_acc'] * 100:.2f} | "
+                         f"{m['success_rate'] * 100:.2f} | " + " | ".join(f"{out.auc[name][d] * 100:.2f}"
+                                                                          for d in detection.detectors) + " |")
+        summary = "\n".join(lines) + "\n"
+        mlflow.log_text(summary, "summary.md")
+        _copy_artifacts(out.run_id)
+    return PipelineOutcome(parent.info.run_id, model_uri, trained, out, metrics, summary)
+
+
+def _copy_artifacts(run_id: str) -> None:
+    """The detection run's tables and figures, attached to the active (parent) run as well, so its
+    artifact tab shows the results without opening a child."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            path = mlflow.artifacts.download_artifacts(run_id=run_id, dst_path=folder)
+        except mlflow.exceptions.MlflowException as exc:
+            raise MedartError(f"could not read the detection run's artifacts ({exc})") from None
+        mlflow.log_artifacts(path)

@@ -1,0 +1,163 @@
+"""What a stage measures and how it runs: the typed requests every stage takes.
+
+A face (the command line, the MLproject, a Python user) builds these once — it loads the model and
+the data into a :class:`Target` — and hands them to the stages, which never load a model again.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, Mapping
+
+if TYPE_CHECKING:  # the types only: building a request loads nothing heavy
+    import numpy as np
+    import torch
+
+    from medart.data.base import MedicalImageDataset
+    from medart.data.splits import ProtocolSplits
+    from medart.executors import Executor
+    from medart.models.resnet import MedResNet
+
+
+def from_options(cls, options: Mapping[str, Any], **overrides: Any):
+    """``cls(**…)`` from the options whose names are fields of the dataclass ``cls``: a face names its
+    options as the request's fields, so a new field is one edit here and one option there."""
+    names = {f.name for f in fields(cls) if f.init}
+    return cls(**({k: v for k, v in options.items() if k in names} | overrides))
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Which images: a named task, where its files are, which variant, and the seed of its splits.
+
+    ``size`` is the MedMNIST file variant (pixels per side; 28, 64, 128, 224); ``source`` is
+    ``medmnist`` (the ``.npz`` files under ``data_dir``) or ``original`` (the public layout rooted
+    at ``data_dir``).
+    """
+
+    dataset: str
+    data_dir: str | os.PathLike | None = None
+    source: str = "medmnist"
+    size: int = 28
+    seed: int = 0
+    download: bool = True
+
+    def load(self, image_size: int | None = None) -> "ProtocolSplits":
+        """The protocol splits, images resized to ``image_size`` (default: the file's side)."""
+        from medart.data import load_dataset
+
+        return load_dataset(self.dataset, self.data_dir, source=self.source, size=self.size, image_size=image_size,
+                            seed=self.seed, download=self.download)
+
+    def side(self, image_size: int | None = None) -> int:
+        """The side (px) of the images a model is given."""
+        return image_size or (self.size if self.source == "medmnist" else 224)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How a stage runs, not what it measures: none of these changes a number it reports (the
+    backend gives the same threat model, the cache the same examples)."""
+
+    backend: str = "art"  # the library that runs the attacks: art or torchattacks
+    batch_size: int = 128
+    device: str = "auto"  # auto (CUDA when present), cpu, cuda[:N]
+    cache: bool = True  # reuse the examples of a finished attack run with the same inputs
+    progress: bool = True
+    parent_run_id: str | None = None  # make the stage's run a child of this run
+    executor: "Executor | None" = field(default=None, compare=False)  # default: this process
+
+
+@dataclass
+class Target:
+    """What is attacked: one loaded model and the test images it is measured on.
+
+    ``clean`` holds AdvTrain and AdvTest as tensors (``max_examples`` caps both together, split in
+    the protocol's proportion); ``reference`` a stratified sample of ``reference_size`` clean Train
+    images, for the detectors that measure against clean data.
+    """
+
+    model_uri: str
+    model: "MedResNet"
+    data: DataSpec
+    splits: "ProtocolSplits"
+    max_examples: int | None = None
+    reference_size: int = 0
+
+    @classmethod
+    def load(cls, model_uri: str, data: DataSpec, max_examples: int | None = None, reference_size: int = 0) -> "Target":
+        """Load the model behind ``model_uri`` and ``data`` at the model's input side; the model's
+        classes must be the dataset's."""
+        from medart.errors import ModelError
+        from medart.models import registry
+
+        model = registry.load_model(model_uri)
+        splits = data.load(model.config.get("image_size") or data.size)
+        if splits.classes != model.classes:
+            raise ModelError(f"{model_uri} predicts {model.classes}, but {data.dataset} has classes {splits.classes}")
+        return cls(model_uri, model, data, splits, max_examples, reference_size)
+
+    @property
+    def dataset(self) -> str:
+        return self.data.dataset
+
+    @property
+    def seed(self) -> int:
+        return self.data.seed
+
+    @property
+    def num_classes(self) -> int:
+        return self.model.config["num_classes"]
+
+    @property
+    def side(self) -> int:
+        return self.model.config.get("image_size") or self.data.size
+
+    @cached_property
+    def parts(self) -> dict[str, "MedicalImageDataset"]:
+        """AdvTrain and AdvTest, each capped in proportion so that together they hold ``max_examples``."""
+        from medart.data import subsample
+
+        n_test = sum(len(p) for p in self.splits.test)
+        out = {}
+        for part in ("adv_train", "adv_test"):
+            ds = getattr(self.splits, part)
+            cap = None if self.max_examples is None else max(1, round(self.max_examples * len(ds) / n_test))
+            out[part] = subsample(ds, cap, self.seed)
+        return out
+
+    @cached_property
+    def clean(self) -> dict[str, tuple["torch.Tensor", "torch.Tensor"]]:
+        """part → (x, y): float32 ``(N, 3, S, S)`` images in [0, 1] and int64 labels ``(N,)``."""
+        from medart.data.base import stack
+
+        return {part: stack(ds) for part, ds in self.parts.items()}
+
+    @property
+    def indices(self) -> dict[str, "np.ndarray"]:
+        """part → the attacked images' indices in the dataset's test split parts."""
+        return {part: ds.indices for part, ds in self.parts.items()}
+
+    @cached_property
+    def weights_digest(self) -> str:
+        from medart.attacks import cache
+
+        return cache.weights_digest(self.model)
+
+    @cached_property
+    def reference(self) -> tuple["torch.Tensor", "torch.Tensor"] | None:
+        """``reference_size`` clean Train images ``(x, y)``, stratified; ``None`` when 0."""
+        from medart.data import subsample
+        from medart.data.base import stack
+
+        return stack(subsample(self.splits.train, self.reference_size, self.seed)) if self.reference_size > 0 else None
+
+    def test_set(self, max_images: int | None = None):
+        """The whole test split (AdvTrain then AdvTest), at most ``max_images`` per part, stratified."""
+        from torch.utils.data import ConcatDataset
+
+        from medart.data import subsample
+
+        return ConcatDataset([subsample(part, max_images, self.seed) for part in self.splits.test])

@@ -1,0 +1,133 @@
+"""The training stage: the paper's classifier on one dataset, logged and registered in MLflow."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import mlflow
+from mlflow.data.dataset_source_registry import resolve_dataset_source
+from mlflow.data.meta_dataset import MetaDataset
+from torch.utils.data import ConcatDataset
+
+from medart import tracking
+from medart.catalog import MONITORS
+from medart.data import ProtocolSplits, subsample
+from medart.models import registry
+from medart.models.evaluation import classification_metrics, predict
+from medart.models.resnet import MedResNet, build_model, parameter_count
+from medart.models.training import TrainConfig, fit, seed_everything
+from medart.render.training import training_figure
+from medart.stages.target import DataSpec, RunOptions
+
+
+@dataclass(frozen=True)
+class ModelRequest:
+    """What is trained: the architecture and its start, the input side, the subsets, the registry entry.
+
+    ``pretrained`` is ``imagenet``, ``none`` (from scratch) or a tensor-only state_dict file;
+    ``trusted_pickle`` unpickles such a file in full (it runs code the file carries). ``image_size``
+    (px) defaults to the file's side. ``max_train``/``max_eval`` take stratified subsets (quick runs).
+    """
+
+    arch: str = "resnet50"
+    pretrained: str = "imagenet"
+    image_size: int | None = None
+    trusted_pickle: bool = False
+    max_train: int | None = None
+    max_eval: int | None = None
+    register: bool = True
+    alias: str = "champion"
+
+
+@dataclass
+class TrainOutcome:
+    run_id: str
+    model_uri: str  # models:/<name>/<version>, or runs:/… when not registered
+    registered_name: str | None
+    version: str | None
+    promoted: bool
+    test: dict[str, float]
+    seconds_per_epoch: float
+    best_epoch: int
+    model: MedResNet  # the best checkpoint, in memory
+
+
+def _log_splits(splits: ProtocolSplits) -> None:
+    info = splits.info
+    # The local file source is registered twice by MLflow (file:// and plain paths); any is right.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        source = resolve_dataset_source(str(Path(info.get("file") or info["root"]).resolve()))
+    digest = (info.get("file_md5") or info["split_digest"])[:16]
+    for part in ("train", "val", "adv_train", "adv_test"):
+        ds = MetaDataset(source, name=f"{splits.name}-{part}", digest=digest)
+        mlflow.log_input(ds, context=part)
+    mlflow.log_params({f"data.{k}": v for k, v in info.items()})
+    mlflow.log_dict(
+        {
+            "counts": splits.counts(),
+            "adv_train_indices": splits.adv_train.indices.tolist(),
+            "adv_test_indices": splits.adv_test.indices.tolist(),
+            **info,
+        },
+        "splits.json",
+    )
+
+
+def train(data: DataSpec, request: ModelRequest = ModelRequest(), config: TrainConfig | None = None,
+          run: RunOptions = RunOptions()) -> TrainOutcome:
+    """Train the paper's classifier on ``data`` and log it to MLflow (tracking URI as configured).
+
+    Logs params (with the model's ``n_parameters``), the dataset inputs and split, per-epoch
+    metrics, a training-curve figure, the test-split metrics of the best checkpoint (``test_acc``,
+    ``test_auc``) and the model; registers it as ``medart-<dataset>`` and points
+    ``request.alias`` at it when it is the best version so far on the monitored validation metric.
+    The outcome carries the trained model, so a caller attacks it without reading it back.
+    """
+    config = config or TrainConfig()
+    dataset, arch, side = data.dataset, request.arch, data.side(request.image_size)
+    splits = data.load(request.image_size)
+    train_set = subsample(splits.train, request.max_train, data.seed)
+    val = subsample(splits.val, request.max_eval, data.seed)
+    test = ConcatDataset([subsample(part, request.max_eval, data.seed) for part in splits.test])
+
+    run_name = f"train-{arch}-{side}px-seed{config.seed}"
+    with tracking.start_run(tracking.experiment_name(dataset, "train"), run_name) as mlflow_run:
+        mlflow.log_params({f"train.{k}": v for k, v in asdict(config).items()})
+        mlflow.log_params(
+            {"dataset": dataset, "source": data.source, "image_size": side, "arch": arch, "pretrained": request.pretrained,
+             "max_train": request.max_train, "max_eval": request.max_eval, "n_train": len(train_set), "n_val": len(val),
+             "n_test": len(test)}
+        )
+        _log_splits(splits)
+        seed_everything(config.seed)  # the initial weights too, whatever drew from the global RNG before
+        model = build_model(len(splits.classes), arch, request.pretrained, splits.classes, side,
+                            trusted_pickle=request.trusted_pickle)
+        mlflow.log_param("n_parameters", parameter_count(model))
+        result = fit(model, train_set, val, config, on_epoch=lambda e, m: mlflow.log_metrics(m, step=e), progress=run.progress)
+
+        probs, labels = predict(model, test, progress=run.progress, desc="test")
+        test_metrics = classification_metrics(probs, labels)
+        mlflow.log_metrics({f"test_{k}": v for k, v in test_metrics.items()})
+        mlflow.log_metrics({f"best_{k}": v for k, v in result.best.items()} | {"best_epoch": result.best_epoch,
+                            "seconds_per_epoch": result.seconds_per_epoch})
+        tracking.log_figure(training_figure(result.history, result.best_epoch), "figures/training.png")
+        mlflow.log_text(json.dumps(result.history, indent=1), "history.json")
+
+        name = registry.registered_name(dataset) if request.register else None
+        info = registry.log_model(model, registered_model_name=name, image_size=side)
+        version, promoted = None, False
+        if name is not None:
+            version = str(info.registered_model_version)
+            promoted = registry.promote_if_best(
+                name, version, request.alias, config.monitor, result.best[config.monitor], MONITORS[config.monitor] > 0
+            )
+            mlflow.set_tags({"registered_model": name, "registered_version": version, "alias_promoted": str(promoted)})
+        model_uri = f"models:/{name}/{version}" if name else f"runs:/{mlflow_run.info.run_id}/{registry.ARTIFACT_NAME}"
+    return TrainOutcome(mlflow_run.info.run_id, model_uri, name, version, promoted, test_metrics,
+                        result.seconds_per_epoch, result.best_epoch, model)
+
+
