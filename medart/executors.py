@@ -57,7 +57,7 @@ def shard_bounds(n: int, batch_size: int, shards: int) -> list[tuple[int, int]]:
     """``[start, stop)`` of at most ``shards`` contiguous shards of ``n`` images, each a run of
     whole batches of ``batch_size`` (so sharding keeps the batches, and the results, of one call)."""
     if shards < 1:
-        raise ConfigError(f"shards must be >= 1, got {shards}")
+        raise ConfigError(f"`shards` must be >= 1, got {shards}")
     batches = np.arange(-(-n // batch_size))
     groups = [g for g in np.array_split(batches, min(shards, max(1, len(batches)))) if len(g)]
     return [(int(g[0]) * batch_size, min(int(g[-1] + 1) * batch_size, n)) for g in groups] or [(0, n)]
@@ -111,7 +111,7 @@ def import_ray():
     try:
         import ray
     except ImportError as exc:
-        raise ConfigError(f"--executor ray needs Ray, an optional extra: {RAY_EXTRA} ({exc})") from None
+        raise ConfigError(f"`executor`='ray' needs Ray, an optional extra: {RAY_EXTRA} ({exc})") from None
     return ray
 
 
@@ -175,15 +175,15 @@ class RayExecutor(Executor):
     def __init__(self, address: str | None = None, workers: int | None = None, retries: int = 2,
                  cpus_per_task: float = 1.0, gpus_per_task: float | None = None) -> None:
         if address and workers is not None:
-            raise ConfigError("--workers sizes a local Ray instance; a cluster (--address) has the CPUs its nodes bring")
+            raise ConfigError("`workers` sizes a local Ray instance; a cluster (`address`) has the CPUs its nodes bring")
         if workers is not None and workers < 1:
-            raise ConfigError(f"--workers must be >= 1, got {workers}")
+            raise ConfigError(f"`workers` must be >= 1, got {workers}")
         if retries < 0:
-            raise ConfigError(f"--retries must be >= 0, got {retries}")
+            raise ConfigError(f"`retries` must be >= 0, got {retries}")
         if not cpus_per_task > 0:
-            raise ConfigError(f"--cpus-per-task must be > 0, got {cpus_per_task}")
+            raise ConfigError(f"`cpus_per_task` must be > 0, got {cpus_per_task}")
         if gpus_per_task is not None and gpus_per_task < 0:
-            raise ConfigError(f"--gpus-per-task must be >= 0, got {gpus_per_task}")
+            raise ConfigError(f"`gpus_per_task` must be >= 0, got {gpus_per_task}")
         self._ray = import_ray()
         self.address, self.workers, self.retries = address, workers, retries
         self.cpus_per_task, self.gpus_per_task = cpus_per_task, gpus_per_task
@@ -206,7 +206,7 @@ class RayExecutor(Executor):
                              logging_level=logging.WARNING)
             except ConnectionError as exc:
                 raise ConfigError(f"cannot connect to Ray at {self.address}: {_one_line(exc)}; start a cluster "
-                                  "(`ray start --head`) or leave out --address for a local instance") from None
+                                  "(`ray start --head`) or leave out `address` for a local instance") from None
             finally:
                 if callable(on_sigterm):
                     signal.signal(signal.SIGTERM, on_sigterm)
@@ -218,11 +218,11 @@ class RayExecutor(Executor):
             if need > resources.get(what, 0) and self._started and not self.address:  # tasks would wait forever
                 self.close()
                 raise ConfigError(f"each task needs {need:g} {what}s but the local Ray instance has "
-                                  f"{resources.get(what, 0):g}; lower --{what.lower()}s-per-task")
+                                  f"{resources.get(what, 0):g}; lower `{what.lower()}s_per_task`")
         nodes = sum(1 for node in ray.nodes() if node["Alive"])
         if nodes > 1 and _is_local_store(mlflow.get_tracking_uri()):
             warnings.warn(f"the tracking URI {mlflow.get_tracking_uri()} is a local store, which Ray workers on "
-                          f"the other {nodes - 1} nodes cannot reach; use an MLflow tracking server (http://…)")
+                          f"the other {nodes - 1} nodes cannot reach; set `tracking_uri` to an MLflow tracking server (http://…)")
         self._connected = True
         return ray
 
@@ -328,7 +328,7 @@ def make_executor(name: str = "in-process", **ray_options: Any) -> Executor:
     given = [k for k, v in ray_options.items() if v is not None]
     if name == "in-process":
         if given:
-            raise ConfigError(f"--{given[0].replace('_', '-')} applies to --executor ray only")
+            raise ConfigError(f"`{given[0]}` applies to `executor`='ray' only")
         return InProcessExecutor()
     if name == "ray":
         return RayExecutor(**{k: ray_options[k] for k in given})

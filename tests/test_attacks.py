@@ -146,11 +146,11 @@ def test_paper_defaults():
         (dict(name="bim", eps="2"), r"ε must be in \(0, 1\]"),
         (dict(name="bim", eps="one/255"), "cannot read ε from 'one/255'"),
         (dict(name="bim", eps="1/0"), "cannot read ε"),
-        (dict(name="bim", eps="1/255", steps=0), "steps must be >= 1"),
-        (dict(name="pgd", eps="1/255", step_size="2/255"), "exceeds ε"),
+        (dict(name="bim", eps="1/255", steps=0), "`steps` must be >= 1"),
+        (dict(name="pgd", eps="1/255", step_size="2/255"), "exceeds `eps`"),
         (dict(name="fgsm", eps="1/255", steps=3), "FGSM is a single step"),
-        (dict(name="pgd", eps="1/255", kappa=1.0), "κ applies to the cw attack only"),
-        (dict(name="cw", eps="1/255", kappa=-1.0), "κ must be >= 0"),
+        (dict(name="pgd", eps="1/255", kappa=1.0), "`kappa` applies to the cw attack only"),
+        (dict(name="cw", eps="1/255", kappa=-1.0), "`kappa` must be >= 0"),
     ],
 )
 def test_bad_parameters(kwargs, message):

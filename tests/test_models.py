@@ -59,7 +59,7 @@ def test_imagenet_weights_unavailable_is_one_clear_line(monkeypatch, tmp_path):
         raise urllib.error.URLError("no network")
 
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
-    with pytest.raises(ModelError, match=r"ImageNet weights for resnet50 .* use --pretrained none") as err:
+    with pytest.raises(ModelError, match=r"ImageNet weights for resnet50 .* use `pretrained`='none'") as err:
         build_model(2, "resnet50", pretrained="imagenet")
     assert "\n" not in str(err.value)
 
@@ -137,3 +137,14 @@ def test_loading_from_the_store_leaves_no_download_behind(logged, tmp_path, monk
     with pytest.raises(ModelError, match="cannot be loaded"):
         registry.load_model("models:/missing/1")
     assert list((tmp_path / "tmp").iterdir()) == []
+
+
+def test_loading_from_the_store_prints_no_download_bars(logged, monkeypatch, capfd):
+    # a Python user who never called tracking.configure (which sets the variable) gets no bars either
+    model, info, _ = logged
+    monkeypatch.delenv(registry.PROGRESS_BAR_ENV, raising=False)
+    capfd.readouterr()
+    loaded = registry.load_model(info.model_uri)
+    assert torch.equal(loaded.embed[0].weight, model.embed[0].weight)
+    assert "Downloading artifacts" not in capfd.readouterr().err
+    assert registry.PROGRESS_BAR_ENV not in os.environ  # the user's environment is left as it was

@@ -232,7 +232,7 @@ def test_sweep_entry_point_checks_the_executor_values(tracking_store, param, fra
 def test_cli_refuses_ray_options_without_ray_executor(tracking_store):
     done = CliRunner().invoke(main, ["sweep", "--model-uri", "models:/medart-pneumonia@champion", "--dataset", "pneumonia",
                                      "--retries", "3"])
-    assert done.exit_code == 2 and "Error: --retries applies to --executor ray only" in done.output
+    assert done.exit_code == 2 and "Error: --retries applies to --executor='ray' only" in done.output
 
 
 def test_executor_ray_without_ray_installed_names_the_extra(tmp_path):
@@ -245,4 +245,4 @@ def test_executor_ray_without_ray_installed_names_the_extra(tmp_path):
                            "--dataset", "pneumonia"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert done.returncode == 2, done.stderr
     (line,) = done.stderr.strip().splitlines()
-    assert line.startswith("Error: --executor ray needs Ray, an optional extra: pip install 'medart[ray]'"), line
+    assert line.startswith("Error: --executor='ray' needs Ray, an optional extra: pip install 'medart[ray]'"), line

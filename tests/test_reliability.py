@@ -28,7 +28,7 @@ def test_trusted_pickle_is_opt_in_and_reads_checkpoints(tmp_path):
     model = build_model(2, "resnet18", pretrained="none")
     checkpoint = tmp_path / "checkpoint.pth"
     torch.save({"state_dict": model.state_dict(), "args": argparse.Namespace(lr=0.1), "epoch": 3}, checkpoint)
-    with pytest.raises(ModelError, match="refusing to unpickle it .* trusted_pickle=True"):
+    with pytest.raises(ModelError, match="refusing to unpickle it .* `trusted_pickle`=True"):
         load_state_dict_file(checkpoint)
     state = load_state_dict_file(checkpoint, trusted_pickle=True)
     assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())

@@ -28,7 +28,7 @@ def make_attack(
         except ModuleNotFoundError as exc:
             if exc.name != "torchattacks":
                 raise
-            raise ConfigError("backend 'torchattacks' needs the torchattacks package: "
+            raise ConfigError("`backend`='torchattacks' needs the torchattacks package: "
                               "pip install --no-deps torchattacks==3.5.1 (see README)") from None
     else:
         raise ConfigError(f"unknown backend '{backend}'; choose from: {', '.join(BACKENDS)}")

@@ -87,22 +87,22 @@ class AttackSpec:
         if self.name not in ATTACKS:
             raise ConfigError(f"unknown attack '{self.name}'; choose from: {', '.join(ATTACKS)}")
         if not 0.0 < self.eps <= 1.0:
-            raise ConfigError(f"ε must be in (0, 1], got {self.eps}")
+            raise ConfigError(f"`eps` must be in (0, 1], got {self.eps}")
         if self.steps < 1:
-            raise ConfigError(f"steps must be >= 1, got {self.steps}")
+            raise ConfigError(f"`steps` must be >= 1, got {self.steps}")
         if self.name == "fgsm" and self.steps != 1:
-            raise ConfigError("FGSM is a single step; use bim or pgd for several steps")
+            raise ConfigError("FGSM is a single step (`steps`=1); use bim or pgd for several steps")
         if not self.step_size > 0:
-            raise ConfigError(f"step size must be > 0, got {self.step_size}")
+            raise ConfigError(f"`step_size` must be > 0, got {self.step_size}")
         if self.step_size > self.eps * (1 + 1e-9):
             raise ConfigError(
-                f"step size {self.step_size:.6g} exceeds ε {self.eps:.6g}: every step would be clipped back to the ε-ball; "
-                "use a step size <= ε"
+                f"`step_size` {self.step_size:.6g} exceeds `eps` {self.eps:.6g}: every step would be clipped back to the ε-ball; "
+                "use a `step_size` <= `eps`"
             )
         if self.kappa < 0:
-            raise ConfigError(f"κ must be >= 0, got {self.kappa}")
+            raise ConfigError(f"`kappa` must be >= 0, got {self.kappa}")
         if self.kappa and self.name != "cw":
-            raise ConfigError(f"κ applies to the cw attack only, not {self.name}")
+            raise ConfigError(f"`kappa` applies to the cw attack only, not {self.name}")
 
     def as_params(self) -> dict:
         return {f"attack.{k}": v for k, v in asdict(self).items()}

@@ -74,7 +74,7 @@ def filename(flag: str, size: int = 28) -> str:
     if flag not in MD5:
         raise DataError(f"unknown MedMNIST file '{flag}'; choose one of: {', '.join(MD5)}")
     if size not in SIZES:
-        raise DataError(f"MedMNIST has no {size}px files; choose a size in {SIZES}")
+        raise DataError(f"MedMNIST has no {size}px files; choose `size` from {SIZES}")
     return f"{flag}.npz" if size == 28 else f"{flag}_{size}.npz"
 
 
@@ -97,8 +97,8 @@ def fetch(flag: str, size: int = 28, data_dir: str | os.PathLike | None = None, 
         return path
     if not download:
         raise DataError(
-            f"{path} not found; put {name} there, point MEDART_DATA_DIR or --data-dir at the folder holding it, "
-            "or allow downloading"
+            f"{path} not found; put {name} there, point MEDART_DATA_DIR or `data_dir` at the folder holding it, "
+            "or allow downloading with `download`=True"
         )
     base = os.environ.get(URL_ENV, DEFAULT_URL).rstrip("/")
     url = f"{base}/{name}" + ("?download=1" if base.startswith("http") else "")
@@ -106,7 +106,7 @@ def fetch(flag: str, size: int = 28, data_dir: str | os.PathLike | None = None, 
         return download_file(url, path, expected)
     except DataError as exc:
         raise DataError(
-            f"{path} not found and {exc}; put {name} there or point MEDART_DATA_DIR / --data-dir at the folder holding it"
+            f"{path} not found and {exc}; put {name} there or point MEDART_DATA_DIR / `data_dir` at the folder holding it"
         ) from exc
 
 

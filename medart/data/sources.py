@@ -123,7 +123,7 @@ def nih_chestxray14(
     if len(classes) < 2 or len(set(classes)) != len(classes):
         raise ConfigError(f"NIH classes must be at least two distinct labels, got {classes}")
     root = _existing_dir(
-        root, "download the NIH ChestX-ray14 set and point --data-dir at the folder holding Data_Entry_2017.csv"
+        root, "download the NIH ChestX-ray14 set and point `data_dir` at the folder holding Data_Entry_2017.csv"
     )
     csv_path = root / "Data_Entry_2017.csv"
     hint = "download Data_Entry_2017.csv from the NIH ChestX-ray14 page into that folder"
@@ -165,7 +165,7 @@ def kaggle_dr(root: str | os.PathLike, image_size: int | None = None) -> tuple[I
     download, so there is no official split: returns ``(all, None)``.
     """
     root = _existing_dir(
-        root, "download the Kaggle Diabetic Retinopathy set and point --data-dir at the folder holding trainLabels.csv"
+        root, "download the Kaggle Diabetic Retinopathy set and point `data_dir` at the folder holding trainLabels.csv"
     )
     csv_path = root / "trainLabels.csv"
     hint = "unzip trainLabels.csv.zip from the Kaggle competition into that folder"
@@ -193,7 +193,7 @@ def isic(
     with any other value (e.g. empty, "indeterminate") are dropped and counted in ``dropped``.
     No official split: returns ``(all, None)``.
     """
-    root = _existing_dir(root, "download the ISIC images and metadata and point --data-dir at the folder holding them")
+    root = _existing_dir(root, "download the ISIC images and metadata and point `data_dir` at the folder holding them")
     csv_path = root / csv
     id_columns = ("isic_id", "image_name", "image")
     label_columns = (label_column,) if label_column else ("benign_malignant", "target")
@@ -222,7 +222,7 @@ def class_folders(
     If ``root/train`` and ``root/test`` both exist (e.g. Kermany's ``chest_xray``), returns
     ``(train, test)`` built from them (a ``val`` folder is ignored); else ``(all, None)``.
     """
-    root = _existing_dir(root, "point --data-dir at the folder holding one sub-folder of images per class")
+    root = _existing_dir(root, "point `data_dir` at the folder holding one sub-folder of images per class")
     if (root / "train").is_dir() and (root / "test").is_dir():
         train = _scan_class_folders(root / "train", image_size)
         test = _scan_class_folders(root / "test", image_size)

@@ -181,10 +181,10 @@ def _load_original(
     test_fraction: float,
 ) -> ProtocolSplits:
     if task.original is None:
-        raise ConfigError(f"dataset '{task.name}' exists only as a MedMNIST file; use --source medmnist")
+        raise ConfigError(f"dataset '{task.name}' exists only as a MedMNIST file; use `source`='medmnist'")
     root = resolve_data_dir(data_dir)
     if not root.is_dir():
-        raise DataError(f"{root} is not a folder; point --data-dir at the {task.name} dataset's root folder")
+        raise DataError(f"{root} is not a folder; point `data_dir` at the {task.name} dataset's root folder")
     train, test = task.original(root, image_size)
     official_test = test is not None
     if test is None:

@@ -9,10 +9,14 @@ code on load, and ``pt2``'s reloaded module breaks ART and torchattacks.)
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import tempfile
+import threading
 import warnings
 from pathlib import Path
+from typing import Iterator
 
 import mlflow
 import numpy as np
@@ -27,6 +31,34 @@ from medart.models.resnet import MedResNet, load_state_dict_file
 WEIGHTS, CONFIG = "weights.pt", "medart.json"
 ARTIFACT_NAME = "model"
 _PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
+PROGRESS_BAR_ENV = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+_quiet = {"lock": threading.Lock(), "depth": 0, "set": False}
+
+
+@contextlib.contextmanager
+def quiet_downloads() -> Iterator[None]:
+    """No "Downloading artifacts" bars from MLflow inside the block, unless the user set
+    ``$MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR`` themselves.
+
+    MLflow reads the variable at each download and shows its bar when it is unset, so
+    :func:`medart.tracking.configure` alone (which sets it) leaves the bar on for every load by a
+    process that never called it: a Python user, a Ray worker on another machine, a test.
+    Thread-safe: the variable is set by the outermost block and removed when the last one ends."""
+    with _quiet["lock"]:
+        if _quiet["depth"] == 0:
+            _quiet["set"] = PROGRESS_BAR_ENV not in os.environ
+            if _quiet["set"]:
+                os.environ[PROGRESS_BAR_ENV] = "false"
+        _quiet["depth"] += 1
+    try:
+        yield
+    finally:
+        with _quiet["lock"]:
+            _quiet["depth"] -= 1
+            if _quiet["depth"] == 0 and _quiet["set"]:
+                _quiet["set"] = False
+                if os.environ.get(PROGRESS_BAR_ENV) == "false":
+                    del os.environ[PROGRESS_BAR_ENV]
 
 
 def registered_name(dataset: str) -> str:
@@ -66,7 +98,7 @@ def log_model(model: MedResNet, registered_model_name: str | None = None, image_
     )
     from medart import __version__
 
-    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings(), quiet_downloads():
         # The signature fixes the input's dtype and shape; an example image adds up to 0.6 MB of JSON
         # (224 px) to every model. MLflow's message starts with a colour code, hence the leading .*
         warnings.filterwarnings("ignore", r".*An input example was not provided", UserWarning)
@@ -92,14 +124,14 @@ def load_model(uri: str, device: str | torch.device = "cpu", trusted_pickle: boo
         return _load_folder(local, uri, device, trusted_pickle)
     # the download is read into memory and removed: every evaluation, sweep cell and Ray worker
     # loads a model (92 MB for ResNet-50), and a kept copy per load filled the disk
-    with tempfile.TemporaryDirectory(prefix="medart-model-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="medart-model-") as tmp, quiet_downloads():
         try:
             folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
         except MlflowException as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelError(
                 f"model URI '{uri}' cannot be loaded from {mlflow.get_tracking_uri()}: {first}; "
-                "check the name, version or alias (e.g. models:/medart-pneumonia@champion) and --tracking-uri"
+                "check the name, version or alias (e.g. models:/medart-pneumonia@champion) and `tracking_uri`"
             ) from exc
         except OSError as exc:
             raise ModelError(f"model URI '{uri}' cannot be read: {exc}") from exc

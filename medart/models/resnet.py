@@ -32,7 +32,7 @@ def _imagenet_state_dict(arch: str) -> dict[str, torch.Tensor]:
         name = os.path.basename(weights.url)
         raise ModelError(
             f"ImageNet weights for {arch} are not in {hub} and could not be downloaded ({type(exc).__name__}); "
-            f"copy {name} there, pass --pretrained PATH to a local state_dict, or use --pretrained none"
+            f"copy {name} there, set `pretrained` to the path of a local state_dict, or use `pretrained`='none'"
         ) from exc
 
 
@@ -54,7 +54,7 @@ def load_state_dict_file(path: str | os.PathLike, trusted_pickle: bool = False) 
             raise ModelError(f"{path} cannot be unpickled ({type(exc).__name__}: {exc})") from exc
         raise ModelError(
             f"{path} is not a tensor-only state_dict ({type(exc).__name__}); refusing to unpickle it — save "
-            "model.state_dict(), or opt in with trusted_pickle=True (--trusted-pickle) if you trust the file's author"
+            "model.state_dict(), or pass `trusted_pickle`=True only if you trust the file's author"
         ) from exc
     if trusted_pickle:
         if isinstance(state, nn.Module):
@@ -82,10 +82,10 @@ def _resnet(arch: str, pretrained: str, trusted_pickle: bool) -> tuple[nn.Sequen
 def _small_cnn(pretrained: str, image_size: int | None) -> tuple[nn.Sequential, list[nn.Module], int]:
     if pretrained != "none":
         raise ModelError(f"smallcnn is medart's own architecture: no ImageNet or other pretrained weights exist for it "
-                         f"(got pretrained={pretrained!r}); use --pretrained none")
+                         f"(got `pretrained`={pretrained!r}); use `pretrained`='none'")
     if image_size is not None and image_size < smallcnn.MIN_SIDE:
         raise ModelError(f"smallcnn halves the image side in each of its {len(smallcnn.WIDTHS)} stages and needs inputs "
-                         f"of at least {smallcnn.MIN_SIDE} px, got {image_size} px; use a larger --image-size or a resnet")
+                         f"of at least {smallcnn.MIN_SIDE} px, got {image_size} px; use a larger `image_size` or a resnet `arch`")
     return smallcnn.small_cnn_backbone()
 
 

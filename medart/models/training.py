@@ -55,7 +55,7 @@ class TrainConfig:
         if not 0 <= self.momentum < 1:
             raise ConfigError(f"`momentum` must be in [0, 1), got {self.momentum}")
         if self.monitor not in MONITORS:
-            raise ConfigError(f"unknown `monitor` '{self.monitor}'; choose one of: {', '.join(MONITORS)}")
+            raise ConfigError(f"unknown monitor '{self.monitor}'; choose one of: {', '.join(MONITORS)}")
         if self.patience is not None and self.patience < 1:
             raise ConfigError(f"`patience` must be >= 1 epoch, got {self.patience}")
 
