@@ -1,6 +1,9 @@
-"""The detection stage: pairs of correctly classified images, splits, MLflow runs, transfer, CLI."""
+"""The detection stage: pairs of correctly classified images, splits, settings checked before any
+attack, MLflow runs, transfer, the CLI."""
 
 from __future__ import annotations
+
+import re
 
 import mlflow
 import numpy as np
@@ -9,14 +12,21 @@ import torch
 from click.testing import CliRunner
 from torch.utils.data import TensorDataset
 
+from medart import catalog
 from medart.cli import main
-from medart.detection import Pairs, detect_model, parse_detector_params, resplit
+from medart.detectors import DETECTORS
 from medart.errors import ConfigError
-from medart.experiment import load_attack_inputs
-from medart.models import registry
 from medart.models.evaluation import predict
+from medart.models.resnet import build_model
+from medart.stages.detect import DetectRequest, Pairs, detect, parse_detector_params, resplit
+from medart.stages.target import DataSpec, RunOptions, Target
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*official MedMNIST MD5")
+
+
+def test_the_catalog_names_every_detector_class():
+    assert catalog.DETECTORS == tuple(DETECTORS)
+    assert set(catalog.PAPER_DETECTORS) <= set(DETECTORS)
 
 
 def _pairs(n: int, offset: int = 0) -> Pairs:
@@ -50,28 +60,53 @@ def test_detector_params_are_parsed_and_checked():
         parse_detector_params(["kd.bandwidth=1"], ["lid"])
 
 
-def test_detect_logs_table_4_and_5_from_correctly_classified_pairs(registered, shared_data):
-    kwargs = dict(max_examples=40, reference_size=64, progress=False,
-                  detector_params={"lid": {"k": 10, "reference_size": 32, "layers": ["input", "layer2", "dfeat"]},
-                                   "dfeat": {"n_estimators": 20}})
-    out = detect_model(registered, "pneumonia", ["fgsm", "pgd"], 8 / 255, ["kd", "lid", "dfeat", "qfeat"], "art",
-                       shared_data, **kwargs)
+def test_settings_errors_come_before_any_attack_runs(tracking_store, shared_data):
+    data = DataSpec("pneumonia", shared_data)
+    splits = data.load(28)
+    model = build_model(2, "smallcnn", "none", classes=splits.classes, image_size=28).eval()
+    target = Target("untrained", model, data, splits, max_examples=20, reference_size=40)
+    for request, target_, message in (
+        (DetectRequest(detectors=("kd", "magnet")), target, "unknown detector 'magnet'"),
+        (DetectRequest(detectors=("kd",), params={"lid": {"k": 5}}), target, "detector 'lid', which is not among kd"),
+        (DetectRequest(repeats=0), target, "`repeats` must be >= 1"),
+        (DetectRequest(), Target("untrained", model, data, splits), "`reference_size` must be >= 1"),
+        (DetectRequest(attacks=()), target, "`attacks` is empty"),
+        (DetectRequest(attacks=("pgd",), eps=2.0), target, "must be in (0, 1]"),
+        (DetectRequest(attacks=("fgsm",), steps=5), target, "FGSM is a single step"),
+        (DetectRequest(detectors=("lid",), params={"lid": {"k": 200}}), target, "must be larger than k (200)"),
+        (DetectRequest(detectors=("lid",)), target,
+         "lid reference_size 100 exceeds the 40 clean reference images; raise `reference_size`"),
+        (DetectRequest(detectors=("kd",), params={"kd": {"bandwith": 1}}), target, "bad parameter for detector 'kd'"),
+    ):
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            detect(target_, request, RunOptions(progress=False))
+    assert mlflow.search_runs(search_all_experiments=True, output_format="list") == []  # no attack, no detect run
+
+
+@pytest.fixture
+def target(registered, shared_data) -> Target:
+    return Target.load(registered, DataSpec("pneumonia", shared_data), max_examples=40, reference_size=64)
+
+
+def test_detect_logs_table_4_and_5_from_correctly_classified_pairs(target):
+    params = {"lid": {"k": 10, "reference_size": 32, "layers": ["input", "layer2", "dfeat"]}, "dfeat": {"n_estimators": 20}}
+    run = RunOptions(progress=False)
+    out = detect(target, DetectRequest(("fgsm", "pgd"), 8 / 255, ("kd", "lid", "dfeat", "qfeat"), params), run)
     # only the images the model classifies correctly become pairs
-    model = registry.load_model(registered)
     client = mlflow.MlflowClient()
-    attack_run = client.get_run(out.attack_runs["fgsm"])
-    inputs = load_attack_inputs(registered, "pneumonia", shared_data, max_examples=40)
     for part, key in (("adv_train", "fit"), ("adv_test", "test")):
-        x, y = inputs.clean[part]
-        correct = int((predict(model, TensorDataset(x, y))[0].argmax(1) == y.numpy()).sum())
+        x, y = target.clean[part]
+        correct = int((predict(target.model, TensorDataset(x, y))[0].argmax(1) == y.numpy()).sum())
         assert out.counts["fgsm"][key] == out.counts["pgd"][key] == correct
-    assert attack_run.data.params["attack.name"] == "fgsm"
+    assert client.get_run(out.attack_runs["fgsm"]).data.params["attack.name"] == "fgsm"
 
     parent = client.get_run(out.run_id)
     assert parent.info.status == "FINISHED" and parent.data.params["detectors"] == "kd,lid,dfeat,qfeat"
+    assert parent.data.params["reference_size"] == "64" and parent.data.params["max_examples"] == "40"
     children = mlflow.search_runs(experiment_names=["medart/pneumonia/detect"], output_format="list",
                                   filter_string=f"tags.mlflow.parentRunId = '{out.run_id}'")
     assert sorted(r.info.run_name for r in children) == ["detect-fgsm-eps8/255-art", "detect-pgd-eps8/255-art"]
+    assert parent.info.run_name == "detect-eps8/255-art"
     child = client.get_run(out.child_runs["pgd"])
     assert child.data.params["lid.k"] == "10" and child.data.params["lid.layers"] == "input,layer2,dfeat"
     assert child.data.tags["medart.attack_run"] == out.attack_runs["pgd"]
@@ -87,17 +122,22 @@ def test_detect_logs_table_4_and_5_from_correctly_classified_pairs(registered, s
     table = mlflow.artifacts.load_text(f"runs:/{out.run_id}/detection_auc.md")
     assert table.splitlines()[0] == "| detector | FGSM | PGD |" and "| QFEAT |" in table
 
-    # a second study reuses the attack runs' examples and, with repeats, reports mean ± std
-    again = detect_model(registered, "pneumonia", ["pgd"], 8 / 255, ["dfeat"], "art", shared_data, repeats=3,
-                         **(kwargs | {"detector_params": {"dfeat": {"n_estimators": 20}}}))
+    # a second study on the same target reuses the attack runs' examples and, with repeats, reports mean ± std
+    again = detect(target, DetectRequest(("pgd",), 8 / 255, ("dfeat",), {"dfeat": {"n_estimators": 20}}, repeats=3), run)
     assert client.get_run(again.attack_runs["pgd"]).data.tags["medart.cached_from"] == out.attack_runs["pgd"]
     values = mlflow.artifacts.load_dict(f"runs:/{again.child_runs['pgd']}/repeats/dfeat.json")["auc"]
     assert len(values) == 3 and values[0] == pytest.approx(out.auc["pgd"]["dfeat"])  # split 0 = AdvTrain/AdvTest
     metrics = client.get_run(again.child_runs["pgd"]).data.metrics
     assert metrics["auc_dfeat"] == pytest.approx(np.mean(values)) and metrics["auc_dfeat_std"] == pytest.approx(np.std(values))
+    assert again.auc_std["pgd"]["dfeat"] == pytest.approx(np.std(values))
     assert again.transfer == {}  # one attack: nothing to transfer to
 
 
+def _detect_run(output: str) -> mlflow.entities.Run:
+    return mlflow.MlflowClient().get_run(re.search(r"detect run ([0-9a-f]+)", output)[1])
+
+
+@pytest.mark.slow
 def test_cli_detect_and_its_errors(registered, shared_data):
     runner = CliRunner()
     base = ["detect", "--model-uri", registered, "--dataset", "pneumonia", "--data-dir", str(shared_data),
@@ -106,12 +146,23 @@ def test_cli_detect_and_its_errors(registered, shared_data):
                               "--param", "dfeat.n_estimators=10"])
     assert ok.exit_code == 0, ok.output
     assert "| DFEAT |" in ok.output and "| MAHALANOBIS |" in ok.output and "fitted on" in ok.output
+    assert _detect_run(ok.output).data.tags["medart.attack_run.bim"]
+
+    # --steps and --step-size reach the attacks: the attack run logs them
+    stepped = runner.invoke(main, [*base, "--attacks", "pgd", "--eps", "4/255", "--steps", "5", "--step-size", "1/255",
+                                   "--detectors", "dfeat", "--param", "dfeat.n_estimators=10"])
+    assert stepped.exit_code == 0, stepped.output
+    attack_run = mlflow.MlflowClient().get_run(_detect_run(stepped.output).data.tags["medart.attack_run.pgd"])
+    assert attack_run.data.params["attack.steps"] == "5"
+    assert float(attack_run.data.params["attack.step_size"]) == pytest.approx(1 / 255)
+
     for args, fragment in (
         (["--detectors", "kd,magnet"], "unknown detector 'magnet'"),
         (["--detectors", "lid", "--param", "lid.k=200"], "LID reference batch (100) must be larger than k (200)"),
-        (["--detectors", "lid"], "lid reference_size 100 exceeds the 40 clean reference images"),
+        (["--detectors", "lid"], "lid reference_size 100 exceeds the 40 clean reference images; raise --reference-size"),
         (["--detectors", "kd", "--param", "kd.bandwith=1"], "bad parameter for detector 'kd'"),
-        (["--eps", "2"], "ε must be in (0, 1]"),
+        (["--detectors", "kd", "--repeats", "0"], "Invalid value for '--repeats'"),
+        (["--eps", "2"], "must be in (0, 1]"),
     ):
         bad = runner.invoke(main, [*base, *args])
         assert bad.exit_code == 2 and "Traceback" not in bad.output and fragment in bad.output, bad.output

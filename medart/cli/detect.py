@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import click
 
-from medart.catalog import ARCHS, DATASETS
 from medart.cli import main, options
 
 
@@ -13,8 +12,10 @@ from medart.cli import main, options
 @options.data_options
 @options.max_examples
 @options.run_options
-@click.option("--attacks", default="fgsm,bim,pgd,cw", show_default=True, help="Comma-separated attack names.")
+@options.attacks()
 @click.option("--eps", default="1/255", show_default=True, help="L∞ budget of every attack: a number or k/255.")
+@click.option("--steps", type=click.IntRange(min=1), default=None, help="Default: the paper's (fgsm 1, bim 40, pgd 20, cw 20).")
+@click.option("--step-size", default=None, help="Default: the paper's (fgsm ε, bim ε/40, pgd and cw ε/10): a number or k/255.")
 @click.option("--detectors", default="kd,lid,dfeat,qfeat,bu,mahalanobis", show_default=True,
               help="Comma-separated: kd, lid, dfeat, qfeat (the paper's), bu, mahalanobis, art_binary (ART's own).")
 @click.option("--param", "params", multiple=True, metavar="DETECTOR.NAME=VALUE",
@@ -27,26 +28,27 @@ from medart.cli import main, options
               help="Keep only adversarial examples that fool the model (Ma et al. 2018); default: every attacked image.")
 @click.option("--transfer/--no-transfer", default=True, show_default=True,
               help="Also score each detector on every other attack's examples (Table 5).")
-def detect(model_uri, dataset, data_dir, source, size, backend, max_examples, batch_size, seed, device, cache,
-           tracking_uri, progress, attacks, eps, detectors, params, reference_size, repeats, only_successful, transfer):
+def detect(**opts) -> None:
     """Fit detectors on AdvTrain, score ROC-AUC on AdvTest, per attack and across attacks (Tables 4, 5).
 
     Example: medart detect --model-uri models:/medart-pneumonia@champion --dataset pneumonia --eps 1/255
     """
     from medart import tracking
     from medart.attacks import parse_eps, parse_names
-    from medart.detection import auc_table, detect_model, parse_detector_params, transfer_table
-    from medart.detectors import DETECTORS
+    from medart.catalog import DETECTORS
+    from medart.render.detection import auc_table, transfer_table
+    from medart.stages.detect import DetectRequest, parse_detector_params
+    from medart.stages.detect import detect as run_detect
+    from medart.stages.target import DataSpec, RunOptions, Target, from_options
 
-    tracking.configure(tracking_uri)
-    names = parse_names(detectors, tuple(DETECTORS), "detector")
-    out = detect_model(model_uri, dataset, parse_names(attacks), parse_eps(eps), names, backend, data_dir,
-                       source=source, size=int(size), max_examples=max_examples, reference_size=reference_size,
-                       repeats=repeats, only_successful=only_successful, transfer=transfer,
-                       detector_params=parse_detector_params(params, names), batch_size=batch_size, seed=seed,
-                       device=device, use_cache=cache, progress=progress)
+    tracking.configure(opts["tracking_uri"])
+    detectors = tuple(parse_names(opts["detectors"], DETECTORS, "detector"))
+    request = from_options(DetectRequest, opts, attacks=tuple(parse_names(opts["attacks"])), eps=parse_eps(opts["eps"]),
+                           detectors=detectors, params=parse_detector_params(opts["params"], detectors))
+    target = Target.load(opts["model_uri"], from_options(DataSpec, opts), opts["max_examples"], opts["reference_size"])
+    out = run_detect(target, request, from_options(RunOptions, opts))
     pairs = ", ".join(f"{a} {c['fit']}/{c['test']}" for a, c in out.counts.items())
     click.echo(f"detect run {out.run_id}: pairs (AdvTrain/AdvTest) {pairs}; figures/detection_auc.png, detection_auc.md")
-    click.echo(auc_table(out.auc, out.auc_std if repeats > 1 else None), nl=False)
+    click.echo(auc_table(out.auc, out.auc_std if request.repeats > 1 else None), nl=False)
     if out.transfer:
         click.echo("\n" + transfer_table(out.transfer), nl=False)

@@ -1,0 +1,98 @@
+"""Detection results for people: the paper's Table 4 (AUC per detector and attack) and Table 5
+(transfer between attacks) as Markdown, ROC curves and AUC heatmaps; AUCs shown in %."""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from medart.render.numbers import pct
+
+#: attack → detector → ROC-AUC in [0, 1]
+AUCByAttack = Mapping[str, Mapping[str, float]]
+#: detector → fitted on attack → scored on attack → ROC-AUC in [0, 1]
+Transfer = Mapping[str, Mapping[str, Mapping[str, float]]]
+
+
+def auc_table(auc: AUCByAttack, std: AUCByAttack | None = None) -> str:
+    """Table 4 layout: a row per detector, a column per attack, AUC in % (± the std over repeats)."""
+    attacks = list(auc)
+    lines = ["| detector | " + " | ".join(a.upper() for a in attacks) + " |", "|---" * (len(attacks) + 1) + "|"]
+    for d in next(iter(auc.values())):
+        cells = [pct(auc[a][d]) + (f" ± {pct(std[a][d])}" if std else "") for a in attacks]
+        lines.append(f"| {d.upper()} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def transfer_table(transfer: Transfer) -> str:
+    """Table 5 layout: per detector, a row per attack it was fitted on, a column per attack scored, AUC in %."""
+    blocks = []
+    for name, matrix in transfer.items():
+        attacks = list(matrix)
+        lines = [f"| {name.upper()}: fitted on ↓ scored on → | " + " | ".join(a.upper() for a in attacks) + " |",
+                 "|---" * (len(attacks) + 1) + "|"]
+        for fit_attack in attacks:
+            lines.append(f"| {fit_attack.upper()} | " + " | ".join(pct(matrix[fit_attack][t]) for t in attacks) + " |")
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks) + "\n"
+
+
+def roc_figure(curves: Mapping[str, tuple[np.ndarray, np.ndarray, float]], title: str) -> Figure:
+    """ROC curves: detector → (false positive rates, true positive rates, AUC in [0, 1])."""
+    fig = Figure(figsize=(5, 5))
+    ax = fig.subplots()
+    for name, (fpr, tpr, auc) in curves.items():
+        ax.plot(fpr, tpr, label=f"{name.upper()} (AUC {pct(auc, 1)})")
+    ax.plot([0, 1], [0, 1], color="grey", ls="--", lw=0.8)
+    ax.set_xlabel("false positive rate (clean flagged)")
+    ax.set_ylabel("true positive rate (adversarial flagged)")
+    ax.set_title(title)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def auc_figure(auc: AUCByAttack, title: str) -> Figure:
+    """Table 4 as one heatmap: a row per detector, a column per attack."""
+    detectors = list(next(iter(auc.values())))
+    return _heatmaps({"auc": {d: {a: auc[a][d] for a in auc} for d in detectors}}, "attack", "detector", title)
+
+
+def transfer_figure(transfer: Transfer, title: str) -> Figure:
+    """Table 5 as a heatmap per detector: a row per attack fitted on, a column per attack scored."""
+    return _heatmaps({name.upper(): matrix for name, matrix in transfer.items()}, "scored on", "fitted on", title)
+
+
+def _heatmaps(matrices: Mapping[str, Mapping[str, Mapping[str, float]]], xlabel: str, ylabel: str, title: str) -> Figure:
+    """One annotated heatmap per matrix (rows → columns → AUC in [0, 1]), four to a row, on a shared
+    50–100 % colour scale (lower values show in the darkest colour, with their number)."""
+    ncols = min(4, len(matrices))
+    nrows = -(-len(matrices) // ncols)
+    sample = next(iter(matrices.values()))
+    cell = 0.55
+    width = ncols * (1.6 + cell * len(next(iter(sample.values())))) + 1.0
+    height = nrows * (1.3 + cell * len(sample)) + 0.6
+    fig = Figure(figsize=(width, height), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        if k >= len(matrices):
+            ax.axis("off")
+            continue
+        name, matrix = list(matrices.items())[k]
+        rows, cols = list(matrix), list(next(iter(matrix.values())))
+        values = np.array([[matrix[r][c] * 100 for c in cols] for r in rows])
+        image = ax.imshow(values, vmin=50, vmax=100, cmap="viridis")
+        for (i, j), v in np.ndenumerate(values):
+            ax.text(j, i, f"{v:.1f}", ha="center", va="center", color="white" if v < 80 else "black", fontsize=8)
+        ax.set_xticks(range(len(cols)), [c.upper() for c in cols])
+        ax.set_yticks(range(len(rows)), [r.upper() for r in rows])
+        ax.set_xlabel(xlabel)
+        if k % ncols == 0:
+            ax.set_ylabel(ylabel)
+        if len(matrices) > 1:
+            ax.set_title(name)
+    fig.colorbar(image, ax=axes, shrink=0.8, label="AUC (%)")
+    fig.suptitle(title)
+    return fig

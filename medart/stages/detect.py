@@ -1,0 +1,344 @@
+"""The paper's detection stage (Tables 4 and 5): detectors fitted on AdvTrain, scored on AdvTest,
+and scored again on every other attack's examples (transfer), each step an MLflow run.
+
+Only test images the model classifies correctly are attacked and used; a clean image is a
+negative (0), its adversarial version a positive (1), and the two always fall on the same side of
+a split. The adversarial examples come from the attack stage, so a cached attack run is reused.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import mlflow
+import numpy as np
+import torch
+from sklearn.metrics import roc_auc_score, roc_curve
+from sklearn.model_selection import train_test_split
+from torch.utils.data import TensorDataset
+from tqdm.auto import tqdm
+
+from medart import tracking
+from medart.attacks import AttackSpec, make_spec, parse_eps, parse_names
+from medart.catalog import ATTACKS, DETECTORS
+from medart.detectors import NEEDS_REFERENCES, make_detector
+from medart.errors import ConfigError, DataError
+from medart.models.evaluation import predict
+from medart.render.detection import auc_figure, auc_table, roc_figure, transfer_figure, transfer_table
+from medart.render.numbers import eps_label
+from medart.stages.attack import attack
+from medart.stages.target import RunOptions, Target
+
+PARTS = ("adv_train", "adv_test")  # fitted on, scored on
+
+
+@dataclass(frozen=True)
+class DetectRequest:
+    """What the detection stage measures: the ``attacks`` (paper settings at L∞ budget ``eps`` in
+    [0, 1] pixels, unless ``steps`` / ``step_size`` are given), the ``detectors`` with their
+    ``params`` (detector → {setting: value}), ``repeats`` splits (1: AdvTrain / AdvTest only),
+    whether only adversarial examples that fool the model count (Ma et al. 2018), and whether each
+    detector is also scored on every other attack's examples (``transfer``, Table 5)."""
+
+    attacks: tuple[str, ...] = ATTACKS
+    eps: float = 1 / 255
+    detectors: tuple[str, ...] = ("kd", "lid", "dfeat", "qfeat", "bu", "mahalanobis")
+    params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    repeats: int = 1
+    only_successful: bool = False
+    transfer: bool = True
+    steps: int | None = None  # attack steps; None: the paper's
+    step_size: float | str | None = None  # pixels, or "k/255"; None: the paper's
+
+
+@dataclass
+class DetectionOutcome:
+    run_id: str
+    auc: dict[str, dict[str, float]]  # attack → detector → ROC-AUC on AdvTest (mean over repeats)
+    auc_std: dict[str, dict[str, float]]
+    transfer: dict[str, dict[str, dict[str, float]]]  # detector → fitted on attack → scored on attack → AUC
+    counts: dict[str, dict[str, int]]  # attack → {"fit": pairs, "test": pairs}
+    attack_runs: dict[str, str] = field(default_factory=dict)
+    child_runs: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Pairs:
+    """Clean images ``(n, C, H, W)``, their adversarial versions, and their class labels ``(n,)``."""
+
+    clean: torch.Tensor
+    adversarial: torch.Tensor
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def take(self, rows: np.ndarray) -> "Pairs":
+        index = torch.from_numpy(rows)
+        return Pairs(self.clean[index], self.adversarial[index], self.labels[rows])
+
+    def xy(self) -> tuple[torch.Tensor, np.ndarray]:
+        """Detector inputs (clean then adversarial) and their 0/1 labels."""
+        n = len(self)
+        return torch.cat([self.clean, self.adversarial]), np.r_[np.zeros(n, np.int64), np.ones(n, np.int64)]
+
+
+def detection_pairs(model, clean: tuple[torch.Tensor, torch.Tensor], x_adv: torch.Tensor, only_successful: bool = False,
+                    run: RunOptions = RunOptions(), what: str = "") -> Pairs:
+    """The pairs of the clean images ``(x, y)`` that ``model`` classifies correctly (and, with
+    ``only_successful``, whose adversarial version in ``x_adv`` it misclassifies, as in Ma et al. 2018)."""
+    x, y = clean
+    labels = y.numpy()
+    keep = predict(model, TensorDataset(x, y), run.batch_size, run.device)[0].argmax(1) == labels
+    if only_successful:
+        keep &= predict(model, TensorDataset(x_adv, y), run.batch_size, run.device)[0].argmax(1) != labels
+    if keep.sum() < 2:
+        which = "classified correctly and attacked successfully" if only_successful else "classified correctly"
+        raise DataError(f"only {int(keep.sum())} {what} images are {which}; detection needs at least 2: "
+                        "attack more images (raise `max_examples`) or a stronger attack")
+    return Pairs(x[torch.from_numpy(keep)], x_adv[torch.from_numpy(keep)], labels[keep])
+
+
+def resplit(fit: Pairs, test: Pairs, repeat: int, seed: int) -> tuple[Pairs, Pairs]:
+    """Repeat 0: AdvTrain / AdvTest as given. Repeat r > 0: both pooled and split again at the same
+    sizes, stratified by class, seeded by ``seed + r`` (pairs stay together)."""
+    if repeat == 0:
+        return fit, test
+    pooled = Pairs(torch.cat([fit.clean, test.clean]), torch.cat([fit.adversarial, test.adversarial]),
+                   np.r_[fit.labels, test.labels])
+    counts = np.bincount(pooled.labels)
+    stratify = pooled.labels if counts[counts > 0].min() >= 2 else None
+    a, b = train_test_split(np.arange(len(pooled)), test_size=len(test), random_state=seed + repeat, stratify=stratify)
+    return pooled.take(np.sort(a)), pooled.take(np.sort(b))
+
+
+def parse_detector_params(items: Sequence[str], detectors: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """``["lid.k=10", "lid.layers=input,layer4", "kd.bandwidth=auto"]`` → ``{"lid": {...}, "kd": {...}}``.
+
+    Values become ``int``, ``float``, ``None`` (``none``), a list (comma-separated) or stay strings.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        name, dot, param = key.strip().partition(".")
+        if not sep or not dot or not param:
+            raise ConfigError(f"detector parameter '{item}' is not DETECTOR.NAME=VALUE, e.g. lid.k=10")
+        if name not in detectors:
+            raise ConfigError(f"parameter '{item}' is for detector '{name}', which is not among {', '.join(detectors)}")
+        out.setdefault(name, {})[param] = _parse_value(value.strip(), list_ok=True)
+    return out
+
+
+def _parse_value(text: str, list_ok: bool = False) -> Any:
+    if list_ok and "," in text:
+        return [_parse_value(part.strip()) for part in text.split(",")]
+    if text.lower() == "none":
+        return None
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def detect(target: Target, request: DetectRequest, run: RunOptions = RunOptions()) -> DetectionOutcome:
+    """Table 4 and Table 5 of the paper for ``target``'s model and data.
+
+    Each attack runs as the attack stage does (its own MLflow run, reused from the cache when
+    possible, never under ``run.parent_run_id``). Then, under one parent run in
+    ``medart/<dataset>/detect``, one child run per attack fits every detector on the AdvTrain pairs
+    and scores ROC-AUC on the AdvTest pairs (``repeats`` > 1 adds re-drawn stratified splits: mean
+    ± std), with detector parameters as params, ``auc_<detector>`` metrics and ROC curves. The
+    parent gets the AUC table (``detection_auc.md``/``.json``, ``figures/detection_auc.png``) and,
+    with ``transfer`` and several attacks, each detector fitted on one attack and scored on every
+    attack's AdvTest pairs (``transfer.md``/``.json``, ``figures/transfer.png``). The target's
+    ``reference`` clean Train images serve KD, LID and Mahalanobis as their clean reference set.
+    Every setting is checked before the first attack runs.
+    """
+    request, specs = _checked(target, request)
+    attack_runs: dict[str, str] = {}
+    pairs: dict[str, dict[str, Pairs]] = {}
+    for name, spec in specs.items():
+        out = attack(target, spec, dataclasses.replace(run, parent_run_id=None))
+        attack_runs[name] = out.run_id
+        pairs[name] = {part: detection_pairs(target.model, out.clean[part], out.adversarial[part], request.only_successful,
+                                             run, what=f"{part} {name}") for part in PARTS}
+
+    bar = tqdm(total=len(specs) * len(request.detectors) * request.repeats, desc="detectors", disable=not run.progress)
+    label = f"detect-eps{eps_label(request.eps)}-{run.backend}"
+    with tracking.start_run(tracking.experiment_name(target.dataset, "detect"), label, run.parent_run_id) as parent:
+        mlflow.log_params({"model_uri": target.model_uri, "dataset": target.dataset, "attacks": ",".join(specs),
+                           "eps": request.eps, "backend": run.backend, "detectors": ",".join(request.detectors),
+                           "repeats": request.repeats, "only_successful": request.only_successful,
+                           "reference_size": len(target.reference[0]), "max_examples": target.max_examples,
+                           "seed": target.seed})
+        mlflow.set_tags({f"medart.attack_run.{a}": r for a, r in attack_runs.items()})
+        studies = {name: _detect_attack(target, request, run, spec, pairs[name], attack_runs[name], bar)
+                   for name, spec in specs.items()}
+        bar.close()
+        auc = {name: study.auc for name, study in studies.items()}
+        auc_std = {name: study.auc_std for name, study in studies.items()}
+        _log_auc(target, request, run, auc, auc_std)
+        transfer: dict[str, dict[str, dict[str, float]]] = {}
+        if request.transfer and len(specs) > 1:
+            transfer = _transfer(request.detectors, {name: study.fitted for name, study in studies.items()}, pairs)
+            _log_transfer(target, request, transfer)
+    counts = {a: {"fit": len(p["adv_train"]), "test": len(p["adv_test"])} for a, p in pairs.items()}
+    return DetectionOutcome(parent.info.run_id, auc, auc_std, transfer, counts, attack_runs,
+                            {name: study.run_id for name, study in studies.items()})
+
+
+def _checked(target: Target, request: DetectRequest) -> tuple[DetectRequest, dict[str, AttackSpec]]:
+    """``request`` with its detectors deduplicated and ε parsed, and a spec per attack; every
+    setting error now, not after the attacks have run."""
+    detectors = tuple(dict.fromkeys(parse_names(",".join(request.detectors), DETECTORS, "detector")))
+    for name in request.params:
+        if name not in detectors:
+            raise ConfigError(f"parameters given for detector '{name}', which is not among {', '.join(detectors)}")
+    if request.repeats < 1:
+        raise ConfigError(f"`repeats` must be >= 1, got {request.repeats}")
+    if target.reference is None:
+        raise ConfigError(f"`reference_size` must be >= 1 clean Train images, got {target.reference_size}")
+    eps = parse_eps(request.eps)
+    specs = {name: make_spec(name, eps, request.steps, request.step_size) for name in dict.fromkeys(request.attacks)}
+    if not specs:
+        raise ConfigError(f"`attacks` is empty; choose from {', '.join(ATTACKS)}")
+    n_reference = len(target.reference[0])
+    for name in detectors:
+        detector = make_detector(name, target.model, **request.params.get(name, {}))
+        detector.set_params()  # ART's hook: runs the detector's _check_params
+        if getattr(detector, "reference", None) == "train" and detector.reference_size > n_reference:
+            raise ConfigError(f"{name} reference_size {detector.reference_size} exceeds the {n_reference} clean "
+                              f"reference images; raise `reference_size` or give {name} a smaller one in `params`")
+    return dataclasses.replace(request, eps=eps, detectors=detectors, attacks=tuple(specs)), specs
+
+
+@dataclass
+class _AttackStudy:
+    """One attack's child run: AUC (mean and std over repeats) and the detectors fitted on split 0."""
+
+    run_id: str
+    auc: dict[str, float]
+    auc_std: dict[str, float]
+    fitted: dict[str, Any]
+
+
+def _detect_attack(target: Target, request: DetectRequest, run: RunOptions, spec: AttackSpec, pairs: dict[str, Pairs],
+                   attack_run: str, bar: tqdm) -> _AttackStudy:
+    """Every detector fitted and scored on one attack's pairs, as a child run of the active run."""
+    fit_pairs, test_pairs = pairs["adv_train"], pairs["adv_test"]
+    repeats, backend = request.repeats, run.backend
+    with tracking.start_run(tracking.experiment_name(target.dataset, "detect"), f"detect-{spec.label()}-{backend}") as child:
+        mlflow.set_tag("medart.attack_run", attack_run)
+        mlflow.log_params(spec.as_params() | {"backend": backend, "model_uri": target.model_uri, "dataset": target.dataset,
+                                              "detectors": ",".join(request.detectors), "repeats": repeats,
+                                              "only_successful": request.only_successful, "n_fit_pairs": len(fit_pairs),
+                                              "n_test_pairs": len(test_pairs), "seed": target.seed})
+        study = _AttackStudy(child.info.run_id, {}, {}, {})
+        curves = {}
+        for name in request.detectors:
+            scored = _fit_and_score(name, target, request, run, pairs, bar)
+            study.fitted[name] = scored.first
+            curves[name] = (*scored.curve, scored.auc[0])
+            study.auc[name], study.auc_std[name] = float(np.mean(scored.auc)), float(np.std(scored.auc))
+            mlflow.log_metrics({f"detect_acc_{name}": scored.accuracy, f"seconds_{name}": scored.seconds})
+            mlflow.log_params({f"{name}.{k}": _loggable(v) for k, v in scored.last.get_params().items()})
+            mlflow.log_metrics({f"auc_{name}": study.auc[name]}
+                               | ({f"auc_{name}_std": study.auc_std[name]} if repeats > 1 else {}))
+            if repeats > 1:
+                mlflow.log_dict({"auc": scored.auc}, f"repeats/{name}.json")
+        split = "AdvTest" if repeats == 1 else "AdvTest, split 0"
+        tracking.log_figure(roc_figure(curves, f"{target.dataset}: {spec.label()} ({backend}, {split})"), "figures/roc.png")
+        mlflow.log_table({"detector": list(study.auc), "auc": list(study.auc.values())}, "detection_auc.json")
+    return study
+
+
+@dataclass
+class _Scored:
+    """One detector on one attack: ROC-AUC per repeat; on split 0 its fitted detector, ROC curve
+    (false and true positive rates), accuracy of its flags and seconds to fit and score."""
+
+    auc: list[float]
+    first: Any  # the detector fitted on split 0: scored again on the other attacks (transfer)
+    last: Any  # the last repeat's: its settings are the ones logged
+    curve: tuple[np.ndarray, np.ndarray]
+    accuracy: float
+    seconds: float
+
+
+def _fit_and_score(name: str, target: Target, request: DetectRequest, run: RunOptions, pairs: dict[str, Pairs],
+                   bar: tqdm) -> _Scored:
+    """Split 0 is AdvTrain / AdvTest; further repeats re-draw it (:func:`resplit`)."""
+    values: list[float] = []
+    for repeat in range(request.repeats):
+        start = time.perf_counter()
+        fit, test = resplit(pairs["adv_train"], pairs["adv_test"], repeat, target.seed)
+        detector = _fit(name, target, request.params.get(name, {}), fit, run)
+        y, scores, flagged = _scores(detector, test)
+        values.append(_auc(y, scores))
+        if repeat == 0:
+            first = _Scored([], detector, detector, tuple(roc_curve(y, scores)[:2]), float((flagged == y).mean()),
+                            time.perf_counter() - start)
+        bar.update()
+    return dataclasses.replace(first, auc=values, last=detector)
+
+
+def _fit(name: str, target: Target, params: Mapping[str, Any], fit: Pairs, run: RunOptions):
+    settings = {"batch_size": run.batch_size, "device": run.device, "random_state": target.seed} | dict(params)
+    detector = make_detector(name, target.model, **settings)
+    x, y = fit.xy()
+    reference = target.reference
+    extra = {"x_ref": reference[0], "y_ref": reference[1].numpy()} if name in NEEDS_REFERENCES else {}
+    detector.fit(x, y, x_clean=fit.clean, **extra)  # x_clean: the mini-batch references of Ma et al.'s LID
+    return detector
+
+
+def _scores(detector, pairs: Pairs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    x, y = pairs.xy()
+    report, flagged = detector.detect(x, x_clean=pairs.clean)
+    return y, report["scores"], flagged
+
+
+def _auc(y: np.ndarray, scores: np.ndarray) -> float:
+    return float(roc_auc_score(y, scores))
+
+
+def _loggable(value: Any) -> Any:
+    return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else value
+
+
+def _log_auc(target: Target, request: DetectRequest, run: RunOptions, auc: dict[str, dict[str, float]],
+             auc_std: dict[str, dict[str, float]]) -> None:
+    """Table 4 on the active (parent) run: metrics ``<attack>.auc_<detector>``, Markdown, a long
+    MLflow table and a heatmap."""
+    mlflow.log_metrics({f"{a}.auc_{d}": v for a, row in auc.items() for d, v in row.items()})
+    mlflow.log_text(auc_table(auc, auc_std if request.repeats > 1 else None), "detection_auc.md")
+    rows = [(a, d, v, auc_std[a][d]) for a, row in auc.items() for d, v in row.items()]
+    mlflow.log_table({"attack": [r[0] for r in rows], "detector": [r[1] for r in rows], "auc": [r[2] for r in rows],
+                      "auc_std": [r[3] for r in rows]}, "detection_auc.json")
+    title = f"detection AUC (%)\n{target.dataset}, ε = {eps_label(request.eps)}, {run.backend}"
+    tracking.log_figure(auc_figure(auc, title), "figures/detection_auc.png")
+
+
+def _transfer(detectors: Sequence[str], fitted: dict[str, dict[str, Any]],
+              pairs: dict[str, dict[str, Pairs]]) -> dict[str, dict[str, dict[str, float]]]:
+    """Detector → fitted on attack (split 0) → scored on attack's AdvTest pairs → ROC-AUC."""
+    return {name: {fit_attack: {test_attack: _auc(*_scores(fitted[fit_attack][name], pairs[test_attack]["adv_test"])[:2])
+                                for test_attack in pairs}
+                   for fit_attack in pairs}
+            for name in detectors}
+
+
+def _log_transfer(target: Target, request: DetectRequest, transfer: dict[str, dict[str, dict[str, float]]]) -> None:
+    """Table 5 on the active (parent) run: Markdown, JSON and a heatmap per detector."""
+    mlflow.log_text(transfer_table(transfer), "transfer.md")
+    mlflow.log_dict(transfer, "transfer.json")
+    title = f"transfer AUC (%), {target.dataset}, ε = {eps_label(request.eps)}"
+    tracking.log_figure(transfer_figure(transfer, title), "figures/transfer.png")
+
+
+__all__ = ["DetectRequest", "DetectionOutcome", "Pairs", "detect", "detection_pairs", "parse_detector_params", "resplit"]
