@@ -7,6 +7,8 @@ trained on real chest X-rays.
 
 from __future__ import annotations
 
+import dataclasses
+import io
 import json
 import os
 import shutil
@@ -15,6 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import matplotlib.image
 import mlflow
 import numpy as np
 import pytest
@@ -32,6 +35,8 @@ from medart.models.resnet import build_model
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
 PNG = b"\x89PNG\r\n\x1a\n"
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*official MedMNIST MD5")
 
 
 def _linear(k: int = 3, side: int = 4, seed: int = 0) -> nn.Module:
@@ -149,7 +154,7 @@ def test_landscape_grid_starts_at_the_clean_loss_and_climbs_along_g():
     g = landscape.gradient_direction(model, x, y)
     g_perp, cosine = landscape.surrogate_direction([surrogate], x, y, g)
     axis = landscape.eps_axis(5, 8 / 255)
-    grid = landscape.loss_grid(model, x, y, g, g_perp, axis, axis, batch_size=4)
+    grid = landscape.loss_grid(model, x, y, g, g_perp, axis, batch_size=4)
     assert grid.shape == (6, 5, 5)
     np.testing.assert_allclose(grid[:, 0, 0], F.cross_entropy(model(x), y, reduction="none").detach().numpy(), rtol=1e-6)
     # cross-entropy of a linear model is convex in x and rises at 0 along its own gradient sign
@@ -199,16 +204,79 @@ def test_stage_maps_match_the_models_own_taps_and_change_is_relative():
     np.testing.assert_allclose(moved, ((b - a).norm(dim=1) / a.norm(dim=1)).detach().numpy(), rtol=1e-5)
 
 
+def test_analysis_figures_are_pngs_made_without_pyplot():
+    from medart.render import analysis as render
+    from medart.stages.sweep import SweepRow
+
+    rng, axis = np.random.default_rng(0), np.linspace(0, 8 / 255, 3)
+    x, maps, coords = rng.random((2, 3, 16, 16)), rng.random((2, 16, 16)), {"pgd": (rng.random((6, 2)), rng.random((6, 2)))}
+    rows = [SweepRow("fgsm", e / 255, "run", False, 8, 0.9, 0.95, 0.5 / e, 0.6, 0.4, e / 255, {}) for e in (1, 2)]
+    for fig in (render.eps_curves_figure({"A": rows, "B": rows[:1]}, "curves"),
+                render.saliency_figure(x, maps, np.array([0.1, 0.2]), 0.5, "saliency"),
+                render.stages_figure(x, {"res3a_relu": maps}, {"res3a_relu": maps + 1}, {"res3a_relu": np.array([0.1, 0.2])}, ""),
+                render.landscape_figure(rng.random((2, 3, 3)), axis, ["a", "b"], "landscape"),
+                render.embedding_figure(coords, np.array([0, 1, 0, 1, 0, 1]), ["normal", "pneumonia"], "t-SNE"),
+                render.gradcam_figure(x, x, maps, maps, np.array([0.5, 1.0]), [("a", "b"), ("b", "a")], "Grad-CAM")):
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png")
+        assert buffer.getvalue()[:8] == PNG and fig.canvas.manager is None  # no pyplot window behind it
+    table = render.analysis_table({"clean_acc": 0.8912, "adv_acc.pgd": 0.0, "sharpness": 0.1234}, ["pgd"], 0.5, 1 / 255, 0.2)
+    assert "| clean accuracy (%) | 89.12 |" in table and "| accuracy under PGD (%) | 0.00 |" in table
+    assert "| sharpness at r = 1/255 (nats) | 0.12 |" in table
+
+
+def test_analysis_request_reads_text_and_checks_settings_before_anything_runs():
+    from medart.stages.analyze import AnalysisRequest
+
+    request = AnalysisRequest(attacks="PGD,fgsm,pgd", eps="1/255", figures="all", curve_eps="2/255,0.5/255")
+    assert request.attacks == ("pgd", "fgsm") and request.eps == pytest.approx(1 / 255)
+    assert request.figures == ("eps_curves", "saliency", "stages", "landscape", "embedding", "gradcam")
+    assert request.curve_eps == pytest.approx((0.5 / 255, 2 / 255)) and request.sharpness_radius == request.eps
+    assert request.surrogate_count == 1 and AnalysisRequest(surrogate_uris=("models:/x/1",)).surrogate_count == 0
+    assert AnalysisRequest(figures=("gradcam", "saliency", "gradcam")).figures == ("gradcam", "saliency")
+    for kwargs, fragment in (({"figures": "zoo"}, "unknown figure 'zoo'"),
+                             ({"figures": "landscape", "surrogates": 0}, "needs a separately trained surrogate"),
+                             ({"show": 17}, "`show` must be between 1 and 16"),
+                             ({"figures": "eps_curves", "curve_eps": ""}, "no ε values for the ε curves"),
+                             ({"figures": "landscape", "landscape_points": 1}, "at least 2 points")):
+        with pytest.raises(ConfigError, match=fragment):
+            AnalysisRequest(**kwargs)
+
+
+def test_report_includes_grandchild_runs_and_shows_accuracies_in_percent(tracking_store, tmp_path):
+    """A main run → its detect run → a per-attack detect run with figures/roc.png: the figure two
+    levels down reaches the page, nested under its parent, and accuracies/AUCs appear in %."""
+    from matplotlib.figure import Figure
+
+    from medart.stages.report import report_run
+
+    fig = Figure(figsize=(2, 2))
+    fig.subplots().plot([0, 1], [0, 1])
+    with tracking.start_run("medart/pneumonia/main", "main") as main_run:
+        mlflow.log_metrics({"clean_acc": 0.8912, "seconds": 12.5})
+        with tracking.start_run("medart/pneumonia/main", "detect"):
+            mlflow.log_metric("fgsm.auc_kd", 0.75)
+            with tracking.start_run("medart/pneumonia/main", "detect-fgsm") as grandchild:
+                mlflow.log_metric("auc_kd", 0.755)
+                tracking.log_figure(fig, "figures/roc.png")
+    page = report_run(main_run.info.run_id, tmp_path / "report.html", log=False).read_text()
+    assert 'alt="figures/roc.png"' in page and grandchild.info.run_id in page
+    assert page.index(">detect <") < page.index(">detect-fgsm <") and "Child runs (1, 2 with theirs)" in page
+    assert '<td>clean_acc (%)</td><td class="num">89.12</td>' in page and "<td>fgsm.auc_kd (%)</td>" in page
+    assert '<td>auc_kd (%)</td><td class="num">75.50</td>' in page
+    assert '<td>seconds</td><td class="num">12.5</td>' in page  # not a fraction: as logged
+
+
 # ---------------------------------------------------------------------------------------------
 # End to end: one analysis run of a briefly trained ResNet-18 on real chest X-rays, shared by
-# the tests below (training it once per module keeps this file fast).
+# the tests below (training it once per module keeps this file fast; still ~20 s: marked slow).
 
 
 @pytest.fixture(scope="module")
 def analysis_run(migrated_store, shared_data, tmp_path_factory):
-    from medart.analysis.analyze import analyze_model
-    from medart.experiment import train_model
     from medart.models.training import TrainConfig
+    from medart.stages import DataSpec, ModelRequest, RunOptions, Target, train
+    from medart.stages.analyze import AnalysisRequest, analyze
 
     folder = tmp_path_factory.mktemp("analysis")
     shutil.copy(migrated_store, folder / "mlflow.db")
@@ -217,26 +285,22 @@ def analysis_run(migrated_store, shared_data, tmp_path_factory):
         mp.delenv("MLFLOW_TRACKING_URI", raising=False)
         tracking.configure(f"sqlite:///{folder / 'mlflow.db'}")
         mlflow.set_experiment("Default")
-        config = TrainConfig(epochs=1, batch_size=32, lr=1e-2)
-        train_model("pneumonia", shared_data, arch="resnet18", pretrained="none", max_train=64, max_eval=16,
-                    train_config=config, progress=False)
-        surrogate = train_model("pneumonia", shared_data, arch="resnet18", pretrained="none", max_train=64, max_eval=16,
-                                train_config=TrainConfig(epochs=1, batch_size=32, lr=1e-2, seed=1), register=False,
-                                progress=False)
+        data, quiet = DataSpec("pneumonia", shared_data), RunOptions(progress=False)
+        model, config = ModelRequest(arch="resnet18", pretrained="none", max_train=64, max_eval=16), TrainConfig(1, 32, 1e-2)
+        train(data, model, config, quiet)
+        surrogate = train(data, dataclasses.replace(model, register=False), dataclasses.replace(config, seed=1), quiet)
+        target = Target.load("models:/medart-pneumonia@champion", data, max_examples=12)
+        # ε curves at the analysis ε only: the sweep then reuses the attack runs' cached examples
+        request = AnalysisRequest(attacks=("fgsm", "pgd"), eps=1 / 255, curve_eps=(1 / 255,),
+                                  surrogate_uris=(surrogate.model_uri,), landscape_points=3, show=2)
         with pytest.warns(UserWarning, match="1×1 map"):  # 28-px inputs: layer4 of a ResNet is 1 × 1
-            # ε curves at the analysis ε only: the sweep then reuses the attack runs' cached examples
-            out = analyze_model("models:/medart-pneumonia@champion", "pneumonia", ["fgsm", "pgd"], 1 / 255, shared_data,
-                                max_examples=12, curve_eps=[1 / 255], surrogate_uris=[surrogate.model_uri],
-                                landscape_points=3, show=2, progress=False)
+            out = analyze(target, request, quiet)
         yield out, folder
         while mlflow.active_run() is not None:
             mlflow.end_run("FAILED")
 
 
-pytestmark_md5 = pytest.mark.filterwarnings("ignore:.*official MedMNIST MD5")
-
-
-@pytestmark_md5
+@pytest.mark.slow
 def test_analysis_run_logs_every_figure_and_the_numbers_behind_them(analysis_run):
     out, folder = analysis_run
     client = mlflow.MlflowClient()
@@ -267,35 +331,33 @@ def test_analysis_run_logs_every_figure_and_the_numbers_behind_them(analysis_run
     cells = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{run.data.tags['medart.sweep_run']}'")
     assert len(cells) == 2 and {c.data.tags["medart.cached"] for c in cells} == {"true"}  # the sweep reused the examples
     table = Path(client.download_artifacts(out.run_id, "analysis.md", str(folder))).read_text()
-    assert "| saliency: pixels ≥ 0.5·max |" in table and "Grad-CAM IoU top-20% (PGD)" in table
+    assert "| saliency: pixels ≥ 0.5·max (%) |" in table and "Grad-CAM IoU top-20% (PGD)" in table
 
 
-@pytestmark_md5
+@pytest.mark.slow
 def test_report_holds_the_runs_tables_figures_and_the_papers_numbers(analysis_run):
-    from medart.analysis.report import report_run
+    from medart.stages.report import report_run
 
     out, folder = analysis_run
-    path = report_run(out.run_id, folder / "report.html")
-    page = path.read_text()
+    page = report_run(out.run_id, folder / "report.html").read_text()
     assert page.startswith("<!DOCTYPE html>") and len(page) > 100_000
     assert page.count("data:image/png;base64,") >= 7  # six analysis figures + the sweep's own
     assert "<th>quantity</th>" in page and "saliency: pixels ≥ 0.5·max" in page  # analysis.md as an HTML table
     assert "Beside the paper: Chest X-Ray" in page and "<td>93.99</td>" in page  # Table 2 / 3 beside the run
     # the attacks ran at 1/255, where Tables 2 and 3 have numbers: measured beside paper
     assert "<td>FGSM</td><td>1/255</td>" in page and "<td>PGD</td><td>1/255</td>" in page
-    assert "<td>stage_change.res5b_relu.pgd</td>" in page
-    where = [page.index(f'alt="figures/{name}.png"') for name in ("eps_curves", "saliency", "stages", "landscape", "embedding",
-                                                                   "gradcam")]
-    assert where == sorted(where)  # in the paper's order
-    logged = {a.path for a in mlflow.MlflowClient().list_artifacts(out.run_id)}
-    assert "report.html" in logged
+    assert "<td>stage_change.res5b_relu.pgd</td>" in page and "<td>adv_acc.pgd (%)</td>" in page
+    assert "<th>measured acc (%)</th>" in page and "<th>paper AUC (%)</th>" in page
+    where = [page.index(f'alt="figures/{name}.png"') for name in ("eps_curves", "saliency", "stages", "landscape", "embedding")]
+    assert where == sorted(where) and where[-1] < page.index('alt="figures/gradcam.png"')  # in the paper's order
+    assert "report.html" in {a.path for a in mlflow.MlflowClient().list_artifacts(out.run_id)}
 
 
-@pytestmark_md5
+@pytest.mark.slow
 def test_report_screenshot_in_headless_chromium(analysis_run, tmp_path):
     if not CHROMIUM.exists():
         pytest.skip("/usr/bin/chromium is not installed (apt-get install -y chromium); the report's rendering is not checked")
-    from medart.analysis.report import report_run
+    from medart.stages.report import report_run
 
     out, _ = analysis_run
     html = report_run(out.run_id, tmp_path / "report.html", log=False)
@@ -306,20 +368,16 @@ def test_report_screenshot_in_headless_chromium(analysis_run, tmp_path):
     assert done.returncode == 0, done.stderr
     data = png.read_bytes()
     assert data[:8] == PNG and struct.unpack(">II", data[16:24]) == (1000, 1400)
-    from matplotlib.image import imread
-
-    pixels = imread(png)[..., :3]
+    pixels = matplotlib.image.imread(png)[..., :3]
     assert pixels.std() > 0.05 and (pixels < 0.5).mean() > 0.005  # text and figures, not a blank page
 
 
-@pytestmark_md5
+@pytest.mark.slow
 def test_cli_analyze_eps_curves_and_report(analysis_run, shared_data, tmp_path):
-    out, folder = analysis_run
-    runner = CliRunner()
-    ok = runner.invoke(main, ["analyze", "--model-uri", "models:/medart-pneumonia@champion", "--dataset", "pneumonia",
-                              "--data-dir", str(shared_data), "--attacks", "fgsm", "--eps", "1/255", "--max-examples", "12",
-                              "--figures", "saliency,stages", "--show", "2", "--no-progress",
-                              "--output", str(tmp_path / "a.html")])
+    (out, folder), runner = analysis_run, CliRunner()
+    analyze = ["analyze", "--model-uri", "models:/medart-pneumonia@champion", "--dataset", "pneumonia"]
+    ok = runner.invoke(main, [*analyze, "--data-dir", str(shared_data), "--attacks", "fgsm", "--eps", "1/255", "--max-examples",
+                              "12", "--figures", "saliency,stages", "--show", "2", "--no-progress", "--output", str(tmp_path / "a.html")])
     assert ok.exit_code == 0, ok.output
     assert "figures/saliency.png, figures/stages.png" in ok.output and "saliency_high_fraction = " in ok.output
     assert (tmp_path / "a.html").stat().st_size > 20_000
@@ -330,10 +388,8 @@ def test_cli_analyze_eps_curves_and_report(analysis_run, shared_data, tmp_path):
     assert report.exit_code == 0, report.output
     assert "analyze-fgsm+pgd-eps1/255-art" in (tmp_path / "e.html").read_text()
     for args, fragment in (
-        (["analyze", "--model-uri", "models:/medart-pneumonia@champion", "--dataset", "pneumonia", "--figures", "zoo"],
-         "unknown figure 'zoo'"),
-        (["analyze", "--model-uri", "models:/medart-pneumonia@champion", "--dataset", "pneumonia", "--figures", "landscape",
-          "--surrogates", "0"], "needs a separately trained surrogate"),
+        ([*analyze, "--figures", "zoo"], "unknown figure 'zoo'"),
+        ([*analyze, "--figures", "landscape", "--surrogates", "0"], "needs a separately trained surrogate"),
         (["report"], "exactly one of --run-id or --experiment"),
         (["report", "--run-id", "0123456789abcdef"], "run '0123456789abcdef' not found"),
         (["report", "--experiment", "nope"], "experiment 'nope' not found"),

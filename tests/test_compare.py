@@ -10,9 +10,9 @@ from click.testing import CliRunner
 
 from medart.attacks import make_spec
 from medart.cli import main
-from medart.compare import collect, compare, eps_fraction, export_robustbench, import_robustbench
 from medart.errors import DataError
-from medart.experiment import attack_model, sweep
+from medart.stages import DataSpec, RunOptions, Target, attack, sweep
+from medart.stages.compare import CompareRequest, collect, compare, eps_fraction, export_robustbench, import_robustbench
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*official MedMNIST MD5")
 
@@ -27,17 +27,22 @@ def test_eps_fractions():
     assert eps_fraction(8 / 255) == "8/255" and eps_fraction(0.3 / 255) == "0.3/255"
 
 
+def _target(model_uri: str, shared_data) -> Target:
+    return Target.load(model_uri, DataSpec("pneumonia", shared_data), max_examples=20)
+
+
+@pytest.mark.slow  # a sweep of four cells: ~20 s
 def test_compare_reads_runs_exports_and_imports_robustbench(registered, shared_data, tmp_path):
-    _, cells, _ = sweep(registered, "pneumonia", ["fgsm", "bim"], [2 / 255, 8 / 255], "art", shared_data, max_examples=20,
-                        progress=False)
+    target, quiet = _target(registered, shared_data), RunOptions(progress=False)
+    cells = sweep(target, ["fgsm", "bim"], [2 / 255, 8 / 255], quiet).rows
     # the same measurement again (examples from the cache) counts once
-    attack_model(registered, "pneumonia", make_spec("bim", 8 / 255), "art", shared_data, max_examples=20, progress=False)
-    rows = collect(dataset="pneumonia")
+    attack(target, make_spec("bim", 8 / 255), quiet)
+    rows = collect(CompareRequest(dataset="pneumonia"))
     assert len(rows) == 4
     by_cell = {(r.attack, round(r.eps * 255)): r for r in rows}
     for cell in cells:
-        row = by_cell[(cell["attack"], round(cell["eps"] * 255))]
-        assert row.adv_acc == pytest.approx(cell["adv_acc"]) and row.clean_acc == pytest.approx(cell["clean_acc"])
+        row = by_cell[(cell.attack, round(cell.eps * 255))]
+        assert row.adv_acc == pytest.approx(cell.adv_acc) and row.clean_acc == pytest.approx(cell.clean_acc)
         assert row.model == registered and row.backend == "art" and row.n == 20
 
     (path,) = [p for p in export_robustbench(rows, tmp_path / "rb") if "eps8" in p.name]
@@ -57,20 +62,22 @@ def test_compare_reads_runs_exports_and_imports_robustbench(registered, shared_d
     (ours,) = import_robustbench([path])  # medart's export reads back as the row it came from
     assert ours.adv_acc == pytest.approx(worst, abs=5e-5) and ours.eps == pytest.approx(8 / 255)
 
-    run_id, merged = compare(dataset="pneumonia", imports=[standard])
-    assert len(merged) == 5
+    out = compare(CompareRequest(dataset="pneumonia", imports=(str(standard),)))
+    run_id = out.run_id
+    assert len(out.rows) == 5
     client = mlflow.MlflowClient()
     artifacts = {a.path for a in client.list_artifacts(run_id)} | {a.path for a in client.list_artifacts(run_id, "figures")}
     assert {"compare.md", "compare.json", "figures/compare.png", "robustbench"} <= artifacts
     text = mlflow.artifacts.load_text(f"runs:/{run_id}/compare.md")
     assert "| cifar10 | Standardly trained model | AUTOATTACK | 8/255 |" in text and text.count("| pneumonia |") == 4
+    assert "| clean acc (%) | adv acc (%) |" in text and "| 94.78 | 0.00 |" in text  # percentages, as everywhere
 
 
 def test_cli_compare_and_its_errors(registered, shared_data, tmp_path):
     runner = CliRunner()
     empty = runner.invoke(main, ["compare", "--dataset", "pneumonia"])
     assert empty.exit_code == 2 and "no finished attack runs" in empty.output and "Traceback" not in empty.output
-    attack_model(registered, "pneumonia", make_spec("fgsm", 4 / 255), "art", shared_data, max_examples=20, progress=False)
+    attack(_target(registered, shared_data), make_spec("fgsm", 4 / 255), RunOptions(progress=False))
     ok = runner.invoke(main, ["compare", "--dataset", "pneumonia", "--export-dir", str(tmp_path / "out")])
     assert ok.exit_code == 0, ok.output
     assert "| pneumonia | models:/medart-pneumonia@champion | FGSM | 4/255 | art |" in ok.output

@@ -6,8 +6,6 @@ why simple detectors find them; the map shows whether that holds for a given mod
 
 from __future__ import annotations
 
-from typing import Mapping
-
 import numpy as np
 import torch
 from sklearn.manifold import TSNE
@@ -32,24 +30,3 @@ def tsne_embedding(clean: np.ndarray, adversarial: np.ndarray, seed: int = 0, pe
     method = "exact" if len(points) <= 1000 else "barnes_hut"
     xy = TSNE(n_components=2, perplexity=perplexity, init="pca", method=method, random_state=seed).fit_transform(points)
     return xy[: len(clean)], xy[len(clean):]
-
-
-def embedding_figure(coords: Mapping[str, tuple[np.ndarray, np.ndarray]], labels: np.ndarray, classes: list[str], title: str):
-    """One panel per attack: clean points (dots) and adversarial points (crosses) coloured by true
-    class. ``coords``: attack → (clean ``(N, 2)``, adversarial ``(N, 2)``); ``labels``: ``(N,)``."""
-    from medart.analysis.figures import plt, suptitle
-
-    fig, axes = plt.subplots(1, len(coords), figsize=(4.4 * len(coords), 4.2), squeeze=False)
-    colours = plt.get_cmap("tab10")
-    for ax, (attack, (clean, adv)) in zip(axes[0], coords.items()):
-        for c, name in enumerate(classes):
-            rows = labels == c
-            ax.scatter(*clean[rows].T, s=14, color=colours(c), alpha=0.7, label=f"clean {name}")
-            ax.scatter(*adv[rows].T, s=22, color=colours(c), marker="x", label=f"{attack.upper()} {name}")
-        ax.set_title(attack.upper(), fontsize=9)
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.legend(fontsize=7, loc="best")
-    suptitle(fig, title)
-    fig.tight_layout()
-    return fig

@@ -67,7 +67,7 @@ def grad_cam(
             maps.append(torch.where(peak > 0, cam / peak.clamp_min(1e-30), torch.zeros_like(cam)).cpu())
             if feature.shape[-2:] == (1, 1) and start == 0:
                 warnings.warn(f"Grad-CAM at {layer} sees a 1×1 map for {tuple(xb.shape[-2:])}-pixel inputs, so every map is "
-                              "uniform; use an earlier layer (e.g. layer3) or a model trained at a larger --image-size")
+                              "uniform; use an earlier layer (e.g. layer3) or a model trained at a larger `image_size`")
     finally:
         handle.remove()
         model.train(was_training)
@@ -94,24 +94,3 @@ def cam_overlap(clean: np.ndarray, adversarial: np.ndarray, top: float = 0.2) ->
     inter = (a & b).reshape(len(a), -1).sum(axis=1)
     union = (a | b).reshape(len(a), -1).sum(axis=1)
     return np.where(union > 0, inter / np.maximum(union, 1), np.nan)
-
-
-def gradcam_figure(x: torch.Tensor, x_adv: torch.Tensor, clean: np.ndarray, adversarial: np.ndarray, overlap: np.ndarray,
-                   captions: list[tuple[str, str]], title: str):
-    """Per image (rows): the clean image and its Grad-CAM overlay, the adversarial image and its
-    overlay; ``captions``: (clean, adversarial) prediction labels per image; ``overlap``: ``(n,)``."""
-    from medart.analysis.figures import grey, image_grid, show_image, suptitle
-
-    fig, axes = image_grid(len(x), 4, cell=2.2)
-    for k in range(len(x)):
-        show_image(axes[k, 0], x[k], f"clean: {captions[k][0]}")
-        axes[k, 1].imshow(grey(x[k]), cmap="gray", vmin=0, vmax=1)
-        axes[k, 1].imshow(clean[k], cmap="jet", alpha=0.45, vmin=0, vmax=1)
-        axes[k, 1].set_title("Grad-CAM clean", fontsize=8)
-        show_image(axes[k, 2], x_adv[k], f"adversarial: {captions[k][1]}")
-        axes[k, 3].imshow(grey(x_adv[k]), cmap="gray", vmin=0, vmax=1)
-        axes[k, 3].imshow(adversarial[k], cmap="jet", alpha=0.45, vmin=0, vmax=1)
-        axes[k, 3].set_title(f"Grad-CAM adv (IoU {overlap[k]:.2f})", fontsize=8)
-    suptitle(fig, title)
-    fig.tight_layout()
-    return fig

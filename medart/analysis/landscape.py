@@ -66,7 +66,7 @@ def surrogate_direction(
     ``(N, C, H, W)``.
     """
     if not surrogates:
-        raise ConfigError("the loss landscape needs at least one surrogate model for g⊥: pass --surrogate-uri or --surrogates N")
+        raise ConfigError("the loss landscape needs at least one surrogate model for g⊥: pass `surrogate_uris` or `surrogates`")
     total = torch.zeros_like(x)
     for surrogate in surrogates:
         grad = input_gradient(surrogate, x, y, "loss", batch_size, device)
@@ -99,17 +99,17 @@ def loss_grid(
     y: torch.Tensor,
     g: torch.Tensor,
     g_perp: torch.Tensor,
-    eps1: np.ndarray,
-    eps2: np.ndarray,
+    eps: np.ndarray,
     batch_size: int = 128,
     device: str = "auto",
 ) -> np.ndarray:
-    """Cross-entropy (nats) at ``clip(x + ε1·g + ε2·g⊥, 0, 1)`` for every grid point, float64
-    ``(N, len(eps1), len(eps2))``; entry ``[n, i, j]`` is image n at ``(eps1[i], eps2[j])``, so
-    ``[:, 0, 0]`` is the clean loss. ``g``, ``g_perp``: ``(N, C, H, W)`` directions."""
-    grid = np.empty((len(x), len(eps1), len(eps2)))
-    for i, e1 in enumerate(eps1):
-        for j, e2 in enumerate(eps2):
+    """Cross-entropy (nats) at ``clip(x + ε1·g + ε2·g⊥, 0, 1)`` for every point of the square grid
+    ``ε1, ε2 ∈ eps`` (:func:`eps_axis`), float64 ``(N, len(eps), len(eps))``; entry ``[n, i, j]`` is
+    image n at ``(eps[i], eps[j])``, so ``[:, 0, 0]`` is the clean loss. ``g``, ``g_perp``:
+    ``(N, C, H, W)`` directions."""
+    grid = np.empty((len(x), len(eps), len(eps)))
+    for i, e1 in enumerate(eps):
+        for j, e2 in enumerate(eps):
             points = (x + float(e1) * g + float(e2) * g_perp).clamp_(0.0, 1.0)
             grid[:, i, j] = per_image_loss(model, points, y, batch_size, device)
     return grid
@@ -131,23 +131,3 @@ def sharpness(
     g = gradient_direction(model, x, y, batch_size, device)
     stepped = (x + radius * g).clamp(0.0, 1.0)
     return per_image_loss(model, stepped, y, batch_size, device) - per_image_loss(model, x, y, batch_size, device)
-
-
-def landscape_figure(grid: np.ndarray, eps1: np.ndarray, eps2: np.ndarray, labels: Sequence[str], title: str):
-    """A 3-D surface per image (the paper's Fig. 7 view): ``grid`` ``(n, len(eps1), len(eps2))``,
-    axes in grey levels (ε × 255), one ``labels`` entry per image for the panel titles."""
-    from medart.analysis.figures import plt, suptitle
-
-    fig = plt.figure(figsize=(4.2 * len(grid), 4.2))
-    e1, e2 = np.meshgrid(eps1 * 255, eps2 * 255, indexing="ij")
-    for k, surface in enumerate(grid):
-        ax = fig.add_subplot(1, len(grid), k + 1, projection="3d")
-        ax.plot_surface(e1, e2, surface, cmap="coolwarm", linewidth=0, antialiased=True)
-        ax.set_xlabel("ε1 along g (/255)", fontsize=8)
-        ax.set_ylabel("ε2 along g⊥ (/255)", fontsize=8)
-        ax.set_zlabel("loss (nats)", fontsize=8)
-        ax.set_title(labels[k], fontsize=8)
-        ax.tick_params(labelsize=7)
-    suptitle(fig, title)
-    fig.subplots_adjust(left=0.02, right=0.95, top=0.85, bottom=0.05, wspace=0.25)
-    return fig

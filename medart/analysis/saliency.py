@@ -73,19 +73,3 @@ def high_saliency_fraction(maps: np.ndarray, share: float = 0.5) -> np.ndarray:
     flat = np.asarray(maps, dtype=np.float64).reshape(len(maps), -1)
     peak = flat.max(axis=1, keepdims=True)
     return (flat >= share * peak).mean(axis=1)
-
-
-def saliency_figure(x: torch.Tensor, maps: np.ndarray, fractions: np.ndarray, share: float, title: str):
-    """Images ``x`` ``(n, C, H, W)`` above their saliency maps ``(n, H, W)``, each titled with its
-    high-saliency fraction ``(n,)``."""
-    from medart.analysis.figures import image_grid, show_image, show_map, suptitle
-
-    fig, axes = image_grid(2, len(x))
-    for k in range(len(x)):
-        show_image(axes[0, k], x[k], f"image {k}")
-        show_map(axes[1, k], maps[k], f"≥{share:g}·max: {fractions[k] * 100:.1f}% of pixels", cmap="hot", vmin=0)
-    axes[0, 0].set_ylabel("input")
-    axes[1, 0].set_ylabel("|∂ loss / ∂x|")
-    suptitle(fig, title)
-    fig.tight_layout()
-    return fig

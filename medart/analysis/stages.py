@@ -55,30 +55,3 @@ def relative_change(
         change = (b - a).norm(dim=1) / norm
         out[layer] = torch.where(norm > 0, change, torch.full_like(change, float("nan"))).numpy()
     return out
-
-
-def stages_figure(
-    x: torch.Tensor,
-    clean: dict[str, np.ndarray],
-    adversarial: dict[str, np.ndarray],
-    change: dict[str, np.ndarray],
-    title: str,
-):
-    """Per image (rows): the input, then for each layer the clean and adversarial channel-mean maps
-    on one colour scale, titled with that image's relative change. ``clean``/``adversarial``: layer
-    → ``(n, h, w)``; ``change``: layer → ``(n,)``."""
-    from medart.analysis.figures import image_grid, show_image, show_map, suptitle
-
-    layers = list(clean)
-    fig, axes = image_grid(len(x), 1 + 2 * len(layers), cell=2.1)
-    for k in range(len(x)):
-        show_image(axes[k, 0], x[k], f"image {k}")
-        for i, layer in enumerate(layers):
-            low = min(clean[layer][k].min(), adversarial[layer][k].min())
-            high = max(clean[layer][k].max(), adversarial[layer][k].max())
-            show_map(axes[k, 1 + 2 * i], clean[layer][k], f"{layer} clean", "viridis", low, high)
-            show_map(axes[k, 2 + 2 * i], adversarial[layer][k], f"{layer} adv (Δ {change[layer][k] * 100:.1f}%)",
-                     "viridis", low, high)
-    suptitle(fig, title)
-    fig.tight_layout()
-    return fig

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from medart.catalog import ARCHS, DATASETS
+from medart.catalog import ARCHS
 from medart.cli import main, options
 
 
@@ -40,36 +40,26 @@ from medart.cli import main, options
 @click.option("--show", type=click.IntRange(1, 16), default=4, show_default=True, help="Images in the per-image figures.")
 @click.option("--report/--no-report", default=True, show_default=True, help="Also write the run's HTML report (medart report).")
 @click.option("--output", type=click.Path(dir_okay=False), default=None, help="Report file. Default: report-<run id>.html.")
-def analyze(model_uri, dataset, data_dir, source, size, backend, max_examples, batch_size, seed, device, cache, tracking_uri,
-            progress, attacks, eps, figures, curve_eps, compare_sweeps, surrogate_uris, surrogates, surrogate_arch,
-            surrogate_epochs, surrogate_lr, surrogate_max_train, landscape_points, landscape_max_eps, radius, saliency_share,
-            gradcam_layer, gradcam_top, show, report, output):
-    """The paper's analysis figures for one model (Figs. 4-11), attached to one MLflow run.
+def analyze(**opts) -> None:
+    """The paper's analysis figures of one model (Figures 4 to 11).
 
-    ε curves, saliency maps, early/late stage activations, loss landscape (with surrogate models),
+    All attached to one MLflow run: ε curves, saliency maps, early/late stage activations, loss landscape (with surrogate models),
     t-SNE of penultimate features and Grad-CAM, clean vs adversarial, with the numbers behind them
     as metrics, analysis.json and analysis.md.
 
     Example: medart analyze --model-uri models:/medart-pneumonia@champion --dataset pneumonia --attacks pgd --eps 1/255 --max-examples 64
     """
     from medart import tracking
-    from medart.analysis.analyze import analyze_model, parse_figures
-    from medart.analysis.report import report_run
-    from medart.attacks import parse_eps, parse_eps_list, parse_names
+    from medart.stages.analyze import AnalysisRequest, analyze as run_analysis
+    from medart.stages.report import report_run
+    from medart.stages.target import DataSpec, RunOptions, Target, from_options
 
-    tracking.configure(tracking_uri)
-    config = TrainConfig(epochs=surrogate_epochs, lr=surrogate_lr, batch_size=64, seed=seed, device=device)
-    out = analyze_model(
-        model_uri, dataset, parse_names(attacks), parse_eps(eps), data_dir, figures=parse_figures(figures), backend=backend,
-        source=source, size=int(size), max_examples=max_examples, curve_eps=parse_eps_list(curve_eps),
-        compare_sweeps=compare_sweeps, surrogate_uris=surrogate_uris,
-        surrogates=(0 if surrogate_uris else 1) if surrogates is None else surrogates, surrogate_config=config,
-        surrogate_arch=surrogate_arch, surrogate_max_train=surrogate_max_train, landscape_points=landscape_points,
-        landscape_max_eps=parse_eps(landscape_max_eps), radius=None if radius is None else parse_eps(radius),
-        saliency_share=saliency_share, gradcam_layer=gradcam_layer, gradcam_top=gradcam_top, show=show,
-        batch_size=batch_size, seed=seed, device=device, use_cache=cache, progress=progress)
+    tracking.configure(opts["tracking_uri"])
+    request = from_options(AnalysisRequest, opts)  # checks the settings before the model loads
+    target = Target.load(opts["model_uri"], from_options(DataSpec, opts), opts["max_examples"])
+    out = run_analysis(target, request, from_options(RunOptions, opts))
     click.echo(f"analysis run {out.run_id} ({out.seconds:.0f} s): {', '.join(out.figures)}, analysis.md, analysis.json")
     for key, value in out.summary.items():
         click.echo(f"  {key} = {value:.4f}")
-    if report:
-        click.echo(f"report {report_run(out.run_id, output)} (also the run's report.html)")
+    if opts["report"]:
+        click.echo(f"report {report_run(out.run_id, opts['output'])} (also the run's report.html)")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import click
 
-from medart.catalog import ARCHS, DATASETS
 from medart.cli import main, options
 
 
@@ -19,18 +18,21 @@ from medart.cli import main, options
               help="A RobustBench model-info JSON file to put in the same table, repeatable.")
 @click.option("--export-dir", type=click.Path(file_okay=False), default=None,
               help="Also write the RobustBench-shaped JSON files here (they are always logged to the run).")
-@click.option("--tracking-uri", default=None, envvar="MLFLOW_TRACKING_URI")
-def compare(experiments, dataset, model_uri, filter_string, imports, export_dir, tracking_uri):
-    """One table and figure of every finished attack run — across datasets, models, attacks, ε and
-    backends — plus RobustBench-style JSON in and out, logged as a run in medart/compare.
+@options.tracking_uri
+def compare(**opts) -> None:
+    """Robustness of finished attack runs in one table and figure.
+
+    Across datasets, models, attacks, ε and backends, plus RobustBench-style JSON in and out, logged
+    as a run in medart/compare.
 
     Example: medart compare --dataset pneumonia --import robustbench/model_info/cifar10/Linf/Standard.json
     """
     from medart import tracking
-    from medart.compare import compare as run_compare
-    from medart.compare import table
+    from medart.render.compare import compare_table
+    from medart.stages.compare import CompareRequest, compare as run_compare
+    from medart.stages.target import from_options
 
-    tracking.configure(tracking_uri)
-    run_id, rows = run_compare(experiments, dataset, model_uri, filter_string, imports, export_dir)
-    click.echo(f"compare run {run_id}: {len(rows)} rows; compare.md, figures/compare.png, robustbench/")
-    click.echo(table(rows), nl=False)
+    tracking.configure(opts["tracking_uri"])
+    out = run_compare(from_options(CompareRequest, opts))
+    click.echo(f"compare run {out.run_id}: {len(out.rows)} rows; compare.md, figures/compare.png, robustbench/")
+    click.echo(compare_table(out.rows), nl=False)

@@ -1,0 +1,51 @@
+"""Robustness across runs: the table and figure of ``medart compare``."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Sequence
+
+from matplotlib.figure import Figure
+
+from medart.render.numbers import eps_label, pct
+
+
+def short_model(model: str) -> str:
+    """A model URI without its ``models:/`` scheme: ``medart-pneumonia@champion``."""
+    return model.removeprefix("models:/")
+
+
+def compare_table(rows: Sequence) -> str:
+    """Markdown, one row per measurement (``RobustnessRow``s), accuracies in %."""
+    lines = ["| dataset | model | attack | ε | backend | clean acc (%) | adv acc (%) | n | source |", "|---" * 9 + "|"]
+    for r in rows:
+        lines.append(f"| {r.dataset} | {r.model} | {r.attack.upper()} | {eps_label(r.eps)} | {r.backend} | "
+                     f"{pct(r.clean_acc)} | {pct(r.adv_acc)} | {r.n or ''} | {r.source} |")
+    return "\n".join(lines) + "\n"
+
+
+def compare_figure(rows: Sequence) -> Figure:
+    """Accuracy (%) vs ε, one panel per dataset, one line per (model, attack, backend); imported
+    results (single points) as stars."""
+    datasets = sorted({r.dataset for r in rows})
+    fig = Figure(figsize=(6 * len(datasets), 4.2))
+    axes = fig.subplots(1, len(datasets), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets):
+        lines: dict[tuple, list] = defaultdict(list)
+        for r in rows:
+            if r.dataset == dataset:
+                lines[(r.model, r.attack, r.backend)].append(r)
+        for (model, attack, backend), members in sorted(lines.items()):
+            members.sort(key=lambda r: r.eps)
+            xs = [0.0] + [r.eps * 255 for r in members]
+            ys = [members[0].clean_acc * 100] + [r.adv_acc * 100 for r in members]
+            single = len(members) == 1
+            ax.plot(xs, ys, marker="*" if single else "o", ms=11 if single else 5,
+                    label=f"{short_model(model)} · {attack.upper()} · {backend}")
+        ax.set_xlabel("ε (×1/255)")
+        ax.set_ylabel("accuracy (%)")
+        ax.set_ylim(-2, 102)
+        ax.set_title(dataset)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig

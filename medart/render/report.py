@@ -1,0 +1,295 @@
+"""The HTML report of a run (or an experiment): its tables, figures, metrics and parameters, those
+of all its descendant runs, and the paper's numbers beside them where the task matches one of the
+paper's. Pure rendering of :class:`RunView` records; :mod:`medart.stages.report` reads them.
+
+Accuracies and AUCs appear in percent everywhere on the page (the unit in the header or the
+metric's name); other metrics as logged. The page needs no network and no files beside it.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import html
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+from medart.render.numbers import pct
+
+# Ma et al. 2021 (PAPER.md). Table 2: ε = 1/255, (accuracy %, AUC %) of the 2-class models.
+PAPER_TABLE2 = {
+    "Fundoscopy": {"none": (91.03, 81.91), "fgsm": (1.15, 3.71), "bim": (0.00, 0.00), "pgd": (0.00, 0.00), "cw": (0.04, 0.09)},
+    "Chest X-Ray": {"none": (93.99, 61.25), "fgsm": (1.90, 0.96), "bim": (0.00, 0.00), "pgd": (0.00, 0.00), "cw": (0.00, 0.00)},
+    "Dermoscopy": {"none": (87.62, 78.74), "fgsm": (29.98, 20.58), "bim": (0.21, 0.13), "pgd": (0.43, 0.74), "cw": (0.21, 0.13)},
+}
+# Table 3: accuracy % by ε (×255) and task.
+PAPER_TABLE3 = {
+    0.3: {"Chest X-Ray": {"none": 93.99, "fgsm": 16.26, "bim": 1.60, "pgd": 0.56, "cw": 0.49},
+          "Chest X-Ray-3": {"none": 90.01, "fgsm": 10.07, "bim": 0.72, "pgd": 0.30, "cw": 1.84},
+          "Chest X-Ray-4": {"none": 84.26, "fgsm": 3.01, "bim": 0.19, "pgd": 0.08, "cw": 0.17}},
+    1.0: {"Chest X-Ray": {"none": 93.99, "fgsm": 1.90, "bim": 0.00, "pgd": 0.00, "cw": 0.00},
+          "Chest X-Ray-3": {"none": 90.01, "fgsm": 2.14, "bim": 0.00, "pgd": 0.00, "cw": 0.00},
+          "Chest X-Ray-4": {"none": 84.26, "fgsm": 0.74, "bim": 0.00, "pgd": 0.00, "cw": 0.00}},
+}
+# Table 4: detection AUC % at ε = 1/255.
+PAPER_TABLE4 = {
+    "Fundoscopy": {"kd": (100.00, 100.00, 100.00, 100.00), "lid": (94.20, 99.63, 99.52, 99.20),
+                   "dfeat": (99.97, 100.00, 100.00, 99.99), "qfeat": (98.87, 99.82, 99.91, 99.95)},
+    "Chest X-Ray": {"kd": (99.29, 100.00, 100.00, 100.00), "lid": (78.40, 96.92, 95.20, 96.74),
+                    "dfeat": (99.97, 100.00, 100.00, 100.00), "qfeat": (87.63, 96.35, 92.07, 99.16)},
+    "Dermoscopy": {"kd": (100.00, 100.00, 100.00, 100.00), "lid": (64.83, 95.37, 92.72, 95.90),
+                   "dfeat": (98.65, 99.77, 99.48, 99.78), "qfeat": (86.53, 89.27, 95.45, 93.92)},
+}
+TABLE4_ATTACKS = ("fgsm", "bim", "pgd", "cw")
+# medart dataset → the paper's task it stands in for.
+PAPER_TASKS = {"pneumonia": "Chest X-Ray", "chestxray2": "Chest X-Ray", "chestxray3": "Chest X-Ray-3",
+               "chestxray4": "Chest X-Ray-4", "fundoscopy": "Fundoscopy", "dermoscopy": "Dermoscopy"}
+# Figures in the paper's order (then any others by name).
+FIGURE_ORDER = ("accuracy_vs_eps", "eps_curves", "saliency", "stages", "landscape", "embedding", "gradcam",
+                "detection_auc", "transfer", "roc", "training")
+
+_STYLE = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:24px auto;max-width:1200px;color:#1d2430;
+     line-height:1.4;padding:0 16px}
+h1{font-size:24px;margin-bottom:4px}h2{font-size:19px;border-bottom:2px solid #dde3ea;padding-bottom:4px;margin-top:28px}
+h3{font-size:15px;margin:16px 0 6px}.meta{color:#5b6675;font-size:13px}
+table{border-collapse:collapse;font-size:13px;margin:6px 0 12px}th,td{border:1px solid #cfd6de;padding:3px 8px;text-align:left}
+th{background:#eef2f6}td.num{text-align:right;font-variant-numeric:tabular-nums}
+.pair{display:flex;flex-wrap:wrap;gap:24px;align-items:flex-start}.pair>div{flex:1 1 420px;min-width:0}
+figure{margin:10px 0 18px}figure img{max-width:100%;border:1px solid #e3e8ee}figcaption{font-size:12px;color:#5b6675}
+.child{border-left:3px solid #dde3ea;padding-left:14px;margin:14px 0}.note{font-size:13px;color:#5b6675}
+"""
+
+
+@dataclass
+class RunView:
+    """What the page shows of one run, as read from the tracking store."""
+
+    run_id: str
+    name: str
+    status: str
+    start_time: int | None  # ms since the epoch
+    params: dict[str, str]
+    metrics: dict[str, float]  # as logged: accuracies and AUCs are fractions
+    tags: dict[str, str]
+    tables: list[tuple[str, str]] = field(default_factory=list)  # (artifact path, Markdown) of its *.md
+    figures: list[tuple[str, bytes]] = field(default_factory=list)  # (artifact path, PNG) of its figures/*.png
+    children: list["RunView"] = field(default_factory=list)  # oldest first
+
+    def descendants(self) -> Iterator["RunView"]:
+        """Children, their children, and so on, at any depth (depth first)."""
+        for child in self.children:
+            yield child
+            yield from child.descendants()
+
+
+def _e(value) -> str:
+    return html.escape(str(value))
+
+
+def html_table(header: Iterable[str], rows: Iterable[Iterable], numeric: Sequence[int] = ()) -> str:
+    """An HTML table; the columns ``numeric`` (indices) are right-aligned."""
+    def cell(k: int, value) -> str:
+        return f'<td class="num">{_e(value)}</td>' if k in numeric else f"<td>{_e(value)}</td>"
+
+    return ("<table><tr>" + "".join(f"<th>{_e(h)}</th>" for h in header) + "</tr>"
+            + "".join("<tr>" + "".join(cell(k, v) for k, v in enumerate(row)) + "</tr>" for row in rows) + "</table>")
+
+
+def markdown_tables(text: str) -> str:
+    """The pipe tables of a medart ``*.md`` artifact as HTML tables (other lines as paragraphs)."""
+    out, table = [], []
+
+    def flush() -> None:
+        if not table:
+            return
+        rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in table]
+        body = [r for r in rows[1:] if not all(set(c) <= set("-: ") for c in r)]
+        out.append(html_table(rows[0], body))
+        table.clear()
+
+    for line in text.splitlines():
+        if line.strip().startswith("|"):
+            table.append(line)
+            continue
+        flush()
+        if line.strip():
+            out.append(f"<p>{_e(line.strip())}</p>")
+    flush()
+    return "\n".join(out)
+
+
+def _attack_results(runs: Iterable[RunView]) -> dict[tuple[str, float], dict[str, float]]:
+    """(attack, ε × 255 rounded to 0.01) → the attack run's metrics, from runs that attacked (newest wins)."""
+    found = {}
+    for r in sorted(runs, key=lambda r: r.start_time or 0):
+        p, m = r.params, r.metrics
+        if "attack.name" in p and "adv_acc" in m and p.get("attack.targeted", "False") == "False":
+            found[(p["attack.name"], round(float(p["attack.eps"]) * 255, 2))] = m
+    return found
+
+
+def _optional(value: float | None, percent: bool = False) -> str:
+    if value is None:
+        return ""
+    return pct(value) if percent else f"{value:.2f}"
+
+
+def _accuracy_rows(task: str, runs: Sequence[RunView]) -> list[tuple]:
+    """Measured vs paper accuracy and AUC (%) per (attack, ε) where Tables 2 and 3 have the paper's."""
+    attacks, rows = _attack_results(runs), []
+    for (attack, eps), m in sorted(attacks.items()):
+        paper_acc = PAPER_TABLE3.get(eps, {}).get(task, {}).get(attack)
+        paper_auc = PAPER_TABLE2[task][attack][1] if task in PAPER_TABLE2 and eps == 1.0 else None
+        if paper_acc is not None:
+            rows.append((attack.upper(), f"{eps:g}/255", pct(m["adv_acc"]), f"{paper_acc:.2f}",
+                         _optional(m.get("adv_auc"), True), _optional(paper_auc)))
+    if rows:
+        clean = next(iter(attacks.values()))
+        none_auc = PAPER_TABLE2[task]["none"][1] if task in PAPER_TABLE2 else None
+        rows.insert(0, ("none", "—", pct(clean["clean_acc"]), f"{PAPER_TABLE3[1.0][task]['none']:.2f}",
+                        _optional(clean.get("clean_auc"), True), _optional(none_auc)))
+    return rows
+
+
+def _detection_rows(task: str, runs: Sequence[RunView]) -> list[tuple]:
+    """Measured vs paper detection AUC (%) at ε = 1/255 (Table 4)."""
+    rows = []
+    for r in runs:
+        p, m = r.params, r.metrics
+        if "attack.name" in p and task in PAPER_TABLE4 and round(float(p.get("attack.eps", 0)) * 255, 2) == 1.0:
+            for key, value in sorted(m.items()):
+                name = key.removeprefix("auc_")
+                if key.startswith("auc_") and not key.endswith("_std") and name in PAPER_TABLE4[task]:
+                    paper = PAPER_TABLE4[task][name][TABLE4_ATTACKS.index(p["attack.name"])]
+                    rows.append((name.upper(), p["attack.name"].upper(), pct(value), f"{paper:.2f}"))
+    return rows
+
+
+def _paper_tables(task: str) -> str:
+    """The paper's own rows for ``task``: Tables 2, 3 (chest X-ray tasks) and 4, in %."""
+    reference = []
+    if task in PAPER_TABLE2:
+        reference.append("<div><h3>Paper, Table 2 (ε = 1/255)</h3>" + html_table(
+            ("attack", "acc (%)", "AUC (%)"), [(a.upper(), f"{v[0]:.2f}", f"{v[1]:.2f}") for a, v in PAPER_TABLE2[task].items()],
+            (1, 2)) + "</div>")
+    if task.startswith("Chest"):
+        reference.append("<div><h3>Paper, Table 3 (accuracy)</h3>" + html_table(
+            ("attack", "ε = 0.3/255 acc (%)", "ε = 1/255 acc (%)"),
+            [(a.upper(), f"{PAPER_TABLE3[0.3][task][a]:.2f}", f"{PAPER_TABLE3[1.0][task][a]:.2f}") for a in PAPER_TABLE3[1.0][task]],
+            (1, 2)) + "</div>")
+    if task in PAPER_TABLE4:
+        reference.append("<div><h3>Paper, Table 4 (detection AUC)</h3>" + html_table(
+            ("detector", *(f"{a.upper()} AUC (%)" for a in TABLE4_ATTACKS)),
+            [(d.upper(), *(f"{v:.2f}" for v in values)) for d, values in PAPER_TABLE4[task].items()], (1, 2, 3, 4)) + "</div>")
+    return '<div class="pair">' + "".join(reference) + "</div>"
+
+
+def paper_comparison(dataset: str | None, runs: Iterable[RunView]) -> str:
+    """HTML: measured numbers of ``runs`` beside the paper's for the matching task, and the paper's
+    own rows for that task; empty when the dataset matches none of the paper's tasks."""
+    task = PAPER_TASKS.get(dataset or "")
+    if task is None:
+        return ""
+    runs = list(runs)
+    parts = [f"<h2>Beside the paper: {_e(task)}</h2><p class='note'>Ma et al. 2021 (Pattern Recognition 110, 107332); "
+             f"medart's <code>{_e(dataset)}</code> task stands in for the paper's {_e(task)} task (see the README for "
+             "what differs: image size, data source, pretraining, training length).</p>"]
+    if rows := _accuracy_rows(task, runs):
+        parts.append("<h3>Accuracy and AUC under attack, measured vs paper (Tables 2 and 3)</h3>" + html_table(
+            ("attack", "ε", "measured acc (%)", "paper acc (%)", "measured AUC (%)", "paper AUC (%)"), rows))
+    if rows := _detection_rows(task, runs):
+        parts.append("<h3>Detection AUC, measured vs paper (Table 4, ε = 1/255)</h3>"
+                     + html_table(("detector", "attack", "measured AUC (%)", "paper AUC (%)"), rows))
+    parts.append(_paper_tables(task))
+    return "\n".join(parts)
+
+
+def is_percent(metric: str) -> bool:
+    """Whether a metric is an accuracy, AUC or success rate (a fraction shown in %): ``clean_acc``,
+    ``adv_acc.pgd``, ``auc_kd``, ``fgsm.auc_lid``, ``val_auc``, ``success_rate``."""
+    return bool({"acc", "auc"} & set(re.split(r"[._]", metric))) or "success_rate" in metric
+
+
+def metric_rows(metrics: dict[str, float]) -> list[tuple[str, str]]:
+    """(name, value) per metric, sorted by name: accuracies/AUCs in % with "(%)" after the name."""
+    return [(f"{k} (%)", pct(v)) if is_percent(k) else (k, f"{v:.4g}") for k, v in sorted(metrics.items())]
+
+
+def _heading(level: int) -> str:
+    return f"h{min(level, 6)}"
+
+
+def run_body(view: RunView, level: int = 2, params: bool = True) -> str:
+    """Tables (``*.md``), figures (``figures/*.png``, in the paper's order), metrics and params of one run."""
+    h = _heading(level)
+    parts = [f"<{h}>Table: {_e(path)}</{h}>{markdown_tables(text)}" for path, text in sorted(view.tables)]
+    rank = {name: k for k, name in enumerate(FIGURE_ORDER)}
+    for path, png in sorted(view.figures, key=lambda f: (rank.get(Path(f[0]).stem, len(rank)), f[0])):
+        data = base64.b64encode(png).decode()
+        parts.append(f'<figure><img alt="{_e(path)}" src="data:image/png;base64,{data}"><figcaption>{_e(path)}</figcaption></figure>')
+    tables = []
+    if view.metrics:
+        tables.append(f"<div><{h}>Metrics</{h}>{html_table(('metric', 'value'), metric_rows(view.metrics), (1,))}</div>")
+    if params and view.params:
+        tables.append(f"<div><{h}>Parameters</{h}>{html_table(('parameter', 'value'), sorted(view.params.items()))}</div>")
+    if tables:
+        parts.append('<div class="pair">' + "".join(tables) + "</div>")
+    return "\n".join(parts)
+
+
+def child_section(view: RunView, level: int = 3) -> str:
+    """A child run's body, its own children's sections nested inside it (any depth)."""
+    h = _heading(level)
+    nested = "".join(child_section(c, level + 1) for c in view.children)
+    return (f"<div class='child'><{h}>{_e(view.name)} <span class='meta'>({_e(view.run_id)}, {_e(view.status)})</span></{h}>"
+            f"{run_body(view, level + 1, params=False)}{nested}</div>")
+
+
+def when(ms: int | None) -> str:
+    return datetime.datetime.fromtimestamp(ms / 1000).strftime("%Y-%m-%d %H:%M:%S") if ms else "—"
+
+
+def page(title: str, body: str) -> str:
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>'
+            f"<style>{_STYLE}</style></head><body>\n{body}\n</body></html>\n")
+
+
+def run_page(view: RunView, experiment: str, tracking_uri: str) -> str:
+    """The page of one run: its tables, figures, metrics and parameters, then each descendant run's
+    nested under its parent, and the paper's numbers beside the run's where its dataset matches."""
+    tags = view.tags
+    body = [f"<h1>medart report: {_e(view.name)}</h1>",
+            f"<p class='meta'>run {_e(view.run_id)} · experiment {_e(experiment)} · {_e(view.status)} · started "
+            f"{when(view.start_time)} · medart {_e(tags.get('medart.version', '?'))} · commit "
+            f"{_e(tags.get('mlflow.source.git.commit', '?')[:10])} · tracking {_e(tracking_uri)}</p>",
+            paper_comparison(view.params.get("dataset"), [view, *view.descendants()]),
+            "<h2>This run</h2>", run_body(view, 3)]
+    if view.children:
+        total = sum(1 for _ in view.descendants())
+        more = f", {total} with theirs" if total > len(view.children) else ""
+        body.append(f"<h2>Child runs ({len(view.children)}{more})</h2>")
+        body += [child_section(child, 3) for child in view.children]
+    return page(f"medart report: {view.name}", "\n".join(body))
+
+
+def experiment_page(experiment: str, runs: Sequence[RunView], tracking_uri: str) -> str:
+    """The page of an experiment's top-level ``runs`` (newest first): one summary table, then each
+    run's tables, figures and metrics, and the paper's numbers (over every run and its descendants)
+    where they all share a dataset."""
+    summary = html_table(("run", "status", "started", "metrics"),
+                         [(r.name, r.status, when(r.start_time), len(r.metrics)) for r in runs], (3,))
+    body = [f"<h1>medart report: experiment {_e(experiment)}</h1>",
+            f"<p class='meta'>{len(runs)} newest top-level runs · tracking {_e(tracking_uri)}</p>", summary]
+    datasets = {r.params.get("dataset") for r in runs}
+    if len(datasets) == 1:
+        body.append(paper_comparison(datasets.pop(), [d for r in runs for d in (r, *r.descendants())]))
+    for r in runs:
+        body.append(f"<h2>{_e(r.name)} <span class='meta'>({_e(r.run_id)}, {_e(r.status)})</span></h2>" + run_body(r, 3))
+    return page(f"medart report: {experiment}", "\n".join(body))
+
+
+__all__ = ["FIGURE_ORDER", "PAPER_TASKS", "RunView", "child_section", "experiment_page", "html_table", "is_percent",
+           "markdown_tables", "metric_rows", "page", "paper_comparison", "run_body", "run_page"]

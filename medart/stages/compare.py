@@ -1,0 +1,277 @@
+"""Results across runs: the robustness of every finished attack run in one table and figure, with
+RobustBench-style JSON in and out (``medart compare``), and the ε curves of several sweeps in one
+figure (``medart eps-curves``), each logged as a run of its own.
+
+Every finished attack run (``medart attack``, ``sweep``, ``detect``, ``evaluate``, ``mlflow run``)
+logs ``attack.name``, ``attack.eps``, ``backend``, ``dataset``, ``model_uri`` and the metrics
+``clean_acc`` / ``adv_acc``; :func:`collect` finds them with ``mlflow.search_runs``. Runs that
+repeat the same measurement (same ``medart.cache_key``: weights, data, spec, backend, seed) count
+once, the latest.
+
+RobustBench keeps one JSON per model (``model_info/<dataset>/<threat model>/<name>.json``) with
+``clean_acc`` and ``autoattack_acc`` as percentage strings and ``eps`` as ``"8/255"``.
+:func:`export_robustbench` writes medart's results in that shape — the robust accuracy being the
+worst case over the attacks medart ran (``robust_acc``, also given as RobustBench's ``reported``;
+no ``autoattack_acc``, since medart does not run AutoAttack); :func:`import_robustbench` reads
+either kind back as rows of the same table.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections import defaultdict
+from dataclasses import dataclass, fields
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import mlflow
+from mlflow.exceptions import MlflowException
+
+from medart import tracking
+from medart.attacks.cache import CACHE_TAG
+from medart.errors import ConfigError, DataError
+from medart.render.analysis import eps_curves_figure
+from medart.render.compare import compare_figure, compare_table, short_model
+from medart.stages.sweep import SweepRow
+
+THREAT_MODEL = "Linf"
+
+
+@dataclass(frozen=True)
+class RobustnessRow:
+    """One robustness measurement: accuracies in [0, 1], ε in [0, 1] pixel units."""
+
+    dataset: str
+    model: str
+    attack: str
+    eps: float
+    backend: str
+    clean_acc: float
+    adv_acc: float
+    n: int
+    source: str  # "run:<run_id>" or the JSON file it came from
+    threat_model: str = THREAT_MODEL
+
+
+@dataclass(frozen=True)
+class CompareRequest:
+    """Which runs to compare (``experiments``: default all; an extra MLflow ``filter_string``), which
+    RobustBench files to put beside them (``imports``), and where to write the export (``export_dir``;
+    it is always logged to the run)."""
+
+    experiments: tuple[str, ...] = ()
+    dataset: str | None = None
+    model_uri: str | None = None
+    filter_string: str | None = None
+    imports: tuple[str, ...] = ()
+    export_dir: str | os.PathLike | None = None
+
+
+@dataclass
+class CompareOutcome:
+    run_id: str
+    rows: list[RobustnessRow]  # the runs' rows, then the imported ones
+
+
+def eps_fraction(eps: float) -> str:
+    """ε as RobustBench writes it, ``k/255`` (``0.3/255`` for fractions of a grey level)."""
+    k = eps * 255
+    return f"{round(k)}/255" if abs(k - round(k)) < 1e-6 else f"{k:.3g}/255"
+
+
+def parse_fraction(text: str | float) -> float:
+    """``"8/255"`` or ``0.0314`` → float; a malformed value is a :class:`DataError`."""
+    try:
+        return float(Fraction(str(text).strip())) if "/" in str(text) else float(text)
+    except (ValueError, ZeroDivisionError):
+        raise DataError(f"cannot read ε {text!r}; RobustBench files write it as e.g. \"8/255\"") from None
+
+
+def collect(request: CompareRequest = CompareRequest()) -> list[RobustnessRow]:
+    """Rows of every FINISHED attack run in ``request.experiments`` (default: all), optionally of one
+    ``dataset`` and ``model_uri``, plus an extra MLflow ``filter_string``."""
+    clauses = ["attributes.status = 'FINISHED'", "params.`attack.name` LIKE '%'"]
+    if request.dataset:
+        clauses.append(f"params.dataset = '{request.dataset}'")
+    if request.model_uri:
+        clauses.append(f"params.model_uri = '{request.model_uri}'")
+    if request.filter_string:
+        clauses.append(request.filter_string)
+    query = " and ".join(clauses)
+    where = {"experiment_names": list(request.experiments)} if request.experiments else {"search_all_experiments": True}
+    try:
+        runs = mlflow.search_runs(filter_string=query, output_format="list", order_by=["attributes.start_time DESC"], **where)
+    except MlflowException as exc:
+        raise ConfigError(f"cannot search runs with filter {query!r}: {str(exc).splitlines()[0]}") from None
+    rows, seen = [], set()
+    for run in runs:  # newest first: the first of each cache key wins
+        params, metrics = run.data.params, run.data.metrics
+        key = run.data.tags.get(CACHE_TAG) or run.info.run_id
+        if key in seen or "adv_acc" not in metrics or "clean_acc" not in metrics:
+            continue
+        seen.add(key)
+        rows.append(RobustnessRow(params.get("dataset", "?"), params.get("model_uri", "?"), params["attack.name"],
+                                  float(params["attack.eps"]), params.get("backend", "?"), metrics["clean_acc"],
+                                  metrics["adv_acc"], int(metrics.get("n", 0)), f"run:{run.info.run_id}"))
+    return sorted(rows, key=lambda r: (r.dataset, r.model, r.backend, r.attack, r.eps, r.source))
+
+
+def worst_case(rows: Iterable[RobustnessRow]) -> list[dict]:
+    """Per (dataset, model, ε): the clean accuracy and the lowest accuracy over every attack and
+    backend measured — the robust accuracy a leaderboard reports (fractions)."""
+    groups: dict[tuple, list[RobustnessRow]] = defaultdict(list)
+    for row in rows:
+        groups[(row.dataset, row.model, row.threat_model, round(row.eps, 10))].append(row)
+    out = []
+    for (dataset, model, threat, eps), members in sorted(groups.items()):
+        worst = min(members, key=lambda r: r.adv_acc)
+        out.append({"dataset": dataset, "model": model, "threat_model": threat, "eps": eps,
+                    "clean_acc": max(r.clean_acc for r in members), "robust_acc": worst.adv_acc,
+                    "attacks": {f"{r.attack}/{r.backend}": r.adv_acc for r in members}, "n": worst.n,
+                    "sources": [r.source for r in members]})
+    return out
+
+
+def export_robustbench(rows: Sequence[RobustnessRow], folder: str | os.PathLike) -> list[Path]:
+    """Write ``<folder>/<dataset>/Linf/<model>_eps<k>.json`` per (dataset, model, ε) in
+    RobustBench's per-model shape; returns the paths. Written to a temporary name, then renamed."""
+    paths = []
+    for entry in worst_case(rows):
+        name = short_model(entry["model"]).replace("/", "_").replace("@", "_")
+        path = Path(folder) / entry["dataset"] / entry["threat_model"] / f"{name}_eps{entry['eps'] * 255:.3g}.json"
+        doc = {
+            "link": "", "name": entry["model"], "authors": "", "additional_data": False, "number_forward_passes": 1,
+            "dataset": entry["dataset"], "venue": "medart", "architecture": "", "eps": eps_fraction(entry["eps"]),
+            "clean_acc": f"{entry['clean_acc'] * 100:.2f}", "reported": f"{entry['robust_acc'] * 100:.2f}",
+            "footnote": "Robust accuracy is the worst case over medart's FGSM/BIM/PGD/CW-L∞ (paper settings), not AutoAttack.",
+            "threat_model": entry["threat_model"], "robust_acc": f"{entry['robust_acc'] * 100:.2f}",
+            "per_attack_acc": {k: f"{v * 100:.2f}" for k, v in entry["attacks"].items()}, "n_examples": entry["n"],
+            "medart_sources": entry["sources"],
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(doc, indent=1, ensure_ascii=False))
+        os.replace(tmp, path)
+        paths.append(path)
+    return paths
+
+
+def _read_model_info(path: Path) -> dict:
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DataError(f"{path} not found; give RobustBench model-info JSON files") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"{path} is not valid JSON ({exc}); give RobustBench model-info JSON files") from None
+    if not isinstance(doc, dict):
+        raise DataError(f"{path} holds a JSON {type(doc).__name__}, not a RobustBench model-info object")
+    missing = [k for k, v in (("clean_acc", doc.get("clean_acc")),
+                              ("autoattack_acc or robust_acc", doc.get("autoattack_acc") or doc.get("robust_acc")),
+                              ("eps", doc.get("eps"))) if v in (None, "")]
+    if missing:
+        raise DataError(f"{path} lacks {', '.join(missing)}; a RobustBench model-info file has clean_acc, autoattack_acc and eps")
+    return doc
+
+
+def import_robustbench(paths: Iterable[str | os.PathLike]) -> list[RobustnessRow]:
+    """Rows from RobustBench model-info JSON files (or medart's exports). The threat model comes
+    from the file's ``threat_model`` key, else its folder (``…/<dataset>/Linf/<name>.json``); the
+    robust accuracy from ``autoattack_acc``, else ``robust_acc``."""
+    rows = []
+    for path in map(Path, paths):
+        doc = _read_model_info(path)
+        robust = doc.get("autoattack_acc") or doc.get("robust_acc")
+        threat = doc.get("threat_model") or (path.parent.name if path.parent.name in ("Linf", "L2", "corruptions") else "?")
+        attack = "autoattack" if doc.get("autoattack_acc") else "worst-case"
+        try:
+            clean, adv = float(doc["clean_acc"]) / 100, float(robust) / 100
+        except (TypeError, ValueError):
+            raise DataError(f"{path}: clean_acc and robust accuracy must be percentages, got {doc['clean_acc']!r}, {robust!r}") from None
+        rows.append(RobustnessRow(str(doc.get("dataset", path.parent.parent.name)), str(doc.get("name") or path.stem), attack,
+                                  parse_fraction(doc["eps"]), str(doc.get("venue") or "robustbench"), clean, adv,
+                                  int(doc.get("n_examples") or 0), str(path), threat))
+    return rows
+
+
+def compare(request: CompareRequest = CompareRequest()) -> CompareOutcome:
+    """Collect, merge the imported JSON rows, and log the comparison as a run in
+    ``medart/compare`` (``compare.md``, ``compare.json``, ``figures/compare.png``, and the
+    RobustBench export under ``robustbench/``)."""
+    rows = collect(request)
+    imported = import_robustbench(request.imports)
+    if not rows and not imported:
+        where = f"experiments {', '.join(request.experiments)}" if request.experiments else "any experiment"
+        which = (f"{f' for dataset {request.dataset}' if request.dataset else ''}"
+                 f"{f' and model {request.model_uri}' if request.model_uri else ''}")
+        raise DataError(f"no finished attack runs in {where} of {mlflow.get_tracking_uri()}{which}; "
+                        "run `medart attack`/`sweep` first or check `tracking_uri`")
+    everything = rows + imported
+    with tracking.start_run("medart/compare", f"compare-{len(rows)}runs-{len(imported)}imported") as run:
+        mlflow.log_params({"experiments": ",".join(request.experiments) or "all", "dataset": request.dataset,
+                           "model": request.model_uri, "filter": request.filter_string, "n_rows": len(rows),
+                           "n_imported": len(imported)})
+        mlflow.log_text(compare_table(everything), "compare.md")
+        mlflow.log_table({f.name: [getattr(r, f.name) for r in everything] for f in fields(RobustnessRow)}, "compare.json")
+        tracking.log_figure(compare_figure(everything), "figures/compare.png")
+        with contextlib.ExitStack() as stack:
+            folder = request.export_dir or stack.enter_context(tempfile.TemporaryDirectory())
+            for path in export_robustbench(rows, folder):
+                mlflow.log_artifact(str(path), f"robustbench/{path.parent.parent.name}/{path.parent.name}")
+    return CompareOutcome(run.info.run_id, everything)
+
+
+# -- the ε curves of several sweeps -------------------------------------------------------------
+
+_ROW_KEYS = ("attack", "eps", "run_id", "cached")
+
+
+def sweep_rows(run_id: str) -> list[SweepRow]:
+    """The rows a ``medart sweep`` run logged in ``sweep.json``, one per (attack, ε)."""
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="sweep.json", dst_path=tmp)
+            records = json.loads(Path(path).read_text())["rows"]
+        return [SweepRow.from_metrics(*(r[k] for k in _ROW_KEYS), {k: v for k, v in r.items() if k not in _ROW_KEYS})
+                for r in records]
+    except (MlflowException, OSError, KeyError, TypeError) as exc:
+        raise ConfigError(f"run {run_id} has no readable sweep.json ({type(exc).__name__}); "
+                          "pass the id of a `medart sweep` run (the parent run, not a child)") from None
+
+
+def sweep_record(row: SweepRow) -> dict:
+    """A sweep row as ``sweep.json`` writes it: attack, eps, run_id, cached and the attack metrics."""
+    return {"attack": row.attack, "eps": row.eps, "run_id": row.run_id, "cached": row.cached, **row.metrics}
+
+
+def sweep_label(run_id: str) -> str:
+    """A short legend label for a sweep run: its dataset and model, e.g. ``pneumonia · medart-pneumonia@champion``."""
+    params = mlflow.MlflowClient().get_run(run_id).data.params
+    return f"{params.get('dataset', '?')} · {short_model(params.get('model_uri', '?'))}"
+
+
+def compare_sweeps(run_ids: Sequence[str], labels: Sequence[str] = ()) -> str:
+    """Draw the sweeps ``run_ids`` in one figure, logged as ``figures/eps_curves.png`` (with
+    ``eps_curves.json``, the rows by label) in a new run of ``medart/<dataset>/analysis`` (or
+    ``medart/analysis`` when the datasets differ). ``labels``: one legend label per run (default:
+    dataset · model). Returns that run's id."""
+    if not run_ids:
+        raise ConfigError("no sweep runs given; pass `run_ids` of one or more `medart sweep` runs")
+    if labels and len(labels) != len(run_ids):
+        raise ConfigError(f"{len(labels)} labels for {len(run_ids)} runs; give one of `labels` per `run_ids` or none")
+    rows = [sweep_rows(run_id) for run_id in run_ids]  # checks every id before anything is logged
+    client = mlflow.MlflowClient()
+    datasets = {client.get_run(r).data.params.get("dataset", "?") for r in run_ids}
+    curves = {}
+    for k, run_id in enumerate(run_ids):
+        label = labels[k] if labels else sweep_label(run_id)
+        curves[label if label not in curves else f"{label} ({run_id[:8]})"] = rows[k]
+    experiment = tracking.experiment_name(datasets.pop(), "analysis") if len(datasets) == 1 else "medart/analysis"
+    with tracking.start_run(experiment, "eps-curves") as run:
+        mlflow.log_params({"sweep_runs": ",".join(run_ids)})
+        mlflow.log_dict({label: [sweep_record(r) for r in members] for label, members in curves.items()}, "eps_curves.json")
+        tracking.log_figure(eps_curves_figure(curves), "figures/eps_curves.png")
+    return run.info.run_id

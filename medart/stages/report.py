@@ -1,0 +1,128 @@
+"""The report stage: a self-contained HTML page of a run (with all its descendant runs, at any
+depth) or of an experiment's newest top-level runs (``medart report``).
+
+Everything is read back through ``MlflowClient`` — metrics, params, ``*.md`` tables and
+``figures/*.png`` — so the page shows what was logged, nothing recomputed;
+:mod:`medart.render.report` draws it.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import mlflow
+from mlflow.entities import Run
+from mlflow.exceptions import MlflowException
+
+from medart import tracking
+from medart.errors import ConfigError
+from medart.render.report import RunView, experiment_page, run_page
+
+REPORT_TAG = "medart.report"
+_SKIPPED = ("model", "adversarial")  # artifact folders of weights and examples: not for a page
+
+
+def _search(client: mlflow.MlflowClient, experiment_id: str, query: str, order: str) -> list[Run]:
+    """Every run of the experiment that matches ``query``, page after page."""
+    runs, token = [], None
+    while True:
+        page = client.search_runs([experiment_id], query, order_by=[order], max_results=1000, page_token=token)
+        runs += page
+        token = page.token
+        if not token:
+            return runs
+
+
+def _artifacts(client: mlflow.MlflowClient, run_id: str, path: str = "") -> list[str]:
+    files = []
+    for item in client.list_artifacts(run_id, path or None):
+        if not item.is_dir:
+            files.append(item.path)
+        elif item.path.split("/")[0] not in _SKIPPED:
+            files += _artifacts(client, run_id, item.path)
+    return files
+
+
+def _view(client: mlflow.MlflowClient, run: Run, folder: Path | None) -> RunView:
+    """One run's record; with ``folder`` (where artifacts are downloaded) its tables and figures too."""
+    info, data = run.info, run.data
+    view = RunView(info.run_id, info.run_name, info.status, info.start_time, dict(data.params), dict(data.metrics),
+                   dict(data.tags))
+    if folder is not None:
+        files = _artifacts(client, info.run_id)
+        view.tables = [(path, Path(client.download_artifacts(info.run_id, path, str(folder))).read_text())
+                       for path in files if path.endswith(".md")]
+        view.figures = [(path, Path(client.download_artifacts(info.run_id, path, str(folder))).read_bytes())
+                        for path in files if path.startswith("figures/") and path.endswith(".png")]
+    return view
+
+
+def _tree(client: mlflow.MlflowClient, run: Run, folder: Path | None, descendants_folder: Path | None,
+          seen: set[str] | None = None) -> RunView:
+    """``run``'s record with its children's, theirs, and so on at any depth (oldest first); artifacts
+    of the run read into ``folder``, of its descendants into ``descendants_folder`` (None: not read)."""
+    seen = set() if seen is None else seen
+    seen.add(run.info.run_id)
+    view = _view(client, run, folder)
+    children = _search(client, run.info.experiment_id, f"tags.mlflow.parentRunId = '{run.info.run_id}'",
+                       "attributes.start_time ASC")
+    view.children = [_tree(client, child, descendants_folder, descendants_folder, seen)
+                     for child in children if child.info.run_id not in seen]
+    return view
+
+
+def _get_run(client: mlflow.MlflowClient, run_id: str) -> Run:
+    try:
+        return client.get_run(run_id)
+    except MlflowException:
+        raise ConfigError(f"run '{run_id}' not found in {mlflow.get_tracking_uri()}; check `run_id` and `tracking_uri`") from None
+
+
+def _write(page: str, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(page, encoding="utf-8")
+    return path
+
+
+def report_run(run_id: str, output: str | Path | None = None, log: bool = True) -> Path:
+    """The page of run ``run_id`` and all its descendant runs, written to ``output`` (default
+    ``report-<run id>.html``) and, with ``log``, attached to the run as ``report.html``. Returns
+    the file's path."""
+    client = mlflow.MlflowClient()
+    run = _get_run(client, run_id)
+    experiment = client.get_experiment(run.info.experiment_id).name
+    with tempfile.TemporaryDirectory() as tmp:
+        page = run_page(_tree(client, run, Path(tmp), Path(tmp)), experiment, mlflow.get_tracking_uri())
+        path = _write(page, Path(output or f"report-{run_id[:12]}.html"))
+        if log:
+            copy = _write(page, Path(tmp) / "upload" / "report.html")
+            client.log_artifact(run_id, str(copy))
+    return path
+
+
+def report_experiment(experiment: str, output: str | Path | None = None, max_runs: int = 20,
+                      log: bool = True) -> tuple[Path, str | None]:
+    """The page of ``experiment``'s ``max_runs`` newest top-level runs (the paper's numbers beside
+    theirs and their descendants'), written to ``output`` (default ``report-<experiment>.html``)
+    and, with ``log``, attached as ``report.html`` to a new run in that experiment (tagged, so later
+    reports skip it). Returns the file's path and that run's id (``None`` without ``log``)."""
+    client = mlflow.MlflowClient()
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        names = ", ".join(e.name for e in client.search_experiments(max_results=20))
+        raise ConfigError(f"experiment '{experiment}' not found in {mlflow.get_tracking_uri()}; known: {names or 'none'}")
+    runs = [r for r in client.search_runs([found.experiment_id], order_by=["attributes.start_time DESC"], max_results=1000)
+            if "mlflow.parentRunId" not in r.data.tags and REPORT_TAG not in r.data.tags][:max_runs]
+    if not runs:
+        raise ConfigError(f"experiment '{experiment}' has no runs to report")
+    with tempfile.TemporaryDirectory() as tmp:
+        views = [_tree(client, r, Path(tmp), None) for r in runs]  # descendants: numbers only
+        page = experiment_page(experiment, views, mlflow.get_tracking_uri())
+    path = _write(page, Path(output or f"report-{experiment.replace('/', '-')}.html"))
+    if not log:
+        return path, None
+    with tracking.start_run(experiment, "report") as run:
+        mlflow.set_tag(REPORT_TAG, "true")
+        mlflow.log_text(page, "report.html")
+    return path, run.info.run_id
