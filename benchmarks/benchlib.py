@@ -27,7 +27,9 @@ import numpy as np
 
 from medart.cli import ReportsUserErrors
 
-RESULTS = Path(__file__).resolve().parent / "results"
+HERE = Path(__file__).resolve().parent
+REPOSITORY = HERE.parent
+RESULTS = HERE / "results"
 EXPERIMENT = "medart/benchmarks"
 
 
@@ -55,7 +57,7 @@ def environment(device) -> dict:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": "python " + shlex.join([os.path.relpath(sys.argv[0]) if sys.argv[0] else "", *sys.argv[1:]]),
+        "command": portable_command(sys.argv),
         "git_commit": tracking.git_commit(),
         "machine": {
             "cpu": cpu_model(),
@@ -70,6 +72,42 @@ def environment(device) -> dict:
         },
         "versions": versions,
     }
+
+
+def _portable_word(word: str, option: str) -> str:
+    """One argument without this machine's paths (see :func:`portable_command`)."""
+    if option == "--data-dir" and os.path.isabs(word):
+        return '"$MEDART_DATA_DIR"'
+    uri = re.match(r"^(sqlite|file):///?(/.*)$", word)
+    if uri:  # a store at an absolute path: the same store file or folder in the current folder
+        return f"sqlite:///{Path(uri[2]).name}" if uri[1] == "sqlite" else Path(uri[2]).name
+    if not os.path.isabs(word):
+        return shlex.quote(word)
+    path = Path(word).resolve()
+    if path.is_relative_to(REPOSITORY):
+        return shlex.quote(str(path.relative_to(REPOSITORY)))
+    if option == "--output":
+        return shlex.quote(f"benchmarks/results/{path.name}")
+    return shlex.quote(path.name)
+
+
+def portable_command(argv: list[str]) -> str:
+    """The command line ``argv`` (script, then its arguments) as a reader runs it from the repository
+    root, without the measuring machine's paths: the script as ``benchmarks/<name>.py``, an absolute
+    ``--data-dir`` as ``"$MEDART_DATA_DIR"``, a tracking store at an absolute path as the same file in
+    the current folder (``sqlite:///mlflow.db``), other absolute paths relative to the repository
+    (``--output``: ``benchmarks/results/<name>`` when outside it), else their last component."""
+    script = Path(argv[0]).name if argv and argv[0] else "?"
+    words = [f"benchmarks/{script}" if (HERE / script).is_file() else script]
+    option = ""
+    for arg in argv[1:]:
+        flag, eq, value = arg.partition("=")
+        if arg.startswith("--") and eq:  # --name=value
+            words.append(f"{flag}={_portable_word(value, flag)}")
+        else:
+            words.append(_portable_word(arg, option))
+        option = arg
+    return "python " + " ".join(words)
 
 
 def machine_label(env: dict) -> str:
@@ -273,8 +311,8 @@ def chest_xrays(n: int, size: int, data_dir: str | None, seed: int = 0, offset: 
     uniform random pixels and labels when no data folder is given. Returns ``(x, y, source)``."""
     import torch
 
-    from medart.data import load_dataset
     from medart.errors import ConfigError
+    from medart.stages.target import DataSpec
 
     if data_dir is None:
         g = torch.Generator().manual_seed(seed + offset)
@@ -284,7 +322,7 @@ def chest_xrays(n: int, size: int, data_dir: str | None, seed: int = 0, offset: 
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the curated file fails the official MD5 by design
-        train = load_dataset("pneumonia", data_dir, image_size=size, seed=seed, download=False).train
+        train = DataSpec("pneumonia", data_dir, seed=seed, download=False).load(size).train
     if offset + n > len(train):
         raise ConfigError(f"asked for {offset + n} chest X-rays but the Train split has {len(train)}; use fewer images")
     rows = np.random.default_rng(seed).permutation(len(train))[offset : offset + n]

@@ -1,13 +1,13 @@
 """Paper fidelity: the whole pipeline on the real chest X-ray file, next to the paper's Chest X-Ray numbers.
 
-Through medart's API, under one MLflow parent run in ``medart/benchmarks`` (every stage a child):
+Through medart's stages, under one MLflow parent run in ``medart/benchmarks`` (every stage a child):
 
-1. train the paper's ResNet-50 from scratch at 28 px (``medart.experiment.train_model``; ImageNet
+1. train the paper's ResNet-50 from scratch at 28 px (:func:`medart.stages.train.train`; ImageNet
    weights are not available offline, so ``--pretrained none`` with lr 0.01);
-2. attack the test split with FGSM, BIM, PGD and CW-L∞ at ε ∈ {0.3, 1, 2}/255
-   (``medart.experiment.sweep``) → Tables 2 and 3;
+2. attack the test split of the model just trained (kept in memory) with FGSM, BIM, PGD and CW-L∞
+   at ε ∈ {0.3, 1, 2}/255 (:func:`medart.stages.sweep.sweep`) → Tables 2 and 3;
 3. detect at ε = 1/255 with every detector, fitted on AdvTrain and scored on AdvTest, and the
-   transfer matrix (``medart.detection.detect_model``, reusing the sweep's cached examples) →
+   transfer matrix (:func:`medart.stages.detect.detect`, reusing the sweep's cached examples) →
    Tables 4 and 5;
 
 with the wall time of each stage. The paper's numbers are copied from its Tables 2–5 (Chest
@@ -20,14 +20,20 @@ task at 28 px, so the comparison is of behaviour, not a replication of the value
 
 from __future__ import annotations
 
+import contextlib
 import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import click
 
 import benchlib
+from medart.catalog import ATTACKS, BACKENDS, DETECTORS
+from medart.render.numbers import pct
 
-ATTACKS = ("fgsm", "bim", "pgd", "cw")
-DETECTORS = ("kd", "lid", "dfeat", "qfeat", "bu", "mahalanobis", "art_binary")
+if TYPE_CHECKING:
+    from medart.stages.sweep import SweepRow
+
 TIME_TARGET_S = 20 * 60  # 2 CPU cores, 28 px, ResNet-50, ≤ 10 epochs, all of the test split
 
 # Ma et al., Pattern Recognition 2021, "Chest X-Ray" (NIH ChestX-ray14, 2 classes), in %.
@@ -49,57 +55,117 @@ PAPER = {
 }
 
 
-def _pct(v: float | None) -> str:
-    return "—" if v is None else f"{v:.2f}"
+def _paper(percent: float | None) -> str:
+    """A number already in percent (the paper's), "—" where there is none."""
+    return "—" if percent is None else f"{percent:.2f}"
 
 
-def table2(rows: list[dict]) -> str:
-    at1 = {r["attack"]: r for r in rows if abs(r["eps"] * 255 - 1) < 1e-9}
+def _at(eps: float, k: float) -> bool:
+    """Whether ``eps`` (pixels in [0, 1]) is k/255."""
+    return abs(eps * 255 - k) < 1e-9
+
+
+def table2(rows: list[SweepRow]) -> str:
+    """Accuracy and AUC (%) at ε = 1/255 per attack, next to the paper's."""
+    at1 = {r.attack: r for r in rows if _at(r.eps, 1)}
     first = next(iter(at1.values()))
-    body = [["none", _pct(first["clean_acc"] * 100), _pct(first["clean_auc"] * 100), *map(_pct, PAPER["table2_eps1"]["none"])]]
-    for a in ATTACKS:
-        if a in at1:
-            body.append([a.upper(), _pct(at1[a]["adv_acc"] * 100), _pct(at1[a]["adv_auc"] * 100), *map(_pct, PAPER["table2_eps1"][a])])
-    return benchlib.markdown_table(["attack (ε = 1/255)", "acc", "AUC", "paper acc", "paper AUC"], body)
+    body = [["none", pct(first.clean_acc), pct(first.clean_auc), *map(_paper, PAPER["table2_eps1"]["none"])]]
+    body += [[a.upper(), pct(at1[a].adv_acc), pct(at1[a].adv_auc), *map(_paper, PAPER["table2_eps1"][a])]
+             for a in ATTACKS if a in at1]
+    return benchlib.markdown_table(["attack (ε = 1/255)", "acc (%)", "AUC (%)", "paper acc (%)", "paper AUC (%)"], body)
 
 
-def table3(rows: list[dict]) -> str:
-    eps_values = sorted({round(r["eps"] * 255, 6) for r in rows})
+def table3(rows: list[SweepRow]) -> str:
+    """Accuracy (%) per attack and ε, with the paper's at 0.3/255 and 1/255."""
+    eps_values = sorted({round(r.eps * 255, 6) for r in rows})
     header = ["attack"]
     for e in eps_values:
-        header += [f"ε={e:g}/255 acc"] + ([f"paper ε={e:g}/255"] if e in (0.3, 1.0) else [])
-    clean = rows[0]["clean_acc"] * 100
+        header += [f"ε={e:g}/255 acc (%)"] + ([f"paper ε={e:g}/255 (%)"] if e in (0.3, 1.0) else [])
     body = []
     for a in ("none", *ATTACKS):
         cells = [a.upper() if a != "none" else a]
         for e in eps_values:
-            cell = next((r for r in rows if r["attack"] == a and abs(r["eps"] * 255 - e) < 1e-9), None)
-            cells.append(_pct(clean if a == "none" else (cell["adv_acc"] * 100 if cell else None)))
+            cell = next((r for r in rows if r.attack == a and _at(r.eps, e)), None)
+            cells.append(pct(rows[0].clean_acc) if a == "none" else (pct(cell.adv_acc) if cell else _paper(None)))
             if e in (0.3, 1.0):
-                cells.append(_pct(PAPER["table3_acc"][a][e]))
+                cells.append(_paper(PAPER["table3_acc"][a][e]))
         body.append(cells)
     return benchlib.markdown_table(header, body)
 
 
 def table4(auc: dict[str, dict[str, float]]) -> str:
+    """Detection AUC (%) per detector (rows) and attack (columns), the paper's in brackets."""
     attacks = list(auc)
     detectors = list(next(iter(auc.values())))
     body = []
     for d in detectors:
         paper = PAPER["table4_auc"].get(d, {})
-        body.append([d.upper(), *[f"{auc[a][d] * 100:.2f} ({_pct(paper.get(a))})" for a in attacks]])
-    return benchlib.markdown_table(["detector: AUC (paper)", *[a.upper() for a in attacks]], body)
+        body.append([d.upper(), *[f"{pct(auc[a][d])} ({_paper(paper.get(a))})" for a in attacks]])
+    return benchlib.markdown_table(["detector: AUC (%) (paper)", *[a.upper() for a in attacks]], body)
 
 
 def table5(transfer: dict[str, dict[str, dict[str, float]]]) -> str:
+    """DFeat fitted on FGSM and PGD, scored on every attack: AUC (%)."""
     matrix = transfer.get("dfeat")
     if not matrix:
         return "(no DFeat transfer: needs dfeat and at least two attacks)\n"
     attacks = list(matrix)
-    body = [[f"DFeat fitted on {fit.upper()}", *[f"{matrix[fit][t] * 100:.2f}" for t in attacks]]
+    body = [[f"DFeat fitted on {fit.upper()}", *[pct(matrix[fit][t]) for t in attacks]]
             for fit in attacks if fit in ("fgsm", "pgd")]
-    return (benchlib.markdown_table(["", *[f"scored on {a.upper()}" for a in attacks]], body)
+    return (benchlib.markdown_table(["AUC (%)", *[f"scored on {a.upper()}" for a in attacks]], body)
             + f"\nPaper: {PAPER['table5_dfeat_transfer']:.2f} in every cell.\n")
+
+
+@dataclass
+class StageClock:
+    """Wall-clock and process-CPU seconds (all threads; less disturbed by other jobs) per stage."""
+
+    wall: dict[str, float] = field(default_factory=dict)
+    cpu: dict[str, float] = field(default_factory=dict)
+
+    @contextlib.contextmanager
+    def stage(self, name: str):
+        wall, cpu = time.perf_counter(), time.process_time()
+        yield
+        self.wall[name], self.cpu[name] = time.perf_counter() - wall, time.process_time() - cpu
+
+    def total(self) -> None:
+        self.wall["total"], self.cpu["total"] = sum(self.wall.values()), sum(self.cpu.values())
+
+    def table(self) -> str:
+        return benchlib.markdown_table(["stage", "wall time", "process CPU time"],
+                                       [[k, f"{v / 60:.1f} min ({v:.0f} s)", f"{self.cpu[k]:.0f} s"] for k, v in self.wall.items()])
+
+
+def run_stages(opts: dict, eps_values: list[float], detectors: tuple[str, ...], clock: StageClock) -> tuple:
+    """Train, sweep and detect as children of the active run, each stage timed by ``clock``;
+    returns the train, sweep and detection outcomes."""
+    from medart.models.training import TrainConfig
+    from medart.stages.detect import DetectRequest, detect
+    from medart.stages.sweep import sweep
+    from medart.stages.target import DataSpec, RunOptions, Target
+    from medart.stages.train import ModelRequest, train
+
+    data = DataSpec("pneumonia", opts["data_dir"], seed=opts["seed"])
+    request = ModelRequest(arch="resnet50", pretrained="none", max_train=opts["max_train"], register=False)
+    run = RunOptions(backend=opts["backend"], device=opts["device"], progress=opts["progress"])
+    with clock.stage("train"):
+        trained = train(data, request, TrainConfig(epochs=opts["epochs"], lr=opts["lr"], seed=opts["seed"],
+                                                   device=opts["device"]), run)
+    with clock.stage("attack"):  # the model just trained, as the stages would load it from the store
+        target = Target(trained.model_uri, trained.model.cpu(), data, data.load(request.image_size), opts["max_examples"],
+                        opts["reference_size"])
+        swept = sweep(target, list(ATTACKS), eps_values, run)
+    with clock.stage("detect"):
+        detection = detect(target, DetectRequest(attacks=ATTACKS, eps=1 / 255, detectors=detectors,
+                                                 repeats=opts["repeats"]), run)
+    clock.total()
+    return trained, swept, detection
+
+
+def sweep_rows(rows: list[SweepRow]) -> list[dict]:
+    """The rows as the result file keeps them: attack, eps, run_id, cached and every metric of the attack run."""
+    return [{"attack": r.attack, "eps": r.eps, "run_id": r.run_id, "cached": r.cached, **r.metrics} for r in rows]
 
 
 @click.command(cls=benchlib.BenchmarkCommand, context_settings={"help_option_names": ["-h", "--help"]})
@@ -112,7 +178,7 @@ def table5(transfer: dict[str, dict[str, dict[str, float]]]) -> str:
               help="Attack and detect on this many test images (default: all of AdvTrain + AdvTest).")
 @click.option("--eps-sweep", default="0.3/255,1/255,2/255", show_default=True, help="ε values of the attack sweep (Table 3).")
 @click.option("--detectors", default=",".join(DETECTORS), show_default=True)
-@click.option("--backend", type=click.Choice(["art", "torchattacks"]), default="art", show_default=True)
+@click.option("--backend", type=click.Choice(BACKENDS), default="art", show_default=True)
 @click.option("--reference-size", type=click.IntRange(min=1), default=1000, show_default=True,
               help="Clean Train images that KD, LID and Mahalanobis measure against.")
 @click.option("--repeats", type=click.IntRange(min=1), default=1, show_default=True, help="Detection splits.")
@@ -123,79 +189,62 @@ def table5(transfer: dict[str, dict[str, dict[str, float]]]) -> str:
               help="Result JSON. Default: benchmarks/results/paper_fidelity-<cpu|cuda>.json.")
 @click.option("--tracking-uri", default=None, help="MLflow tracking URI (default $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db).")
 @click.option("--progress/--no-progress", default=True, show_default=True)
-def main(data_dir, epochs, lr, max_train, max_examples, eps_sweep, detectors, backend, reference_size, repeats, seed, device,
-         threads, output, tracking_uri, progress) -> None:
+def main(**opts) -> None:
     """Train, attack, detect and transfer on the real chest X-rays; Tables 2–5 next to the paper's."""
     import mlflow
     import torch
 
     from medart import tracking
     from medart.attacks import parse_eps_list, parse_names
-    from medart.detection import detect_model
-    from medart.experiment import sweep, train_model
     from medart.models.evaluation import resolve_device
-    from medart.models.training import TrainConfig
 
-    if threads:
-        torch.set_num_threads(threads)
-    eps_values = parse_eps_list(eps_sweep)
-    if not any(abs(e * 255 - 1) < 1e-9 for e in eps_values):
+    if opts["threads"]:
+        torch.set_num_threads(opts["threads"])
+    eps_values = parse_eps_list(opts["eps_sweep"])
+    if not any(_at(e, 1) for e in eps_values):
         eps_values.append(1 / 255)  # Tables 2 and 4 are at ε = 1/255
-    detector_names = parse_names(detectors, DETECTORS, "detector")
-    dev = resolve_device(device)
+    detectors = tuple(parse_names(opts["detectors"], DETECTORS, "detector"))
+    dev = resolve_device(opts["device"])
     env = benchlib.environment(dev)
-    full = epochs == 10 and max_train is None and max_examples is None
-    config = {"epochs": epochs, "lr": lr, "max_train": max_train, "max_examples": max_examples, "eps": eps_values,
-              "detectors": detector_names, "backend": backend, "reference_size": reference_size, "repeats": repeats,
-              "seed": seed, "arch": "resnet50", "pretrained": "none", "size": 28, "threads": torch.get_num_threads(),
-              "full_configuration": full}
-    tracking.configure(tracking_uri)
-    seconds: dict[str, float] = {}
-    cpu_seconds: dict[str, float] = {}  # process CPU time, all threads: less disturbed by other jobs
+    full = opts["epochs"] == 10 and opts["max_train"] is None and opts["max_examples"] is None
+    config = {k: opts[k] for k in ("epochs", "lr", "max_train", "max_examples")} | {"eps": eps_values, "detectors": list(detectors)}
+    config |= {k: opts[k] for k in ("backend", "reference_size", "repeats", "seed")}
+    config |= {"arch": "resnet50", "pretrained": "none", "size": 28, "threads": torch.get_num_threads(), "full_configuration": full}
+    tracking.configure(opts["tracking_uri"])
+    clock = StageClock()
     with tracking.start_run(benchlib.EXPERIMENT, "paper-fidelity") as parent:
         mlflow.log_params({k: (",".join(map(str, v)) if isinstance(v, list) else v) for k, v in config.items()})
-        start, cpu = time.perf_counter(), time.process_time()
-        trained = train_model("pneumonia", data_dir, arch="resnet50", pretrained="none", max_train=max_train, register=False,
-                              train_config=TrainConfig(epochs=epochs, lr=lr, seed=seed, device=device), progress=progress)
-        seconds["train"], cpu_seconds["train"] = time.perf_counter() - start, time.process_time() - cpu
-
-        start, cpu = time.perf_counter(), time.process_time()
-        rows = sweep(trained.model_uri, "pneumonia", list(ATTACKS), eps_values, backend, data_dir,
-                     max_examples=max_examples, seed=seed, device=device, progress=progress).rows
-        seconds["attack"], cpu_seconds["attack"] = time.perf_counter() - start, time.process_time() - cpu
-
-        start, cpu = time.perf_counter(), time.process_time()
-        detection = detect_model(trained.model_uri, "pneumonia", ATTACKS, 1 / 255, detector_names, backend, data_dir,
-                                 max_examples=max_examples, reference_size=reference_size, repeats=repeats, seed=seed,
-                                 device=device, progress=progress)
-        seconds["detect"], cpu_seconds["detect"] = time.perf_counter() - start, time.process_time() - cpu
-        seconds["total"], cpu_seconds["total"] = sum(seconds.values()), sum(cpu_seconds.values())
-
-        tables = {"table2.md": table2(rows), "table3.md": table3(rows), "table4.md": table4(detection.auc),
-                  "table5.md": table5(detection.transfer)}
-        stage_table = benchlib.markdown_table(["stage", "wall time", "process CPU time"],
-                                              [[k, f"{v / 60:.1f} min ({v:.0f} s)", f"{cpu_seconds[k]:.0f} s"] for k, v in seconds.items()])
+        trained, swept, detection = run_stages(opts, eps_values, detectors, clock)
+        tables = {"table2.md": table2(swept.rows), "table3.md": table3(swept.rows), "table4.md": table4(detection.auc),
+                  "table5.md": table5(detection.transfer), "stages.md": clock.table()}
         checks = [{"target": f"end to end ≤ {TIME_TARGET_S // 60} min (full configuration, 2 CPU cores)",
-                   "value": seconds["total"], "met": seconds["total"] <= TIME_TARGET_S, "applies": full and dev.type == "cpu"}]
-        payload = {"benchmark": "paper_fidelity", **env, "config": config, "seconds": seconds, "cpu_seconds": cpu_seconds, "targets": checks,
-                   "model_uri": trained.model_uri, "train": {"test": trained.test, "best_epoch": trained.best_epoch,
-                                                            "seconds_per_epoch": trained.seconds_per_epoch},
-                   "sweep": rows, "detection": {"auc": detection.auc, "auc_std": detection.auc_std, "counts": detection.counts,
-                                                "transfer": detection.transfer},
-                   "paper": PAPER, "tables": tables | {"stages.md": stage_table}, "mlflow_run": parent.info.run_id}
-        mlflow.log_metrics({f"seconds_{k}": v for k, v in seconds.items()})
+                   "value": clock.wall["total"], "met": clock.wall["total"] <= TIME_TARGET_S,
+                   "applies": full and dev.type == "cpu"}]
+        payload = {"benchmark": "paper_fidelity", **env, "config": config, "seconds": clock.wall, "cpu_seconds": clock.cpu,
+                   "targets": checks, "model_uri": trained.model_uri,
+                   "train": {"test": trained.test, "best_epoch": trained.best_epoch, "seconds_per_epoch": trained.seconds_per_epoch},
+                   "sweep": sweep_rows(swept.rows), "detection": {"auc": detection.auc, "auc_std": detection.auc_std,
+                                                                   "counts": detection.counts, "transfer": detection.transfer,
+                                                                   "attack_runs": detection.attack_runs},
+                   "paper": PAPER, "tables": tables, "mlflow_run": parent.info.run_id}
+        mlflow.log_metrics({f"seconds_{k}": v for k, v in clock.wall.items()})
         mlflow.log_dict(payload, "paper_fidelity.json")
-        for name, text in payload["tables"].items():
+        for name, text in tables.items():
             mlflow.log_text(text, name)
-    path = benchlib.write_json(output or benchlib.RESULTS / f"paper_fidelity-{dev.type}.json", payload)
-    for title, name in (("Table 2 (ε = 1/255)", "table2.md"), ("Table 3 (accuracy)", "table3.md"),
+    path = benchlib.write_json(opts["output"] or benchlib.RESULTS / f"paper_fidelity-{dev.type}.json", payload)
+    report(payload, path)
+
+
+def report(payload: dict, path) -> None:
+    """The tables, the time target and where the result went, on standard output."""
+    for title, name in (("Table 2 (ε = 1/255)", "table2.md"), ("Table 3 (accuracy %)", "table3.md"),
                         ("Table 4 (detection AUC %, ε = 1/255)", "table4.md"), ("Table 5 (DFeat transfer AUC %)", "table5.md"),
                         ("Wall time", "stages.md")):
         click.echo(f"\n{title}:\n{payload['tables'][name]}")
-    c = checks[0]
+    c = payload["targets"][0]
     status = ("MET " if c["met"] else "MISS") if c["applies"] else "n/a (not the full configuration on CPU)"
     click.echo(f"{status} {c['target']}: {c['value'] / 60:.1f} min")
-    click.echo(f"wrote {path}; MLflow run {parent.info.run_id}")
+    click.echo(f"wrote {path}; MLflow run {payload['mlflow_run']}")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
-"""Benchmark scripts: each answers --help, and tiny runs of the throughput and detector-feature
-benchmarks write the expected JSON and MLflow run, with values that agree. No timing assertions."""
+"""Benchmark scripts: each answers --help, and tiny runs of the throughput, detector-feature and
+paper-fidelity benchmarks write the expected JSON and MLflow run, with values that agree and a
+command a reader can run anywhere. No timing assertions."""
 
 from __future__ import annotations
 
@@ -41,6 +42,22 @@ def test_every_script_explains_itself(name):
     assert "Usage:" in result.output and "--output" in result.output
 
 
+def assert_portable(command: str, script: str, *paths: Path) -> None:
+    """The recorded command runs from the repository root and names none of this machine's folders."""
+    assert command.startswith(f"python benchmarks/{script}.py "), command
+    assert not any(str(p) in command for p in (ROOT, *paths)), command
+    assert " /" not in command and "sqlite:////" not in command, command
+
+
+def test_the_recorded_command_names_no_folder_of_this_machine():
+    benchlib = load("benchlib")
+    argv = [str(ROOT / "benchmarks" / "scaling.py"), "--data-dir", "/srv/data", "--tracking-uri", "sqlite:////tmp/x/mlflow.db",
+            "--output", str(ROOT / "benchmarks" / "results" / "s.json"), "--output=/tmp/elsewhere/s.json", "--sizes", "28,64"]
+    assert benchlib.portable_command(argv) == (
+        'python benchmarks/scaling.py --data-dir "$MEDART_DATA_DIR" --tracking-uri sqlite:///mlflow.db '
+        "--output benchmarks/results/s.json --output=benchmarks/results/s.json --sizes 28,64")
+
+
 def finished_run(uri: str, artifact: str) -> mlflow.entities.Run:
     client = mlflow.MlflowClient(uri)
     experiment = client.get_experiment_by_name("medart/benchmarks")
@@ -58,6 +75,7 @@ def test_tiny_throughput_run_writes_results_and_a_run(tracking_store, shared_dat
     assert proc.returncode == 0, proc.stderr
     result = json.loads(out.read_text())
     assert {"date", "command", "machine", "versions", "config", "results", "targets"} <= set(result)
+    assert_portable(result["command"], "attack_throughput", shared_data, tmp_path)
     assert [(r["size"], r["attack"]) for r in result["results"]] == [(16, "bim"), (16, "pgd")]
     for r in result["results"]:
         assert set(r["variants"]) == {"bare", "torchattacks", "art", "medart-torchattacks", "medart-art"}
@@ -76,6 +94,7 @@ def test_tiny_detector_features_agree_with_the_references(tracking_store, shared
                       "--tracking-uri", tracking_store, "--no-progress", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(out.read_text())
+    assert_portable(result["command"], "detector_features", shared_data, tmp_path)
     assert [r["n"] for r in result["results"]] == [24, 48] and [r["batches"] for r in result["results"]] == [2, 4]
     for r in result["results"]:
         for what in ("lid", "lid_estimator", "kd", "kd_estimator", "kd_estimator_sklearn_batched"):
@@ -126,6 +145,7 @@ def test_an_interrupted_benchmark_ends_its_runs_killed(tracking_store, shared_da
     assert not (tmp_path / "f.json").exists()
 
 
+@pytest.mark.slow
 def test_tiny_paper_fidelity_run_writes_tables_and_a_run(tracking_store, shared_data, tmp_path):
     out = tmp_path / "fidelity.json"
     proc = run_script("paper_fidelity", "--data-dir", str(shared_data), "--epochs", "1", "--max-train", "64",
@@ -138,7 +158,16 @@ def test_tiny_paper_fidelity_run_writes_tables_and_a_run(tracking_store, shared_
     assert set(result["detection"]["auc"]) == {"fgsm", "bim", "pgd", "cw"}
     assert set(result["seconds"]) == {"train", "attack", "detect", "total"}
     assert "n/a (not the full configuration on CPU)" in proc.stdout
+    assert_portable(result["command"], "paper_fidelity", shared_data, tmp_path)
     client = mlflow.MlflowClient(tracking_store)
     parent = client.get_run(result["mlflow_run"])
     assert parent.info.status == "FINISHED" and parent.data.metrics["seconds_total"] > 0
     assert {"paper_fidelity.json", "table2.md", "table4.md"} <= {a.path for a in client.list_artifacts(parent.info.run_id)}
+    # every stage is a child of the benchmark's run; detection attacks the model just trained (not
+    # registered, held in memory) and finds the sweep's examples at ε = 1/255 in the cache
+    runs = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])]
+    children = {r.info.run_name.split("-")[0] for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
+    assert {"train", "sweep", "detect"} <= children
+    assert client.search_registered_models() == []
+    for attack, run_id in result["detection"]["attack_runs"].items():
+        assert client.get_run(run_id).data.tags["medart.cached"] == "true", attack
