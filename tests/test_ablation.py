@@ -1,5 +1,6 @@
-"""Ablations: the bisection against a closed form, the small CNN everywhere a model goes, a real
-tiny grid whose failed cell does not lose the others, and one-line errors for bad grids."""
+"""Ablations: the bisection against a closed form, the small CNN everywhere a model goes, a cell
+that attacks its trained model without reading it back, a real tiny grid whose failed cell does not
+lose the others, and one-line errors for bad grids."""
 
 from __future__ import annotations
 
@@ -12,15 +13,17 @@ import torch
 from click.testing import CliRunner
 from torch import nn
 
-from medart.ablation import AblationSettings, Cell, compare_brackets, make_grid, run_ablation
 from medart.attacks.difficulty import EpsBracket, adversarial_accuracy, least_successful_eps
 from medart.cli import main
 from medart.detectors import make_detector
 from medart.errors import ConfigError, ModelError
+from medart.mlproject import run as run_entry
 from medart.models import registry
 from medart.models.resnet import build_model, parameter_count
 from medart.models.training import TrainConfig
-from medart.project import run as run_entry
+from medart.render.ablation import compare_brackets
+from medart.stages.ablate import AblationSettings, Cell, CellMetrics, ablate, make_grid, run_cell
+from medart.stages.target import DataSpec, RunOptions
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -142,14 +145,17 @@ def test_small_cnn_goes_everywhere_a_model_goes(tracking_store):
 @pytest.mark.parametrize("call, fragment", [
     (lambda: make_grid("28,abc", "none", "smallcnn"), "resolution 'abc' is not a whole number"),
     (lambda: make_grid("4", "none", "smallcnn"), "resolution 4 px is outside 8…1024 px"),
-    (lambda: make_grid("", "none", "smallcnn"), "the resolution list is empty"),
+    (lambda: make_grid("", "none", "smallcnn"), "the resolution list `resolutions` is empty"),
     (lambda: make_grid("28", "random", "smallcnn"), "unknown initialisation 'random'; choose from: none, imagenet"),
     (lambda: make_grid("28", "none", "vgg16"), "unknown architecture 'vgg16'"),
-    (lambda: AblationSettings(eps_max=1 / 255, eps_tolerance=2 / 255), "bisection tolerance must be in (0, ε_max)"),
+    (lambda: AblationSettings(eps_max=1 / 255, eps_tolerance=2 / 255),
+     "bisection tolerance `eps_tolerance` must be in (0, `eps_max`)"),
+    (lambda: AblationSettings(eps=""), "the ε list `eps` is empty"),
     (lambda: AblationSettings(eps=("9/0",)), "cannot read ε from '9/0'"),
     (lambda: AblationSettings(detectors=("kd", "foo")), "unknown detector 'foo'"),
-    (lambda: AblationSettings(max_examples=4), "max_examples must be >= 10"),
-    (lambda: AblationSettings(threshold=0), "accuracy threshold must be in (0, 1]"),
+    (lambda: AblationSettings(max_examples=4), "`max_examples` must be >= 10"),
+    (lambda: AblationSettings(threshold=0), "accuracy `threshold` must be in (0, 1]"),
+    (lambda: AblationSettings(attacks="fgsm", bisect_attack="pgd"), "`bisect_attack` 'pgd' is not among `attacks`"),
 ])
 def test_bad_grids_and_settings_are_one_line_errors(call, fragment):
     with pytest.raises(ConfigError) as err:
@@ -164,6 +170,45 @@ def test_cli_and_project_refuse_a_bad_grid_before_any_run(tracking_store):
         "Error: unknown architecture 'vgg16'; choose from: resnet50, resnet18, resnet34, smallcnn"]
     assert run_entry("ablate", ["dataset=pneumonia", "resolutions=28,big", "inits=none", "archs=smallcnn"]) == 2
     assert mlflow.search_runs(search_all_experiments=True, output_format="list") == []
+
+
+def test_settings_read_text_as_the_command_line_gives_it():
+    settings = AblationSettings(attacks="pgd,fgsm,pgd", eps="4/255,1/255", eps_max="16/255", eps_tolerance="0.5/255",
+                                detect_eps="2/255", radius="1/255", detectors="kd")
+    assert settings.attacks == ("pgd", "fgsm") and settings.eps == (1 / 255, 4 / 255) and settings.detectors == ("kd",)
+    assert (settings.eps_max, settings.eps_tolerance, settings.detect_eps) == (16 / 255, 0.5 / 255, 2 / 255)
+    assert settings.sharpness_radius == 1 / 255
+    assert settings.as_params(RunOptions())["eps"] == "0.00392157,0.0156863"
+
+
+class CountingLoads:
+    """Wraps the real :func:`medart.models.registry.load_model` and counts its calls."""
+
+    def __init__(self, load):
+        self.load, self.calls = load, 0
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        return self.load(*args, **kwargs)
+
+
+def test_a_cell_attacks_its_trained_model_without_reading_it_back(tracking_store, shared_data, monkeypatch):
+    loads = CountingLoads(registry.load_model)
+    monkeypatch.setattr(registry, "load_model", loads)
+    settings = AblationSettings(train=TrainConfig(epochs=1, batch_size=32), max_train=32, max_eval=16, attacks=("pgd",),
+                                eps=(2 / 255,), eps_max=8 / 255, eps_tolerance=4 / 255, detect_eps=2 / 255,
+                                detectors=("dfeat",), max_examples=40, reference_size=8)
+    with mlflow.start_run() as run:
+        cell = run_cell(Cell(16, "none", "smallcnn"), DataSpec("pneumonia", shared_data), settings,
+                        RunOptions(progress=False))
+    assert loads.calls == 0
+    assert isinstance(cell, CellMetrics) and set(cell.adv_acc) == {"pgd"} and set(cell.detection_auc) == {"dfeat"}
+    # the stages saw the model that was trained: the attack runs name its logged copy
+    attack_run = mlflow.MlflowClient().get_run(
+        mlflow.MlflowClient().get_run(cell.detect_run_id).data.tags["medart.attack_run.pgd"])
+    assert attack_run.data.params["model_uri"] == cell.model_uri == f"runs:/{cell.train_run_id}/model"
+    logged = mlflow.MlflowClient().get_run(run.info.run_id).data.metrics
+    assert logged["adv_acc.pgd.eps2"] == cell.adv_acc["pgd"][2 / 255] and logged["test_acc"] == cell.test_acc
 
 
 @pytest.fixture(scope="module")
@@ -184,28 +229,32 @@ def tiny_grid(migrated_store, tmp_path_factory, shared_data):
                                 reference_size=32)
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(folder)  # artifacts land beside the store
-        out = run_ablation("pneumonia", cells, settings, shared_data, progress=False)
+        out = ablate(DataSpec("pneumonia", shared_data), cells, settings, RunOptions(progress=False))
     yield out, settings, uri
     while mlflow.active_run() is not None:
         mlflow.end_run("FAILED")
 
 
+@pytest.mark.slow
 def test_a_failed_cell_does_not_lose_the_others(tiny_grid):
     out, settings, uri = tiny_grid
     mlflow.set_tracking_uri(uri)
-    status = {(r["arch"], r["resolution"], r["init"]): r for r in out.rows}
+    status = {(r.cell.arch, r.cell.resolution, r.cell.init): r for r in out.rows}
     failed = status[("smallcnn", 8, "none")]
-    assert failed["status"] == "failed" and "at least 16 px, got 8 px" in failed["reason"]
-    assert status[("smallcnn", 16, "imagenet")]["status"] == "skipped"
-    assert "no ImageNet weights exist for smallcnn" in status[("smallcnn", 16, "imagenet")]["reason"]
-    finished = [r for r in out.rows if r["status"] == "finished"]
-    assert {(r["arch"], r["resolution"]) for r in finished} == {("smallcnn", 16), ("resnet18", 8), ("resnet18", 16)}
+    assert failed.status == "failed" and "at least 16 px, got 8 px" in failed.reason and failed.metrics is None
+    assert status[("smallcnn", 16, "imagenet")].status == "skipped"
+    assert "no ImageNet weights exist for smallcnn" in status[("smallcnn", 16, "imagenet")].reason
+    finished = [r for r in out.rows if r.status == "finished"]
+    assert {(r.cell.arch, r.cell.resolution) for r in finished} == {("smallcnn", 16), ("resnet18", 8), ("resnet18", 16)}
+    assert out.counts == {"finished": 3, "failed": 1, "skipped": 1}
 
     client = mlflow.MlflowClient()
     parent = client.get_run(out.run_id)
     assert parent.info.status == "FINISHED"
     assert parent.data.metrics["cells_finished"] == 3 and parent.data.metrics["cells_failed"] == 1
     assert parent.data.metrics["cells_skipped"] == 1
+    assert parent.data.params["backend"] == "art" and parent.data.params["batch_size"] == "128"
+    assert parent.data.params["eps_tolerance"] == str(2 / 255) and parent.data.params["train.seed"] == "0"
     children = {r.info.run_name: r for r in mlflow.search_runs(
         search_all_experiments=True, output_format="list", filter_string=f"tags.mlflow.parentRunId = '{out.run_id}'")}
     assert set(children) == {"smallcnn-8px-none", "smallcnn-16px-none", "resnet18-8px-none", "resnet18-16px-none"}
@@ -231,26 +280,30 @@ def test_a_failed_cell_does_not_lose_the_others(tiny_grid):
     assert len([line for line in table.splitlines() if line.startswith("| ")]) == 1 + len(out.rows)
 
 
+@pytest.mark.slow
 def test_grid_numbers_are_consistent_and_the_text_is_computed_from_them(tiny_grid):
     out, settings, uri = tiny_grid
     mlflow.set_tracking_uri(uri)
-    for row in (r for r in out.rows if r["status"] == "finished"):
-        bracket = row["least_eps"]
-        accuracy = {e: a for e, a in bracket["evaluations"]}
-        assert accuracy[bracket["lo"]] >= 0.01 if bracket["lo"] > 0 else True
-        if bracket["hi"] is not None:
-            assert accuracy[bracket["hi"]] < 0.01 and bracket["hi"] - bracket["lo"] <= settings.eps_tolerance
+    for m in (r.metrics for r in out.rows if r.status == "finished"):
+        bracket = m.least_eps
+        accuracy = dict(bracket.evaluations)
+        assert accuracy[bracket.lo] >= 0.01 if bracket.lo > 0 else True
+        if bracket.hi is not None:
+            assert accuracy[bracket.hi] < 0.01 and bracket.hi - bracket.lo <= settings.eps_tolerance
         else:
-            assert bracket["lo"] == settings.eps_max and accuracy[settings.eps_max] >= 0.01
-        assert 0 <= row["vanishing_fraction"] <= 1 and np.isfinite(row["sharpness"])
-        assert all(0 <= v <= 1 for v in row["detection_auc"].values())
-        assert row["adv_acc"]["pgd"]["1/255"] <= row["clean_acc"] + 1e-9
-        assert set(row["seconds_by_stage"]) == {"train", "attacks", "bisection", "landscape", "detection"}
-    resnet = sorted((r for r in out.rows if r["arch"] == "resnet18"), key=lambda r: r["resolution"])
+            assert bracket.lo == settings.eps_max and accuracy[settings.eps_max] >= 0.01
+        assert 0 <= m.vanishing_fraction <= 1 and np.isfinite(m.sharpness)
+        assert all(0 <= v <= 1 for v in m.detection_auc.values())
+        assert m.adv_acc["pgd"][1 / 255] <= m.clean_acc + 1e-9
+        assert set(m.seconds_by_stage) == {"train", "attacks", "bisection", "landscape", "detection"}
+    resnet = [r.metrics for r in sorted((r for r in out.rows if r.cell.arch == "resnet18"), key=lambda r: r.cell.resolution)]
     text = out.findings
     assert "- **resnet18, from scratch**: upsampling 8 → 16 px" in text
-    assert f"sharpness at 1/255 {resnet[0]['sharpness']:.3g} → {resnet[1]['sharpness']:.3g} nats" in text
+    assert f"sharpness at 1/255 {resnet[0].sharpness:.3g} → {resnet[1].sharpness:.3g} nats" in text
     assert "more parameters, smallcnn (0.31 M) → resnet18 (11.24 M)" in text
     assert "no cell finished with both initialisations" in text and "smallcnn-8px-none: ModelError" in text
     saved = json.loads(mlflow.artifacts.load_text(f"runs:/{out.run_id}/ablation.json"))
-    assert [r["status"] for r in saved["rows"]] == [r["status"] for r in out.rows]
+    assert [r["status"] for r in saved["rows"]] == [r.status for r in out.rows]
+    finished = next(r for r in saved["rows"] if r["status"] == "finished")
+    assert set(finished["adv_acc"]["pgd"]) == {"1/255"} and set(finished["least_eps"]) == {
+        "attack", "lo", "hi", "eps_max", "threshold", "evaluations"}
