@@ -73,9 +73,9 @@ def write_npz(tmp_path):
 @pytest.fixture
 def registered(tracking_store, shared_data) -> str:
     """A quickly trained ResNet-18 on 64 real chest X-rays, registered as ``medart-pneumonia@champion``."""
-    from medart.experiment import train_model
     from medart.models.training import TrainConfig
+    from medart.stages import DataSpec, ModelRequest, RunOptions, train
 
-    train_model("pneumonia", shared_data, arch="resnet18", pretrained="none", max_train=64, max_eval=16,
-                train_config=TrainConfig(epochs=1, batch_size=32, lr=1e-2), progress=False)
+    train(DataSpec("pneumonia", shared_data), ModelRequest(arch="resnet18", pretrained="none", max_train=64, max_eval=16),
+          TrainConfig(epochs=1, batch_size=32, lr=1e-2), RunOptions(progress=False))
     return "models:/medart-pneumonia@champion"

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pytest
 import yaml
 from packaging.requirements import Requirement
@@ -44,9 +45,15 @@ def store(migrated_store, tmp_path) -> Path:
 
 
 SMALL = ["arch=resnet18", "pretrained=none", "epochs=1", "max_train=64", "max_eval=16", "max_examples=40",
-         "reference_size=48", "detectors=kd,dfeat"]
+         "reference_size=48", "detectors=kd,dfeat", "progress=false"]
 
 
+def _children(parent: str) -> list:
+    return mlflow.search_runs(search_all_experiments=True, output_format="list",
+                              filter_string=f"tags.mlflow.parentRunId = '{parent}'")
+
+
+@pytest.mark.slow
 def test_mlflow_run_main_trains_attacks_detects_and_registers(store, shared_data):
     done = _mlflow_run(store, shared_data, "attack=bim", *SMALL)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -56,54 +63,120 @@ def test_mlflow_run_main_trains_attacks_detects_and_registers(store, shared_data
     run_id = project_run.info.run_id
     assert project_run.info.status == "FINISHED"
     assert project_run.data.params["attack"] == "bim" and project_run.data.tags["mlflow.project.entryPoint"] == "main"
+    assert project_run.data.params["data_dir"] == "none"  # an unset -P is logged as none, not as ''
     m = project_run.data.metrics
     assert {"clean_acc", "adv_acc", "success_rate", "auc_kd", "auc_dfeat"} <= set(m)
-    assert f"main run {run_id}, model models:/medart-pneumonia/1" in done.stdout
-    assert f"bim ε=1/255 (art): accuracy {m['clean_acc']:.4f} clean, {m['adv_acc']:.4f} adversarial" in done.stdout
+    assert f"main run {run_id}, model models:/medart-pneumonia/1 (trained here)" in done.stdout
+    assert f"| BIM | {m['clean_acc'] * 100:.2f} | {m['adv_acc'] * 100:.2f} |" in done.stdout
     assert 0 <= m["adv_acc"] <= m["clean_acc"] <= 1 and 0 <= m["auc_dfeat"] <= 1
 
-    def children(parent):
-        return mlflow.search_runs(search_all_experiments=True, output_format="list",
-                                  filter_string=f"tags.mlflow.parentRunId = '{parent}'")
-
-    stages = {r.info.run_name: r for r in children(run_id)}
+    stages = {r.info.run_name: r for r in _children(run_id)}
     assert set(stages) == {"train-resnet18-28px-seed0", "bim-eps1/255-art", "detect-eps1/255-art"}
     assert all(r.info.status == "FINISHED" and r.info.experiment_id == project_run.info.experiment_id
                for r in stages.values())
     assert stages["bim-eps1/255-art"].data.metrics["adv_acc"] == m["adv_acc"]
     detect = stages["detect-eps1/255-art"].info.run_id
-    (per_attack,) = children(detect)
+    (per_attack,) = _children(detect)
     assert per_attack.info.run_name == "detect-bim-eps1/255-art" and per_attack.data.metrics["auc_kd"] == m["auc_kd"]
     artifacts = {a.path for a in client.list_artifacts(detect)} | {a.path for a in client.list_artifacts(detect, "figures")}
     assert {"detection_auc.md", "figures/detection_auc.png"} <= artifacts
     assert "figures/roc.png" in {a.path for a in client.list_artifacts(per_attack.info.run_id, "figures")}
+    # the parent run's artifact tab shows the results too
+    parent_artifacts = {a.path for a in client.list_artifacts(run_id)} | {
+        a.path for a in client.list_artifacts(run_id, "figures")}
+    assert {"summary.md", "detection_auc.md", "figures/detection_auc.png"} <= parent_artifacts
     version = client.get_model_version_by_alias("medart-pneumonia", "champion")
     assert str(version.version) == "1" and project_run.data.tags["medart.model_uri"] == "models:/medart-pneumonia/1"
 
-    # a second main run reuses the champion instead of training again
-    again = _mlflow_run(store, shared_data, "attack=fgsm", *SMALL)
+    # a second main run reuses the champion instead of training again; --steps reaches the attack
+    again = _mlflow_run(store, shared_data, "attack=fgsm", "steps=1", "step_size=1/255", *SMALL)
     assert again.returncode == 0, again.stderr[-3000:]
     (second,) = mlflow.search_runs(experiment_names=["medart/pneumonia/main"], output_format="list",
                                    filter_string="attributes.run_name = 'main-fgsm-eps1/255-art'")
     assert second.data.tags["medart.model_uri"] == "models:/medart-pneumonia@champion"
-    assert {r.info.run_name for r in children(second.info.run_id)} == {"fgsm-eps1/255-art", "detect-eps1/255-art"}
+    children = {r.info.run_name: r for r in _children(second.info.run_id)}
+    assert set(children) == {"fgsm-eps1/255-art", "detect-eps1/255-art"}
+    assert float(children["fgsm-eps1/255-art"].data.params["step_size"]) == pytest.approx(1 / 255)
+
+
+SMALL_TRAIN = ["epochs=1", "max_train=32", "max_eval=16", "max_examples=20", "reference_size=16", "detectors=kd",
+               "progress=false", "arch=resnet18"]
+
+
+@pytest.mark.slow
+def test_mlflow_run_reads_the_64_px_medmnist_file(store, write_npz):
+    labels = {s: np.array([0, 1] * n) for s, n in (("train", 40), ("val", 8), ("test", 20))}
+    folder = write_npz("pneumoniamnist_64.npz", labels, side=64).parent
+    done = _mlflow_run(store, folder, "attack=bim", "size=64", "pretrained=none", *SMALL_TRAIN)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (run,) = mlflow.search_runs(experiment_names=["medart/pneumonia/main"], output_format="list")
+    (train,) = [r for r in _children(run.info.run_id) if r.info.run_name.startswith("train-")]
+    assert run.info.status == "FINISHED" and run.data.params["size"] == "64"
+    assert train.info.run_name == "train-resnet18-64px-seed0" and train.data.params["data.size"] == "64"
+
+
+@pytest.mark.slow
+def test_mlflow_run_reads_an_original_class_folder_tree(store, tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    tree = tmp_path / "chest_xray"
+    for split, n in (("train", 24), ("test", 12)):
+        for name in ("NORMAL", "PNEUMONIA"):
+            (tree / split / name).mkdir(parents=True)
+            for k in range(n):
+                Image.fromarray(rng.integers(0, 256, (40, 40), dtype=np.uint8)).save(tree / split / name / f"{k}.png")
+    done = _mlflow_run(store, tree, "attack=fgsm", "source=original", "image_size=32", "pretrained=none", *SMALL_TRAIN)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (run,) = mlflow.search_runs(experiment_names=["medart/pneumonia/main"], output_format="list")
+    assert run.info.status == "FINISHED" and run.data.params["source"] == "original"
+    (train,) = [r for r in _children(run.info.run_id) if r.info.run_name.startswith("train-")]
+    assert train.info.run_name == "train-resnet18-32px-seed0" and train.data.params["data.source"] == "original"
 
 
 @pytest.mark.parametrize("param, fragment", [
-    ("attack=foo", "-P attack='foo': unknown attack 'foo'"),
-    ("eps=abc", "-P eps='abc': cannot read ε from 'abc'"),
-    ("eps=-1", "-P eps='-1': ε must be in (0, 1]"),
+    ("attack=foo", "-P attack: unknown attack 'foo'"),
+    ("eps=abc", "cannot read ε from 'abc'"),
+    ("size=65", "-P size"),
     ("model_uri=models:/missing@x", "models:/missing@x"),
-    ("max_examples=many", "-P max_examples='many': must be a whole number"),
+    ("max_examples=many", "-P max_examples"),
+    ("cache=maybe", "-P cache='maybe': use true or false"),
+    ("colour=red", "-P colour: no such parameter"),
 ])
 def test_bad_parameters_fail_the_run_with_one_line(store, shared_data, param, fragment):
     done = _mlflow_run(store, shared_data, param, "detectors=dfeat")
     assert done.returncode != 0
     errors = [line for line in done.stderr.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1 and fragment in errors[0], done.stderr[-2000:]
-    assert "Traceback" not in done.stderr
+    assert "Traceback" not in done.stderr and "--" not in errors[0]
     runs = mlflow.search_runs(experiment_names=["medart/pneumonia/main"], output_format="list")
     assert runs and all(r.info.status == "FAILED" for r in runs)
+
+
+def test_every_entry_point_takes_its_commands_options_with_the_same_defaults():
+    """One face: the MLproject is generated from the commands; its -P names and defaults are theirs."""
+    import click
+
+    from medart.cli import main
+    from medart.mlproject import ENTRY_POINTS, mlproject_text
+
+    assert (ROOT / "MLproject").read_text() == mlproject_text(), "run: python -m medart.mlproject --write"
+    entry_points = yaml.safe_load((ROOT / "MLproject").read_text())["entry_points"]
+    assert set(entry_points) == set(ENTRY_POINTS)
+    for entry, spec in entry_points.items():
+        command = main.commands[ENTRY_POINTS[entry]]
+        options = {p.name: p for p in command.params if isinstance(p, click.Option) and p.name != "tracking_uri"}
+        assert list(spec["parameters"]) == list(options), entry
+        for name, option in options.items():
+            default = option.to_info_dict()["default"]
+            expected = "none" if default is None or default == () else str(default).lower() if isinstance(default, bool) \
+                else str(default)
+            assert spec["parameters"][name]["default"] == expected, (entry, name)
+        assert spec["command"].startswith(f"python -m medart.mlproject {ENTRY_POINTS[entry]} ")
+        assert all("{" + p + "}" in spec["command"] for p in spec["parameters"])
+    # the options the old MLproject could not reach
+    assert {"size", "source", "steps", "step_size", "device"} <= set(entry_points["main"]["parameters"])
+    assert {"steps", "step_size"} <= set(entry_points["attack"]["parameters"])
 
 
 def test_environment_files_pin_the_same_versions_inside_pyproject_ranges():
@@ -118,8 +191,3 @@ def test_environment_files_pin_the_same_versions_inside_pyproject_ranges():
         pinned = pins[requirement.name].specifier
         (version,) = [s.version for s in pinned]
         assert requirement.specifier.contains(version), (requirement, version)
-    entry_points = yaml.safe_load((ROOT / "MLproject").read_text())["entry_points"]
-    assert set(entry_points) == {"main", "train", "attack", "detect", "sweep", "evaluate", "ablate"}
-    for name, spec in entry_points.items():
-        assert spec["command"].startswith(f"python mlproject/{name}.py")
-        assert all("{" + p + "}" in spec["command"] for p in spec["parameters"])

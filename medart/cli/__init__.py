@@ -19,10 +19,23 @@ from medart.errors import MedartError
 _PARAMETER = re.compile(r"`([a-z][a-z0-9_]*)`")
 
 
+_SWITCH = re.compile(r"`([a-z][a-z0-9_]*)`=(True|False)")
+
+
 def spell_for_cli(message: str, command: click.Command | None) -> str:
-    """A library message with each `` `parameter` `` of ``command`` written as its flag (``--max-examples``)."""
-    flags = {p.name: p.opts[0] for p in (command.params if command else []) if isinstance(p, click.Option)}
-    return _PARAMETER.sub(lambda m: flags.get(m.group(1), m.group(0)), message)
+    """A library message with each `` `parameter` `` of ``command`` written as its flag
+    (``--max-examples``), and `` `flag`=True `` / ``=False`` as ``--flag`` / ``--no-flag``."""
+    options = {p.name: p for p in (command.params if command else []) if isinstance(p, click.Option)}
+
+    def switch(match: re.Match) -> str:
+        option = options.get(match.group(1))
+        if option is None:
+            return match.group(0)
+        on = match.group(2) == "True"
+        return option.opts[0] if on or not option.secondary_opts else option.secondary_opts[0]
+
+    message = _SWITCH.sub(switch, message)
+    return _PARAMETER.sub(lambda m: options[m.group(1)].opts[0] if m.group(1) in options else m.group(0), message)
 
 
 class ReportsUserErrors:
@@ -40,12 +53,23 @@ class ReportsUserErrors:
         try:
             return super().invoke(ctx)
         except MedartError as exc:
-            sub = ctx.command.get_command(ctx, ctx.invoked_subcommand) if isinstance(ctx.command, click.Group) else ctx.command
-            click.echo(f"Error: {spell_for_cli(str(exc), sub)}", err=True)
+            click.echo(f"Error: {self.spell(ctx, str(exc))}", err=True)
             sys.exit(2)
         except KeyboardInterrupt as exc:
             click.echo(f"Interrupted ({exc or 'SIGINT'}): {self.interrupted}", err=True)
             sys.exit(130)
+
+
+    @staticmethod
+    def spell(ctx: click.Context, message: str) -> str:
+        """``message`` with its `` `parameters` `` spelled for the face that runs: the MLproject passes its
+        own speller as ``obj["spell"]``; otherwise they become the command's flags."""
+        if isinstance(ctx.obj, dict) and "spell" in ctx.obj:
+            return ctx.obj["spell"](message)
+        command = ctx.command
+        if isinstance(command, click.Group) and ctx.invoked_subcommand:
+            command = command.get_command(ctx, ctx.invoked_subcommand)
+        return spell_for_cli(message, command)
 
 
 class MedartGroup(ReportsUserErrors, click.Group):

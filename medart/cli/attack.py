@@ -18,9 +18,9 @@ from medart.cli import main, options
               help="Attack AdvTrain and AdvTest in this many shards of whole batches, in parallel on Ray; "
                    "the examples are the same as in one piece.")
 @click.option("--attack", required=True, type=click.Choice(ATTACKS, case_sensitive=False), help="CW is CW-L∞: PGD on the CW margin loss.")
-@click.option("--eps", default="1/255", show_default=True, help="L∞ budget in [0,1] pixels: a number or k/255.")
-@click.option("--steps", type=click.IntRange(min=1), default=None, help="Default: the paper's (fgsm 1, bim 40, pgd 20, cw 20).")
-@click.option("--step-size", default=None, help="Default: the paper's (fgsm ε, bim ε/40, pgd and cw ε/10): a number or k/255.")
+@options.eps()
+@options.steps
+@options.step_size
 @click.option("--random-start/--no-random-start", default=None, help="Default: on for pgd and cw, off for fgsm and bim.")
 @click.option("--kappa", type=float, default=0.0, show_default=True, help="CW confidence κ (cw only).")
 @click.option("--targeted", is_flag=True, help="Aim each image at class (y+1) mod K instead of away from y.")
@@ -38,9 +38,9 @@ def attack(**opts) -> None:
     tracking.configure(opts["tracking_uri"])
     spec = make_spec(opts["attack"], opts["eps"], opts["steps"], opts["step_size"], opts["random_start"], opts["kappa"],
                      opts["targeted"])
-    target = Target.load(opts["model_uri"], from_options(DataSpec, opts), opts["max_examples"])
     with make_executor(opts["executor"], address=opts["address"], workers=opts["workers"],
                        cpus_per_task=opts["cpus_per_task"], gpus_per_task=opts["gpus_per_task"]) as executor:
+        target = Target.load(opts["model_uri"], from_options(DataSpec, opts), opts["max_examples"])
         out = run_attack(target, spec, from_options(RunOptions, opts, executor=executor), opts["shards"])
     m = out.metrics
     click.echo(f"run {out.run_id}{' (examples from cache)' if out.cached else ''}: {spec.label()} via {opts['backend']} "

@@ -13,15 +13,13 @@ from medart.cli import main, options
 @options.max_examples
 @options.run_options
 @options.attacks()
-@click.option("--eps", default="1/255", show_default=True, help="L∞ budget of every attack: a number or k/255.")
-@click.option("--steps", type=click.IntRange(min=1), default=None, help="Default: the paper's (fgsm 1, bim 40, pgd 20, cw 20).")
-@click.option("--step-size", default=None, help="Default: the paper's (fgsm ε, bim ε/40, pgd and cw ε/10): a number or k/255.")
-@click.option("--detectors", default="kd,lid,dfeat,qfeat,bu,mahalanobis", show_default=True,
-              help="Comma-separated: kd, lid, dfeat, qfeat (the paper's), bu, mahalanobis, art_binary (ART's own).")
+@options.eps(help="L∞ budget of every attack: a number or k/255.")
+@options.steps
+@options.step_size
+@options.detectors("kd,lid,dfeat,qfeat,bu,mahalanobis")
 @click.option("--param", "params", multiple=True, metavar="DETECTOR.NAME=VALUE",
               help="A detector setting, repeatable: --param lid.k=10 --param kd.bandwidth=0.5 --param lid.layers=input,layer4")
-@click.option("--reference-size", type=click.IntRange(min=1), default=1000, show_default=True,
-              help="Clean Train images that KD, LID and Mahalanobis measure against.")
+@options.reference_size
 @click.option("--repeats", type=click.IntRange(min=1), default=1, show_default=True,
               help="1: the AdvTrain/AdvTest split; more: also re-drawn stratified splits, reported as mean ± std.")
 @click.option("--only-successful", is_flag=True,
@@ -34,17 +32,13 @@ def detect(**opts) -> None:
     Example: medart detect --model-uri models:/medart-pneumonia@champion --dataset pneumonia --eps 1/255
     """
     from medart import tracking
-    from medart.attacks import parse_eps, parse_names
-    from medart.catalog import DETECTORS
     from medart.render.detection import auc_table, transfer_table
     from medart.stages.detect import DetectRequest, parse_detector_params
     from medart.stages.detect import detect as run_detect
     from medart.stages.target import DataSpec, RunOptions, Target, from_options
 
     tracking.configure(opts["tracking_uri"])
-    detectors = tuple(parse_names(opts["detectors"], DETECTORS, "detector"))
-    request = from_options(DetectRequest, opts, attacks=tuple(parse_names(opts["attacks"])), eps=parse_eps(opts["eps"]),
-                           detectors=detectors, params=parse_detector_params(opts["params"], detectors))
+    request = from_options(DetectRequest, opts, params=parse_detector_params(opts["params"], opts["detectors"]))
     target = Target.load(opts["model_uri"], from_options(DataSpec, opts), opts["max_examples"], opts["reference_size"])
     out = run_detect(target, request, from_options(RunOptions, opts))
     pairs = ", ".join(f"{a} {c['fit']}/{c['test']}" for a, c in out.counts.items())

@@ -13,7 +13,7 @@ from medart.cli import main, options
 @click.option("--max-eval", type=click.IntRange(min=2), default=None,
               help="Evaluate on a stratified subset of this size (and attack as many).")
 @options.attacks(default="")
-@click.option("--eps", default="1/255", show_default=True, help="Comma-separated ε values for --attacks.")
+@click.option("--eps", type=options.EpsList(), default="1/255", show_default=True, help="Comma-separated ε values for --attacks.")
 @options.run_options
 @click.option("--compare-with", default=None,
               help="A second model to evaluate the same way: an alias of the same registered model (e.g. challenger) or a URI.")
@@ -24,19 +24,17 @@ def evaluate(**opts) -> None:
     Example: medart evaluate --model-uri models:/medart-pneumonia@champion --dataset pneumonia --attacks fgsm,pgd --compare-with challenger
     """
     from medart import tracking
-    from medart.attacks import parse_eps_list, parse_names
     from medart.render.tables import metric_columns
     from medart.stages.evaluate import evaluate as run_evaluate
     from medart.stages.target import DataSpec, RunOptions, Target, from_options
 
     tracking.configure(opts["tracking_uri"])
-    attacks = parse_names(opts["attacks"]) if opts["attacks"].strip() else []
-    eps_values, data, run = parse_eps_list(opts["eps"]), from_options(DataSpec, opts), from_options(RunOptions, opts)
+    data, run = from_options(DataSpec, opts), from_options(RunOptions, opts)
     uris = [opts["model_uri"]]
     if other := opts["compare_with"]:
         uris.append(other if ":/" in other else f"{uris[0].split('@')[0]}@{other}")
     results = {}
     for uri in uris:
         target = Target.load(uri, data, opts["max_eval"])
-        results[uri] = run_evaluate(target, attacks, eps_values, opts["max_eval"], run).metrics()
+        results[uri] = run_evaluate(target, opts["attacks"], opts["eps"], opts["max_eval"], run).metrics()
     click.echo(metric_columns(results), nl=False)

@@ -8,7 +8,7 @@ from typing import Callable
 
 import click
 
-from medart.catalog import ARCHS, ATTACKS, BACKENDS, DATASETS, EXECUTORS, SIZES, SOURCES
+from medart.catalog import ARCHS, ATTACKS, BACKENDS, DATASETS, DETECTORS, EXECUTORS, SIZES, SOURCES
 
 MODEL_URIS = "models:/<name>@<alias>, models:/<name>/<version>, runs:/<id>/model or a folder."
 
@@ -22,15 +22,73 @@ def _stack(*options: Callable) -> Callable:
     return apply
 
 
+class _Parsed(click.ParamType):
+    """A value read by one of the library's parsers, so that a bad one is reported by click as an
+    invalid value of its option (``--eps``, ``-P eps``)."""
+
+    def parse(self, text: str):
+        raise NotImplementedError
+
+    def convert(self, value, param, ctx):
+        from medart.errors import ConfigError
+
+        if not isinstance(value, str):
+            return value
+        try:
+            return self.parse(value)
+        except ConfigError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+class Eps(_Parsed):
+    """An L∞ budget in [0, 1] pixels: a number or k/255."""
+
+    name = "eps"
+
+    def parse(self, text):
+        from medart.attacks.specs import parse_eps
+
+        return parse_eps(text)
+
+
+class EpsList(_Parsed):
+    """Comma-separated L∞ budgets."""
+
+    name = "eps-list"
+
+    def parse(self, text):
+        from medart.attacks.specs import parse_eps_list
+
+        return parse_eps_list(text)
+
+
+class Names(_Parsed):
+    """Comma-separated names from ``choices``, in order, each once; empty is allowed when ``empty``."""
+
+    name = "names"
+
+    def __init__(self, choices: tuple[str, ...], what: str, empty: bool = False) -> None:
+        self.choices, self.what, self.empty = choices, what, empty
+
+    def parse(self, text):
+        from medart.attacks.specs import parse_names
+
+        if self.empty and not text.strip():
+            return ()
+        return tuple(dict.fromkeys(parse_names(text, self.choices, self.what)))
+
+
 def _int(ctx, param, value):
     return None if value is None else int(value)
 
 
-def model_uri(required: bool = True) -> Callable:
-    return click.option("--model-uri", required=required, default=None, help=MODEL_URIS)
+def model_uri(required: bool = False) -> Callable:
+    return click.option("--model-uri", required=required, default=None,
+                        help=MODEL_URIS + " Default: the dataset's registered champion (medart-<dataset>@champion).")
 
 
-dataset = click.option("--dataset", required=True, type=click.Choice(DATASETS), help="Task (see `medart datasets`).")
+dataset = click.option("--dataset", type=click.Choice(DATASETS), default="pneumonia", show_default=True,
+                       help="Task (see `medart datasets`).")
 data_dir = click.option("--data-dir", type=click.Path(file_okay=False), envvar="MEDART_DATA_DIR", show_envvar=True,
                         help="Folder of MedMNIST .npz files (or the original dataset's root with --source original). "
                              "Default: ~/.medart/data.")
@@ -61,9 +119,25 @@ max_examples = click.option("--max-examples", type=click.IntRange(min=2), defaul
 
 
 def attacks(default: str = ",".join(ATTACKS)) -> Callable:
-    return click.option("--attacks", default=default, show_default=True,
+    return click.option("--attacks", type=Names(ATTACKS, "attack", empty=not default), default=default, show_default=True,
                         help=f"Comma-separated attacks: {', '.join(ATTACKS)} (paper settings).")
 
+
+def eps(default: str = "1/255", help: str = "L∞ budget in [0,1] pixels: a number or k/255.") -> Callable:
+    return click.option("--eps", type=Eps(), default=default, show_default=True, help=help)
+
+
+def detectors(default: str) -> Callable:
+    return click.option("--detectors", type=Names(DETECTORS, "detector"), default=default, show_default=True,
+                        help="Comma-separated: kd, lid, dfeat, qfeat (the paper's), bu, mahalanobis, art_binary (ART's own).")
+
+
+steps = click.option("--steps", type=click.IntRange(min=1), default=None,
+                     help="Attack steps. Default: the paper's (fgsm 1, bim 40, pgd 20, cw 20).")
+step_size = click.option("--step-size", type=Eps(), default=None,
+                         help="Attack step size: a number or k/255. Default: the paper's (fgsm ε, bim ε/40, pgd and cw ε/10).")
+reference_size = click.option("--reference-size", type=click.IntRange(min=1), default=1000, show_default=True,
+                              help="Clean Train images that KD, LID and Mahalanobis measure against.")
 
 executor_options = _stack(
     click.option("--executor", type=click.Choice(EXECUTORS), default="in-process", show_default=True,

@@ -4,21 +4,21 @@ from __future__ import annotations
 
 import click
 
+from medart.catalog import ATTACKS
 from medart.cli import main, options
 
 
 @main.command()
 @options.data_options
 @options.model_uri(required=False)
-@click.option("--attack", default="bim", show_default=True,
+@click.option("--attack", type=options.Names(ATTACKS, "attack"), default="bim", show_default=True,
               help="The attack, or several comma-separated (fgsm, bim, pgd, cw): then also the transfer table.")
-@click.option("--eps", default="1/255", show_default=True, help="L∞ budget in [0,1] pixels: a number or k/255.")
-@click.option("--steps", type=click.IntRange(min=1), default=None, help="Default: the paper's (fgsm 1, bim 40, pgd 20, cw 20).")
-@click.option("--step-size", default=None, help="Default: the paper's (fgsm ε, bim ε/40, pgd and cw ε/10): a number or k/255.")
-@click.option("--detectors", default="kd,lid,dfeat,qfeat", show_default=True, help="Comma-separated detectors (the paper's four).")
+@options.eps()
+@options.steps
+@options.step_size
+@options.detectors("kd,lid,dfeat,qfeat")
 @options.max_examples
-@click.option("--reference-size", type=click.IntRange(min=1), default=1000, show_default=True,
-              help="Clean Train images that KD, LID and Mahalanobis measure against.")
+@options.reference_size
 @click.option("--image-size", type=click.IntRange(16, 1024), default=None,
               help="Training: side of the model's input. Default: the file's size (224 for original).")
 @options.arch
@@ -36,8 +36,6 @@ def pipeline(**opts) -> None:
     Example: MEDART_DATA_DIR=../shared/data medart pipeline --dataset pneumonia --attack bim --pretrained none
     """
     from medart import tracking
-    from medart.attacks import parse_eps, parse_names
-    from medart.catalog import DETECTORS
     from medart.models.training import TrainConfig
     from medart.stages.detect import DetectRequest
     from medart.stages.pipeline import pipeline as run_pipeline
@@ -45,8 +43,7 @@ def pipeline(**opts) -> None:
     from medart.stages.train import ModelRequest
 
     tracking.configure(opts["tracking_uri"])
-    detection = from_options(DetectRequest, opts, attacks=tuple(parse_names(opts["attack"])), eps=parse_eps(opts["eps"]),
-                             detectors=tuple(parse_names(opts["detectors"], DETECTORS, "detector")))
+    detection = from_options(DetectRequest, opts, attacks=opts["attack"])
     # --batch-size is the attacks' and detectors'; training keeps its own default
     config = from_options(TrainConfig, {k: v for k, v in opts.items() if k != "batch_size"})
     out = run_pipeline(from_options(DataSpec, opts), detection, opts["model_uri"], from_options(ModelRequest, opts), config,

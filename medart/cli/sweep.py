@@ -16,7 +16,7 @@ from medart.cli import main, options
 @click.option("--retries", type=click.IntRange(min=0), default=None,
               help="Times Ray runs a failed cell again before reporting it (exit status 1); the other cells complete. Default: 2.")
 @options.attacks()
-@click.option("--eps", default="0.2/255,0.5/255,1/255,2/255,5/255", show_default=True,
+@click.option("--eps", type=options.EpsList(), default="0.2/255,0.5/255,1/255,2/255,5/255", show_default=True,
               help="Comma-separated ε values (numbers or k/255).")
 @click.pass_context
 def sweep(ctx, **opts) -> None:
@@ -26,18 +26,16 @@ def sweep(ctx, **opts) -> None:
     tracking store, which every worker must reach (an MLflow server on a cluster).
     """
     from medart import tracking
-    from medart.attacks import parse_eps_list, parse_names
     from medart.executors import make_executor
     from medart.render.sweep import sweep_table
     from medart.stages.sweep import sweep as run_sweep
     from medart.stages.target import DataSpec, RunOptions, Target, from_options
 
     tracking.configure(opts["tracking_uri"])
-    names, eps_values = parse_names(opts["attacks"]), parse_eps_list(opts["eps"])
-    target = Target.load(opts["model_uri"], from_options(DataSpec, opts), opts["max_examples"])
     with make_executor(opts["executor"], address=opts["address"], workers=opts["workers"], retries=opts["retries"],
                        cpus_per_task=opts["cpus_per_task"], gpus_per_task=opts["gpus_per_task"]) as executor:
-        out = run_sweep(target, names, eps_values, from_options(RunOptions, opts, executor=executor))
+        target = Target.load(opts["model_uri"], from_options(DataSpec, opts), opts["max_examples"])
+        out = run_sweep(target, opts["attacks"], opts["eps"], from_options(RunOptions, opts, executor=executor))
     click.echo(f"sweep run {out.run_id}: {len(out.rows)} child runs; figure figures/accuracy_vs_eps.png, table sweep.md")
     click.echo(sweep_table(out.rows, out.failed), nl=False)
     if out.failed:

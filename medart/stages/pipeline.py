@@ -12,7 +12,7 @@ from medart.errors import MedartError
 from medart.models.training import TrainConfig
 from medart.render.numbers import eps_label
 from medart.stages.detect import DetectionOutcome, DetectRequest, detect
-from medart.stages.target import DataSpec, RunOptions, Target
+from medart.stages.target import DataSpec, RunOptions, Target, champion
 from medart.stages.train import ModelRequest, train
 
 
@@ -24,18 +24,6 @@ class PipelineOutcome:
     detection: DetectionOutcome
     attack_metrics: dict[str, dict[str, float]]  # attack → its run's metrics
     summary: str  # Markdown: per attack, accuracy and detection AUC (%)
-
-
-def champion(dataset: str) -> str | None:
-    """``models:/medart-<dataset>@champion`` when that alias exists in the registry, else ``None``."""
-    from medart.models.registry import registered_name
-
-    name = registered_name(dataset)
-    try:
-        mlflow.MlflowClient().get_model_version_by_alias(name, "champion")
-    except mlflow.exceptions.MlflowException:
-        return None
-    return f"models:/{name}@champion"
 
 
 def pipeline(data: DataSpec, detection: DetectRequest, model_uri: str | None = None,

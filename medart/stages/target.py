@@ -70,6 +70,20 @@ class RunOptions:
     executor: "Executor | None" = field(default=None, compare=False)  # default: this process
 
 
+def champion(dataset: str) -> str | None:
+    """``models:/medart-<dataset>@champion`` when that alias exists in the registry, else ``None``."""
+    import mlflow
+
+    from medart.models.registry import registered_name
+
+    name = registered_name(dataset)
+    try:
+        mlflow.MlflowClient().get_model_version_by_alias(name, "champion")
+    except mlflow.exceptions.MlflowException:
+        return None
+    return f"models:/{name}@champion"
+
+
 @dataclass
 class Target:
     """What is attacked: one loaded model and the test images it is measured on.
@@ -87,12 +101,18 @@ class Target:
     reference_size: int = 0
 
     @classmethod
-    def load(cls, model_uri: str, data: DataSpec, max_examples: int | None = None, reference_size: int = 0) -> "Target":
-        """Load the model behind ``model_uri`` and ``data`` at the model's input side; the model's
-        classes must be the dataset's."""
-        from medart.errors import ModelError
+    def load(cls, model_uri: str | None, data: DataSpec, max_examples: int | None = None,
+             reference_size: int = 0) -> "Target":
+        """Load the model behind ``model_uri`` (default: the dataset's registered champion) and
+        ``data`` at the model's input side; the model's classes must be the dataset's."""
+        from medart.errors import ConfigError, ModelError
         from medart.models import registry
 
+        if model_uri is None:
+            model_uri = champion(data.dataset)
+            if model_uri is None:
+                raise ConfigError(f"no `model_uri` given and no {registry.registered_name(data.dataset)}@champion is "
+                                  "registered in this tracking store: train one (medart train) or give `model_uri`")
         model = registry.load_model(model_uri)
         splits = data.load(model.config.get("image_size") or data.size)
         if splits.classes != model.classes:

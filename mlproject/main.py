@@ -1,8 +1,0 @@
-"""`mlflow run . -e main`: see MLproject for the parameters and medart/project.py for their checks."""
-
-import sys
-
-from medart.project import run
-
-if __name__ == "__main__":
-    sys.exit(run("main", sys.argv[1:]))
