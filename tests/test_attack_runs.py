@@ -9,14 +9,16 @@ from click.testing import CliRunner
 
 from medart.attacks import make_spec
 from medart.cli import main
-from medart.experiment import attack_model, sweep
+from medart.stages import DataSpec, RunOptions, Target, attack, sweep
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*official MedMNIST MD5")
 
 
 def test_attack_run_logs_metrics_and_reuses_cached_examples(registered, shared_data):
     spec = make_spec("bim", "2/255", steps=5, step_size="0.5/255")
-    first = attack_model(registered, "pneumonia", spec, "torchattacks", shared_data, max_examples=20, progress=False)
+    target = Target.load(registered, DataSpec("pneumonia", shared_data), max_examples=20)
+    torchattacks = RunOptions(backend="torchattacks", progress=False)
+    first = attack(target, spec, torchattacks)
     assert not first.cached
     assert {len(first.clean["adv_train"][0]), len(first.clean["adv_test"][0])} == {16, 4}  # 80/20 of 20
     m = first.metrics
@@ -28,21 +30,22 @@ def test_attack_run_logs_metrics_and_reuses_cached_examples(registered, shared_d
     assert {a.path for a in client.list_artifacts(first.run_id, "adversarial")} == {
         "adversarial/adv_train.npz", "adversarial/adv_test.npz"}
 
-    again = attack_model(registered, "pneumonia", spec, "torchattacks", shared_data, max_examples=20, progress=False)
+    again = attack(target, spec, torchattacks)
     assert again.cached and "seconds" not in again.metrics
     assert client.get_run(again.run_id).data.tags["medart.cached_from"] == first.run_id
     for part in ("adv_train", "adv_test"):
         assert torch.allclose(again.adversarial[part], first.adversarial[part], atol=2e-6)  # float16 deltas
     assert again.metrics["adv_acc"] == m["adv_acc"]
     # another backend or seed is another cache entry
-    other = attack_model(registered, "pneumonia", spec, "art", shared_data, max_examples=20, progress=False)
+    other = attack(target, spec, RunOptions(backend="art", progress=False))
     assert not other.cached
 
 
 def test_sweep_makes_nested_runs_a_figure_and_a_table(registered, shared_data):
-    parent, rows, failed = sweep(registered, "pneumonia", ["fgsm", "pgd"], [0.5 / 255, 2 / 255], "art", shared_data,
-                                 max_examples=10, progress=False)
-    assert len(rows) == 4 and failed == []
+    target = Target.load(registered, DataSpec("pneumonia", shared_data), max_examples=10)
+    out = sweep(target, ["fgsm", "pgd"], [0.5 / 255, 2 / 255], RunOptions(progress=False))
+    parent, rows = out.run_id, out.rows
+    assert len(rows) == 4 and out.failed == []
     children = mlflow.search_runs(experiment_names=["medart/pneumonia/attack"],
                                   filter_string=f"tags.mlflow.parentRunId = '{parent}'", output_format="list")
     assert sorted(r.info.run_name for r in children) == [
@@ -53,7 +56,7 @@ def test_sweep_makes_nested_runs_a_figure_and_a_table(registered, shared_data):
     table = mlflow.artifacts.load_text(f"runs:/{parent}/sweep.md")
     assert "| FGSM |" in table and "ε=2/255" in table
     for r in rows:  # larger ε never helps the model in FGSM/PGD here by more than noise on 10 images
-        assert r["linf_max"] <= r["eps"] + 1e-6
+        assert r.linf_max <= r.eps + 1e-6
 
 
 def test_cli_attack(registered, shared_data):
@@ -64,8 +67,9 @@ def test_cli_attack(registered, shared_data):
     assert "fgsm-eps1/255 via art on 10 images" in ok.output and "max L∞ 1.0000/255" in ok.output
     for args, fragment in (
         (["--attack", "bim", "--eps", "3"], "ε must be in (0, 1]"),
-        (["--attack", "zoo"], "unknown attack 'zoo'"),
-        (["--attack", "pgd", "--steps", "0"], "steps must be >= 1"),
+        (["--attack", "zoo"], "Invalid value for '--attack': 'zoo' is not one of"),
+        (["--attack", "pgd", "--step-size", "x"], "Invalid value for '--step-size': cannot read ε from 'x'"),
+        (["--attack", "pgd", "--steps", "0"], "Invalid value for '--steps': 0 is not in the range x>=1"),
     ):
         bad = runner.invoke(main, ["attack", "--model-uri", registered, "--dataset", "pneumonia",
                                    "--data-dir", str(shared_data), *args])

@@ -53,7 +53,7 @@ def test_imagenet_weights_unavailable_marks_run_failed(tracking_store, shared_da
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", lambda *a, **k: (_ for _ in ()).throw(urllib.error.URLError("offline")))
     result = run("train", "--dataset", "pneumonia", "--data-dir", str(shared_data), "--max-train", "8", "--epochs", "1")
-    assert_one_line_error(result, "ImageNet weights for resnet50", "--pretrained none")
+    assert_one_line_error(result, "ImageNet weights for resnet50", "--pretrained='none'")
     assert [r.info.status for r in mlflow.search_runs(search_all_experiments=True, output_format="list")] == ["FAILED"]
 
 
@@ -75,6 +75,52 @@ def test_train_then_evaluate_from_the_registry(tracking_store, shared_data):
     result = run("evaluate", "--model-uri", "models:/medart-pneumonia@champion", "--dataset", "pneumonia",
                  "--max-eval", "32", env={"MEDART_DATA_DIR": str(shared_data)})
     assert result.exit_code == 0, result.output
-    reported = dict(kv.split("=") for kv in result.output.strip().splitlines()[-1].split())
-    assert float(reported["acc"]) == pytest.approx(logged["test_acc"], abs=1e-4)
-    assert np.isfinite(float(reported["auc"]))
+    rows = {cells[1].strip(): cells[2].strip() for cells in (line.split("|") for line in result.output.splitlines()
+                                                               if line.startswith("| test_"))}
+    assert float(rows["test_acc (%)"]) == pytest.approx(logged["test_acc"] * 100, abs=0.01)  # percent, as printed
+    assert np.isfinite(float(rows["test_auc (%)"]))
+
+
+def test_library_messages_name_options_as_the_face_spells_them():
+    from medart.cli import spell_for_cli
+
+    train = main.commands["train"]
+    assert spell_for_cli("raise `max_train` or use `pretrained`='none'", train) == "raise --max-train or use --pretrained='none'"
+    assert spell_for_cli("pass `trusted_pickle`=True", train) == "pass --trusted-pickle"
+    assert spell_for_cli("or `download`=False", train) == "or --no-download"
+    assert spell_for_cli("`not_an_option` stays", train) == "`not_an_option` stays"
+
+
+def test_help_answers_without_importing_torch():
+    import subprocess
+    import sys
+
+    code = "import sys; from medart.cli import main; print('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
+    for command in main.commands.values():  # every short help line is a whole sentence
+        assert command.get_short_help_str(limit=100).endswith("."), command.name
+
+
+def test_request_fields_and_cli_defaults_agree():
+    """Defaults live in one place: an option that fills a request field has the field's default."""
+    import dataclasses
+
+    from medart.models.training import TrainConfig
+    from medart.stages import DataSpec, ModelRequest, RunOptions
+    from medart.stages.detect import DetectRequest
+
+    requests = {"train": (DataSpec, ModelRequest, TrainConfig), "attack": (DataSpec, RunOptions),
+                "detect": (DataSpec, RunOptions, DetectRequest), "sweep": (DataSpec, RunOptions)}
+    for name, classes in requests.items():
+        options = {p.name: p.to_info_dict()["default"] for p in main.commands[name].params}
+        for cls in classes:
+            for field in dataclasses.fields(cls):
+                if field.name not in options or field.default is dataclasses.MISSING:
+                    continue
+                default = options[field.name]
+                if cls is RunOptions and (field.name == "executor" or (field.name == "batch_size" and name == "train")):
+                    continue  # --executor names the executor the command makes; train's --batch-size is TrainConfig's
+                if isinstance(field.default, tuple) or field.name in ("eps", "size"):
+                    continue  # given as text on the command line
+                assert default == field.default, (name, cls.__name__, field.name, default, field.default)

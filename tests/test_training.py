@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import mlflow
@@ -12,19 +13,25 @@ from torch.utils.data import ConcatDataset
 
 from medart.data import load_dataset, subsample
 from medart.errors import ModelError
-from medart.experiment import evaluate_model, train_model
 from medart.models import registry
 from medart.models.evaluation import classification_metrics, evaluate
-from medart.models.training import TrainConfig, fit
 from medart.models.resnet import build_model
+from medart.models.training import TrainConfig, fit
+from medart.stages import DataSpec, ModelRequest, RunOptions, Target, train
+from medart.stages import evaluate as evaluate_stage
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*official MedMNIST MD5")
 
-SMALL = dict(arch="resnet18", pretrained="none", max_train=64, max_eval=32, progress=False)
+SMALL = ModelRequest(arch="resnet18", pretrained="none", max_train=64, max_eval=32)
+QUIET = RunOptions(progress=False)
+
+
+def train_model(data_dir, config: TrainConfig, request: ModelRequest = SMALL):
+    return train(DataSpec("pneumonia", data_dir), request, config, QUIET)
 
 
 def test_train_logs_registers_and_reloads_with_same_accuracy(tracking_store, shared_data):
-    out = train_model("pneumonia", shared_data, train_config=TrainConfig(epochs=2, batch_size=32, lr=1e-3), **SMALL)
+    out = train_model(shared_data, TrainConfig(epochs=2, batch_size=32, lr=1e-3))
     client = mlflow.MlflowClient()
     run = client.get_run(out.run_id)
     assert run.info.status == "FINISHED"
@@ -47,12 +54,15 @@ def test_train_logs_registers_and_reloads_with_same_accuracy(tracking_store, sha
     # … and so do the version and run URIs
     for uri in (out.model_uri, f"runs:/{out.run_id}/model"):
         assert torch.equal(registry.load_model(uri).embed[0].weight, model.embed[0].weight)
-    assert evaluate_model("models:/medart-pneumonia@champion", "pneumonia", shared_data, max_eval=32)["acc"] == metrics["acc"]
+    target = Target.load("models:/medart-pneumonia@champion", DataSpec("pneumonia", shared_data))
+    assert evaluate_stage(target, max_eval=32, run=QUIET).clean["acc"] == metrics["acc"]
+    # the trained model the stage hands back is the registered one
+    assert all(torch.equal(p, q) for p, q in zip(out.model.state_dict().values(), model.state_dict().values()))
 
 
 def test_alias_stays_on_the_best_version(tracking_store, shared_data):
-    first = train_model("pneumonia", shared_data, train_config=TrainConfig(epochs=1, batch_size=32), **SMALL)
-    second = train_model("pneumonia", shared_data, train_config=TrainConfig(epochs=1, batch_size=32, seed=1), **SMALL)
+    first = train_model(shared_data, TrainConfig(epochs=1, batch_size=32))
+    second = train_model(shared_data, TrainConfig(epochs=1, batch_size=32, seed=1))
     name = "medart-pneumonia"
     client = mlflow.MlflowClient()
     # pretend version 1 scored higher than anything: version 2 must not take the alias from it
@@ -83,7 +93,7 @@ def test_train_model_with_a_seed_gives_the_same_model_whatever_ran_before(tracki
     outs = []
     for draws in (1, 1000):
         torch.rand(draws)  # other work in the same process (a CLI, a sweep, a benchmark) moves the global RNG
-        outs.append(train_model("pneumonia", shared_data, train_config=config, register=False, **SMALL))
+        outs.append(train_model(shared_data, config, dataclasses.replace(SMALL, register=False)))
     client = mlflow.MlflowClient()
     first, second = (client.get_run(o.run_id).data.metrics for o in outs)
     assert first["train_loss"] == second["train_loss"] and first["test_acc"] == second["test_acc"]
@@ -93,7 +103,7 @@ def test_train_model_with_a_seed_gives_the_same_model_whatever_ran_before(tracki
 
 def test_failed_run_is_marked_failed_and_registers_nothing(tracking_store, shared_data, tmp_path):
     with pytest.raises(ModelError, match="not found"):
-        train_model("pneumonia", shared_data, **(SMALL | {"pretrained": str(tmp_path / "missing.pth")}))
+        train_model(shared_data, TrainConfig(), dataclasses.replace(SMALL, pretrained=str(tmp_path / "missing.pth")))
     runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
     assert [r.info.status for r in runs] == ["FAILED"]
     assert mlflow.MlflowClient().search_registered_models() == []

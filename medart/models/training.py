@@ -1,6 +1,6 @@
 """Fitting the classifier: SGD with the paper's augmentations and best-on-validation checkpointing.
 
-Tracking-agnostic: per-epoch metrics go to a callback, which ``medart.experiment`` points at MLflow.
+Tracking-agnostic: per-epoch metrics go to a callback, which ``medart.stages.train`` points at MLflow.
 """
 
 from __future__ import annotations
