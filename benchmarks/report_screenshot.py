@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     html = args.html
     if args.run_id:
         from medart import tracking
-        from medart.analysis.report import report_run
+        from medart.stages.report import report_run
 
         tracking.configure(args.tracking_uri)
         html = report_run(args.run_id, args.output.with_suffix(".html"), log=False)

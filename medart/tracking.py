@@ -170,8 +170,6 @@ def stop_on_signals() -> None:
 
 
 def log_figure(fig, name: str) -> None:
-    """Log a matplotlib figure as ``name`` (e.g. ``figures/training.png``) and close it."""
-    import matplotlib.pyplot as plt
-
+    """Log a matplotlib figure as ``name`` (e.g. ``figures/training.png``). medart's figures are made
+    without pyplot (:mod:`medart.render`), so nothing keeps them alive afterwards."""
     mlflow.log_figure(fig, name)
-    plt.close(fig)  # a no-op for the pyplot-free figures of medart.render

@@ -49,3 +49,17 @@ def test_cli_compares_champion_and_challenger(registered, shared_data):
     bad = CliRunner().invoke(main, ["evaluate", "--model-uri", "models:/medart-pneumonia@nobody", "--dataset",
                                     "pneumonia", "--data-dir", str(shared_data)])
     assert bad.exit_code == 2 and "models:/medart-pneumonia@nobody" in bad.output and "Traceback" not in bad.output
+
+
+def test_evaluate_loads_the_model_once_however_many_attacks(registered, shared_data, monkeypatch):
+    """A stage receives the loaded model: one load per model, not one per stage (it was 2 before)."""
+    from medart.models import registry
+
+    loads = []
+    real = registry.load_model
+    monkeypatch.setattr(registry, "load_model", lambda *a, **k: loads.append(a[0]) or real(*a, **k))
+    out = CliRunner().invoke(main, ["evaluate", "--model-uri", registered, "--dataset", "pneumonia", "--data-dir",
+                                    str(shared_data), "--max-eval", "10", "--attacks", "fgsm,bim", "--eps", "1/255,2/255",
+                                    "--no-progress"])
+    assert out.exit_code == 0, out.output
+    assert loads == [registered]

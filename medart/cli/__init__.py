@@ -97,7 +97,7 @@ def main() -> None:
     warnings.showwarning = show
 
 
-from medart.cli import (  # noqa: E402  (each module adds its command to `main`)
+from medart.cli import (  # noqa: E402, F401  (each module adds its command to `main`)
     ablate, analyze, attack, compare, datasets, detect, eps_curves, evaluate, pipeline, report, sweep, train,
 )
 

@@ -8,6 +8,9 @@ from medart.stages.train import ModelRequest, TrainOutcome, train
 from medart.stages.attack import AttackOutcome, attack
 from medart.stages.sweep import SweepOutcome, SweepRow, sweep
 from medart.stages.evaluate import EvaluateOutcome, evaluate
+from medart.stages.detect import DetectionOutcome, DetectRequest, detect
+from medart.stages.pipeline import PipelineOutcome, pipeline
 
-__all__ = ["AttackOutcome", "DataSpec", "EvaluateOutcome", "ModelRequest", "RunOptions", "SweepOutcome", "SweepRow",
-           "Target", "TrainOutcome", "attack", "champion", "evaluate", "from_options", "sweep", "train"]
+__all__ = ["AttackOutcome", "DataSpec", "DetectRequest", "DetectionOutcome", "EvaluateOutcome", "ModelRequest",
+           "PipelineOutcome", "RunOptions", "SweepOutcome", "SweepRow", "Target", "TrainOutcome", "attack", "champion",
+           "detect", "evaluate", "from_options", "pipeline", "sweep", "train"]
