@@ -55,6 +55,7 @@ def test_sigterm_during_training_kills_the_run_and_registers_nothing(tracking_st
     assert mlflow.MlflowClient().search_registered_models() == []
 
 
+@pytest.mark.slow  # three attack processes: ~45 s
 def test_interrupted_attack_is_never_reused_and_a_rerun_completes(registered, tracking_store, shared_data, tmp_path):
     base = [*MEDART, "attack", "--model-uri", registered, "--dataset", "pneumonia", "--attack", "bim", "--eps", "2/255",
             "--max-examples", "40", "--no-progress"]
@@ -82,6 +83,7 @@ def test_interrupted_attack_is_never_reused_and_a_rerun_completes(registered, tr
     assert statuses == ["FINISHED", "FINISHED", "KILLED"]
 
 
+@pytest.mark.slow  # two detect processes: ~25 s
 def test_detection_interrupted_resumes_from_the_cached_attack(registered, tracking_store, shared_data, tmp_path):
     base = [*MEDART, "detect", "--model-uri", registered, "--dataset", "pneumonia", "--attacks", "fgsm", "--eps", "4/255",
             "--max-examples", "60", "--reference-size", "40", "--detectors", "dfeat", "--param", "dfeat.n_estimators=20",

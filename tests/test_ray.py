@@ -19,16 +19,19 @@ import medart
 from medart.attacks import make_spec
 from medart.cli import main
 from medart.errors import ConfigError
-from medart.experiment import attack_model, sweep, sweep_table
-from medart.project import run as run_entry
+from medart.mlproject import run as run_entry
+from medart.render.sweep import sweep_table
+from medart.stages.attack import attack
+from medart.stages.sweep import sweep
+from medart.stages.target import DataSpec, RunOptions, Target
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*official MedMNIST MD5")
 
 ATTACKS, EPS = ["fgsm", "pgd"], [1 / 255, 2 / 255]
-SMALL = dict(max_examples=10, use_cache=False, progress=False)
+QUIET = RunOptions(cache=False, progress=False)
 TIMING = {"seconds", "image_steps_per_second"}
-ENTRY = ["dataset=pneumonia", "attacks=fgsm", "eps=1/255", "backend=art", "seed=0", "executor=ray", "address=", "workers=",
-         "retries=2", "cpus_per_task=1", "gpus_per_task="]  # the MLproject's defaults, as `mlflow run` passes them
+ENTRY = ["dataset=pneumonia", "attacks=fgsm", "eps=1/255", "backend=art", "seed=0", "executor=ray", "address=none",
+         "workers=none", "retries=2", "cpus_per_task=1", "gpus_per_task=none"]  # as `mlflow run -e sweep` passes them
 
 
 @pytest.fixture(scope="module")
@@ -64,8 +67,9 @@ def examples(run_id: str, tmp_path: Path) -> dict[str, np.ndarray]:
     return out
 
 
+@pytest.mark.slow  # two sweeps of four cells: ~35 s
 def test_ray_sweep_logs_what_the_in_process_sweep_logs(ray_instance, registered, shared_data, tmp_path):
-    here = sweep(registered, "pneumonia", ATTACKS, EPS, "art", shared_data, **SMALL)
+    here = sweep(Target.load(registered, DataSpec("pneumonia", shared_data), max_examples=10), ATTACKS, EPS, QUIET)
     done = CliRunner().invoke(main, [
         "sweep", "--executor", "ray", "--model-uri", registered, "--dataset", "pneumonia", "--data-dir", str(shared_data),
         "--attacks", ",".join(ATTACKS), "--eps", "1/255,2/255", "--max-examples", "10", "--no-cache", "--no-progress"])
@@ -98,8 +102,8 @@ def test_ray_sweep_logs_what_the_in_process_sweep_logs(ray_instance, registered,
 
 def test_failed_cells_are_retried_reported_and_the_rest_complete(ray_instance, registered, shared_data, capsys):
     """A cached run whose example files were lost: the cell that reuses it fails on every try."""
-    cached = attack_model(registered, "pneumonia", make_spec("fgsm", "1/255"), "art", shared_data, max_examples=10,
-                          progress=False)
+    target = Target.load(registered, DataSpec("pneumonia", shared_data), max_examples=10)
+    cached = attack(target, make_spec("fgsm", "1/255"), RunOptions(progress=False))
     artifacts = Path(mlflow.get_run(cached.run_id).info.artifact_uri.removeprefix("file://"))
     shutil.rmtree(artifacts / "adversarial")
 
@@ -147,16 +151,19 @@ def test_map_retries_transient_failures_and_ends_on_user_errors(ray_instance, tm
     assert attempts.read_text().split().count("3") == 1  # never retried
 
 
+@pytest.mark.slow  # four attacks, two on Ray actors: ~20 s
 def test_sharded_attacks_on_ray_equal_one_piece(ray_instance, registered, shared_data):
     """Shards of whole batches keep the batches of one call, so BIM's examples are the same to the
     bit; PGD's too, as each shard first draws the random starts of the batches before it."""
     from medart.executors import RayExecutor
 
-    common = dict(max_examples=20, batch_size=4, use_cache=False, progress=False)
+    target = Target.load(registered, DataSpec("pneumonia", shared_data), max_examples=20)
+    here = RunOptions(batch_size=4, cache=False, progress=False)
     with RayExecutor() as executor:  # its actors load the model once for both attacks
+        on_ray = RunOptions(batch_size=4, cache=False, progress=False, executor=executor)
         for spec in (make_spec("bim", "1/255", steps=5, step_size="0.25/255"), make_spec("pgd", "2/255", steps=3)):
-            alone = attack_model(registered, "pneumonia", spec, "art", shared_data, **common)
-            sharded = attack_model(registered, "pneumonia", spec, "art", shared_data, executor=executor, shards=3, **common)
+            alone = attack(target, spec, here)
+            sharded = attack(target, spec, on_ray, shards=3)
             for part in ("adv_train", "adv_test"):
                 assert torch.equal(sharded.adversarial[part], alone.adversarial[part]), (spec.name, part)
             assert {k: v for k, v in sharded.metrics.items() if k not in TIMING} == \
@@ -172,6 +179,7 @@ def test_cli_attack_with_ray_shards(ray_instance, registered, shared_data):
     assert "fgsm-eps1/255 via art on 10 images" in done.output and "max L∞ 1.0000/255" in done.output
 
 
+@pytest.mark.slow  # `mlflow run` and a Ray instance of its own: ~40 s
 def test_mlflow_run_sweep_entry_point_on_ray(ray_instance, registered, shared_data, tmp_path):
     """`mlflow run -e sweep -P executor=ray`: the project's run is the sweep's parent; the local Ray
     workers inherit its MLFLOW_RUN_ID and must still log new child runs, in the project's experiment."""
@@ -191,6 +199,7 @@ def test_mlflow_run_sweep_entry_point_on_ray(ray_instance, registered, shared_da
     assert "| PGD |" in done.stdout
 
 
+@pytest.mark.slow  # a whole sweep process on Ray: ~40 s
 def test_sigterm_ends_a_ray_sweep_with_every_run_killed(registered, tracking_store, shared_data, tmp_path):
     """A real SIGTERM while Ray workers attack: the parent and the running cells end KILLED (none
     left RUNNING), and the local Ray instance is gone with the process."""
@@ -217,11 +226,11 @@ def test_sigterm_ends_a_ray_sweep_with_every_run_killed(registered, tracking_sto
 
 
 @pytest.mark.parametrize("param, fragment", [
-    ("executor=spark", "-P executor='spark': choose from in-process, ray"),
-    ("retries=-1", "-P retries='-1': must be >= 0"),
-    ("workers=0", "-P workers='0': must be >= 1"),
-    ("gpus_per_task=half", "-P gpus_per_task='half': must be a number"),
-    ("cpus_per_task=0", "-P cpus_per_task='0': must be > 0"),
+    ("executor=spark", "Invalid value for -P executor: 'spark' is not one of 'in-process', 'ray'."),
+    ("retries=-1", "Invalid value for -P retries: -1 is not in the range x>=0."),
+    ("workers=0", "Invalid value for -P workers: 0 is not in the range x>=1."),
+    ("gpus_per_task=half", "Invalid value for -P gpus_per_task: 'half' is not a valid float range."),
+    ("cpus_per_task=0", "Invalid value for -P cpus_per_task: 0.0 is not in the range x>0."),
 ])
 def test_sweep_entry_point_checks_the_executor_values(tracking_store, param, fragment, capsys):
     assert run_entry("sweep", ENTRY + [param]) == 2

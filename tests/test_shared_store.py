@@ -16,6 +16,7 @@ CHILD_METRICS = {"clean_acc", "clean_auc", "adv_acc", "adv_auc", "success_rate",
                  "l2_max", "n", "seconds", "image_steps_per_second"}
 
 
+@pytest.mark.slow  # four whole sweeps at once: ~2 min on 2 cores
 def test_four_concurrent_sweeps_lose_nothing(registered, tracking_store, shared_data, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     env |= {"MLFLOW_TRACKING_URI": tracking_store, "MEDART_DATA_DIR": str(shared_data)}
