@@ -110,14 +110,15 @@ def arguments(command: click.Command, values: dict[str, str]) -> list[str]:
 
 
 def _spell(message: str, command: click.Command) -> str:
-    """A click or library message with each option written as its ``-P`` parameter."""
+    """A click or library message with each option written as its ``-P`` parameter, on one line
+    (click lists choices one per line)."""
     from medart.cli import _PARAMETER
 
     for param in command.params:
         if isinstance(param, click.Option):
             for opt in param.opts + param.secondary_opts:
                 message = message.replace(f"'{opt}'", f"-P {param.name}").replace(opt, f"-P {param.name}")
-    return _PARAMETER.sub(lambda m: f"-P {m.group(1)}", message)
+    return " ".join(_PARAMETER.sub(lambda m: f"-P {m.group(1)}", message).split())
 
 
 def run(command_name: str, argv: Sequence[str]) -> int:

@@ -130,12 +130,9 @@ def test_mlproject_parameters(drawn):
     except click.UsageError as exc:
         message = _spell(exc.format_message(), command)
         assert "-P " in message and not any(flag in message for flag in flags), message
-        if not isinstance(exc, click.MissingParameter):  # see test_a_missing_required_parameter_is_one_line
-            assert "\n" not in message, message
+        assert "\n" not in message, message
 
 
-@pytest.mark.xfail(strict=True, reason="medart.mlproject.run prints click's MissingParameter message as it is: for a "
-                                        "Choice option it lists the choices one per line")
 def test_a_missing_required_parameter_is_one_line(capsys):
     """`mlflow run -e attack` without ``-P attack``: one line naming the parameter and its choices."""
     from medart.mlproject import run
