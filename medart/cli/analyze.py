@@ -9,9 +9,7 @@ from medart.cli import main, options
 
 
 @main.command()
-@options.model_uri()
-@options.data_options
-@options.max_examples
+@options.target_options
 @options.run_options
 @click.option("--attacks", default="pgd", show_default=True,
               help="Comma-separated attacks; the first one is drawn in the per-image figures, all get numbers.")

@@ -9,9 +9,7 @@ from medart.cli import main, options
 
 
 @main.command()
-@options.model_uri()
-@options.data_options
-@options.max_examples
+@options.target_options
 @options.run_options
 @options.executor_options
 @click.option("--shards", type=click.IntRange(min=1), default=1, show_default=True,

@@ -8,9 +8,7 @@ from medart.cli import main, options
 
 
 @main.command()
-@options.model_uri()
-@options.data_options
-@options.max_examples
+@options.target_options
 @options.run_options
 @options.attacks()
 @options.eps(help="L∞ budget of every attack: a number or k/255.")

@@ -117,6 +117,9 @@ run_options = _stack(backend, batch_size, device, cache, progress, tracking_uri)
 max_examples = click.option("--max-examples", type=click.IntRange(min=2), default=None,
                             help="Attack a stratified subset of AdvTrain + AdvTest of this size.")
 
+#: ``Target``: the model and the images it is attacked on
+target_options = _stack(model_uri(), data_options, max_examples)
+
 
 def attacks(default: str = ",".join(ATTACKS)) -> Callable:
     return click.option("--attacks", type=Names(ATTACKS, "attack", empty=not default), default=default, show_default=True,
@@ -152,6 +155,18 @@ executor_options = _stack(
     click.option("--gpus-per-task", type=click.FloatRange(min=0), default=None,
                  help="GPUs each Ray task or actor reserves; a fraction shares one. Default: 1 if the cluster has GPUs, else 0."),
 )
+
+image_size = click.option("--image-size", type=click.IntRange(16, 1024), default=None,
+                          help="Side of the model's input; images are resized to it. Default: the file's size (224 for original).")
+pretrained = click.option("--pretrained", default="imagenet", show_default=True,
+                          help="'imagenet' (torchvision weights, cached or downloaded), 'none' (from scratch), or a "
+                               "tensor-only state_dict path.")
+epochs = click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True, help="The paper trained 300.")
+lr = click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=0.01, show_default=True, help="SGD learning rate.")
+max_train = click.option("--max-train", type=click.IntRange(min=1), default=None,
+                         help="Train on a stratified subset of this many images.")
+max_eval = click.option("--max-eval", type=click.IntRange(min=1), default=None,
+                        help="Validate/test on stratified subsets of this size.")
 
 arch = click.option("--arch", type=click.Choice(ARCHS), default="resnet50", show_default=True,
                     help="Backbone under the paper's head; smallcnn is a ~0.3 M-parameter CNN (from scratch only).")

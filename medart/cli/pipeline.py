@@ -19,15 +19,13 @@ from medart.cli import main, options
 @options.detectors("kd,lid,dfeat,qfeat")
 @options.max_examples
 @options.reference_size
-@click.option("--image-size", type=click.IntRange(16, 1024), default=None,
-              help="Training: side of the model's input. Default: the file's size (224 for original).")
+@options.image_size
 @options.arch
-@click.option("--pretrained", default="imagenet", show_default=True,
-              help="Training: 'imagenet', 'none' (from scratch), or a tensor-only state_dict path.")
-@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True, help="Training epochs.")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=0.01, show_default=True, help="SGD learning rate.")
-@click.option("--max-train", type=click.IntRange(min=1), default=None, help="Train on a stratified subset of this many images.")
-@click.option("--max-eval", type=click.IntRange(min=1), default=None, help="Validate/test on stratified subsets of this size.")
+@options.pretrained
+@options.epochs
+@options.lr
+@options.max_train
+@options.max_eval
 @options.run_options
 def pipeline(**opts) -> None:
     """The paper's pipeline: train (or reuse --model-uri, else the dataset's registered champion),

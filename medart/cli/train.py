@@ -10,17 +10,15 @@ from medart.cli import main, options
 
 @main.command()
 @options.data_options
-@click.option("--image-size", type=click.IntRange(16, 1024), default=None,
-              help="Side of the model's input; images are resized to it. Default: the file's size (224 for original).")
+@options.image_size
 @options.arch
-@click.option("--pretrained", default="imagenet", show_default=True,
-              help="'imagenet' (torchvision weights, cached or downloaded), 'none' (from scratch), or a state_dict path.")
+@options.pretrained
 @click.option("--trusted-pickle", is_flag=True,
               help="Unpickle a --pretrained file in full (checkpoints with extra objects). This runs code the file "
                    "carries: only for files you trust. Default: tensor-only, refusing anything else.")
-@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True, help="The paper trained 300.")
+@options.epochs
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=0.01, show_default=True, help="SGD learning rate.")
+@options.lr
 @click.option("--momentum", type=click.FloatRange(0, 1, max_open=True), default=0.9, show_default=True)
 @click.option("--weight-decay", type=click.FloatRange(min=0), default=0.0, show_default=True)
 @click.option("--augment/--no-augment", default=True, show_default=True,
@@ -28,8 +26,8 @@ from medart.cli import main, options
 @click.option("--monitor", type=click.Choice(list(MONITORS)), default="val_acc", show_default=True,
               help="Validation metric that picks the best epoch and the registry alias.")
 @click.option("--patience", type=click.IntRange(min=1), default=None, help="Stop after this many epochs without improvement.")
-@click.option("--max-train", type=click.IntRange(min=1), default=None, help="Train on a stratified subset of this many images.")
-@click.option("--max-eval", type=click.IntRange(min=1), default=None, help="Validate/test on stratified subsets of this size.")
+@options.max_train
+@options.max_eval
 @options.device
 @click.option("--alias", default="champion", show_default=True, help="Registry alias moved to this version when it is the best.")
 @click.option("--register/--no-register", default=True, show_default=True, help="Register the model as medart-<dataset>.")
