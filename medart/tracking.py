@@ -13,7 +13,6 @@ import mlflow
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 ARTIFACT_ROOT_ENV = "MEDART_ARTIFACT_ROOT"  # where new experiments keep their artifacts (a folder or s3://…)
-EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")  # the UI's tag for training experiments
 
 
 def configure(tracking_uri: str | None = None) -> str:
@@ -45,7 +44,7 @@ def use_experiment(name: str) -> None:
         if root:
             location = f"{root.rstrip('/')}/{name}" if "://" in root else str(Path(root).expanduser().resolve() / name)
         try:
-            experiment_id = mlflow.create_experiment(name, artifact_location=location, tags=dict([EXPERIMENT_KIND]))
+            experiment_id = mlflow.create_experiment(name, artifact_location=location)
         except mlflow.exceptions.MlflowException:  # another process created it first
             if (experiment := mlflow.get_experiment_by_name(name)) is None:
                 raise
@@ -56,19 +55,6 @@ def use_experiment(name: str) -> None:
     # experiment, and the runs that follow land in whichever experiment was active before
     # (mlflow/mlflow#12259).
     mlflow.set_experiment(experiment_id=experiment_id)
-    show_runs_first(experiment_id)
-
-
-def show_runs_first(experiment_id: str) -> None:
-    """Tag the experiment as model development: MLflow 3.17's UI opens an untagged experiment on its
-    GenAI "Overview" page (traces, empty here); tagged, it opens on the runs."""
-    client = mlflow.MlflowClient()
-    if EXPERIMENT_KIND[0] not in client.get_experiment(experiment_id).tags:
-        try:
-            client.set_experiment_tag(experiment_id, *EXPERIMENT_KIND)
-        except mlflow.exceptions.MlflowException:  # another process tagged it first
-            if EXPERIMENT_KIND[0] not in client.get_experiment(experiment_id).tags:
-                raise
 
 
 def experiment_name(dataset: str, task: str) -> str:
@@ -116,8 +102,6 @@ def start_run(experiment: str, run_name: str, parent_run_id: str | None = None, 
         kwargs |= {"parent_run_id": parent_run_id, "experiment_id": parent.info.experiment_id}
     elif not os.environ.get("MLFLOW_RUN_ID"):
         use_experiment(experiment)
-    else:  # the run `mlflow run` made, in the experiment it chose
-        show_runs_first(mlflow.MlflowClient().get_run(os.environ["MLFLOW_RUN_ID"]).info.experiment_id)
     if commit := git_commit():
         tags["mlflow.source.git.commit"] = commit
     with _deferred_interrupts():  # a run created but not yet entered could never be ended

@@ -53,12 +53,3 @@ def test_processes_racing_to_create_an_experiment_all_end_up_in_it(tracking_stor
         worker.join(timeout=60)
         assert worker.exitcode == 0
     assert [active for _, active in got] == [name for name, _ in got]
-
-
-def test_experiments_open_on_their_runs_in_the_ui(tracking_store):
-    """MLflow 3.17's UI shows an experiment without `mlflow.experimentKind` as a GenAI project
-    (an empty traces "Overview"); medart's experiments carry the model-development kind."""
-    with tracking.start_run("medart/test/kind", "r"):
-        pass
-    tags = mlflow.get_experiment_by_name("medart/test/kind").tags
-    assert tags["mlflow.experimentKind"] == "custom_model_development"
