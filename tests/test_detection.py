@@ -120,7 +120,7 @@ def test_detect_logs_table_4_and_5_from_correctly_classified_pairs(target):
             "figures/transfer.png"} <= paths
     assert "figures/roc.png" in {a.path for a in client.list_artifacts(out.child_runs["fgsm"], "figures")}
     table = mlflow.artifacts.load_text(f"runs:/{out.run_id}/detection_auc.md")
-    assert table.splitlines()[0] == "| detector | FGSM | PGD |" and "| QFEAT |" in table
+    assert table.splitlines()[0] == "| AUC (%) by detector | FGSM | PGD |" and "| QFEAT |" in table
 
     # a second study on the same target reuses the attack runs' examples and, with repeats, reports mean ± std
     again = detect(target, DetectRequest(("pgd",), 8 / 255, ("dfeat",), {"dfeat": {"n_estimators": 20}}, repeats=3), run)

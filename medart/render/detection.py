@@ -19,7 +19,7 @@ Transfer = Mapping[str, Mapping[str, Mapping[str, float]]]
 def auc_table(auc: AUCByAttack, std: AUCByAttack | None = None) -> str:
     """Table 4 layout: a row per detector, a column per attack, AUC in % (± the std over repeats)."""
     attacks = list(auc)
-    lines = ["| detector | " + " | ".join(a.upper() for a in attacks) + " |", "|---" * (len(attacks) + 1) + "|"]
+    lines = ["| AUC (%) by detector | " + " | ".join(a.upper() for a in attacks) + " |", "|---" * (len(attacks) + 1) + "|"]
     for d in next(iter(auc.values())):
         cells = [pct(auc[a][d]) + (f" ± {pct(std[a][d])}" if std else "") for a in attacks]
         lines.append(f"| {d.upper()} | " + " | ".join(cells) + " |")
@@ -31,7 +31,7 @@ def transfer_table(transfer: Transfer) -> str:
     blocks = []
     for name, matrix in transfer.items():
         attacks = list(matrix)
-        lines = [f"| {name.upper()}: fitted on ↓ scored on → | " + " | ".join(a.upper() for a in attacks) + " |",
+        lines = [f"| {name.upper()} AUC (%): fitted on ↓ scored on → | " + " | ".join(a.upper() for a in attacks) + " |",
                  "|---" * (len(attacks) + 1) + "|"]
         for fit_attack in attacks:
             lines.append(f"| {fit_attack.upper()} | " + " | ".join(pct(matrix[fit_attack][t]) for t in attacks) + " |")
