@@ -6,7 +6,7 @@ one ``-P`` parameter per option of ``medart <command>``, named as the option (``
 option of a stage is reachable with ``-P``. ``python -m medart.mlproject --write`` regenerates
 ``MLproject`` from the commands; a test checks that the file in the repository is that output.
 
-Values: ``none`` (or empty) is the option's ``None`` default; ``true``/``false`` set a flag; a
+Values: empty, or ``none`` for an option without a default, is the option's default; ``true``/``false`` set a flag; a
 repeatable option takes several values separated by ``;``. A bad value ends the run FAILED with
 one line naming the ``-P`` parameter and exit code 2, like any user error.
 """
@@ -55,7 +55,7 @@ def parameters(command: click.Command) -> dict[str, str]:
     for param in command.params:
         if not isinstance(param, click.Option) or param.name in SKIPPED:
             continue
-        default = param.to_info_dict()["default"]  # None where the option has no default
+        default = _default(param)
         if default is None or (param.multiple and not default):
             out[param.name] = NONE
         elif isinstance(default, bool):
@@ -63,6 +63,11 @@ def parameters(command: click.Command) -> dict[str, str]:
         else:
             out[param.name] = str(default)
     return out
+
+
+def _default(option: click.Option):
+    """The option's default as declared, ``None`` where it has none (click ≥ 8.2 marks that UNSET)."""
+    return option.to_info_dict()["default"]
 
 
 def mlproject_text() -> str:
@@ -91,8 +96,8 @@ def arguments(command: click.Command, values: dict[str, str]) -> list[str]:
             raise click.UsageError(f"-P {name}: no such parameter; {command.name} takes "
                                    f"{', '.join(n for n in options if n not in SKIPPED)}")
         text = text.strip()
-        if text.lower() in ("", NONE) and not option.is_flag:
-            continue  # the option's default
+        if not text or (text.lower() == NONE and _default(option) is None and not option.is_flag):
+            continue  # the option's default; "none" is a value where the default is one (pretrained=none)
         if option.is_flag:
             if text.lower() not in ("true", "false"):
                 raise click.UsageError(f"-P {name}={text!r}: use true or false")

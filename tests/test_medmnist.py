@@ -172,3 +172,15 @@ def test_labels_out_of_range(write_npz):
         warnings.simplefilter("ignore")
         with pytest.raises(DataError, match=r"val: label 5 is out of range for 2 classes"):
             load_dataset("pneumonia", path.parent, download=False)
+
+
+def test_a_subset_that_leaves_too_few_out_to_stratify_is_still_drawn():
+    """Keeping all images but one of a 2-class set cannot be stratified (the one left out cannot
+    hold both classes); it is drawn unstratified instead of failing."""
+    from medart.data import subsample
+    from medart.data.base import ArrayDataset
+
+    data = ArrayDataset(np.zeros((24, 28, 28), np.uint8), np.array([0, 1] * 12), ["a", "b"], 28)
+    assert len(subsample(data, 23, 0)) == 23
+    kept = subsample(data, 10, 0)  # still stratified where it can be
+    assert np.bincount(kept.targets).tolist() == [5, 5]

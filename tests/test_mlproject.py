@@ -96,7 +96,7 @@ def test_mlflow_run_main_trains_attacks_detects_and_registers(store, shared_data
     assert second.data.tags["medart.model_uri"] == "models:/medart-pneumonia@champion"
     children = {r.info.run_name: r for r in _children(second.info.run_id)}
     assert set(children) == {"fgsm-eps1/255-art", "detect-eps1/255-art"}
-    assert float(children["fgsm-eps1/255-art"].data.params["step_size"]) == pytest.approx(1 / 255)
+    assert float(children["fgsm-eps1/255-art"].data.params["attack.step_size"]) == pytest.approx(1 / 255)
 
 
 SMALL_TRAIN = ["epochs=1", "max_train=32", "max_eval=16", "max_examples=20", "reference_size=16", "detectors=kd",
@@ -109,7 +109,8 @@ def test_mlflow_run_reads_the_64_px_medmnist_file(store, write_npz):
     folder = write_npz("pneumoniamnist_64.npz", labels, side=64).parent
     done = _mlflow_run(store, folder, "attack=bim", "size=64", "pretrained=none", *SMALL_TRAIN)
     assert done.returncode == 0, done.stderr[-3000:]
-    (run,) = mlflow.search_runs(experiment_names=["medart/pneumonia/main"], output_format="list")
+    (run,) = mlflow.search_runs(experiment_names=["medart/pneumonia/main"], output_format="list",
+                                filter_string="attributes.run_name LIKE 'main-%'")
     (train,) = [r for r in _children(run.info.run_id) if r.info.run_name.startswith("train-")]
     assert run.info.status == "FINISHED" and run.data.params["size"] == "64"
     assert train.info.run_name == "train-resnet18-64px-seed0" and train.data.params["data.size"] == "64"
@@ -128,7 +129,8 @@ def test_mlflow_run_reads_an_original_class_folder_tree(store, tmp_path):
                 Image.fromarray(rng.integers(0, 256, (40, 40), dtype=np.uint8)).save(tree / split / name / f"{k}.png")
     done = _mlflow_run(store, tree, "attack=fgsm", "source=original", "image_size=32", "pretrained=none", *SMALL_TRAIN)
     assert done.returncode == 0, done.stderr[-3000:]
-    (run,) = mlflow.search_runs(experiment_names=["medart/pneumonia/main"], output_format="list")
+    (run,) = mlflow.search_runs(experiment_names=["medart/pneumonia/main"], output_format="list",
+                                filter_string="attributes.run_name LIKE 'main-%'")
     assert run.info.status == "FINISHED" and run.data.params["source"] == "original"
     (train,) = [r for r in _children(run.info.run_id) if r.info.run_name.startswith("train-")]
     assert train.info.run_name == "train-resnet18-32px-seed0" and train.data.params["data.source"] == "original"
@@ -191,3 +193,12 @@ def test_environment_files_pin_the_same_versions_inside_pyproject_ranges():
         pinned = pins[requirement.name].specifier
         (version,) = [s.version for s in pinned]
         assert requirement.specifier.contains(version), (requirement, version)
+
+
+def test_none_is_the_default_only_where_the_option_has_none():
+    from medart.cli import main
+    from medart.mlproject import arguments
+
+    pipeline = main.commands["pipeline"]
+    assert arguments(pipeline, {"pretrained": "none", "model_uri": "none", "data_dir": "", "cache": "false"}) == [
+        "--pretrained", "none", "--no-cache"]

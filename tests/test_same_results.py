@@ -57,7 +57,10 @@ def test_a_fixed_small_pipeline_logs_the_recorded_metrics(tmp_path, migrated_sto
     db = tmp_path / "mlflow.db"
     shutil.copy(migrated_store, db)
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")} | {
-        "MLFLOW_TRACKING_URI": f"sqlite:///{db}", "MEDART_DATA_DIR": str(shared_data)}
+        "MLFLOW_TRACKING_URI": f"sqlite:///{db}", "MEDART_DATA_DIR": str(shared_data),
+        # one thread: a float sum split over more threads adds in another order, and the fifth
+        # decimal of a metric moves with the machine's core count
+        "OMP_NUM_THREADS": "1"}
     for step in _steps(shared_data):
         done = subprocess.run([sys.executable, "-c", "from medart.cli import main; main()", *step], cwd=tmp_path, env=env, capture_output=True,
                               text=True, timeout=900)

@@ -44,7 +44,9 @@ def subsample(dataset: MedicalImageDataset, n: int | None, seed: int) -> Medical
         raise ConfigError(f"a subset needs at least 1 image, got {n}")
     index = np.arange(len(dataset))
     counts = np.bincount(dataset.targets, minlength=dataset.num_classes)
-    stratify = dataset.targets if (counts[counts > 0].min() >= 2 and n >= np.count_nonzero(counts)) else None
+    classes = np.count_nonzero(counts)
+    # stratifying needs every class on both sides: the kept n and the len - n left out
+    stratify = dataset.targets if (counts[counts > 0].min() >= 2 and min(n, len(dataset) - n) >= classes) else None
     keep, _ = train_test_split(index, train_size=n, random_state=seed, stratify=stratify)
     return dataset.subset(np.sort(keep))
 
