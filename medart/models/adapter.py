@@ -53,7 +53,7 @@ class Classifier(Protocol):
 def unknown_tap(tap: str, names: Sequence[str], what: str = "feature tap") -> ConfigError:
     """A one-line error naming the closest of ``names``."""
     near = difflib.get_close_matches(tap, names, n=4, cutoff=0.5) or list(names)[:4]
-    return ConfigError(f"unknown {what} '{tap}'; nearest: {', '.join(near)} (all taps: `tap_names()`)")
+    return ConfigError(f"unknown {what} '{tap}'; nearest: {', '.join(near)}")
 
 
 @dataclass(frozen=True)
@@ -217,7 +217,7 @@ class AdaptedClassifier(nn.Module):
             return self, "output"
         if tap in self._taps:
             return self._taps[tap], "output"
-        raise unknown_tap(tap, self.tap_names())
+        raise unknown_tap(tap, self.tap_names(), "layer")
 
     def stage_taps(self) -> list[str]:
         """The network's top-level stages: its top-level children with weights, except the one
@@ -265,6 +265,7 @@ class AdaptedClassifier(nn.Module):
         batch; returns the top-level name of the network holding the classifier (or ``None``)."""
         side = self.contract.size or PROBE_SIDE
         probe = torch.full((2, 3, side, side), 0.5)
+        self._check_output(probe)
         if penultimate is not None:
             if penultimate not in self._taps:
                 raise unknown_tap(penultimate, list(self._taps), "penultimate layer")
@@ -274,7 +275,6 @@ class AdaptedClassifier(nn.Module):
         else:
             module, owner = self._last_linear(probe)
             where = "input"
-        self._check_output(probe)
         hook = _Through(self.dfeat)
         module.register_forward_pre_hook(hook) if where == "input" else module.register_forward_hook(hook)
         return owner.split(".")[0] if owner and penultimate is None else None  # a named layer keeps its stage
@@ -295,8 +295,9 @@ class AdaptedClassifier(nn.Module):
             for handle in handles:
                 handle.remove()
         if not called:
-            raise ModelError(f"{self.config['arch']} runs no nn.Linear layer, so its penultimate features cannot be found; "
-                             f"name them with `penultimate` (one of: {', '.join(list(self._taps)[-4:])})")
+            last = f" (e.g. {', '.join(list(self._taps)[-3:])})" if self._taps else ""
+            raise ModelError(f"{self.config['arch']} runs no nn.Linear layer, so its penultimate features cannot be "
+                             f"found; name the layer whose output they are with `penultimate`{last}")
         return named[called[-1]], called[-1]
 
     def _probe_error(self, probe: torch.Tensor, exc: Exception) -> ModelError:

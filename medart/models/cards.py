@@ -21,6 +21,7 @@ import difflib
 import json
 import shutil
 import tempfile
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,6 +91,13 @@ def is_torchscript(path: Path) -> bool:
         return False
 
 
+def load_torchscript(path: Path) -> torch.jit.ScriptModule:
+    """``torch.jit.load`` (no Python code runs), without its deprecation notice."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return torch.jit.load(str(path), map_location="cpu")
+
+
 def build_architecture(architecture: str, state: Mapping[str, torch.Tensor], where: str) -> nn.Module:
     """The torchvision (or ``timm:``) network ``architecture`` with the tensors of ``state``; its
     class count is read from the weights of its last linear layer."""
@@ -136,7 +144,7 @@ def load_card(path: Path, source: "ModelSource", side: int | None = None) -> nn.
     if not weights.is_file():
         raise ModelError(f"{path}: its weights file {weights} is missing")
     if is_torchscript(weights):
-        network = torch.jit.load(str(weights), map_location="cpu")
+        network = load_torchscript(weights)
     elif card.architecture is None:
         raise ConfigError(f"{path}: a state_dict needs its `architecture` (a torchvision name, or timm:<name>)")
     else:

@@ -17,7 +17,11 @@ is given back a real ``nn.Dropout`` so that Bayesian uncertainty (MC dropout) ca
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import operator
+import warnings
+from typing import Iterator
 
 import torch
 from torch import nn
@@ -78,7 +82,8 @@ def from_torchscript(module: torch.jit.ScriptModule, example: torch.Tensor) -> t
     from torch._export.converter import TS2EPConverter  # torch's TorchScript → torch.export converter
 
     try:
-        ep = TS2EPConverter(module, (example,)).convert()
+        with _quiet_export():
+            ep = TS2EPConverter(module, (example,)).convert()
     except Exception as exc:  # noqa: BLE001 - the converter raises many kinds; the user gets one line
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ModelError(f"the TorchScript model cannot be converted for feature taps on a {tuple(example.shape)} "
@@ -102,6 +107,20 @@ def from_torchscript(module: torch.jit.ScriptModule, example: torch.Tensor) -> t
     graph.lint()
     network.recompile()
     return network, Layout(taps=taps, linears=tuple(linears), penultimate=penultimate)
+
+
+@contextlib.contextmanager
+def _quiet_export() -> Iterator[None]:
+    """The converter's notes (deprecations, shape specialisations) are torch's business, not the user's."""
+    logger = logging.getLogger("torch._export")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
 
 
 def _owner(node: torch.fx.Node) -> str | None:

@@ -33,7 +33,7 @@ from torch import nn
 from medart.errors import ConfigError, ModelError
 from medart.models import programs, registry
 from medart.models.adapter import AdaptedClassifier, InputContract, Layout, parse_normalize
-from medart.models.cards import CARD, ModelCard, is_torchscript, load_card
+from medart.models.cards import CARD, ModelCard, is_torchscript, load_card, load_torchscript
 
 if TYPE_CHECKING:
     from medart.data.splits import ProtocolSplits
@@ -59,7 +59,7 @@ def _load(path: Path, source: "ModelSource", side: int | None) -> nn.Module:
         if path.suffix == ".json":
             return load_card(path, source, side)
         if is_torchscript(path):
-            return adapt(torch.jit.load(str(path), map_location="cpu"), ModelCard(), source, side)
+            return adapt(load_torchscript(path), ModelCard(), source, side)
     elif (folder := registry.medart_folder(path)) is not None:
         given = [f"`{name}`" for name in ("input_channels", "input_size", "normalize", "classes", "penultimate")
                  if getattr(source, name) is not None]
