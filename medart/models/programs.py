@@ -106,6 +106,11 @@ def from_torchscript(module: torch.jit.ScriptModule, example: torch.Tensor) -> t
             taps[owner] = _tap_after(network, out, owner)
     graph.lint()
     network.recompile()
+    with torch.no_grad():
+        same = torch.allclose(network.eval()(example), module(example), rtol=1e-4, atol=1e-5)
+    if not same:
+        raise ModelError("the TorchScript model converted for feature taps computes other logits than the script; "
+                         "export the network with torch.export or give its weights and a model card instead")
     return network, Layout(taps=taps, linears=tuple(linears), penultimate=penultimate)
 
 
