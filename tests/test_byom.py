@@ -170,6 +170,7 @@ def test_torchscript_grey_model_with_its_own_normalisation_registered_from_a_car
     target = _every_stage(ModelSource("models:/cxr-grey@prod"), shared_data)
     model = target.model
     assert model.contract.channels == 1 and "net.head.3" in model.tap_names()
+    assert model.stage_taps() == ["net.body.3"]  # below the wrapper `net`; its head is dfeat's
     expected = scripted(x[:4].mean(1, keepdim=True))
     assert torch.allclose(model(x[:4]), expected, atol=1e-5)  # the converted program computes what the script does
     # the TorchScript file itself loads as well (torch.jit.load runs no Python code)
@@ -286,5 +287,7 @@ def test_adapter_taps_dfeat_stages_and_grey_channels():
     assert torch.allclose(out["logits"], network((x[:, :1] - 0.5) / 0.25), atol=1e-6)
     assert torch.allclose(out["dfeat"], network.head[:3](network.body((x[:, :1] - 0.5) / 0.25)), atol=1e-6)
     assert model.stage_taps() == ["body"] and model.config["num_classes"] == 2
+    wrapped = AdaptedClassifier(nn.Sequential(Normalize((0.5,), (0.25,)), network), ["a", "b"], InputContract(channels=1, size=28))
+    assert wrapped.stage_taps() == ["1.body"]  # a wrapper's stages are its weighted child's
     named = AdaptedClassifier(network, ["a", "b"], InputContract(channels=1, size=28), penultimate="body")
     assert torch.allclose(named.features(x, ["dfeat"])["dfeat"], named.features(x, ["body"])["body"])

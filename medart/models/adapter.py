@@ -159,6 +159,20 @@ def tap_hooks(model: nn.Module, taps: Sequence[str], store: dict[str, list]) -> 
             handle.remove()
 
 
+def _top_groups(names: Sequence[str]) -> dict[str, list[str]]:
+    """Dotted module names grouped by their top-level stage, below any prefix they all share
+    (``net.body.0`` → ``net.body`` when every name starts with ``net``), in order."""
+    split = [n.split(".") for n in names]
+    depth = 0
+    while len({tuple(p[: depth + 1]) for p in split if len(p) > depth}) == 1 and any(len(p) > depth + 1 for p in split):
+        depth += 1
+    groups: dict[str, list[str]] = {}
+    for parts in split:
+        if len(parts) > depth:
+            groups.setdefault(".".join(parts[: depth + 1]), []).append(".".join(parts))
+    return groups
+
+
 class AdaptedClassifier(nn.Module):
     """A classifier ``network`` (float32 ``(N, C, S, S)`` in the network's own units → logits
     ``(N, K)``) with its input contract inside, so that it takes medart's [0, 1] pixels.
@@ -220,16 +234,14 @@ class AdaptedClassifier(nn.Module):
         raise unknown_tap(tap, self.tap_names(), "layer")
 
     def stage_taps(self) -> list[str]:
-        """The network's top-level stages: its top-level children with weights, except the one
-        holding the final classifier (``dfeat`` stands for it); for a graph program, the last tap
-        of each top-level name."""
-        if self._layout.taps is not None:
-            last: dict[str, str] = {}
-            for tap in self._taps:
-                last[tap.split(".")[0]] = tap
-            return [t for top, t in last.items() if top != self._head]
-        return [n for n, child in self.network.named_children()
-                if n != self._head and any(True for _ in child.parameters())]
+        """The network's top-level stages, early to late: its top-level children with weights (below
+        a wrapper holding them all, such as ``self.net``), except the one holding the final
+        classifier (``dfeat`` stands for it); for a graph program, the last tap of each of them."""
+        graph = self._layout.taps is not None
+        names = list(self._taps) if graph else [n for n, m in self.network.named_modules() if n and any(True for _ in m.parameters())]
+        groups = _top_groups(names)
+        head = next((g for g in groups if self._head and (self._head == g or self._head.startswith(g + "."))), None)
+        return [members[-1] if graph else group for group, members in groups.items() if group != head]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.prepare(x)
@@ -261,8 +273,8 @@ class AdaptedClassifier(nn.Module):
     # -- finding the penultimate features and checking the output ------------------------------
 
     def _route_penultimate(self, penultimate: str | None) -> str | None:
-        """Hook the penultimate features through ``self.dfeat`` and check the output on a probe
-        batch; returns the top-level name of the network holding the classifier (or ``None``)."""
+        """Check the output on a probe batch and hook the penultimate features through
+        ``self.dfeat``; returns the name of the final linear layer (``None`` when not searched)."""
         side = self.contract.size or PROBE_SIDE
         probe = torch.full((2, 3, side, side), 0.5)
         self._check_output(probe)
@@ -277,7 +289,7 @@ class AdaptedClassifier(nn.Module):
             where = "input"
         hook = _Through(self.dfeat)
         module.register_forward_pre_hook(hook) if where == "input" else module.register_forward_hook(hook)
-        return owner.split(".")[0] if owner and penultimate is None else None  # a named layer keeps its stage
+        return owner if penultimate is None else None  # a named layer keeps its stage
 
     def _last_linear(self, probe: torch.Tensor) -> tuple[nn.Module, str]:
         linears = self._layout.linears
