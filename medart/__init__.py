@@ -6,7 +6,8 @@ __version__ = "0.1.0"
 
 # Loaded on first use, so that `import medart.cli` (and `medart --help`) does not import torch.
 _LAZY = {"load_dataset": "medart.data", "load_model": "medart.models.registry", "MedResNet": "medart.models.resnet",
-         "build_model": "medart.models.resnet"}
+         "build_model": "medart.models.resnet", "AdaptedClassifier": "medart.models.adapter",
+         "InputContract": "medart.models.adapter"}
 
 
 def __getattr__(name: str):
@@ -17,4 +18,4 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'medart' has no attribute {name!r}")
 
 
-__all__ = ["MedResNet", "__version__", "build_model", "load_dataset", "load_model"]
+__all__ = ["AdaptedClassifier", "InputContract", "MedResNet", "__version__", "build_model", "load_dataset", "load_model"]

@@ -283,7 +283,12 @@ class RayExecutor(Executor):
 
     def _shard_workers(self, model: torch.nn.Module, count: int) -> list:
         from medart.attacks.cache import weights_digest
+        from medart.models.resnet import MedResNet
 
+        if not isinstance(model, MedResNet):  # an actor rebuilds the network from medart's config and weights
+            raise ConfigError(f"an attack on Ray runs on actors that rebuild medart's own models only, not "
+                              f"{model.config['arch']}; attack it with `executor`='in-process' (a sweep's cells on Ray "
+                              "load any model themselves)")
         ray = self._ray
         digest = weights_digest(model)
         if self._actors is not None and self._actors[0] == digest and len(self._actors[1]) >= count:

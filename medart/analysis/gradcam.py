@@ -15,18 +15,18 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from medart.detectors.activations import ALIASES
+from medart.detectors.activations import layer_for
 from medart.errors import ConfigError
+from medart.models.adapter import unknown_tap
 from medart.models.evaluation import resolve_device
 
 
 def _module(model: nn.Module, layer: str) -> nn.Module:
     try:
-        return model.get_submodule(ALIASES.get(layer, layer))
-    except AttributeError:
-        convs = [n for n, m in model.named_modules() if n.startswith("layer") and n.count(".") <= 1][:4]
-        raise ConfigError(f"unknown Grad-CAM layer '{layer}'; name a convolutional stage or block such as "
-                          f"{', '.join(convs) or 'layer4'}") from None
+        return layer_for(model, layer)[0]
+    except ConfigError:
+        names = model.tap_names() if hasattr(model, "tap_names") else [n for n, _ in model.named_modules() if n]
+        raise unknown_tap(layer, [n for n in names if n not in ("input", "dfeat", "logits")], "Grad-CAM layer") from None
 
 
 def grad_cam(

@@ -98,7 +98,7 @@ def main() -> None:
 
 
 from medart.cli import (  # noqa: E402, F401  (each module adds its command to `main`)
-    ablate, analyze, attack, compare, datasets, detect, eps_curves, evaluate, pipeline, report, sweep, train,
+    ablate, analyze, attack, compare, datasets, detect, eps_curves, evaluate, pipeline, register, report, sweep, train,
 )
 
 __all__ = ["ReportsUserErrors", "main", "spell_for_cli"]

@@ -50,11 +50,11 @@ def analyze(**opts) -> None:
     from medart import tracking
     from medart.stages.analyze import AnalysisRequest, analyze as run_analysis
     from medart.stages.report import report_run
-    from medart.stages.target import DataSpec, RunOptions, Target, from_options
+    from medart.stages.target import DataSpec, ModelSource, RunOptions, Target, from_options
 
     tracking.configure(opts["tracking_uri"])
     request = from_options(AnalysisRequest, opts)  # checks the settings before the model loads
-    target = Target.load(opts["model_uri"], from_options(DataSpec, opts), opts["max_examples"])
+    target = Target.load(from_options(ModelSource, opts), from_options(DataSpec, opts), opts["max_examples"])
     out = run_analysis(target, request, from_options(RunOptions, opts))
     click.echo(f"analysis run {out.run_id} ({out.seconds:.0f} s): {', '.join(out.figures)}, analysis.md, analysis.json")
     for key, value in out.summary.items():

@@ -31,14 +31,14 @@ def attack(**opts) -> None:
     from medart.attacks import make_spec
     from medart.executors import make_executor
     from medart.stages.attack import attack as run_attack
-    from medart.stages.target import DataSpec, RunOptions, Target, from_options
+    from medart.stages.target import DataSpec, ModelSource, RunOptions, Target, from_options
 
     tracking.configure(opts["tracking_uri"])
     spec = make_spec(opts["attack"], opts["eps"], opts["steps"], opts["step_size"], opts["random_start"], opts["kappa"],
                      opts["targeted"])
     with make_executor(opts["executor"], address=opts["address"], workers=opts["workers"],
                        cpus_per_task=opts["cpus_per_task"], gpus_per_task=opts["gpus_per_task"]) as executor:
-        target = Target.load(opts["model_uri"], from_options(DataSpec, opts), opts["max_examples"])
+        target = Target.load(from_options(ModelSource, opts), from_options(DataSpec, opts), opts["max_examples"])
         out = run_attack(target, spec, from_options(RunOptions, opts, executor=executor), opts["shards"])
     m = out.metrics
     click.echo(f"run {out.run_id}{' (examples from cache)' if out.cached else ''}: {spec.label()} via {opts['backend']} "

@@ -33,11 +33,11 @@ def detect(**opts) -> None:
     from medart.render.detection import auc_table, transfer_table
     from medart.stages.detect import DetectRequest, parse_detector_params
     from medart.stages.detect import detect as run_detect
-    from medart.stages.target import DataSpec, RunOptions, Target, from_options
+    from medart.stages.target import DataSpec, ModelSource, RunOptions, Target, from_options
 
     tracking.configure(opts["tracking_uri"])
     request = from_options(DetectRequest, opts, params=parse_detector_params(opts["params"], opts["detectors"]))
-    target = Target.load(opts["model_uri"], from_options(DataSpec, opts), opts["max_examples"], opts["reference_size"])
+    target = Target.load(from_options(ModelSource, opts), from_options(DataSpec, opts), opts["max_examples"], opts["reference_size"])
     out = run_detect(target, request, from_options(RunOptions, opts))
     pairs = ", ".join(f"{a} {c['fit']}/{c['test']}" for a, c in out.counts.items())
     click.echo(f"detect run {out.run_id}: pairs (AdvTrain/AdvTest) {pairs}; figures/detection_auc.png, detection_auc.md")

@@ -9,6 +9,7 @@ from medart.cli import main, options
 
 @main.command()
 @options.model_uri()
+@options.model_options
 @options.data_options
 @click.option("--max-eval", type=click.IntRange(min=2), default=None,
               help="Evaluate on a stratified subset of this size (and attack as many).")
@@ -23,18 +24,20 @@ def evaluate(**opts) -> None:
 
     Example: medart evaluate --model-uri models:/medart-pneumonia@champion --dataset pneumonia --attacks fgsm,pgd --compare-with challenger
     """
+    import dataclasses
+
     from medart import tracking
     from medart.render.tables import metric_columns
     from medart.stages.evaluate import evaluate as run_evaluate
-    from medart.stages.target import DataSpec, RunOptions, Target, from_options
+    from medart.stages.target import DataSpec, ModelSource, RunOptions, Target, from_options
 
     tracking.configure(opts["tracking_uri"])
-    data, run = from_options(DataSpec, opts), from_options(RunOptions, opts)
+    data, run, source = from_options(DataSpec, opts), from_options(RunOptions, opts), from_options(ModelSource, opts)
     uris = [opts["model_uri"]]
     if other := opts["compare_with"]:
         uris.append(other if ":/" in other else f"{uris[0].split('@')[0]}@{other}")
     results = {}
     for uri in uris:
-        target = Target.load(uri, data, opts["max_eval"])
+        target = Target.load(dataclasses.replace(source, model_uri=uri), data, opts["max_eval"])
         results[uri] = run_evaluate(target, opts["attacks"], opts["eps"], opts["max_eval"], run).metrics()
     click.echo(metric_columns(results), nl=False)

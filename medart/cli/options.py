@@ -1,6 +1,7 @@
 """The options several commands share, each named as the field of the request it fills
-(:class:`~medart.stages.target.DataSpec`, :class:`~medart.stages.target.RunOptions`), with the
-choices of :mod:`medart.catalog` — one definition per option, torch-free."""
+(:class:`~medart.stages.target.DataSpec`, :class:`~medart.stages.target.RunOptions`,
+:class:`~medart.stages.target.ModelSource`), with the choices of :mod:`medart.catalog` — one
+definition per option, torch-free."""
 
 from __future__ import annotations
 
@@ -87,6 +88,26 @@ def model_uri(required: bool = False) -> Callable:
                         help=MODEL_URIS + " Default: the dataset's registered champion (medart-<dataset>@champion).")
 
 
+#: ``ModelSource``: how to read a network that is not medart's own (what its card or signature does not say)
+model_options = _stack(
+    click.option("--input-channels", type=click.Choice(["1", "3"]), default=None, callback=_int,
+                 help="Channels the model takes: 1 (medart averages the grey image's channels) or 3. "
+                      "Default: its model card or MLflow signature, else 3."),
+    click.option("--input-size", type=click.IntRange(min=1), default=None,
+                 help="Side (pixels) the model takes; images are resized to it. Default: its card or signature, "
+                      "else the data's side."),
+    click.option("--normalize", default=None, metavar="imagenet|MEAN;STD|m,s",
+                 help="Normalisation the model expects, applied inside it so ε stays in [0, 1] pixels: imagenet, "
+                      "per-channel MEAN;STD (comma-separated) or one m,s. Default: its card's, else none."),
+    click.option("--classes", default=None,
+                 help="Comma-separated class names in logit order. Default: its card's, else the dataset's when the counts agree."),
+    click.option("--penultimate", default=None,
+                 help="Layer whose output are the penultimate features (dfeat). Default: the input of its last linear layer."),
+    click.option("--trusted-pickle", is_flag=True,
+                 help="Allow a model that must be unpickled (an MLflow pickle-format model; for pipeline also a "
+                      "--pretrained file): unpickling runs code it carries, so only for models you trust."),
+)
+
 dataset = click.option("--dataset", type=click.Choice(DATASETS), default="pneumonia", show_default=True,
                        help="Task (see `medart datasets`).")
 data_dir = click.option("--data-dir", type=click.Path(file_okay=False), envvar="MEDART_DATA_DIR", show_envvar=True,
@@ -118,7 +139,7 @@ max_examples = click.option("--max-examples", type=click.IntRange(min=2), defaul
                             help="Attack a stratified subset of AdvTrain + AdvTest of this size.")
 
 #: ``Target``: the model and the images it is attacked on
-target_options = _stack(model_uri(), data_options, max_examples)
+target_options = _stack(model_uri(), model_options, data_options, max_examples)
 
 
 def attacks(default: str = ",".join(ATTACKS)) -> Callable:

@@ -11,6 +11,7 @@ from medart.cli import main, options
 @main.command()
 @options.data_options
 @options.model_uri(required=False)
+@options.model_options
 @click.option("--attack", type=options.Names(ATTACKS, "attack"), default="bim", show_default=True,
               help="The attack, or several comma-separated (fgsm, bim, pgd, cw): then also the transfer table.")
 @options.eps()
@@ -37,14 +38,14 @@ def pipeline(**opts) -> None:
     from medart.models.training import TrainConfig
     from medart.stages.detect import DetectRequest
     from medart.stages.pipeline import pipeline as run_pipeline
-    from medart.stages.target import DataSpec, RunOptions, from_options
+    from medart.stages.target import DataSpec, ModelSource, RunOptions, from_options
     from medart.stages.train import ModelRequest
 
     tracking.configure(opts["tracking_uri"])
     detection = from_options(DetectRequest, opts, attacks=opts["attack"])
     # --batch-size is the attacks' and detectors'; training keeps its own default
     config = from_options(TrainConfig, {k: v for k, v in opts.items() if k != "batch_size"})
-    out = run_pipeline(from_options(DataSpec, opts), detection, opts["model_uri"], from_options(ModelRequest, opts), config,
+    out = run_pipeline(from_options(DataSpec, opts), detection, from_options(ModelSource, opts), from_options(ModelRequest, opts), config,
                        opts["max_examples"], opts["reference_size"], from_options(RunOptions, opts))
     click.echo(f"main run {out.run_id}, model {out.model_uri}{' (trained here)' if out.trained else ''}")
     click.echo(out.summary, nl=False)

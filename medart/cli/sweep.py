@@ -27,12 +27,12 @@ def sweep(ctx, **opts) -> None:
     from medart.executors import make_executor
     from medart.render.sweep import sweep_table
     from medart.stages.sweep import sweep as run_sweep
-    from medart.stages.target import DataSpec, RunOptions, Target, from_options
+    from medart.stages.target import DataSpec, ModelSource, RunOptions, Target, from_options
 
     tracking.configure(opts["tracking_uri"])
     with make_executor(opts["executor"], address=opts["address"], workers=opts["workers"], retries=opts["retries"],
                        cpus_per_task=opts["cpus_per_task"], gpus_per_task=opts["gpus_per_task"]) as executor:
-        target = Target.load(opts["model_uri"], from_options(DataSpec, opts), opts["max_examples"])
+        target = Target.load(from_options(ModelSource, opts), from_options(DataSpec, opts), opts["max_examples"])
         out = run_sweep(target, opts["attacks"], opts["eps"], from_options(RunOptions, opts, executor=executor))
     click.echo(f"sweep run {out.run_id}: {len(out.rows)} child runs; figure figures/accuracy_vs_eps.png, table sweep.md")
     click.echo(sweep_table(out.rows, out.failed), nl=False)

@@ -2,6 +2,9 @@
 
 ART's ``get_activations`` reaches only top-level children, keeps the gradient graph and leaves a
 hook behind per call; detectors need nested blocks (``layer3.5``), no gradients and no leaks.
+A model names its layers itself (``tap_names``, ``layer_for``: a MedResNet's ``dfeat`` is its
+``embed``, an adapted network's the input of its last linear layer); any other module by its
+submodule names.
 """
 
 from __future__ import annotations
@@ -13,38 +16,47 @@ import torch
 from torch import nn
 
 from medart.errors import ConfigError
+from medart.models.adapter import tap_hooks, unknown_tap
 from medart.models.evaluation import resolve_device
 
 INPUT = "input"  # the pixels themselves, as given to the model
-# Names a MedResNet user knows, mapped to the submodule whose output they are.
-ALIASES = {"dfeat": "embed", "res3a_relu": "layer2.0", "res5b_relu": "layer4.1"}
+
+
+def layer_for(model: nn.Module, layer: str) -> tuple[nn.Module, str]:
+    """``(module, "input" | "output")``: hooking that side of the module shows the layer."""
+    if hasattr(model, "layer_for"):
+        return model.layer_for(layer)
+    try:
+        return model.get_submodule(layer), "output"
+    except AttributeError:
+        raise unknown_tap(layer, [INPUT, *(n for n, _ in model.named_modules() if n)], "layer") from None
 
 
 def resolve_layers(model: nn.Module, layers: Sequence[str]) -> list[str]:
-    """Check every name: ``input``, an alias above, or a (nested) submodule name such as ``layer3.5``."""
+    """Check every name: ``input``, a tap of the model (``dfeat``, ``res3a_relu``), or a (nested)
+    submodule name such as ``layer3.5``; an unknown one is reported with the nearest names."""
     if not layers:
         raise ConfigError("no layers given; name at least one, e.g. dfeat or layer3.5")
-    names = dict(model.named_modules())
     for layer in layers:
-        if layer != INPUT and ALIASES.get(layer, layer) not in names:
-            blocks = [n for n in names if n.startswith("layer") and n.count(".") == 1]
-            raise ConfigError(f"unknown layer '{layer}'; use input, {', '.join(ALIASES)}, or a module name such as {', '.join(blocks[:3])}")
+        if layer != INPUT:
+            layer_for(model, layer)
     return list(layers)
 
 
 @contextlib.contextmanager
-def _hooks(model: nn.Module, layers: Sequence[str], store: dict[str, torch.Tensor]) -> Iterator[None]:
-    handles = []
-    try:
-        for layer in layers:
-            if layer == INPUT:
-                continue
-            module = model.get_submodule(ALIASES.get(layer, layer))
-            handles.append(module.register_forward_hook(lambda _m, _i, out, name=layer: store.__setitem__(name, out)))
+def _hooks(model: nn.Module, layers: Sequence[str], store: dict[str, list]) -> Iterator[None]:
+    with tap_hooks(_Plain(model), layers, store):
         yield
-    finally:
-        for handle in handles:
-            handle.remove()
+
+
+class _Plain:
+    """A plain module seen through :func:`layer_for` (submodule names)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+
+    def layer_for(self, layer: str) -> tuple[nn.Module, str]:
+        return layer_for(self.model, layer)
 
 
 def iter_activations(
@@ -57,17 +69,23 @@ def iter_activations(
     dev = resolve_device(device)
     was_training = model.training
     model.eval().to(dev)
-    store: dict[str, torch.Tensor] = {}
+    store: dict[str, list[torch.Tensor]] = {}
     try:
         with _hooks(model, layers, store), torch.inference_mode():
             for start in range(0, len(x), batch_size):
                 xb = x[start : start + batch_size].to(dev)
-                store.clear()
+                for caught in store.values():
+                    caught.clear()
                 logits = model(xb)
-                out = {layer: (xb if layer == INPUT else store[layer]).float().cpu() for layer in layers}
+                out = {layer: (xb if layer == INPUT else _joined(store[layer])).float().cpu() for layer in layers}
                 yield slice(start, start + len(xb)), out, logits.float().cpu()
     finally:
         model.train(was_training)
+
+
+def _joined(caught: list[torch.Tensor]) -> torch.Tensor:
+    """One batch's tensor of a layer: a model that runs image by image hooks it once per image."""
+    return caught[0] if len(caught) == 1 else torch.cat(caught)
 
 
 def activations(

@@ -5,7 +5,8 @@ run in medart's protocol beside the other detectors: 0/1 labels, tensors, ``repo
 ART 1.20.1's ``BinaryActivationDetector.get_params()`` raises ``AttributeError`` (its
 ``defence_params`` name an attribute, ``layer``, it never sets); :meth:`get_params` here answers
 from the adapter's own settings. ART's ``get_activations`` reaches only top-level children of the
-model (for a MedResNet: ``stem``, ``layer1`` … ``layer4``, ``pool``, ``embed``, ``head``) and
+model (for a MedResNet: ``stem``, ``layer1`` … ``layer4``, ``pool``, ``embed``, ``head``; for an
+adapted network: ``network`` and ``dfeat``, through which its penultimate features pass) and
 leaves its forward hook behind; the adapter removes it after every fit and detect.
 """
 
@@ -41,12 +42,13 @@ def _art_hooks_removed(model: nn.Module, classifier: PyTorchClassifier) -> Itera
 
 
 class ARTBinaryActivation(BinaryActivationDetector):
-    """ART's binary activation detector on a MedResNet, with an MLP (D → ``hidden`` → 2) as the
+    """ART's binary activation detector on a medart model, with an MLP (D → ``hidden`` → 2) as the
     detector network, trained by ART with Adam.
 
     Args:
         model: the frozen classifier, float32 ``(N, C, H, W)`` pixels in [0, 1] → logits.
-        layer: a top-level child of ``model`` (``embed`` = the 128-d penultimate features).
+        layer: a top-level child of ``model``; default (or ``dfeat``): the one holding the
+            penultimate features (a MedResNet's ``embed``, an adapted network's ``dfeat``).
         hidden: units of the detector network's hidden layer.
         nb_epochs: training epochs of the detector network.
         learning_rate: Adam's learning rate.
@@ -58,11 +60,14 @@ class ARTBinaryActivation(BinaryActivationDetector):
     name = "art_binary"
     defence_params = ["layer", "hidden", "nb_epochs", "learning_rate", "batch_size"]
 
-    def __init__(self, model: nn.Module, layer: str = "embed", hidden: int = 64, nb_epochs: int = 30,
+    def __init__(self, model: nn.Module, layer: str | None = None, hidden: int = 64, nb_epochs: int = 30,
                  learning_rate: float = 1e-3, batch_size: int = 100, device: str = "auto", random_state: int = 0) -> None:
         if hidden < 1 or nb_epochs < 1 or not learning_rate > 0:
             raise ConfigError(f"art_binary needs hidden >= 1, nb_epochs >= 1 and learning_rate > 0, got {hidden}, {nb_epochs}, {learning_rate}")
         names = [name for name, _ in model.named_children()]
+        if layer in (None, "dfeat") and hasattr(model, "layer_for"):
+            penultimate = model.layer_for("dfeat")[0]
+            layer = next((n for n, m in model.named_children() if m is penultimate), layer)
         if layer not in names:
             raise ConfigError(f"unknown layer '{layer}' for ART's BinaryActivationDetector; it reaches only top-level layers: {', '.join(names)}")
         self.model, self.layer, self.hidden, self.nb_epochs = model, layer, hidden, nb_epochs

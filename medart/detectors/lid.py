@@ -79,7 +79,8 @@ class LocalIntrinsicDimensionality(FeatureDetector):
       that shows how much of ``"batch"``'s separation that one neighbour makes.
 
     Args:
-        layers: layer names (default: the input, every residual stage and the penultimate features).
+        layers: layer names (default: the input, the network's top-level stages — a ResNet's
+            ``layer1`` … ``layer4`` — and the penultimate features ``dfeat``).
         k: nearest neighbours (20 as in Ma et al.).
         reference: ``"train"``, ``"batch"`` or ``"batch_excluding_source"``, see above.
         reference_size: clean images in the reference mini-batch (100 as in Ma et al.).
@@ -91,9 +92,11 @@ class LocalIntrinsicDimensionality(FeatureDetector):
     defence_params = ["layers", "k", "reference", "reference_size", "noise", "batch_size"]
     DEFAULT_LAYERS = (INPUT, "layer1", "layer2", "layer3", "layer4", "dfeat")
 
-    def __init__(self, model, layers: Sequence[str] = DEFAULT_LAYERS, k: int = 20, reference: str = "train",
+    def __init__(self, model, layers: Sequence[str] | None = None, k: int = 20, reference: str = "train",
                  reference_size: int = 100, noise: float | None = None, **kwargs) -> None:
         super().__init__(model, **kwargs)
+        if layers is None:
+            layers = (INPUT, *model.stage_taps(), "dfeat") if hasattr(model, "stage_taps") else self.DEFAULT_LAYERS
         self.layers, self.k, self.reference, self.reference_size, self.noise = list(layers), k, reference, reference_size, noise
 
     def _check_params(self) -> None:

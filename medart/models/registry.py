@@ -3,8 +3,9 @@
 A model is stored as tensor-only weights (``weights.pt``, read with ``weights_only=True``) plus
 its architecture as JSON (``medart.json``), wrapped as an MLflow pyfunc "model from code" so the
 registry, ``mlflow models serve`` and ``models:/`` URIs all work — and loading never unpickles
-arbitrary objects. (``mlflow.pytorch.log_model``'s formats are avoided on purpose: ``pickle`` runs
-code on load, and ``pt2``'s reloaded module breaks ART and torchattacks.)
+arbitrary objects. (medart does not log its own models with ``mlflow.pytorch.log_model``: ``pickle``
+runs code on load, and ``pt2`` fixes the graph. Networks others logged that way are read by
+:mod:`medart.models.sources`.)
 """
 
 from __future__ import annotations
@@ -118,10 +119,19 @@ def load_model(uri: str, device: str | torch.device = "cpu", trusted_pickle: boo
     ``runs:/<run_id>/model``, ``models:/<model_id>`` or a local folder holding its files.
 
     Weights are read tensor-only; ``trusted_pickle=True`` unpickles them in full, running any code
-    they carry — only for folders you made or trust."""
+    they carry — only for folders you made or trust. (Other networks: :mod:`medart.models.sources`.)"""
+    with downloaded(uri) as folder:
+        return _load_folder(folder, uri, device, trusted_pickle)
+
+
+@contextlib.contextmanager
+def downloaded(uri: str) -> Iterator[Path]:
+    """The local path behind ``uri``: a path as it is, a URI's artifacts downloaded into a
+    temporary folder that is removed when the block ends (read what you need inside it)."""
     local = Path(uri)
     if "://" not in uri and local.exists():
-        return _load_folder(local, uri, device, trusted_pickle)
+        yield local
+        return
     # the download is read into memory and removed: every evaluation, sweep cell and Ray worker
     # loads a model (92 MB for ResNet-50), and a kept copy per load filled the disk
     with tempfile.TemporaryDirectory(prefix="medart-model-") as tmp, quiet_downloads():
@@ -135,13 +145,17 @@ def load_model(uri: str, device: str | torch.device = "cpu", trusted_pickle: boo
             ) from exc
         except OSError as exc:
             raise ModelError(f"model URI '{uri}' cannot be read: {exc}") from exc
-        return _load_folder(folder, uri, device, trusted_pickle)
+        yield folder
+
+
+def medart_folder(folder: Path) -> Path | None:
+    """Where in ``folder`` (itself, or a logged model's ``artifacts``) medart's own files are, if anywhere."""
+    return next((sub for sub in (folder, folder / "artifacts") if (sub / CONFIG).is_file()), None)
 
 
 def _load_folder(folder: Path, uri: str, device: str | torch.device, trusted_pickle: bool) -> MedResNet:
-    for sub in (folder, folder / "artifacts"):
-        if (sub / CONFIG).is_file():
-            return load_files(sub / CONFIG, sub / WEIGHTS, device, trusted_pickle)
+    if (sub := medart_folder(folder)) is not None:
+        return load_files(sub / CONFIG, sub / WEIGHTS, device, trusted_pickle)
     raise ModelError(f"'{uri}' holds no {CONFIG}; it is not a medart model (train one with `medart train`)")
 
 

@@ -17,10 +17,13 @@ from torch import nn
 
 from medart.errors import ConfigError, ModelError
 from medart.models import smallcnn
+from medart.models.adapter import unknown_tap
 
 ARCHS = ("resnet50", "resnet18", "resnet34", "smallcnn")
 # Names the paper uses for Keras ResNet-50 layers, mapped to torchvision's blocks.
 PAPER_TAPS = {"res3a_relu": "layer2.0", "res5b_relu": "layer4.1"}
+# Taps named for what they are, mapped to the module whose output they are.
+ROLE_TAPS = {"dfeat": "embed", "logits": "head"}
 
 
 def _imagenet_state_dict(arch: str) -> dict[str, torch.Tensor]:
@@ -183,6 +186,19 @@ class MedResNet(nn.Module):
         """Every name :meth:`features` accepts, in forward order."""
         blocks = [f"layer{i}.{j}" for i in range(1, 5) for j in range(len(getattr(self, f"layer{i}")))]
         return ["input", "stem", *blocks, "layer1", "layer2", "layer3", "layer4", "pool", "dfeat", "logits", *PAPER_TAPS]
+
+    def layer_for(self, tap: str) -> tuple[nn.Module, str]:
+        """The module whose output is ``tap``: any named module (``layer3.5.conv1``), ``dfeat``
+        (``embed``), ``logits`` (``head``) or the paper's names."""
+        name = (ROLE_TAPS | PAPER_TAPS).get(tap, tap)
+        try:
+            return self.get_submodule(name), "output"
+        except AttributeError:
+            raise unknown_tap(tap, [*self.tap_names(), *(n for n, _ in self.named_modules() if n)], "layer") from None
+
+    def stage_taps(self) -> list[str]:
+        """The four residual (or small-CNN) stages."""
+        return ["layer1", "layer2", "layer3", "layer4"]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._run(x, frozenset())[0]

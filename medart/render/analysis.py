@@ -15,7 +15,6 @@ from matplotlib.figure import Figure
 
 from medart.render.numbers import pct
 
-STAGE_LAYERS = ("res3a_relu", "res5b_relu", "dfeat")  # dfeat: a number only, it has no spatial map
 
 
 def grey(image) -> np.ndarray:
@@ -180,9 +179,10 @@ def analysis_table(summary: Mapping[str, float], attacks: Sequence[str], share: 
     rows += [(f"accuracy under {a.upper()}", f"adv_acc.{a}", "%", "") for a in attacks]
     rows.append((f"saliency: pixels ≥ {share:g}·max", "saliency_high_fraction", "%",
                  "mean share of high-gradient pixels per image; large = large high-attention regions"))
+    layers = dict.fromkeys(k.removeprefix("stage_change.").rsplit(".", 1)[0] for k in summary if k.startswith("stage_change."))
     for a in attacks:
         rows += [(f"relative change {layer} ({a.upper()})", f"stage_change.{layer}.{a}", "%", "‖A(x_adv) − A(x)‖ / ‖A(x)‖")
-                 for layer in STAGE_LAYERS]
+                 for layer in layers]
     rows += [
         ("clean loss", "clean_loss", "nats", "cross-entropy at the landscape's origin"),
         (f"sharpness at r = {radius * 255:.3g}/255", "sharpness", "nats", "loss increase of one signed-gradient step of size r"),

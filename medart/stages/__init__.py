@@ -3,7 +3,7 @@ model and the images it is measured on), :class:`RunOptions` (how it runs) and i
 logs one MLflow run (with child runs); none loads a model it was handed.
 """
 
-from medart.stages.target import DataSpec, RunOptions, Target, champion, from_options  # noqa: I001  (first: the others use it)
+from medart.stages.target import DataSpec, ModelSource, RunOptions, Target, champion, from_options  # noqa: I001  (first: the others use it)
 from medart.stages.train import ModelRequest, TrainOutcome, train
 from medart.stages.attack import AttackOutcome, attack
 from medart.stages.sweep import SweepOutcome, SweepRow, sweep
@@ -12,5 +12,5 @@ from medart.stages.detect import DetectionOutcome, DetectRequest, detect
 from medart.stages.pipeline import PipelineOutcome, pipeline
 
 __all__ = ["AttackOutcome", "DataSpec", "DetectRequest", "DetectionOutcome", "EvaluateOutcome", "ModelRequest",
-           "PipelineOutcome", "RunOptions", "SweepOutcome", "SweepRow", "Target", "TrainOutcome", "attack", "champion",
+           "ModelSource", "PipelineOutcome", "RunOptions", "SweepOutcome", "SweepRow", "Target", "TrainOutcome", "attack", "champion",
            "detect", "evaluate", "from_options", "pipeline", "sweep", "train"]

@@ -80,7 +80,7 @@ class AnalysisRequest:
     landscape_max_eps: float = landscape.MAX_EPS
     radius: float | None = None
     saliency_share: float = 0.5
-    gradcam_layer: str = "layer4"
+    gradcam_layer: str = "layer4"  # on a network without layer4 (by default only): its last stage
     gradcam_top: float = 0.2
     show: int = 4
 
@@ -245,16 +245,25 @@ def _saliency(a: _Analysis) -> None:
     a.log_figure(render.saliency_figure(im.x[im.shown], maps[im.shown], fractions[im.shown], share, title), "saliency")
 
 
+def spatial_stages(model) -> tuple[str, ...]:
+    """The early and late stages drawn: the paper's ``res3a_relu`` and ``res5b_relu`` where the model
+    has them, else the middle and the last of its top-level stages."""
+    if all(t in model.tap_names() for t in stages.PAPER_STAGES):
+        return stages.PAPER_STAGES
+    found = model.stage_taps()
+    return tuple(dict.fromkeys([found[len(found) // 2], found[-1]])) if found else ()
+
+
 def _stages(a: _Analysis) -> None:
     im, model, device = a.images, a.target.model, a.run.device
+    spatial = spatial_stages(model)
     a.details["stage_change"] = {}
     for name, x_adv in im.adversarial.items():
-        change = stages.relative_change(model, im.x, x_adv, render.STAGE_LAYERS, device=device)
+        change = stages.relative_change(model, im.x, x_adv, (*spatial, "dfeat"), device=device)
         a.details["stage_change"][name] = {layer: v.tolist() for layer, v in change.items()}
         a.summary |= {f"stage_change.{layer}.{name}": _mean(v) for layer, v in change.items()}
         if name != a.first:
             continue
-        spatial = stages.PAPER_STAGES
         title = (f"mean-over-channels activations, clean vs {a.specs[name].label()} — {a.subtitle}; mean relative "
                  + ", ".join(f"change {layer}: {_mean(change[layer]) * 100:.1f}%" for layer in spatial))
         a.log_figure(render.stages_figure(
@@ -318,6 +327,8 @@ def _embedding(a: _Analysis) -> None:
 def _gradcam(a: _Analysis) -> None:
     request, im, model = a.request, a.images, a.target.model
     layer, top, batch, device = request.gradcam_layer, request.gradcam_top, a.run.batch_size, a.run.device
+    if layer == AnalysisRequest.gradcam_layer and layer not in model.tap_names() and spatial_stages(model):
+        layer = spatial_stages(model)[-1]  # the default, layer4, on a network without one: its last stage
     clean_cam = gradcam.grad_cam(model, im.x, None, layer, batch, device)
     a.details["gradcam_iou"] = {}
     for name, x_adv in im.adversarial.items():

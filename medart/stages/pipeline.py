@@ -12,7 +12,7 @@ from medart.errors import MedartError
 from medart.models.training import TrainConfig
 from medart.render.numbers import eps_label
 from medart.stages.detect import DetectionOutcome, DetectRequest, detect
-from medart.stages.target import DataSpec, RunOptions, Target, champion
+from medart.stages.target import DataSpec, ModelSource, RunOptions, Target, champion
 from medart.stages.train import ModelRequest, train
 
 
@@ -26,24 +26,26 @@ class PipelineOutcome:
     summary: str  # Markdown: per attack, accuracy and detection AUC (%)
 
 
-def pipeline(data: DataSpec, detection: DetectRequest, model_uri: str | None = None,
+def pipeline(data: DataSpec, detection: DetectRequest, model_uri: "str | ModelSource | None" = None,
              model: ModelRequest = ModelRequest(), config: TrainConfig | None = None, max_examples: int | None = None,
              reference_size: int = 1000, run: RunOptions = RunOptions()) -> PipelineOutcome:
-    """Use ``model_uri``, else the dataset's registered champion, else train one with ``model`` and
+    """Use ``model_uri`` (a URI, or a :class:`ModelSource` for a network that is not medart's own),
+    else the dataset's registered champion, else train one with ``model`` and
     ``config``; then attack and detect as :func:`medart.stages.detect.detect` does, all under one
     parent run in ``medart/<dataset>/main``, which gets the headline metrics (prefixed by the
     attack when there are several), ``summary.md`` and the detection tables and figures."""
     attacks = detection.attacks
     label = f"main-{'+'.join(attacks)}-eps{eps_label(detection.eps)}-{run.backend}"
     with tracking.start_run(tracking.experiment_name(data.dataset, "main"), label, run.parent_run_id) as parent:
-        trained, model_uri = False, model_uri or champion(data.dataset)
+        source = model_uri if isinstance(model_uri, ModelSource) else ModelSource(model_uri)
+        trained, model_uri = False, source.model_uri or champion(data.dataset)
         if model_uri is None:
             outcome = train(data, model, config, dataclasses.replace(run, parent_run_id=None))
             model_uri, trained = outcome.model_uri, True
             target = Target(model_uri, outcome.model.cpu(), data, data.load(outcome.model.config.get("image_size")),
                             max_examples, reference_size)
         else:
-            target = Target.load(model_uri, data, max_examples, reference_size)
+            target = Target.load(dataclasses.replace(source, model_uri=model_uri), data, max_examples, reference_size)
         mlflow.set_tag("medart.model_uri", model_uri)
         if not mlflow.get_run(parent.info.run_id).data.params:  # `mlflow run` logged its -P values already
             mlflow.log_params({"model_uri": model_uri, "dataset": data.dataset, "attacks": ",".join(attacks),

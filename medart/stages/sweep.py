@@ -17,7 +17,7 @@ from medart.executors import InProcessExecutor
 from medart.render.numbers import eps_label
 from medart.render.sweep import sweep_figure, sweep_table
 from medart.stages.attack import attack
-from medart.stages.target import DataSpec, RunOptions, Target
+from medart.stages.target import DataSpec, ModelSource, RunOptions, Target
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ class SweepOutcome:
 class SweepJob:
     """What a worker process needs to rebuild the target and run cells; it pickles."""
 
-    model_uri: str
+    model: ModelSource  # the model as the driver loaded it
     data: DataSpec
     max_examples: int | None
     tracking_uri: str
@@ -74,7 +74,7 @@ class SweepJob:
 def _worker_target(job: SweepJob) -> Target:
     # a worker process loads model and data once for all the cells it runs
     tracking.configure(job.tracking_uri)
-    return Target.load(job.model_uri, job.data, job.max_examples)
+    return Target.load(job.model, job.data, job.max_examples)
 
 
 def _remote_cell(job: SweepJob, cell: tuple[str, float]) -> SweepRow:
@@ -112,7 +112,8 @@ def sweep(target: Target, attacks: Sequence[str], eps_values: Sequence[float], r
         if executor.remote:  # other processes, maybe other machines: they rebuild the target; the executor shows progress
             data = target.data
             data = dataclasses.replace(data, data_dir=os.path.abspath(data.data_dir)) if data.data_dir else data
-            job = SweepJob(target.model_uri, data, target.max_examples, tracking.absolute_uri(mlflow.get_tracking_uri()),
+            source = target.source or ModelSource(target.model_uri)
+            job = SweepJob(source, data, target.max_examples, tracking.absolute_uri(mlflow.get_tracking_uri()),
                            parent.info.run_id, dataclasses.replace(child, progress=False))
             outcomes = executor.map(functools.partial(_remote_cell, job), cells, progress=run.progress)
         else:

@@ -18,7 +18,7 @@ if TYPE_CHECKING:  # the types only: building a request loads nothing heavy
     from medart.data.base import MedicalImageDataset
     from medart.data.splits import ProtocolSplits
     from medart.executors import Executor
-    from medart.models.resnet import MedResNet
+    from medart.models.adapter import Classifier
 
 
 def from_options(cls, options: Mapping[str, Any], **overrides: Any):
@@ -70,6 +70,34 @@ class RunOptions:
     executor: "Executor | None" = field(default=None, compare=False)  # default: this process
 
 
+@dataclass(frozen=True)
+class ModelSource:
+    """Which model, and how to read it: ``model_uri`` (``models:/…``, ``runs:/…``, a folder or a
+    file) and, for a network that is not medart's own, what the model does not say itself (a
+    model card or the MLflow signature comes first; :mod:`medart.models.sources`):
+    ``input_channels`` (1 or 3), ``input_size`` (pixels per side), ``normalize`` (``imagenet``,
+    ``MEAN;STD`` with comma-separated per-channel values, or ``m,s``), ``classes`` (names, comma-
+    separated text or a tuple; default: the dataset's when the counts agree) and ``penultimate``
+    (the layer whose output is the penultimate features; default: the input of the last linear
+    layer). ``trusted_pickle`` allows an MLflow ``pickle`` model, which runs code when it loads,
+    for this URI only."""
+
+    model_uri: str | None = None
+    trusted_pickle: bool = False
+    input_channels: int | None = None
+    input_size: int | None = None
+    normalize: str | None = None
+    classes: str | tuple[str, ...] | None = None
+    penultimate: str | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.classes, str):
+            names = tuple(c.strip() for c in self.classes.split(",") if c.strip())
+            object.__setattr__(self, "classes", names or None)
+        elif self.classes is not None:
+            object.__setattr__(self, "classes", tuple(self.classes))
+
+
 def champion(dataset: str) -> str | None:
     """``models:/medart-<dataset>@champion`` when that alias exists in the registry, else ``None``."""
     import mlflow
@@ -94,30 +122,36 @@ class Target:
     """
 
     model_uri: str
-    model: "MedResNet"
+    model: "Classifier"  # a MedResNet or an AdaptedClassifier
     data: DataSpec
     splits: "ProtocolSplits"
     max_examples: int | None = None
     reference_size: int = 0
+    source: ModelSource | None = None  # how the model was loaded (a worker process loads it again)
 
     @classmethod
-    def load(cls, model_uri: str | None, data: DataSpec, max_examples: int | None = None,
+    def load(cls, model: "str | ModelSource | None", data: DataSpec, max_examples: int | None = None,
              reference_size: int = 0) -> "Target":
-        """Load the model behind ``model_uri`` (default: the dataset's registered champion) and
-        ``data`` at the model's input side; the model's classes must be the dataset's."""
-        from medart.errors import ConfigError, ModelError
-        from medart.models import registry
+        """Load the model ``model`` names (a URI or a :class:`ModelSource`; default: the dataset's
+        registered champion) and ``data`` at the model's input side. The model must fit the
+        dataset — its classes (count and names), and colour images only for 3-channel models —
+        or a :class:`~medart.errors.ModelError` says so before anything runs."""
+        import dataclasses
 
-        if model_uri is None:
-            model_uri = champion(data.dataset)
-            if model_uri is None:
+        from medart.errors import ConfigError
+        from medart.models import registry, sources
+
+        source = model if isinstance(model, ModelSource) else ModelSource(model)
+        if source.model_uri is None:
+            uri = champion(data.dataset)
+            if uri is None:
                 raise ConfigError(f"no `model_uri` given and no {registry.registered_name(data.dataset)}@champion is "
                                   "registered in this tracking store: train one (medart train) or give `model_uri`")
-        model = registry.load_model(model_uri)
-        splits = data.load(model.config.get("image_size") or data.size)
-        if splits.classes != model.classes:
-            raise ModelError(f"{model_uri} predicts {model.classes}, but {data.dataset} has classes {splits.classes}")
-        return cls(model_uri, model, data, splits, max_examples, reference_size)
+            source = dataclasses.replace(source, model_uri=uri)
+        loaded = sources.load_model(source, side=data.side())
+        splits = data.load(loaded.config.get("image_size") or data.size)
+        sources.fit_to_dataset(loaded, splits, source.model_uri)
+        return cls(source.model_uri, loaded, data, splits, max_examples, reference_size, source)
 
     @property
     def dataset(self) -> str:

@@ -1,0 +1,212 @@
+"""Where models come from, each with its trust rule; every one becomes a medart model.
+
+=====================================  ==================================================  =========================
+format                                 what medart does                                    trust
+=====================================  ==================================================  =========================
+medart's own (``medart.json``)         rebuilds the MedResNet                              tensor-only weights
+MLflow ``pytorch``, ``pt2``            ``torch.export.load`` → unflattened, adapted        MLflow's check that the
+                                                                                           archive holds no pickle
+MLflow ``pytorch``, ``pickle``         ``mlflow.pytorch.load_model``, adapted              refused (before anything
+                                                                                           is unpickled) unless
+                                                                                           ``trusted_pickle``
+TorchScript file                       ``torch.jit.load`` → converted for taps, adapted    runs no Python code
+model card + weights                   torchvision/timm network + state_dict, adapted      tensor-only weights
+=====================================  ==================================================  =========================
+
+The input contract (channels, side, normalisation), the class names and the penultimate layer
+come from the model card (a card file, or ``metadata={"medart": {...}}`` of an MLflow model), else
+from what the model declares (its MLflow signature, its program's input shape), else from the
+caller's :class:`~medart.stages.target.ModelSource`; an option contradicting the model is an error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator, Mapping
+
+import torch
+from torch import nn
+
+from medart.errors import ConfigError, ModelError
+from medart.models import programs, registry
+from medart.models.adapter import AdaptedClassifier, InputContract, Layout, parse_normalize
+from medart.models.cards import CARD, ModelCard, is_torchscript, load_card, load_torchscript
+
+if TYPE_CHECKING:
+    from medart.data.splits import ProtocolSplits
+    from medart.stages.target import ModelSource
+
+FORMATS = (f"medart's own ({registry.CONFIG}), an MLflow pytorch model (pt2, or pickle with `trusted_pickle`), "
+           f"a TorchScript file, or a model card ({CARD}) with a tensor-only state_dict or TorchScript file")
+_OPTIONS = {"channels": "input_channels", "size": "input_size", "mean": "normalize", "std": "normalize"}
+_PICKLE_ENV = "MLFLOW_ALLOW_PICKLE_DESERIALIZATION"
+_pickle_lock = threading.Lock()
+
+
+def load_model(source: "ModelSource", side: int | None = None) -> nn.Module:
+    """The model ``source`` names, on the CPU in eval mode: a MedResNet for medart's own format,
+    else an :class:`AdaptedClassifier`. ``side``: the input side to assume when nothing says it."""
+    with registry.downloaded(source.model_uri) as path:
+        return _load(path, source, side)
+
+
+def _load(path: Path, source: "ModelSource", side: int | None) -> nn.Module:
+    uri = source.model_uri
+    if path.is_file():
+        if path.suffix == ".json":
+            return load_card(path, source, side)
+        if is_torchscript(path):
+            return adapt(load_torchscript(path), ModelCard(), source, side)
+    elif (folder := registry.medart_folder(path)) is not None:
+        given = [f"`{name}`" for name in ("input_channels", "input_size", "normalize", "classes", "penultimate")
+                 if getattr(source, name) is not None]
+        if given:
+            raise ConfigError(f"'{uri}' is a medart model, which knows its own input, classes and features; drop {', '.join(given)}")
+        return registry.load_files(folder / registry.CONFIG, folder / registry.WEIGHTS, "cpu", source.trusted_pickle)
+    else:
+        for sub in (path, path / "artifacts"):
+            if (sub / CARD).is_file():
+                return load_card(sub / CARD, source, side)
+        if (path / "MLmodel").is_file():
+            return _from_mlflow(path, source, side)
+    raise ModelError(f"'{uri}' holds no model medart reads; it reads {FORMATS}")
+
+
+def adapt(network: Any, card: ModelCard, source: "ModelSource", side: int | None = None,
+          declared: Mapping[str, Any] | None = None) -> AdaptedClassifier:
+    """``network`` (a module, a TorchScript module or an exported program) with its input contract,
+    classes and penultimate layer from ``card``, ``declared`` (what the model itself says) and
+    ``source`` (the caller's options), in that order."""
+    contract = _contract(card, declared or {}, source, side)
+    layout, name = Layout(), card.architecture
+    if isinstance(network, torch.jit.ScriptModule):
+        example = torch.rand(2, contract.channels, contract.size, contract.size)
+        name = name or f"torchscript {network.original_name}"
+        network, layout = programs.from_torchscript(network, example)
+    elif isinstance(network, torch.export.ExportedProgram):
+        name = name or "pt2 program"
+        network, layout = programs.from_exported(network)
+    elif not isinstance(network, nn.Module):
+        raise ModelError(f"'{source.model_uri}' holds a {type(network).__name__}, not a torch.nn.Module")
+    classes = card.classes or source.classes
+    return AdaptedClassifier(network, classes, contract, card.penultimate or source.penultimate,
+                             name or type(network).__name__, source.model_uri or "", layout).eval()
+
+
+def _contract(card: ModelCard, declared: Mapping[str, Any], source: "ModelSource", side: int | None) -> InputContract:
+    given: dict[str, Any] = {"channels": source.input_channels, "size": source.input_size}
+    if source.normalize:
+        given["mean"], given["std"] = parse_normalize(source.normalize)
+    said = {k: v for k, v in {**declared, **(card.input or {})}.items() if v is not None}
+    for key, value in given.items():
+        if value is not None and key in said and _values(said[key]) != _values(value):
+            raise ConfigError(f"'{source.model_uri}' declares input {key} {said[key]}, but `{_OPTIONS[key]}` gives "
+                              f"{value}; drop `{_OPTIONS[key]}`")
+    merged = {k: v for k, v in given.items() if v is not None} | said
+    if merged.get("size") is None and side is not None:
+        merged["size"] = side
+    return InputContract.from_dict(merged)
+
+
+def _values(value: Any) -> tuple[float, ...]:
+    return tuple(float(v) for v in value) if isinstance(value, (list, tuple)) else (float(value),)
+
+
+def _from_mlflow(folder: Path, source: "ModelSource", side: int | None) -> nn.Module:
+    from mlflow.models import Model
+
+    uri = source.model_uri
+    logged = Model.load(str(folder / "MLmodel"))
+    flavor = logged.flavors.get("pytorch")
+    if flavor is None:
+        raise ModelError(f"'{uri}' is an MLflow model of flavour {', '.join(logged.flavors)}, not pytorch; medart reads {FORMATS}")
+    card = ModelCard.from_dict((logged.metadata or {}).get("medart") or {}, f"{uri} (MLmodel metadata 'medart')")
+    declared = _signature_input(logged.signature)
+    data = folder / flavor.get("model_data", "data")
+    if (data / "model.pt2").is_file():
+        _check_pickle_free(data / "model.pt2", source)
+        program = torch.export.load(str(data / "model.pt2"))
+        _, channels, height, width = programs.input_shape(program)
+        declared |= {"channels": channels} if isinstance(channels, int) else {}
+        declared |= {"size": height} if isinstance(height, int) and height == width else {}
+        return adapt(program, card, source, side, declared)
+    if (data / "model.pth").is_file():
+        if not source.trusted_pickle:
+            raise ModelError(f"'{uri}' is an MLflow pytorch model in the pickle format, which runs code when it loads; "
+                             "refused: pass `trusted_pickle`=True only if you trust its author (or log it as pt2)")
+        with _pickle_allowed():
+            network = _mlflow_load(str(folder))
+        return adapt(network, card, source, side, declared)
+    raise ModelError(f"'{uri}' is an MLflow pytorch model without model.pt2 or model.pth; medart reads {FORMATS}")
+
+
+def _signature_input(signature) -> dict[str, int]:
+    """Channels and side from a ``(-1, C, S, S)`` tensor signature, if the model has one."""
+    inputs = getattr(signature, "inputs", None)
+    if inputs is None or not inputs.is_tensor_spec() or len(inputs.inputs[0].shape) != 4:
+        return {}
+    _, channels, height, width = inputs.inputs[0].shape
+    out = {"channels": channels} if channels in (1, 3) else {}
+    return out | ({"size": height} if height > 0 and height == width else {})
+
+
+def _check_pickle_free(path: Path, source: "ModelSource") -> None:
+    """MLflow's own check that a pt2 archive unpickles nothing (its loader runs it too)."""
+    import mlflow.pytorch
+    from mlflow.exceptions import MlflowException
+
+    validate = getattr(mlflow.pytorch, "_validate_pt2_archive_is_pickle_free", None)
+    if validate is None or source.trusted_pickle:
+        return
+    try:
+        validate(str(path))
+    except MlflowException as exc:
+        raise ModelError(f"'{source.model_uri}' is a pt2 program holding pickled objects, which run code when they load; "
+                         "refused: pass `trusted_pickle`=True only if you trust its author") from exc
+
+
+@contextlib.contextmanager
+def _pickle_allowed() -> Iterator[None]:
+    """MLflow's own switch for unpickling models, on for this block only (the caller was trusted)."""
+    with _pickle_lock:
+        before = os.environ.get(_PICKLE_ENV)
+        os.environ[_PICKLE_ENV] = "true"
+        try:
+            yield
+        finally:
+            if before is None:
+                os.environ.pop(_PICKLE_ENV, None)
+            else:
+                os.environ[_PICKLE_ENV] = before
+
+
+def _mlflow_load(folder: str) -> nn.Module:
+    import mlflow.pytorch
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return mlflow.pytorch.load_model(folder, map_location="cpu", weights_only=False)
+    except (MlflowException, ImportError, AttributeError, RuntimeError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ModelError(f"the pickled model in {folder} cannot be loaded ({type(exc).__name__}: {first[:200]})") from exc
+
+
+def fit_to_dataset(model: nn.Module, splits: "ProtocolSplits", uri: str) -> None:
+    """Check that ``model`` can be measured on ``splits`` (one-line :class:`ModelError` otherwise):
+    its class count (and names, when the model declares them; else it takes the dataset's) and,
+    for a one-channel model, grey images."""
+    k, n = model.config["num_classes"], len(splits.classes)
+    if k != n:
+        raise ModelError(f"{uri} has {k} outputs (classes {model.classes}) but {splits.name} has {n} classes "
+                         f"{splits.classes}; use a model for this task")
+    if model.config.get("classes_declared") is False:
+        model.name_classes(splits.classes)
+    elif model.classes != splits.classes:
+        raise ModelError(f"{uri} predicts {model.classes}, but {splits.name} has classes {splits.classes}")
+    if (model.config.get("input") or {}).get("channels") == 1:
+        x = torch.stack([splits.train[i][0] for i in range(min(8, len(splits.train)))])
+        if not (torch.equal(x[:, 0], x[:, 1]) and torch.equal(x[:, 1], x[:, 2])):
+            raise ModelError(f"{uri} takes 1 (grey) channel but {splits.name} images are in colour; use a 3-channel model")
