@@ -136,7 +136,7 @@ def test_mlflow_run_reads_an_original_class_folder_tree(store, tmp_path):
     assert train.info.run_name == "train-resnet18-32px-seed0" and train.data.params["data.source"] == "original"
 
 
-@pytest.mark.parametrize("param, fragment", [
+BAD_PARAMETERS = [
     ("attack=foo", "-P attack: unknown attack 'foo'"),
     ("eps=abc", "cannot read ε from 'abc'"),
     ("size=65", "-P size"),
@@ -144,7 +144,23 @@ def test_mlflow_run_reads_an_original_class_folder_tree(store, tmp_path):
     ("max_examples=many", "-P max_examples"),
     ("cache=maybe", "-P cache='maybe': use true or false"),
     ("colour=red", "-P colour: no such parameter"),
-])
+]
+
+
+@pytest.mark.parametrize("param, fragment", BAD_PARAMETERS)
+def test_bad_parameters_end_the_entry_point_with_one_line(store, shared_data, param, fragment, capsys):
+    """What `mlflow run -e main` runs, in this process: exit code 2 and one line naming the -P parameter."""
+    from medart.mlproject import run
+
+    name, _, value = param.partition("=")
+    argv = [f"--{name}", value] if name == "colour" else [param]  # mlflow run passes undeclared -P as --name value
+    assert run("pipeline", [*argv, "detectors=dfeat", f"data_dir={shared_data}"]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and fragment in errors[0] and "--" not in errors[0], errors
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("param, fragment", BAD_PARAMETERS[:2])
 def test_bad_parameters_fail_the_run_with_one_line(store, shared_data, param, fragment):
     done = _mlflow_run(store, shared_data, param, "detectors=dfeat")
     assert done.returncode != 0
