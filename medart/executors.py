@@ -26,6 +26,7 @@ from typing import Any, Callable, Sequence
 import mlflow
 import numpy as np
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
 from medart.attacks import AttackSpec, make_attack
@@ -80,8 +81,12 @@ class Executor(ABC):
 
     @abstractmethod
     def generate(self, attack: AttackBackend, x: torch.Tensor, y: torch.Tensor, seed: int = 0, shards: int = 1,
-                 progress: bool = False) -> torch.Tensor:
-        """``attack.generate(x, y, seed)`` in ``shards`` shards: float32 ``(N, C, H, W)`` on the CPU."""
+                 progress: bool = False, loader: Callable[[], nn.Module] | None = None) -> torch.Tensor:
+        """``attack.generate(x, y, seed)`` in ``shards`` shards: float32 ``(N, C, H, W)`` on the CPU.
+
+        ``loader`` (picklable, no arguments) loads ``attack.model`` again where another process
+        needs its own copy and medart cannot rebuild it from a config and weights (a model brought
+        from outside medart)."""
 
     def close(self) -> None:
         """Release what the executor started."""
@@ -101,7 +106,7 @@ class InProcessExecutor(Executor):
     def map(self, function, items, progress=False):
         return [Outcome(function(item)) for item in items]
 
-    def generate(self, attack, x, y, seed=0, shards=1, progress=False):
+    def generate(self, attack, x, y, seed=0, shards=1, progress=False, loader=None):
         bounds = shard_bounds(len(x), attack.batch_size, shards)
         return torch.cat([attack.generate(x[a:b], y[a:b], seed, progress, start=a) for a, b in bounds])
 
@@ -132,12 +137,17 @@ def _run_in_worker(function: Callable[[Any], Any], item: Any, threads: int) -> t
 class _ShardWorker:
     """A Ray actor holding one copy of the model; attacks the shards it is sent."""
 
-    def __init__(self, config: dict, state_dict: dict[str, torch.Tensor], threads: int) -> None:
+    def __init__(self, threads: int, weights: tuple[dict, dict[str, torch.Tensor]] | None = None,
+                 loader: Callable[[], nn.Module] | None = None) -> None:
         from medart.models.resnet import MedResNet
 
         torch.set_num_threads(threads)
-        self.model = MedResNet.from_config(config)
-        self.model.load_state_dict(state_dict)
+        if weights is not None:  # medart's own model: rebuilt from its config and weights, nothing to download
+            config, state_dict = weights
+            self.model = MedResNet.from_config(config)
+            self.model.load_state_dict(state_dict)
+        else:
+            self.model = loader()
         self.model.eval()
 
     def generate(self, spec: AttackSpec, backend: str, batch_size: int, x: torch.Tensor, y: torch.Tensor, seed: int,
@@ -281,33 +291,33 @@ class RayExecutor(Executor):
 
         return self._gather(refs, progress, "cells", outcome)
 
-    def _shard_workers(self, model: torch.nn.Module, count: int) -> list:
+    def _shard_workers(self, model: torch.nn.Module, count: int, loader: Callable[[], nn.Module] | None) -> list:
         from medart.attacks.cache import weights_digest
         from medart.models.resnet import MedResNet
 
-        if not isinstance(model, MedResNet):  # an actor rebuilds the network from medart's config and weights
-            raise ConfigError(f"an attack on Ray runs on actors that rebuild medart's own models only, not "
-                              f"{model.config['arch']}; attack it with `executor`='in-process' (a sweep's cells on Ray "
-                              "load any model themselves)")
+        own = isinstance(model, MedResNet)
+        if not own and loader is None:
+            raise ConfigError(f"an attack on Ray needs a way to load {model.config['arch']} in its workers; attack it "
+                              "through `medart attack`, which passes one, or with `executor`='in-process'")
         ray = self._ray
         digest = weights_digest(model)
         if self._actors is not None and self._actors[0] == digest and len(self._actors[1]) >= count:
             return self._actors[1][:count]
         self._kill_actors()
-        state = ray.put({k: v.detach().cpu() for k, v in model.state_dict().items()})
+        weights = ray.put((model.config, {k: v.detach().cpu() for k, v in model.state_dict().items()})) if own else None
         actor = ray.remote(_ShardWorker).options(num_cpus=self.cpus_per_task, num_gpus=self.gpus_per_task)
-        actors = [actor.remote(model.config, state, self._threads) for _ in range(count)]
+        actors = [actor.remote(self._threads, weights, None if own else loader) for _ in range(count)]
         self._actors = (digest, actors)
         return actors
 
-    def generate(self, attack, x, y, seed=0, shards=1, progress=False):
+    def generate(self, attack, x, y, seed=0, shards=1, progress=False, loader=None):
         ray = self._connect()
         bounds = shard_bounds(len(x), attack.batch_size, shards)
         resources = ray.cluster_resources()
         fits = resources.get("CPU", 0) // self.cpus_per_task  # more actors than fit would wait forever
         if self.gpus_per_task:
             fits = min(fits, resources.get("GPU", 0) // self.gpus_per_task)
-        actors = self._shard_workers(attack.model, max(1, min(len(bounds), int(fits))))
+        actors = self._shard_workers(attack.model, max(1, min(len(bounds), int(fits))), loader)
         # clone: a slice would carry its whole parent tensor's storage to every actor
         refs = [actors[i % len(actors)].generate.remote(attack.spec, attack.name, attack.batch_size, x[a:b].clone(),
                                                         y[a:b].clone(), seed, a)

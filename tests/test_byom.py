@@ -291,3 +291,19 @@ def test_adapter_taps_dfeat_stages_and_grey_channels():
     assert wrapped.stage_taps() == ["1.body"]  # a wrapper's stages are its weighted child's
     named = AdaptedClassifier(network, ["a", "b"], InputContract(channels=1, size=28), penultimate="body")
     assert torch.allclose(named.features(x, ["dfeat"])["dfeat"], named.features(x, ["body"])["body"])
+
+
+def test_a_grey_model_on_colour_images_is_one_line_before_any_attack():
+    from medart.data.base import ArrayDataset
+    from medart.data.splits import ProtocolSplits
+    from medart.models.sources import fit_to_dataset
+
+    rng = np.random.default_rng(0)
+    colour = ArrayDataset(rng.integers(0, 256, (8, 28, 28, 3), dtype=np.uint8), np.arange(8) % 2, ["benign", "melanoma"])
+    grey = ArrayDataset(rng.integers(0, 256, (8, 28, 28), dtype=np.uint8), np.arange(8) % 2, ["benign", "melanoma"])
+    model = AdaptedClassifier(SmallCNN(channels=1), contract=InputContract(channels=1, size=28))
+    with pytest.raises(ModelError, match="takes 1 \\(grey\\) channel but skin images are in colour; use a 3-channel model") as e:
+        fit_to_dataset(model, ProtocolSplits("skin", colour.classes, colour, colour, colour, colour), "m.pt")
+    assert "\n" not in str(e.value)
+    fit_to_dataset(model, ProtocolSplits("skin", grey.classes, grey, grey, grey, grey), "m.pt")  # grey images fit
+    assert model.classes == ["benign", "melanoma"]  # an undeclared model takes the dataset's class names

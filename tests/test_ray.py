@@ -255,3 +255,22 @@ def test_executor_ray_without_ray_installed_names_the_extra(tmp_path):
     assert done.returncode == 2, done.stderr
     (line,) = done.stderr.strip().splitlines()
     assert line.startswith("Error: --executor='ray' needs Ray, an optional extra: pip install 'medart[ray]'"), line
+
+
+def test_shard_actors_load_a_model_brought_from_outside_medart(ray_instance, shared_data, tmp_path):
+    """A TorchScript classifier has no medart config to rebuild it from: each actor loads the file
+    itself, and the shards still equal one piece."""
+    from medart.executors import RayExecutor
+    from medart.stages.target import ModelSource
+
+    torch.manual_seed(0)
+    network = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                                  torch.nn.Flatten(), torch.nn.Linear(4, 2)).eval()
+    torch.jit.script(network).save(str(tmp_path / "outside.pt"))
+    target = Target.load(ModelSource(str(tmp_path / "outside.pt")), DataSpec("pneumonia", shared_data), max_examples=12)
+    spec = make_spec("bim", "2/255", steps=3)
+    alone = attack(target, spec, RunOptions(batch_size=4, cache=False, progress=False))
+    with RayExecutor() as executor:
+        sharded = attack(target, spec, RunOptions(batch_size=4, cache=False, progress=False, executor=executor), shards=2)
+    for part in ("adv_train", "adv_test"):
+        assert torch.equal(sharded.adversarial[part], alone.adversarial[part]), part

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import mlflow
 import torch
@@ -13,8 +15,9 @@ from medart import tracking
 from medart.attacks import AttackSpec, cache, make_attack
 from medart.attacks.metrics import attack_metrics
 from medart.executors import InProcessExecutor
+from medart.models import sources
 from medart.models.evaluation import predict
-from medart.stages.target import RunOptions, Target
+from medart.stages.target import ModelSource, RunOptions, Target
 
 
 @dataclass
@@ -57,7 +60,8 @@ def attack(target: Target, spec: AttackSpec, run: RunOptions = RunOptions(), sha
                 adversarial[part] = cache.load(cached_run, part, x, spec.eps)
             else:
                 start = time.perf_counter()
-                adversarial[part] = executor.generate(generator, x, aim, seed=seed, shards=shards, progress=run.progress)
+                adversarial[part] = executor.generate(generator, x, aim, seed=seed, shards=shards, progress=run.progress,
+                                                      loader=_loader(target))
                 seconds += time.perf_counter() - start
             cache.save(part, x, adversarial[part], y, indices[part])
         if cached_run is not None:
@@ -73,3 +77,16 @@ def attack(target: Target, spec: AttackSpec, run: RunOptions = RunOptions(), sha
             metrics |= {"seconds": seconds, "image_steps_per_second": len(x_all) * spec.steps / max(seconds, 1e-9)}
         mlflow.log_metrics(metrics)
     return AttackOutcome(mlflow_run.info.run_id, metrics, cached_run is not None, adversarial, clean)
+
+
+def _load_again(source: ModelSource, side: int, tracking_uri: str) -> torch.nn.Module:
+    # runs in a worker process: the driver's tracking store, the model as the driver loaded it
+    tracking.configure(tracking_uri)
+    return sources.load_model(source, side)
+
+
+def _loader(target: Target) -> Callable[[], torch.nn.Module] | None:
+    """How another process loads ``target.model`` again (None for a model that only lives here)."""
+    if target.source is None:
+        return None
+    return functools.partial(_load_again, target.source, target.data.side(), tracking.absolute_uri(mlflow.get_tracking_uri()))
