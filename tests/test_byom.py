@@ -176,6 +176,13 @@ def test_torchscript_grey_model_with_its_own_normalisation_registered_from_a_car
     # the TorchScript file itself loads as well (torch.jit.load runs no Python code)
     direct = Target.load(ModelSource(str(tmp_path / "grey.pt"), input_channels=1), DataSpec("pneumonia", shared_data))
     assert torch.allclose(direct.model(x[:4]), expected, atol=1e-5)
+    # the analysis figures that read the network's insides, on its own taps and last stage
+    from medart.stages.analyze import AnalysisRequest, analyze
+
+    request = AnalysisRequest(attacks=("fgsm",), eps=EPS, figures=("saliency", "stages", "embedding", "gradcam"), show=2)
+    found = analyze(target, request, RUN)  # no layer4 here: Grad-CAM and the stage figure take net.body.3
+    logged = {a.path for a in mlflow.MlflowClient().list_artifacts(found.run_id, "figures")}
+    assert {f"figures/{name}.png" for name in ("saliency", "stages", "embedding", "gradcam")} <= logged
 
 
 @pytest.mark.slow

@@ -17,7 +17,8 @@ from medart.cli import main, options
 @click.option("--eps", type=options.EpsList(), default="1/255", show_default=True, help="Comma-separated ε values for --attacks.")
 @options.run_options
 @click.option("--compare-with", default=None,
-              help="A second model to evaluate the same way: an alias of the same registered model (e.g. challenger) or a URI.")
+              help="A second model to evaluate the same way: an alias of the same registered model (e.g. challenger) "
+                   "or a URI; the model options (--input-size, --normalize, …) apply to both.")
 def evaluate(**opts) -> None:
     """Clean (and, with --attacks, robust) accuracy and AUC of a model on the test split; the
     metrics are linked to the registered version's logged model.

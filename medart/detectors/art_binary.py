@@ -24,7 +24,7 @@ from torch import nn
 
 from medart.detectors.base import as_tensor, check_fit_labels
 from medart.errors import ConfigError
-from medart.models.evaluation import resolve_device
+from medart.models.evaluation import device_of, resolve_device
 
 
 @contextlib.contextmanager
@@ -89,7 +89,7 @@ class ARTBinaryActivation(BinaryActivationDetector):
         y = check_fit_labels(x, y)
         batch_size, nb_epochs = batch_size or self.batch_size, nb_epochs or self.nb_epochs
         with torch.no_grad():
-            num_classes = self.model(x[:1].to(next(self.model.parameters()).device)).shape[1]
+            num_classes = self.model(x[:1].to(device_of(self.model))).shape[1]
         classifier = self._art_classifier(self.model, tuple(x.shape[1:]), num_classes, clip_values=(0.0, 1.0), preprocessing=None)
         with torch.random.fork_rng(devices=[]), _art_hooks_removed(self.model, classifier):
             width = int(np.prod(classifier.get_activations(x[:1].numpy(), self.layer, 1).shape[1:]))

@@ -25,6 +25,7 @@ from medart.attacks import AttackSpec, make_spec, parse_eps, parse_names
 from medart.catalog import FIGURES
 from medart.errors import ConfigError
 from medart.models import registry
+from medart.models.evaluation import device_of
 from medart.models.training import TrainConfig
 from medart.render import analysis as render
 from medart.render.numbers import eps_label
@@ -194,7 +195,7 @@ def _mean(values: np.ndarray) -> float:
 @torch.no_grad()
 def _predict(model, x: torch.Tensor, batch_size: int) -> np.ndarray:
     model.eval()
-    device = next(model.parameters()).device  # where the attack left it
+    device = device_of(model)  # where the attack left it
     return torch.cat([model(x[s : s + batch_size].to(device)).argmax(1).cpu() for s in range(0, len(x), batch_size)]).numpy()
 
 
