@@ -53,10 +53,10 @@ def group_split(
     """Sorted indices ``(rest, part)``, ``part`` about ``fraction`` of the images, sharing none of ``dataset.groups``.
 
     scikit-learn's :class:`~sklearn.model_selection.StratifiedGroupKFold` (shuffled by ``seed``)
-    deals whole groups into ``k = round(1 / min(fraction, 1 - fraction))`` folds, each with class
-    proportions as near the whole's as whole groups allow. The smaller side is one fold: ``1/k`` of
-    the groups (exactly ``fraction`` for 0.1, 0.2, 0.25, 0.5 …) and about that share of the images,
-    the first fold, in fold order, that leaves every class on both sides.
+    deals whole groups into ``k = round(1 / min(fraction, 1 - fraction))`` folds of about equal
+    size, each with class proportions as near the whole's as whole groups allow. The smaller side
+    is one fold, about ``1/k`` of the images (``fraction`` itself for 0.1, 0.2, 0.25, 0.5 …): the
+    first, in fold order, that leaves every class on both sides.
     """
     targets, name = dataset.targets, dataset.grouping or "group"
     _, groups = np.unique(dataset.groups, return_inverse=True)
