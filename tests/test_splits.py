@@ -131,7 +131,8 @@ def make_chexpert(root: Path) -> Path:
     """The cohort as frontal views (positive: Pneumothorax 1.0; negative: No Finding 1.0 and
     Pneumothorax blank or 0.0), plus 48 rows U-Ignore and the view rule drop: a lateral view of
     every patient (40), an uncertain -1.0 pneumothorax for patients 0-4 (5), and neither class (3)."""
-    rows = [chexpert_row(p, k, "Frontal", "" if y else "1.0", "1.0" if y else ("0.0" if k % 2 else "")) for p, k, y in COHORT]
+    rows = [chexpert_row(p, k, "Frontal", "" if y else "1.0", "1.0" if y else ("0.0" if k % 2 else ""))
+            for p, k, y in COHORT]
     rows += [chexpert_row(p, 9, "Lateral", "", "1.0") for p in range(PATIENTS)]
     rows += [chexpert_row(p, 8, "Frontal", "", "-1.0") for p in range(5)]
     rows += [chexpert_row(p, 7, "Frontal", "", "0.0") for p in range(3)]
@@ -297,6 +298,10 @@ def test_too_few_patients_of_a_class_is_one_line():
     with pytest.raises(DataError, match=r"validation split by Patient ID .*'yes': 1.*at least 2 groups") as e:
         stratified_split(data, 0.5, 0, what="validation split")
     assert "\n" not in str(e.value)
+    ten = ArrayDataset(np.zeros((10, 1, 1), np.uint8), [0] * 5 + [1] * 5, ["no", "yes"])
+    ten.grouped_by("Patient ID", [str(i) for i in range(10)])  # ten folds for 10 %, but 5 images a class
+    with pytest.raises(DataError, match="cannot make a validation split by Patient ID of 10 images"):
+        stratified_split(ten, 0.1, 0, what="validation split")
 
 
 # ------------------------------------------------------------------------------------ medart datasets

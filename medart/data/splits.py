@@ -50,7 +50,7 @@ def stratified_split(
 def group_split(
     dataset: MedicalImageDataset, fraction: float, seed: int, what: str = "split"
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted indices ``(rest, part)``, ``part`` about ``fraction`` of the images, sharing none of ``dataset.groups``.
+    """Sorted indices ``(rest, part)``, ``part`` about ``fraction`` of the images, sharing no group.
 
     scikit-learn's :class:`~sklearn.model_selection.StratifiedGroupKFold` (shuffled by ``seed``)
     deals whole groups into ``k = round(1 / min(fraction, 1 - fraction))`` folds of about equal
@@ -69,7 +69,10 @@ def group_split(
     splitter = StratifiedGroupKFold(k, shuffle=True, random_state=seed)
     with warnings.catch_warnings():  # "least populated class has fewer members than n_splits": checked below
         warnings.simplefilter("ignore", UserWarning)
-        folds = [fold for _, fold in splitter.split(targets, targets, groups)]
+        try:
+            folds = [fold for _, fold in splitter.split(targets, targets, groups)]
+        except ValueError as exc:  # every class smaller than k
+            raise DataError(f"cannot make a {what} by {name} of {len(targets)} images: {exc}") from exc
     for fold in folds:
         in_fold = np.zeros(len(targets), dtype=bool)
         in_fold[fold] = True
