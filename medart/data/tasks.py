@@ -16,7 +16,7 @@ ChestX-ray tasks keep only single-label images ("no finding" = all 14 labels zer
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -76,7 +76,7 @@ class Task:
     classes: tuple[str, ...]
     flag: str
     relabel: Relabel
-    layouts: dict[str, Loader]
+    layouts: dict[str, Loader] = field(compare=False)  # a dict: left out of == and hash
     description: str
 
     @property
