@@ -10,7 +10,8 @@ ATTACKS = ("fgsm", "bim", "pgd", "cw")
 BACKENDS = ("art", "torchattacks")
 ARCHS = ("resnet50", "resnet18", "resnet34", "smallcnn")
 INITS = ("none", "imagenet")  # from scratch; torchvision's ImageNet weights
-SOURCES = ("medmnist", "original")
+# MedMNIST files; "original": a task's first public layout; then each layout by name (medart.data.sources.LAYOUTS)
+SOURCES = ("medmnist", "original", "nih", "chexpert", "kaggle-dr", "aptos", "isic", "ham10000", "class-folders")
 SIZES = (28, 64, 128, 224)  # MedMNIST(+) file variants, pixels per side
 MONITORS = {"val_acc": 1, "val_auc": 1, "val_loss": -1}  # validation metric → +1 higher is better, -1 lower
 DETECTORS = ("kd", "lid", "dfeat", "qfeat", "bu", "mahalanobis", "art_binary")

@@ -258,7 +258,7 @@ def test_csv_label_files_load_or_give_a_data_error(tmp_path, data):
     """NIH, Kaggle DR and ISIC label files with missing, extra or garbled columns, short and long
     rows, empty files and undecodable bytes."""
     loader, required = data.draw(st.sampled_from([
-        (nih_chestxray14, ["Image Index", "Finding Labels"]), (kaggle_dr, ["image", "level"]),
+        (nih_chestxray14, ["Image Index", "Finding Labels", "Patient ID"]), (kaggle_dr, ["image", "level"]),
         (isic, ["isic_id", "benign_malignant", "target"]),
     ]))
     name = {nih_chestxray14: "Data_Entry_2017.csv", kaggle_dr: "trainLabels.csv", isic: "metadata.csv"}[loader]

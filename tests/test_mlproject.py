@@ -136,6 +136,9 @@ def test_mlflow_run_reads_an_original_class_folder_tree(store, tmp_path):
     assert run.info.status == "FINISHED" and run.data.params["source"] == "original"
     (train,) = [r for r in _children(run.info.run_id) if r.info.run_name.startswith("train-")]
     assert train.info.run_name == "train-resnet18-32px-seed0" and train.data.params["data.source"] == "original"
+    # no patient ids in class folders: the run says so, in its params and in the splits.json the main run shows
+    assert train.data.params["data.grouping"] == "none: class folders carry no patient id"
+    assert mlflow.artifacts.load_dict(f"runs:/{run.info.run_id}/splits.json")["grouping"] == train.data.params["data.grouping"]
 
 
 BAD_PARAMETERS = [

@@ -144,7 +144,8 @@ def test_listed_but_missing_files_are_counted(tmp_path):
 def test_relative_path_escaping_root_is_refused(tmp_path, name):
     root = make_nih(tmp_path / "nih", ["No Finding", "Pneumothorax"])
     write_image(tmp_path / "outside.png")  # exists, so only the escape can be the error
-    write_csv(root / "Data_Entry_2017.csv", NIH_HEADER[:2], [[nih_name(0), "No Finding"], [name, "Pneumothorax"]])
+    rows = [[nih_name(0), "No Finding", "1"], [name, "Pneumothorax", "2"]]
+    write_csv(root / "Data_Entry_2017.csv", ["Image Index", "Finding Labels", "Patient ID"], rows)
     with pytest.raises(DataError, match="outside the dataset folder"):
         nih_chestxray14(root)
 
@@ -152,8 +153,8 @@ def test_relative_path_escaping_root_is_refused(tmp_path, name):
 def test_absolute_path_outside_root_is_refused(tmp_path):
     root = make_nih(tmp_path / "nih", ["No Finding", "Pneumothorax"])
     outside = write_image(tmp_path / "outside.png")
-    rows = [[nih_name(0), "No Finding"], [str(outside), "Pneumothorax"]]
-    write_csv(root / "Data_Entry_2017.csv", NIH_HEADER[:2], rows)
+    rows = [[nih_name(0), "No Finding", "1"], [str(outside), "Pneumothorax", "2"]]
+    write_csv(root / "Data_Entry_2017.csv", ["Image Index", "Finding Labels", "Patient ID"], rows)
     with pytest.raises(DataError, match="outside the dataset folder"):
         nih_chestxray14(root)
 

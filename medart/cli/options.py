@@ -111,10 +111,11 @@ model_options = _stack(
 dataset = click.option("--dataset", type=click.Choice(DATASETS), default="pneumonia", show_default=True,
                        help="Task (see `medart datasets`).")
 data_dir = click.option("--data-dir", type=click.Path(file_okay=False), envvar="MEDART_DATA_DIR", show_envvar=True,
-                        help="Folder of MedMNIST .npz files (or the original dataset's root with --source original). "
+                        help="Folder of MedMNIST .npz files (or the dataset's own root folder with a layout --source). "
                              "Default: ~/.medart/data.")
 source = click.option("--source", type=click.Choice(SOURCES), default="medmnist", show_default=True,
-                      help="MedMNIST .npz files, or the original public layout (NIH CSV, Kaggle DR, ISIC, class folders).")
+                      help="MedMNIST .npz files, or a public layout (`medart datasets` lists which each dataset "
+                           "accepts); 'original' is the dataset's first layout.")
 size = click.option("--size", type=click.Choice([str(s) for s in SIZES]), default="28", show_default=True, callback=_int,
                     help="Which MedMNIST file variant to read (pixels per side).")
 seed = click.option("--seed", type=int, default=0, show_default=True, help="Seeds the splits, training and random starts.")

@@ -4,7 +4,9 @@ A medart dataset is a map-style :class:`torch.utils.data.Dataset` that yields
 ``(image, label)`` with ``image`` a float32 tensor ``(3, S, S)`` in [0, 1] (grey-scale repeated
 to three channels, resized to the model's input size ``S``) and ``label`` an ``int``. It also
 exposes ``targets`` (``(N,)`` int64 array) and ``classes`` (names, index = label), so splits and
-class counts never have to read the images.
+class counts never have to read the images, and ``groups``: ``(N,)`` ids of the patient (or lesion)
+each image shows, named by ``grouping`` (e.g. ``"Patient ID"``), or ``None`` where the source
+carries no such id. Splits keep every group on one side.
 """
 
 from __future__ import annotations
@@ -80,6 +82,8 @@ class MedicalImageDataset(Dataset):
 
     classes: list[str]
     targets: np.ndarray
+    groups: np.ndarray | None = None  # (N,) patient/lesion id per image; None: the source has none
+    grouping: str | None = None  # what ``groups`` holds, e.g. the CSV column "Patient ID"
 
     def __init__(self, image_size: int | None = None, transform: Transform | None = None) -> None:
         self.image_size = image_size
@@ -109,9 +113,17 @@ class MedicalImageDataset(Dataset):
     def subset(self, indices: Sequence[int] | np.ndarray) -> "Subset":
         return Subset(self, np.asarray(indices, dtype=np.int64))
 
+    def grouped_by(self, grouping: str, groups: Sequence[str] | np.ndarray) -> "MedicalImageDataset":
+        """Record that image ``i`` shows patient (or lesion) ``groups[i]``, read from ``grouping``; returns self."""
+        groups = np.asarray(groups, dtype=str)
+        if groups.shape != self.targets.shape:
+            raise DataError(f"{len(groups)} {grouping} values for {len(self.targets)} images")
+        self.groups, self.grouping = groups, grouping
+        return self
+
 
 class Subset(MedicalImageDataset):
-    """A view of some images of another dataset, keeping its classes and targets."""
+    """A view of some images of another dataset, keeping its classes, targets and groups."""
 
     def __init__(self, parent: MedicalImageDataset, indices: np.ndarray) -> None:
         super().__init__(parent.image_size, parent.transform)
@@ -119,6 +131,8 @@ class Subset(MedicalImageDataset):
         self.indices = indices
         self.classes = parent.classes
         self.targets = parent.targets[indices]
+        self.grouping = parent.grouping
+        self.groups = None if parent.groups is None else parent.groups[indices]
 
     def load_pixels(self, index: int) -> np.ndarray:
         return self.parent.load_pixels(int(self.indices[index]))

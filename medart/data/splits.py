@@ -1,15 +1,19 @@
 """The paper's protocol: Train fits the model, the test split is divided into AdvTrain / AdvTest.
 
 All splits are stratified by class and seeded, so ``(dataset, seed)`` reproduces them exactly.
+Where the images carry patient (or lesion) ids (``dataset.groups``) every split keeps all images
+of one patient on one side, stratified as far as whole patients allow; without ids the split is
+per image, as MedMNIST's files (which carry none) always were.
 """
 
 from __future__ import annotations
 
 import hashlib
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
-from sklearn.model_selection import train_test_split
+from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
 from medart.data.base import MedicalImageDataset
 from medart.errors import ConfigError, DataError
@@ -18,9 +22,16 @@ from medart.errors import ConfigError, DataError
 def stratified_split(
     dataset: MedicalImageDataset, fraction: float, seed: int, what: str = "split"
 ) -> tuple[MedicalImageDataset, MedicalImageDataset]:
-    """Split into ``(1 - fraction, fraction)`` parts with the class proportions of ``dataset``."""
+    """Split into ``(1 - fraction, fraction)`` parts with the class proportions of ``dataset``.
+
+    With ``dataset.groups`` the parts share no group (see :func:`group_split`); without, the split
+    is per image.
+    """
     if not 0.0 < fraction < 1.0:
         raise ConfigError(f"{what} fraction must be in (0, 1), got {fraction}")
+    if dataset.groups is not None:
+        a, b = group_split(dataset, fraction, seed, what)
+        return dataset.subset(a), dataset.subset(b)
     counts = np.bincount(dataset.targets, minlength=dataset.num_classes)
     present = counts[counts > 0]
     if len(dataset) < 2 or present.min() < 2:
@@ -36,8 +47,48 @@ def stratified_split(
     return dataset.subset(np.sort(a)), dataset.subset(np.sort(b))
 
 
+def group_split(
+    dataset: MedicalImageDataset, fraction: float, seed: int, what: str = "split"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted indices ``(rest, part)``, ``part`` about ``fraction`` of the images, sharing no group.
+
+    scikit-learn's :class:`~sklearn.model_selection.StratifiedGroupKFold` (shuffled by ``seed``)
+    deals whole groups into ``k = round(1 / min(fraction, 1 - fraction))`` folds of about equal
+    size, each with class proportions as near the whole's as whole groups allow. The smaller side
+    is one fold, about ``1/k`` of the images (``fraction`` itself for 0.1, 0.2, 0.25, 0.5 …): the
+    first, in fold order, that leaves every class on both sides.
+    """
+    targets, name = dataset.targets, dataset.grouping or "group"
+    _, groups = np.unique(dataset.groups, return_inverse=True)
+    n_groups, k = int(groups.max(initial=-1)) + 1, max(2, round(1 / min(fraction, 1 - fraction)))
+    present = np.flatnonzero(np.bincount(targets, minlength=dataset.num_classes))
+    per_class = {dataset.classes[c]: len(np.unique(groups[targets == c])) for c in present}
+    if n_groups < k or min(per_class.values(), default=0) < 2:
+        raise DataError(f"cannot make a {what} by {name} into {k} folds of whole groups: {n_groups} groups, per class "
+                        f"{per_class}; every class needs images of at least 2 groups, and at least {k} groups in all")
+    splitter = StratifiedGroupKFold(k, shuffle=True, random_state=seed)
+    with warnings.catch_warnings():  # "least populated class has fewer members than n_splits": checked below
+        warnings.simplefilter("ignore", UserWarning)
+        try:
+            folds = [fold for _, fold in splitter.split(targets, targets, groups)]
+        except ValueError as exc:  # every class smaller than k
+            raise DataError(f"cannot make a {what} by {name} of {len(targets)} images: {exc}") from exc
+    for fold in folds:
+        in_fold = np.zeros(len(targets), dtype=bool)
+        in_fold[fold] = True
+        if all(np.isin(present, targets[side]).all() for side in (in_fold, ~in_fold)):
+            small, large = np.flatnonzero(in_fold), np.flatnonzero(~in_fold)
+            return (large, small) if fraction <= 0.5 else (small, large)
+    raise DataError(f"cannot make a {what} by {name} with every class on both sides (groups per class {per_class}); "
+                    "use more data or another `seed`")
+
+
 def subsample(dataset: MedicalImageDataset, n: int | None, seed: int) -> MedicalImageDataset:
-    """At most ``n`` images, stratified and seeded (``None`` or ``n >= len`` keeps all)."""
+    """At most ``n`` images, stratified and seeded (``None`` or ``n >= len`` keeps all).
+
+    Per image even where ``dataset.groups`` is set: it draws from one side of a split, so it
+    cannot put a patient on both sides; it only keeps fewer of some patients' images.
+    """
     if n is None or n >= len(dataset):
         return dataset
     if n < 1:
@@ -82,6 +133,26 @@ class ProtocolSplits:
             part: getattr(self, part).class_counts() for part in ("train", "val", "adv_train", "adv_test")
         }
 
+    def record(self) -> dict:
+        """What ``splits.json`` holds: class (and, with groups, patient) counts per part, the test
+        split's AdvTrain / AdvTest indices, and :attr:`info` (seed, digest, ``grouping`` …)."""
+        parts = ("train", "val", "adv_train", "adv_test")
+        grouped = all(getattr(self, part).groups is not None for part in parts)
+        groups = {part: len(np.unique(getattr(self, part).groups)) for part in parts} if grouped else {}
+        return {
+            "counts": self.counts(),
+            **({"group_counts": groups} if groups else {}),
+            "adv_train_indices": self.adv_train.indices.tolist(),
+            "adv_test_indices": self.adv_test.indices.tolist(),
+            **self.info,
+        }
+
+
+def groups_on_several_sides(*parts: MedicalImageDataset) -> int:
+    """How many patient (or lesion) ids have images in more than one of ``parts``: 0 for a clean split."""
+    ids, sides = np.unique(np.concatenate([np.unique(p.groups) for p in parts]), return_counts=True)
+    return int((sides > 1).sum())
+
 
 def protocol_splits(
     name: str,
@@ -97,6 +168,9 @@ def protocol_splits(
 
     Train and the test split must hold images of every class the task declares: a model cannot
     learn a class it never sees, and accuracy and AUC on a test split without it mean little.
+    ``info`` gains the seed, the split digest and ``grouping``: what kept patients on one side
+    (e.g. ``"Patient ID"``, with ``groups_on_several_sides``, which is 0 unless an official split
+    shares patients), else ``info["grouping"]`` as given, which says why there was none.
     """
     for part, dataset in (("train", train), ("test", test)):
         counts = np.bincount(dataset.targets, minlength=dataset.num_classes)
@@ -114,4 +188,9 @@ def protocol_splits(
         adv_test_fraction=adv_test_fraction,
         split_digest=indices_digest(adv_train.indices, adv_test.indices),
     )
+    parts = (train, val, adv_train, adv_test)
+    if all(part.groups is not None for part in parts):
+        info.update(grouping=train.grouping, groups_on_several_sides=groups_on_several_sides(*parts))
+    else:
+        info.setdefault("grouping", "none: the source carries no patient id")
     return ProtocolSplits(name, list(train.classes), train, val, adv_train, adv_test, info)

@@ -1,13 +1,13 @@
-"""The paper's tasks as named datasets, from MedMNIST files or from the original public layouts.
+"""The paper's tasks as named datasets, from MedMNIST files or from the public layouts users hold.
 
-| name        | classes                                   | MedMNIST source | original layout |
+| name        | classes                                   | MedMNIST source | layouts (first = ``original``) |
 |-------------|-------------------------------------------|-----------------|-----------------|
-| pneumonia   | normal, pneumonia                         | pneumoniamnist  | class folders (Kermany ``chest_xray/``) |
-| chestxray2  | no finding, pneumothorax                  | chestmnist      | NIH ChestX-ray14 |
-| chestxray3  | + mass                                    | chestmnist      | NIH ChestX-ray14 |
-| chestxray4  | + nodule                                  | chestmnist      | NIH ChestX-ray14 |
-| fundoscopy  | non-referable, referable (DR grade ≥ 2)   | retinamnist     | Kaggle DR |
-| dermoscopy  | benign naevus, melanoma                   | dermamnist      | ISIC |
+| pneumonia   | normal, pneumonia                         | pneumoniamnist  | class-folders (Kermany ``chest_xray/``) |
+| chestxray2  | no finding, pneumothorax                  | chestmnist      | nih, chexpert |
+| chestxray3  | + mass                                    | chestmnist      | nih |
+| chestxray4  | + nodule                                  | chestmnist      | nih |
+| fundoscopy  | non-referable, referable (DR grade ≥ 2)   | retinamnist     | kaggle-dr, aptos |
+| dermoscopy  | benign naevus, melanoma                   | dermamnist      | isic, ham10000 |
 | retinamnist, dermamnist | the files' own 5 / 7 classes  | itself          | — |
 
 ChestX-ray tasks keep only single-label images ("no finding" = all 14 labels zero), as the paper did.
@@ -16,15 +16,19 @@ ChestX-ray tasks keep only single-label images ("no finding" = all 14 labels zer
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 
+from medart.catalog import SOURCES
 from medart.data import medmnist, sources
 from medart.data.base import ArrayDataset, MedicalImageDataset, check_labels, resolve_data_dir
 from medart.data.splits import ProtocolSplits, protocol_splits, stratified_split
 from medart.errors import ConfigError, DataError
+
+# a layout's loader, bound to one task: (root, image size) → (train, official test or None)
+Loader = Callable[..., tuple[MedicalImageDataset, MedicalImageDataset | None]]
 
 # label array (N,) or (N, 14) → (rows to keep, new labels of those rows)
 Relabel = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
@@ -65,19 +69,27 @@ def _melanoma_vs_naevus(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 @dataclass(frozen=True)
 class Task:
+    """A named task: its classes, its MedMNIST file (``flag``, relabelled by ``relabel``) and the
+    layouts (``source`` name → loader) it can also be read from; the first is ``original``."""
+
     name: str
     classes: tuple[str, ...]
     flag: str
     relabel: Relabel
-    original: Callable[..., tuple[MedicalImageDataset, MedicalImageDataset | None]] | None
+    layouts: dict[str, Loader] = field(compare=False)  # a dict: left out of == and hash
     description: str
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        """The ``source`` values this task accepts."""
+        return ("medmnist", *(("original", *self.layouts) if self.layouts else ()))
 
 
 _CXR = ("no finding", "pneumothorax", "mass", "nodule")
 _NIH = ("No Finding", "Pneumothorax", "Mass", "Nodule")
 
 
-def _nih(k: int) -> Callable[..., tuple[MedicalImageDataset, MedicalImageDataset | None]]:
+def _nih(k: int) -> Loader:
     return lambda root, image_size: sources.nih_chestxray14(root, classes=_NIH[:k], image_size=image_size)
 
 
@@ -85,26 +97,28 @@ TASKS: dict[str, Task] = {
     t.name: t
     for t in [
         Task("pneumonia", ("normal", "pneumonia"), "pneumoniamnist", _identity,
-             lambda root, image_size: sources.class_folders(root, image_size=image_size),
+             {"class-folders": lambda root, image_size: sources.class_folders(root, image_size=image_size)},
              "paediatric chest X-ray, normal vs pneumonia"),
         *[
-            Task(f"chestxray{k}", _CXR[:k], "chestmnist", _chest_single_label(_CXR[1:k]), _nih(k),
-                 f"NIH chest X-ray, single-label images only: {', '.join(_CXR[:k])}")
+            Task(f"chestxray{k}", _CXR[:k], "chestmnist", _chest_single_label(_CXR[1:k]),
+                 {"nih": _nih(k), **({"chexpert": sources.chexpert} if k == 2 else {})},
+                 f"chest X-ray, {', '.join(_CXR[:k])} (ChestMNIST, NIH: single-label images only)")
             for k in (2, 3, 4)
         ],
         Task("fundoscopy", ("non-referable", "referable"), "retinamnist", _referable_dr,
-             lambda root, image_size: sources.kaggle_dr(root, image_size=image_size),
+             {"kaggle-dr": sources.kaggle_dr, "aptos": sources.aptos},
              "fundus photographs, referable diabetic retinopathy (grade >= 2) vs rest"),
         Task("dermoscopy", ("benign naevus", "melanoma"), "dermamnist", _melanoma_vs_naevus,
-             lambda root, image_size: sources.isic(root, image_size=image_size),
+             {"isic": lambda root, image_size: sources.isic(root, image_size=image_size),
+              "ham10000": lambda root, image_size: sources.ham10000(root, ("nv", "mel"), image_size)},
              "dermoscopy, melanoma vs benign naevus"),
-        Task("retinamnist", tuple(medmnist.CLASSES["retinamnist"]), "retinamnist", _identity, None,
+        Task("retinamnist", tuple(medmnist.CLASSES["retinamnist"]), "retinamnist", _identity, {},
              "RetinaMNIST's own 5 DR grades"),
-        Task("dermamnist", tuple(medmnist.CLASSES["dermamnist"]), "dermamnist", _identity, None,
+        Task("dermamnist", tuple(medmnist.CLASSES["dermamnist"]), "dermamnist", _identity, {},
              "DermaMNIST's own 7 classes"),
     ]
 }
-SOURCES = ("medmnist", "original")
+MEDMNIST_GROUPING = "none: MedMNIST files carry no patient id (their official splits are kept)"
 
 
 def get_task(name: str) -> Task:
@@ -132,12 +146,14 @@ def load_dataset(
     Args:
         name: a key of :data:`TASKS`.
         data_dir: for ``medmnist``, the folder of ``.npz`` files (default ``$MEDART_DATA_DIR``);
-            for ``original``, the dataset's own root folder.
-        source: ``medmnist`` (the ``.npz`` files) or ``original`` (the public layouts).
+            for a layout, the dataset's own root folder.
+        source: ``medmnist`` (the ``.npz`` files), a layout the task accepts (``Task.sources``,
+            e.g. ``nih`` or ``chexpert`` for ``chestxray2``), or ``original``: the task's first layout.
         size: which MedMNIST file variant to read (28, 64, 128, 224).
-        image_size: side of the tensors given to the model (default: ``size``, or 224 for
-            ``original``).
-        seed: seeds every split.
+        image_size: side of the tensors given to the model (default: ``size``, or 224 for a
+            layout).
+        seed: seeds every split; where the layout names patients (or lesions) each split keeps
+            every one of them on one side (``info["grouping"]`` says by what, or why not).
         adv_test_fraction: share of the test split that becomes AdvTest (the rest AdvTrain).
         val_fraction: share of Train held out for checkpoint selection when the source has no
             validation split.
@@ -150,8 +166,12 @@ def load_dataset(
     task = get_task(name)
     if source not in SOURCES:
         raise ConfigError(f"unknown source '{source}'; choose one of: {', '.join(SOURCES)}")
-    if source == "original":
-        return _load_original(task, data_dir, image_size or 224, seed, adv_test_fraction, val_fraction, test_fraction)
+    if source not in task.sources:
+        raise ConfigError(f"dataset '{name}' does not come in source '{source}'; "
+                          f"choose one of: {', '.join(task.sources)}")
+    if source != "medmnist":
+        return _load_layout(task, source, data_dir, image_size or 224, seed, adv_test_fraction, val_fraction,
+                            test_fraction)
 
     path = medmnist.fetch(task.flag, size, data_dir, download)
     parts = {}
@@ -167,12 +187,14 @@ def load_dataset(
         "file_md5": medmnist.file_md5(path),
         "official_md5": medmnist.MD5[task.flag][size],
         "size": size,
+        "grouping": MEDMNIST_GROUPING,
     }
     return protocol_splits(name, parts["train"], parts["val"], parts["test"], seed, adv_test_fraction, val_fraction, info)
 
 
-def _load_original(
+def _load_layout(
     task: Task,
+    source: str,
     data_dir: str | os.PathLike | None,
     image_size: int,
     seed: int,
@@ -180,14 +202,22 @@ def _load_original(
     val_fraction: float,
     test_fraction: float,
 ) -> ProtocolSplits:
-    if task.original is None:
-        raise ConfigError(f"dataset '{task.name}' exists only as a MedMNIST file; use `source`='medmnist'")
+    """``task`` read from layout ``source`` (``original``: the first it accepts). The train/test
+    split, where the layout has no official one, keeps each patient on one side as the later
+    splits do."""
+    layout = next(iter(task.layouts)) if source == "original" else source
     root = resolve_data_dir(data_dir)
     if not root.is_dir():
         raise DataError(f"{root} is not a folder; point `data_dir` at the {task.name} dataset's root folder")
-    train, test = task.original(root, image_size)
-    official_test = test is not None
+    train, test = task.layouts[layout](root, image_size)
+    official_test, dropped = test is not None, getattr(train, "dropped", 0)
     if test is None:
         train, test = stratified_split(train, test_fraction, seed, what="train/test split")
-    info = {"dataset": task.name, "source": "original", "root": str(root), "official_test_split": official_test}
+    # Why there is no grouping, which protocol_splits replaces with the grouping where the loader found ids.
+    described = sources.LAYOUTS[layout]
+    none = described.grouping
+    if not none.startswith("none:"):  # a layout whose files may or may not name patients (ISIC)
+        none = f"none: this {described.title} file names no patient"
+    info = {"dataset": task.name, "source": source, "layout": layout, "root": str(root),
+            "official_test_split": official_test, "dropped_rows": dropped, "grouping": none}
     return protocol_splits(task.name, train, None, test, seed, adv_test_fraction, val_fraction, info)

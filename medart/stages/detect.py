@@ -176,6 +176,7 @@ def detect(target: Target, request: DetectRequest, run: RunOptions = RunOptions(
                            "repeats": request.repeats, "only_successful": request.only_successful,
                            "reference_size": len(target.reference[0]), "max_examples": target.max_examples,
                            "seed": target.seed})
+        mlflow.log_dict(target.splits.record(), "splits.json")  # AdvTrain / AdvTest and what kept patients apart
         mlflow.set_tags({f"medart.attack_run.{a}": r for a, r in attack_runs.items()})
         studies = {name: _detect_attack(target, request, run, spec, pairs[name], attack_runs[name], bar)
                    for name, spec in specs.items()}

@@ -33,8 +33,8 @@ class DataSpec:
     """Which images: a named task, where its files are, which variant, and the seed of its splits.
 
     ``size`` is the MedMNIST file variant (pixels per side; 28, 64, 128, 224); ``source`` is
-    ``medmnist`` (the ``.npz`` files under ``data_dir``) or ``original`` (the public layout rooted
-    at ``data_dir``).
+    ``medmnist`` (the ``.npz`` files under ``data_dir``) or a public layout rooted at ``data_dir``
+    (``original``: the dataset's first; ``nih``, ``chexpert``, … as ``medart datasets`` lists).
     """
 
     dataset: str

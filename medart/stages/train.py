@@ -66,15 +66,7 @@ def _log_splits(splits: ProtocolSplits) -> None:
         ds = MetaDataset(source, name=f"{splits.name}-{part}", digest=digest)
         mlflow.log_input(ds, context=part)
     mlflow.log_params({f"data.{k}": v for k, v in info.items()})
-    mlflow.log_dict(
-        {
-            "counts": splits.counts(),
-            "adv_train_indices": splits.adv_train.indices.tolist(),
-            "adv_test_indices": splits.adv_test.indices.tolist(),
-            **info,
-        },
-        "splits.json",
-    )
+    mlflow.log_dict(splits.record(), "splits.json")  # names the grouping that kept patients on one side
 
 
 def train(data: DataSpec, request: ModelRequest = ModelRequest(), config: TrainConfig | None = None,
