@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import mlflow
@@ -51,25 +49,36 @@ def _metrics(client: mlflow.MlflowClient) -> dict[str, dict[str, float]]:
 
 
 @pytest.mark.slow
-def test_a_fixed_small_pipeline_logs_the_recorded_metrics(tmp_path, migrated_store, shared_data):
+def test_a_fixed_small_pipeline_logs_the_recorded_metrics(tmp_path, migrated_store, shared_data, monkeypatch):
     import shutil
+
+    import torch
+    from click.testing import CliRunner
+
+    from medart.cli import main
+    from medart.mlproject import run as run_entry
 
     db = tmp_path / "mlflow.db"
     shutil.copy(migrated_store, db)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")} | {
-        "MLFLOW_TRACKING_URI": f"sqlite:///{db}", "MEDART_DATA_DIR": str(shared_data),
-        # one thread: a float sum split over more threads adds in another order, and the fifth
-        # decimal of a metric moves with the machine's core count
-        "OMP_NUM_THREADS": "1"}
-    for step in _steps(shared_data):
-        done = subprocess.run([sys.executable, "-c", "from medart.cli import main; main()", *step], cwd=tmp_path, env=env, capture_output=True,
-                              text=True, timeout=900)
-        assert done.returncode == 0, f"medart {step[0]}: {done.stderr[-2000:]}"
-    # the MLproject's main chain, as `mlflow run -e main` calls it, reusing the champion
-    main = [sys.executable, "-m", "medart.mlproject", "pipeline", "attack=fgsm,bim", "eps=2/255", "detectors=kd,dfeat",
-            "max_examples=60", "reference_size=100", f"data_dir={shared_data}", "progress=false"]
-    done = subprocess.run(main, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stderr[-2000:]
+    for name in [k for k in os.environ if k.startswith("MLFLOW_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
+    monkeypatch.setenv("MEDART_DATA_DIR", str(shared_data))
+    monkeypatch.chdir(tmp_path)
+    # one thread: a float sum split over more threads adds in another order, and the fifth
+    # decimal of a metric moves with the machine's core count. In this process, not one per
+    # command: the commands seed what they draw, and six interpreter starts cost ~50 s.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for step in _steps(shared_data):
+            done = CliRunner().invoke(main, step)
+            assert done.exit_code == 0, f"medart {step[0]}: {done.output[-2000:]}"
+        # the MLproject's main chain, as `mlflow run -e main` calls it, reusing the champion
+        assert run_entry("pipeline", ["attack=fgsm,bim", "eps=2/255", "detectors=kd,dfeat", "max_examples=60",
+                                      "reference_size=100", f"data_dir={shared_data}", "progress=false"]) == 0
+    finally:
+        torch.set_num_threads(threads)
 
     metrics = _metrics(mlflow.MlflowClient(tracking_uri=f"sqlite:///{db}"))
     if os.environ.get("MEDART_RECORD_SAME_RESULTS"):

@@ -11,12 +11,12 @@ import pytest
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*official MedMNIST MD5")
 
-PROCESSES, ATTACKS, EPS = 4, ("fgsm", "bim"), ("2/255", "4/255", "8/255")
+PROCESSES, ATTACKS, EPS = 4, ("fgsm",), ("2/255", "8/255")  # 8 child runs written at once: the race, not the volume
 CHILD_METRICS = {"clean_acc", "clean_auc", "adv_acc", "adv_auc", "success_rate", "linf_mean", "linf_max", "l2_mean",
                  "l2_max", "n", "seconds", "image_steps_per_second"}
 
 
-@pytest.mark.slow  # four whole sweeps at once: ~2 min on 2 cores
+@pytest.mark.slow  # four sweeps at once, each its own process
 def test_four_concurrent_sweeps_lose_nothing(registered, tracking_store, shared_data, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     env |= {"MLFLOW_TRACKING_URI": tracking_store, "MEDART_DATA_DIR": str(shared_data)}
