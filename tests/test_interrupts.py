@@ -23,6 +23,15 @@ def _env(store: str, data: Path) -> dict[str, str]:
     return env | {"MLFLOW_TRACKING_URI": store, "MEDART_DATA_DIR": str(data), "PYTHONUNBUFFERED": "1"}
 
 
+def _rerun(args: list[str], store: str, data: Path):
+    """The command again, in this process (no interpreter start): click's result."""
+    from click.testing import CliRunner
+
+    from medart.cli import main
+
+    return CliRunner().invoke(main, args[len(MEDART):], env={"MLFLOW_TRACKING_URI": store, "MEDART_DATA_DIR": str(data)})
+
+
 def _runs(experiment: str) -> list:
     return mlflow.search_runs(experiment_names=[experiment], output_format="list")
 
@@ -55,7 +64,7 @@ def test_sigterm_during_training_kills_the_run_and_registers_nothing(tracking_st
     assert mlflow.MlflowClient().search_registered_models() == []
 
 
-@pytest.mark.slow  # three attack processes: ~45 s
+@pytest.mark.slow  # an attack process interrupted, then two attacks: ~35 s
 def test_interrupted_attack_is_never_reused_and_a_rerun_completes(registered, tracking_store, shared_data, tmp_path):
     base = [*MEDART, "attack", "--model-uri", registered, "--dataset", "pneumonia", "--attack", "bim", "--eps", "2/255",
             "--max-examples", "40", "--no-progress"]
@@ -72,18 +81,16 @@ def test_interrupted_attack_is_never_reused_and_a_rerun_completes(registered, tr
     (killed,) = _runs("medart/pneumonia/attack")
     assert killed.info.status == "KILLED"
 
-    done = subprocess.run(base, env=_env(tracking_store, shared_data), cwd=tmp_path, capture_output=True, text=True,
-                          timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "(examples from cache)" not in done.stdout  # the killed run's examples were not taken as complete
-    again = subprocess.run(base, env=_env(tracking_store, shared_data), cwd=tmp_path, capture_output=True, text=True,
-                           timeout=600)
-    assert again.returncode == 0 and "(examples from cache)" in again.stdout
+    done = _rerun(base, tracking_store, shared_data)
+    assert done.exit_code == 0, done.output[-2000:]
+    assert "(examples from cache)" not in done.output  # the killed run's examples were not taken as complete
+    again = _rerun(base, tracking_store, shared_data)
+    assert again.exit_code == 0 and "(examples from cache)" in again.output
     statuses = sorted(r.info.status for r in _runs("medart/pneumonia/attack"))
     assert statuses == ["FINISHED", "FINISHED", "KILLED"]
 
 
-@pytest.mark.slow  # two detect processes: ~25 s
+@pytest.mark.slow  # a detect process interrupted, then a detection: ~20 s
 def test_detection_interrupted_resumes_from_the_cached_attack(registered, tracking_store, shared_data, tmp_path):
     base = [*MEDART, "detect", "--model-uri", registered, "--dataset", "pneumonia", "--attacks", "fgsm", "--eps", "4/255",
             "--max-examples", "60", "--reference-size", "40", "--detectors", "dfeat", "--param", "dfeat.n_estimators=20",
@@ -102,9 +109,8 @@ def test_detection_interrupted_resumes_from_the_cached_attack(registered, tracki
     (attack,) = _runs("medart/pneumonia/attack")
     assert attack.info.status == "FINISHED"  # the stage completed before the interrupt
 
-    done = subprocess.run(base, env=_env(tracking_store, shared_data), cwd=tmp_path, capture_output=True, text=True,
-                          timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
+    done = _rerun(base, tracking_store, shared_data)
+    assert done.exit_code == 0, done.output[-2000:]
     rerun = [r for r in _runs("medart/pneumonia/attack") if r.info.run_id != attack.info.run_id]
     assert len(rerun) == 1 and rerun[0].data.tags["medart.cached_from"] == attack.info.run_id
     finished = [r for r in _runs("medart/pneumonia/detect") if r.info.status == "FINISHED"]
