@@ -314,3 +314,19 @@ def test_a_grey_model_on_colour_images_is_one_line_before_any_attack():
     assert "\n" not in str(e.value)
     fit_to_dataset(model, ProtocolSplits("skin", grey.classes, grey, grey, grey, grey), "m.pt")  # grey images fit
     assert model.classes == ["benign", "melanoma"]  # an undeclared model takes the dataset's class names
+
+
+def test_weights_file_and_card_of_a_timm_network(tracking_store, shared_data, tmp_path):
+    timm = pytest.importorskip("timm", reason="timm is in medart's test extra")
+    torch.manual_seed(0)
+    network = timm.create_model("resnet10t", pretrained=False, num_classes=2).eval()
+    torch.save(network.state_dict(), tmp_path / "resnet10t.pt")
+    card = tmp_path / "card.json"
+    card.write_text(json.dumps({"architecture": "timm:resnet10t", "weights": "resnet10t.pt", "classes": ["normal", "pneumonia"],
+                                "input": {"channels": 3, "size": 28, "mean": IMAGENET[0], "std": IMAGENET[1]}}))
+    target = Target.load(ModelSource(str(card)), DataSpec("pneumonia", shared_data), max_examples=8)
+    pixels = torch.rand(2, 3, 28, 28)
+    assert torch.allclose(target.model(pixels), network(Normalize(*IMAGENET)(pixels)), atol=1e-5)
+    assert target.model.stage_taps()[-1] == "layer4" and "fc" not in target.model.stage_taps()
+    out = attack(target, make_spec("fgsm", EPS), RUN)
+    assert out.metrics["linf_max"] <= EPS + 1e-6 and out.metrics["n"] == 8
