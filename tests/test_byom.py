@@ -136,6 +136,15 @@ def test_torchvision_network_logged_as_pt2_runs_every_stage(tracking_store, shar
     assert "features" in model.stage_taps() and model.features(x[:3], ["dfeat"])["dfeat"].shape == (3, width)
     model.train()
     model.eval()  # what the reloaded program refuses; the adapted one allows
+    if arch.startswith("mobilenet"):  # the MLproject face, as `mlflow run . -e evaluate -P model_uri=…` calls it
+        from medart.mlproject import run as run_entry
+
+        assert run_entry("evaluate", ["model_uri=models:/my-cxr@prod", "dataset=pneumonia", f"data_dir={shared_data}",
+                                      "attacks=fgsm", "eps=2/255", "max_eval=20", "progress=false"]) == 0
+        client = mlflow.MlflowClient()
+        logged = client.get_logged_model(client.get_model_version_by_alias("my-cxr", "prod").model_id
+                                         or client.get_model_version_by_alias("my-cxr", "prod").source.removeprefix("models:/"))
+        assert {"test_acc", "adv_acc.fgsm.eps2"} <= {m.key for m in logged.metrics}  # robust metrics on the user's model
 
 
 @pytest.mark.slow
