@@ -131,7 +131,8 @@ class AblationSettings:
     def __post_init__(self) -> None:
         eps = [e for e in self.eps.split(",") if e.strip()] if isinstance(self.eps, str) else self.eps
         models = self.models.split(",") if isinstance(self.models, str) else self.models or ()
-        parsed = {"models": tuple(dict.fromkeys(m.strip() for m in models if m.strip())),"attacks": _names(self.attacks, ATTACKS, "attack"), "eps": tuple(sorted({parse_eps(e) for e in eps})),
+        parsed = {"attacks": _names(self.attacks, ATTACKS, "attack"), "eps": tuple(sorted({parse_eps(e) for e in eps})),
+                  "models": tuple(dict.fromkeys(m.strip() for m in models if m.strip())),
                   "detectors": _names(self.detectors, DETECTORS, "detector"), "eps_max": _eps(self.eps_max),
                   "eps_tolerance": _eps(self.eps_tolerance), "detect_eps": parse_eps(self.detect_eps),
                   "radius": _eps(self.radius)}
