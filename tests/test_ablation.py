@@ -1,6 +1,7 @@
 """Ablations: the bisection against a closed form, the small CNN everywhere a model goes, a cell
-that attacks its trained model without reading it back, a real tiny grid whose failed cell does not
-lose the others, and one-line errors for bad grids."""
+that attacks its trained model without reading it back, a user's TorchScript model measured beside a
+trained cell without training, a real tiny grid whose failed cell does not lose the others, and
+one-line errors for bad grids."""
 
 from __future__ import annotations
 
@@ -24,6 +25,10 @@ from medart.models.training import TrainConfig
 from medart.render.ablation import compare_brackets
 from medart.stages.ablate import AblationSettings, Cell, CellMetrics, ablate, make_grid, run_cell
 from medart.stages.target import DataSpec, RunOptions
+
+TINY = ["--epochs", "1", "--max-train", "32", "--max-eval", "16", "--max-examples", "20", "--attacks", "pgd", "--eps", "2/255",
+        "--eps-max", "8/255", "--eps-tol", "4/255", "--detect-eps", "2/255", "--detectors", "dfeat", "--reference-size", "8",
+        "--no-progress"]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -156,6 +161,8 @@ def test_small_cnn_goes_everywhere_a_model_goes(tracking_store):
     (lambda: AblationSettings(max_examples=4), "`max_examples` must be >= 10"),
     (lambda: AblationSettings(threshold=0), "accuracy `threshold` must be in (0, 1]"),
     (lambda: AblationSettings(attacks="fgsm", bisect_attack="pgd"), "`bisect_attack` 'pgd' is not among `attacks`"),
+    (lambda: ablate(DataSpec("pneumonia"), make_grid("28", "none", "none")),
+     "the ablation grid is empty; give at least one of each of `resolutions`, `inits` and `archs`, or `models`"),
 ])
 def test_bad_grids_and_settings_are_one_line_errors(call, fragment):
     with pytest.raises(ConfigError) as err:
@@ -169,6 +176,7 @@ def test_cli_and_project_refuse_a_bad_grid_before_any_run(tracking_store):
     assert [line for line in result.output.splitlines() if line.startswith("Error:")] == [
         "Error: unknown architecture 'vgg16'; choose from: resnet50, resnet18, resnet34, smallcnn"]
     assert run_entry("ablate", ["dataset=pneumonia", "resolutions=28,big", "inits=none", "archs=smallcnn"]) == 2
+    assert run_entry("ablate", ["dataset=pneumonia", "archs=none", "models=missing.pt"]) == 2  # loaded before any run
     assert mlflow.search_runs(search_all_experiments=True, output_format="list") == []
 
 
@@ -209,6 +217,47 @@ def test_a_cell_attacks_its_trained_model_without_reading_it_back(tracking_store
     assert attack_run.data.params["model_uri"] == cell.model_uri == f"runs:/{cell.train_run_id}/model"
     logged = mlflow.MlflowClient().get_run(run.info.run_id).data.metrics
     assert logged["adv_acc.pgd.eps2"] == cell.adv_acc["pgd"][2 / 255] and logged["test_acc"] == cell.test_acc
+
+
+def test_a_given_model_is_measured_beside_a_trained_cell_without_training(tracking_store, shared_data):
+    torch.manual_seed(0)
+    network = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+    torch.jit.save(torch.jit.script(network.eval()), "my-model.pt")  # a user's TorchScript file, plain torch
+    result = CliRunner().invoke(main, ["ablate", "--data-dir", str(shared_data), "--resolutions", "16", "--inits", "none",
+                                       "--archs", "smallcnn", "--models", "my-model.pt", "--input-size", "16",
+                                       "--tracking-uri", tracking_store, *TINY])
+    assert result.exit_code == 0, result.output
+    parent = mlflow.search_runs(search_all_experiments=True, output_format="list", filter_string="run_name = 'ablate-pneumonia'")[0]
+    assert parent.data.params["models"] == "my-model.pt" and parent.data.params["model.input_size"] == "16"
+    assert parent.data.params["archs"] == "smallcnn" and parent.data.metrics["cells_finished"] == 2
+
+    def children(run_id):
+        return {r.info.run_name: r for r in mlflow.search_runs(search_all_experiments=True, output_format="list",
+                                                               filter_string=f"tags.mlflow.parentRunId = '{run_id}'")}
+
+    cells = children(parent.info.run_id)
+    assert set(cells) == {"smallcnn-16px-none", "my-model.pt-16px-given"}  # the given model at the side it was given
+    given, trained = cells["my-model.pt-16px-given"], cells["smallcnn-16px-none"]
+    for cell in (given, trained):
+        assert cell.info.status == "FINISHED"
+        assert {"test_acc", "test_auc", "clean_acc", "adv_acc.pgd.eps2", "least_eps_lo", "sharpness", "vanishing_fraction",
+                "auc_dfeat"} <= set(cell.data.metrics)
+    assert given.data.params["init"] == "given" and given.data.params["network"] == "torchscript Sequential"
+    # the given model is loaded, never trained: its stages are its attack and detection runs only
+    assert {r.info.run_name for r in children(given.info.run_id).values()} == {"pgd-eps2/255-art", "detect-eps2/255-art"}
+    assert "train-smallcnn-16px-seed0" in {r.info.run_name for r in children(trained.info.run_id).values()}
+    train_runs = mlflow.search_runs(search_all_experiments=True, output_format="list", filter_string="run_name LIKE 'train-%'")
+    assert len(train_runs) == 1
+    attack_run = next(r for r in children(given.info.run_id).values() if r.info.run_name.startswith("pgd"))
+    assert attack_run.data.params["model_uri"] == "my-model.pt"
+
+    rows = {r["init"]: r for r in json.loads(mlflow.artifacts.load_text(f"runs:/{parent.info.run_id}/ablation.json"))["rows"]}
+    assert rows["given"]["arch"] == rows["given"]["model_uri"] == "my-model.pt" and rows["given"]["resolution"] == 16
+    assert rows["given"]["train_run_id"] is None and rows["given"]["best_epoch"] is None
+    assert rows["given"]["test_acc"] == given.data.metrics["test_acc"] and rows["none"]["train_run_id"] is not None
+    assert "| my-model.pt (0.00 M) | 16 px | given, not trained |" in result.output
+    assert "## Given models" in result.output and "- **my-model.pt, 16 px**" in result.output
+    assert make_grid("28,abc", "none", "none") == []  # `--archs none`: the given models only
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,13 @@ from medart.cli import main, options
 @click.option("--inits", default="none,imagenet", show_default=True,
               help="Initialisations: none (from scratch), imagenet (skipped, with the reason, where weights are unavailable).")
 @click.option("--archs", default="smallcnn,resnet18,resnet50", show_default=True,
-              help=f"Architectures (capacity), from {', '.join(ARCHS)}; resnet50 carries the paper's head.")
+              help=f"Architectures (capacity), from {', '.join(ARCHS)}; resnet50 carries the paper's head. 'none': "
+                   "train no model, ablate only the --models (--resolutions and --inits are then not used).")
+@click.option("--models", default=None, metavar="URI[,URI...]",
+              help="Your own classifiers, evaluated as they are beside the grid: one cell each, loaded once, not "
+                   "trained, at its own input side. " + options.MODEL_URIS + " A TorchScript file or a model card "
+                   "too; the model options below apply to every one of them (docs/byom.md).")
+@options.model_options
 @click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=0.01, show_default=True, help="SGD learning rate.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="Training batch size.")
@@ -51,17 +57,21 @@ def ablate(**opts) -> None:
     accuracy below --threshold, measures loss sharpness, vanishing gradients and KD/DFeat detection
     AUC; one parent MLflow run (medart/<dataset>/ablation) with a child run per cell, the
     side-by-side table, a figure and a generated text of each factor's effect. --seed seeds the
-    splits, the training and the attacks of every cell.
+    splits, the training and the attacks of every cell. Each of --models adds a cell measured the
+    same way without training (with --archs none, the only cells).
 
     Example (CPU-sized): medart ablate --dataset pneumonia --resolutions 28,64 --archs smallcnn,resnet18 --epochs 3 --max-train 500 --max-examples 60
+
+    Your model beside a trained ResNet-18: medart ablate --resolutions 64 --inits none --archs resnet18 --models models:/my-cxr@prod
     """
     from medart import tracking
     from medart.models.training import TrainConfig
     from medart.stages.ablate import AblationSettings, ablate as run_ablate, make_grid
-    from medart.stages.target import DataSpec, RunOptions, from_options
+    from medart.stages.target import DataSpec, ModelSource, RunOptions, from_options
 
     cells = make_grid(opts["resolutions"], opts["inits"], opts["archs"])
-    settings = from_options(AblationSettings, opts, train=from_options(TrainConfig, opts))
+    settings = from_options(AblationSettings, opts, train=from_options(TrainConfig, opts),
+                            model_options=from_options(ModelSource, opts))
     # --batch-size is the training batch; the attacks, bisection and detectors run 128 images at a time, as always
     run = from_options(RunOptions, opts, batch_size=128)
     tracking.configure(opts["tracking_uri"])

@@ -17,7 +17,7 @@ if TYPE_CHECKING:  # the types only: rendering imports no torch
     from medart.attacks.difficulty import EpsBracket
     from medart.stages.ablate import AblationSettings, CellMetrics, CellResult
 
-INIT_NAMES = {"none": "from scratch", "imagenet": "ImageNet"}
+INIT_NAMES = {"none": "from scratch", "imagenet": "ImageNet", "given": "given, not trained"}
 
 
 def _duration(seconds: float) -> str:
@@ -39,6 +39,11 @@ def _millions(n: int) -> str:
 
 def _finished(rows: Sequence[CellResult]) -> list[CellResult]:
     return [r for r in rows if r.status == "finished"]
+
+
+def _trained(rows: Sequence[CellResult]) -> list[CellResult]:
+    """The grid's own cells: a given model differs from every other cell in more than one factor."""
+    return [r for r in rows if not r.cell.given]
 
 
 def cell_summary(row: CellResult, settings: AblationSettings) -> str:
@@ -149,8 +154,8 @@ def ablation_figure(rows: Sequence[CellResult], settings: AblationSettings, data
             group = sorted((r for r in done if (r.cell.arch, r.cell.init) == (arch, init)), key=lambda r: r.cell.resolution)
             shift = 2 ** (0.04 * (k - (len(groups) - 1) / 2))  # side by side, so equal values stay visible
             xs = [r.cell.resolution * shift for r in group]
-            style = dict(color=colours[arch], ls="-" if init == "none" else "--", marker="o",
-                         label=f"{arch}, {INIT_NAMES[init]}")
+            style = dict(color=colours[arch], ls="-" if init == "none" else "--", label=f"{arch}, {INIT_NAMES[init]}",
+                         marker="s" if init == "given" else "o")  # a given model: one point, at its own side
             if value is None:
                 _plot_brackets(ax, xs, group, style, settings.eps_max)
             else:
@@ -269,11 +274,27 @@ def _capacity(done: list[CellResult], settings: AblationSettings) -> list[str]:
     return out + [_tally(verdicts, "more parameters") or "- not measured: no resolution finished with two architectures.", ""]
 
 
+def _given(done: list[CellResult], settings: AblationSettings) -> list[str]:
+    """One line per finished given model: what it measured (it differs from the grid in more than one factor)."""
+    if not done:
+        return []
+    out = ["## Given models", ""]
+    for r in done:
+        out.append(f"- **{r.cell.arch}, {r.cell.resolution} px** ({_millions(r.metrics.n_parameters)} parameters): the least "
+                   f"ε at which {settings.bisect_attack.upper()} leaves accuracy below {settings.threshold * 100:g} % is "
+                   f"{r.metrics.least_eps.text()} ×1/255; {_chain([r], settings)}.")
+    return out + [""]
+
+
 def findings(rows: Sequence[CellResult], settings: AblationSettings) -> str:
-    """Markdown: per factor, the measured change between cells that differ in that factor only."""
-    done = _finished(rows)
+    """Markdown: per factor, the measured change between cells that differ in that factor only; a
+    line per given model."""
+    done, trained = _finished(rows), _trained(rows)
     out = ["# What each factor changed (generated from the measured cells)", ""]
-    out += _resolution(done, settings) + _initialisation(rows, settings) + _capacity(done, settings)
+    if trained:  # else the grid is the given models only: no factor was varied
+        out += _resolution(_finished(trained), settings) + _initialisation(trained, settings)
+        out += _capacity(_finished(trained), settings)
+    out += _given([r for r in done if r.cell.given], settings)
     failed = [r for r in rows if r.status == "failed"]
     if failed:
         out += ["## Failed cells", ""] + [f"- {r.cell.label()}: {r.reason}" for r in failed] + [""]

@@ -1,0 +1,182 @@
+"""The ablation's request: its grid of cells — input side × initialisation × architecture, trained,
+plus models given as they are — and the settings every cell is measured with."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import asdict, dataclass, field
+from typing import Any, Sequence
+
+from medart.attacks import parse_eps, parse_names
+from medart.catalog import ARCHS, ATTACKS, DETECTORS, INITS
+from medart.errors import ConfigError
+from medart.models.training import TrainConfig
+from medart.stages.target import ModelSource, RunOptions
+
+GIVEN = "given"  # the init of a cell whose model is given (loaded from its URI), not trained
+NO_ARCHS = ("", "none")  # `archs` that train no model: the grid is the given models only
+
+RESOLUTIONS = (8, 1024)  # allowed input sides; a model may refuse some (smallcnn: < 16 px) and fail its cell
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One point of the grid: the model's input side (px), its initialisation and its architecture.
+    A model given, not trained, is a cell of its own: its input side, init ``"given"`` and its URI
+    as ``arch`` (:meth:`AblationSettings.sources`)."""
+
+    resolution: int
+    init: str
+    arch: str
+
+    @property
+    def given(self) -> bool:
+        return self.init == GIVEN
+
+    def label(self) -> str:
+        """Run name, e.g. ``resnet50-128px-none``, ``models:/my-cxr@prod-64px-given``."""
+        return f"{self.arch}-{self.resolution}px-{self.init}"
+
+
+def parse_resolutions(value: str | Sequence[int]) -> list[int]:
+    """Input sides from ``"28,64,128"`` (or a sequence), each a whole number in 8 … 1024 px."""
+    low, high = RESOLUTIONS
+    items = [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else list(value)
+    if not items:
+        raise ConfigError("the resolution list `resolutions` is empty; give e.g. 28,64,128")
+    out = []
+    for item in items:
+        try:
+            number = int(item)
+        except (TypeError, ValueError):
+            raise ConfigError(f"resolution {item!r} is not a whole number of pixels; give `resolutions` as e.g. "
+                              "28,64,128") from None
+        if not low <= number <= high:
+            raise ConfigError(f"resolution {number} px is outside {low}…{high} px; change `resolutions`")
+        out.append(number)
+    return list(dict.fromkeys(out))
+
+
+def _names(value: str | Sequence[str], choices: tuple[str, ...], what: str) -> tuple[str, ...]:
+    """Checked names, once each, from a comma-separated string or a sequence."""
+    text = value if isinstance(value, str) else ",".join(value)
+    return tuple(dict.fromkeys(parse_names(text, choices, what)))
+
+
+def make_grid(resolutions: str | Sequence[int], inits: str | Sequence[str], archs: str | Sequence[str]) -> list[Cell]:
+    """Every (resolution, init, arch), ordered by architecture, then initialisation, then resolution.
+    Strings are comma-separated lists; each value is checked (one-line :class:`ConfigError`).
+    ``archs`` empty or ``none``: no trained cell (the ablation of given models only; the
+    resolutions and inits are then not used)."""
+    if (archs if isinstance(archs, str) else ",".join(archs)).strip().lower() in NO_ARCHS:
+        return []
+    sides = parse_resolutions(resolutions)
+    init_names, arch_names = _names(inits, INITS, "initialisation"), _names(archs, ARCHS, "architecture")
+    return [Cell(side, init, arch) for arch in arch_names for init in init_names for side in sides]
+
+
+def _eps(value: str | float | None) -> float | None:
+    """ε from ``"1/255"`` or a number; numbers are range-checked by the caller's own message."""
+    return parse_eps(value) if isinstance(value, str) else None if value is None else float(value)
+
+
+@dataclass(frozen=True)
+class AblationSettings:
+    """What every cell trains and measures (the cells are the grid). ε values may be numbers or text
+    (``"1/255"``; ``eps`` also ``"1/255,4/255"``), names comma-separated text; they are stored parsed.
+
+    Args:
+        train: training settings of every cell's model.
+        max_train: train on a stratified subset of this many Train images (``None``: all).
+        max_eval: validate and test on stratified subsets of this size (``None``: all).
+        attacks: attacks run at every ε of ``eps`` (paper settings).
+        eps: the fixed ε list, [0, 1] pixel units.
+        bisect_attack: the attack whose least successful ε is bisected.
+        eps_max: upper end of the bisection; beyond it the result is reported as "> eps_max".
+        eps_tolerance: the bisection stops when its bracket is at most this wide.
+        threshold: "successful" means accuracy below this (0.01: the paper's 1 %).
+        detect_attack, detect_eps, detectors: the detectors (KD and DFeat by default) and the
+            examples they are fitted and scored on.
+        radius: L∞ radius of the sharpness number (``None``: ``detect_eps``).
+        vanishing: an input gradient whose largest entry is below this counts as vanished.
+        max_examples: test images attacked and measured (AdvTrain + AdvTest, stratified).
+        reference_size: clean Train images KD measures against.
+        models: models given, not trained, each a cell of its own (URIs, comma-separated text or a
+            sequence): loaded once and measured as a trained cell is, on the test images at their
+            own input side.
+        model_options: how to read every given model where it does not say so itself (its
+            ``model_uri`` is not used): input channels, size, normalisation, classes, penultimate
+            layer, ``trusted_pickle``.
+    """
+
+    train: TrainConfig = field(default_factory=TrainConfig)
+    max_train: int | None = None
+    max_eval: int | None = None
+    attacks: tuple[str, ...] = ATTACKS
+    eps: tuple[float, ...] = (1 / 255, 4 / 255)
+    bisect_attack: str = "pgd"
+    eps_max: float = 32 / 255
+    eps_tolerance: float = 0.25 / 255
+    threshold: float = 0.01
+    detect_attack: str = "pgd"
+    detect_eps: float = 1 / 255
+    detectors: tuple[str, ...] = ("kd", "dfeat")
+    radius: float | None = None
+    vanishing: float = 1e-8
+    max_examples: int | None = 100
+    reference_size: int = 200
+    models: tuple[str, ...] = ()
+    model_options: ModelSource = ModelSource()
+
+    def __post_init__(self) -> None:
+        eps = [e for e in self.eps.split(",") if e.strip()] if isinstance(self.eps, str) else self.eps
+        models = self.models.split(",") if isinstance(self.models, str) else self.models or ()
+        parsed = {"attacks": _names(self.attacks, ATTACKS, "attack"), "eps": tuple(sorted({parse_eps(e) for e in eps})),
+                  "models": tuple(dict.fromkeys(m.strip() for m in models if m.strip())),
+                  "detectors": _names(self.detectors, DETECTORS, "detector"), "eps_max": _eps(self.eps_max),
+                  "eps_tolerance": _eps(self.eps_tolerance), "detect_eps": parse_eps(self.detect_eps),
+                  "radius": _eps(self.radius)}
+        for name, value in parsed.items():
+            object.__setattr__(self, name, value)
+        if not self.eps:
+            raise ConfigError("the ε list `eps` is empty; give e.g. 1/255,4/255")
+        parse_names(f"{self.bisect_attack},{self.detect_attack}", ATTACKS, "attack")
+        if self.bisect_attack not in self.attacks:  # its accuracies at `eps` seed the bisection and are plotted
+            raise ConfigError(f"`bisect_attack` '{self.bisect_attack}' is not among `attacks` ({','.join(self.attacks)}); "
+                              "add it there")
+        if not 0 < self.eps_max <= 1:
+            raise ConfigError(f"`eps_max` must be in (0, 1] pixel units, got {self.eps_max}")
+        if not 0 < self.eps_tolerance < self.eps_max:
+            raise ConfigError(f"the bisection tolerance `eps_tolerance` must be in (0, `eps_max`), got {self.eps_tolerance}")
+        if not 0 < self.threshold <= 1:
+            raise ConfigError(f"the accuracy `threshold` must be in (0, 1], got {self.threshold}")
+        if self.radius is not None and not 0 < self.radius <= 1:
+            raise ConfigError(f"the sharpness `radius` must be in (0, 1] pixel units, got {self.radius}")
+        if not self.vanishing > 0:
+            raise ConfigError(f"the vanishing-gradient floor `vanishing` must be > 0, got {self.vanishing}")
+        if self.max_examples is not None and self.max_examples < 10:
+            raise ConfigError(f"`max_examples` must be >= 10 (a fifth of them score the detectors), got {self.max_examples}")
+        for name, value in (("max_train", self.max_train), ("max_eval", self.max_eval)):
+            if value is not None and value < 2:
+                raise ConfigError(f"`{name}` must be >= 2 images, got {value}")
+        if self.reference_size < 1:
+            raise ConfigError(f"`reference_size` must be >= 1 clean Train image, got {self.reference_size}")
+
+    @property
+    def sharpness_radius(self) -> float:
+        return self.radius or self.detect_eps
+
+    def sources(self) -> list[ModelSource]:
+        """How to load each of ``models``: ``model_options`` with its URI."""
+        return [dataclasses.replace(self.model_options, model_uri=uri) for uri in self.models]
+
+    def as_params(self, run: RunOptions) -> dict[str, Any]:
+        """MLflow params: every field, the ``backend`` and ``batch_size`` the attacks ran with,
+        ``train.*`` for the training settings, ``model.*`` for the ``model_options`` given; tuples
+        comma-joined."""
+        params = {k: v for k, v in asdict(self).items() if k not in ("train", "model_options")}
+        params |= {"backend": run.backend, "batch_size": run.batch_size}
+        params |= {f"train.{k}": v for k, v in asdict(self.train).items()}
+        params |= {f"model.{k}": v for k, v in asdict(self.model_options).items() if k != "model_uri" and v}
+        return {k: ",".join(f"{x:.6g}" if isinstance(x, float) else str(x) for x in v) if isinstance(v, tuple) else v
+                for k, v in params.items()}
