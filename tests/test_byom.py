@@ -274,6 +274,9 @@ def test_what_medart_cannot_use_is_one_line(tmp_path, shared_data):
     with pytest.raises(ModelError, match="holds no model medart reads; it reads medart's own.*MLflow pytorch.*TorchScript.*card") as e:
         load_model(ModelSource(str(tmp_path / "empty")))
     errors.append(e.value)
+    with pytest.raises(ModelError, match="no file or folder 'missing.pt'; give an existing path, or a URI such as models:/") as e:
+        load_model(ModelSource("missing.pt"))
+    errors.append(e.value)
     three = torch.jit.script(SmallCNN(classes=3).eval())
     three.save(str(tmp_path / "three.pt"))
     with pytest.raises(ModelError, match=r"has 3 outputs .* but pneumonia has 2 classes") as e:

@@ -132,6 +132,9 @@ def downloaded(uri: str) -> Iterator[Path]:
     if "://" not in uri and local.exists():
         yield local
         return
+    if ":/" not in uri:  # not a URI (models:/…, runs:/…, s3://…): a local path that is not there
+        raise ModelError(f"no file or folder '{uri}'; give an existing path, "
+                         "or a URI such as models:/medart-pneumonia@champion")
     # the download is read into memory and removed: every evaluation, sweep cell and Ray worker
     # loads a model (92 MB for ResNet-50), and a kept copy per load filled the disk
     with tempfile.TemporaryDirectory(prefix="medart-model-") as tmp, quiet_downloads():
