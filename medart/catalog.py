@@ -12,7 +12,9 @@ ARCHS = ("resnet50", "resnet18", "resnet34", "smallcnn")
 INITS = ("none", "imagenet")  # from scratch; torchvision's ImageNet weights
 SOURCES = ("medmnist", "original")
 SIZES = (28, 64, 128, 224)  # MedMNIST(+) file variants, pixels per side
-MONITORS = {"val_acc": 1, "val_auc": 1, "val_loss": -1}  # validation metric → +1 higher is better, -1 lower
+# validation metric → +1 higher is better, -1 lower
+MONITORS = {"val_acc": 1, "val_auc": 1, "val_loss": -1, "val_balanced_acc": 1}
+BALANCES = ("weights", "sampler", "none")  # class-weighted loss, class-balanced sampler, neither (the default first)
 DETECTORS = ("kd", "lid", "dfeat", "qfeat", "bu", "mahalanobis", "art_binary")
 PAPER_DETECTORS = ("kd", "lid", "dfeat", "qfeat")
 EXECUTORS = ("in-process", "ray")
