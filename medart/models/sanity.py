@@ -16,9 +16,9 @@ import numpy as np
 
 from medart.models.evaluation import class_recalls
 
-#: Balanced accuracy at most this far above chance (1/K) is "near chance". 0.1: a model that learnt
-#: nothing scatters around chance by ~0.07 (one s.d.) on the ~60 images of a small run, so a
-#: tighter margin misses it, while a model the main job trains scores ~0.85 and more.
+#: Balanced accuracy at most this far above chance (1/K) is "near chance". 0.1: on the ~60 images of
+#: a small run a guessing model's balanced accuracy has a binomial s.d. of ~0.065 about chance, so a
+#: tighter margin misses it, while the main job's model scores ~0.85–0.9 (docs/models-and-attacks.md).
 CHANCE_MARGIN = 0.10
 #: One answer given to at least this share of the images is "almost everything", unless the labels
 #: themselves are that lopsided (then the balanced-accuracy test still catches a constant model).
