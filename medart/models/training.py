@@ -14,8 +14,8 @@ from typing import Callable
 
 import numpy as np
 import torch
-from torch import nn
 from sklearn.utils.class_weight import compute_class_weight
+from torch import nn
 from torch.utils.data import DataLoader, WeightedRandomSampler
 from tqdm.auto import tqdm
 
