@@ -13,7 +13,9 @@ INITS = ("none", "imagenet")  # from scratch; torchvision's ImageNet weights
 # MedMNIST files; "original": a task's first public layout; then each layout by name (medart.data.sources.LAYOUTS)
 SOURCES = ("medmnist", "original", "nih", "chexpert", "kaggle-dr", "aptos", "isic", "ham10000", "class-folders")
 SIZES = (28, 64, 128, 224)  # MedMNIST(+) file variants, pixels per side
-MONITORS = {"val_acc": 1, "val_auc": 1, "val_loss": -1}  # validation metric → +1 higher is better, -1 lower
+# validation metric → +1 higher is better, -1 lower
+MONITORS = {"val_acc": 1, "val_auc": 1, "val_loss": -1, "val_balanced_acc": 1}
+BALANCES = ("weights", "sampler", "none")  # class-weighted loss, class-balanced sampler, neither (the default first)
 DETECTORS = ("kd", "lid", "dfeat", "qfeat", "bu", "mahalanobis", "art_binary")
 PAPER_DETECTORS = ("kd", "lid", "dfeat", "qfeat")
 EXECUTORS = ("in-process", "ray")

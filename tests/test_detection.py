@@ -120,7 +120,15 @@ def test_detect_logs_table_4_and_5_from_correctly_classified_pairs(target):
             "figures/transfer.png"} <= paths
     assert "figures/roc.png" in {a.path for a in client.list_artifacts(out.child_runs["fgsm"], "figures")}
     table = mlflow.artifacts.load_text(f"runs:/{out.run_id}/detection_auc.md")
-    assert table.splitlines()[0] == "| AUC (%) by detector | FGSM | PGD |" and "| QFEAT |" in table
+    assert table.splitlines()[0] == "| AUC (%) by detector | FGSM | PGD | clean acc (%) | clean balanced acc (%) |"
+    assert "| QFEAT |" in table
+    # the degenerate-model guard: checked once on the attacked images, recorded on every run
+    check = target.model_check()
+    assert out.check == check and f"| {check.balanced_acc * 100:.2f} |" in table.splitlines()[2]
+    for run_id in (out.run_id, out.child_runs["fgsm"], out.attack_runs["pgd"]):
+        logged = client.get_run(run_id).data
+        assert logged.tags["medart.degenerate"] == str(check.degenerate).lower()
+        assert logged.metrics["guard.clean_balanced_acc"] == check.balanced_acc
 
     # a second study on the same target reuses the attack runs' examples and, with repeats, reports mean ± std
     again = detect(target, DetectRequest(("pgd",), 8 / 255, ("dfeat",), {"dfeat": {"n_estimators": 20}}, repeats=3), run)

@@ -3,7 +3,7 @@ detect, and the MLproject's main chain — must log bit-identical metrics to the
 ``tests/data/same_results.json``.
 
 The recorded values came from the code before the stage rebuild (issue 14). Only timings are left
-out. To record them again on purpose (a change that is meant to move numbers), run
+out; metrics a later change adds under new names are not compared (the recorded ones must stay). To record them again on purpose (a change that is meant to move numbers), run
 ``MEDART_RECORD_SAME_RESULTS=1 python -m pytest tests/test_same_results.py`` and commit the file
 with the reason.
 """
@@ -25,8 +25,9 @@ MODEL = "models:/medart-pneumonia@champion"
 def _steps(data: Path) -> list[list[str]]:
     common = ["--dataset", "pneumonia", "--data-dir", str(data)]
     return [
+        # --balance none: the training the numbers were recorded with (the default weighs classes since issue 16)
         ["train", *common, "--arch", "smallcnn", "--pretrained", "none", "--epochs", "2", "--lr", "0.01",
-         "--max-train", "200", "--max-eval", "100", "--no-progress"],
+         "--balance", "none", "--max-train", "200", "--max-eval", "100", "--no-progress"],
         ["attack", "--model-uri", MODEL, *common, "--attack", "bim", "--eps", "2/255", "--max-examples", "60",
          "--no-progress"],
         ["evaluate", "--model-uri", MODEL, *common, "--attacks", "fgsm", "--eps", "1/255,4/255", "--max-eval", "60"],
@@ -88,4 +89,6 @@ def test_a_fixed_small_pipeline_logs_the_recorded_metrics(tmp_path, migrated_sto
     expected = json.loads(RECORD.read_text())
     assert sorted(metrics) == sorted(expected), "the pipeline logged other runs than recorded"
     for run, values in expected.items():
-        assert metrics[run] == values, f"{run}: metrics moved"
+        # every recorded metric bit for bit; metrics added later (balanced accuracy, per-class recall,
+        # the degenerate-model guard's, issue 16) are new names beside them, not changes
+        assert {k: metrics[run].get(k) for k in values} == values, f"{run}: metrics moved"

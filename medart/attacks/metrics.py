@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 import torch
 
@@ -15,10 +17,13 @@ def perturbation_norms(x: torch.Tensor, x_adv: torch.Tensor) -> tuple[torch.Tens
 
 
 def attack_metrics(
-    probs_clean: np.ndarray, probs_adv: np.ndarray, labels: np.ndarray, x: torch.Tensor, x_adv: torch.Tensor, eps: float
+    probs_clean: np.ndarray, probs_adv: np.ndarray, labels: np.ndarray, x: torch.Tensor, x_adv: torch.Tensor, eps: float,
+    classes: Sequence[str] | None = None,
 ) -> dict[str, float]:
     """Clean and adversarial ``acc``/``auc``, ``success_rate`` (share of correctly classified inputs
-    whose prediction the attack changed) and mean/max L∞ and L2 perturbation.
+    whose prediction the attack changed) and mean/max L∞ and L2 perturbation; then clean and
+    adversarial ``balanced_acc`` and ``recall_<class>`` (named after ``classes``, see
+    :func:`~medart.models.evaluation.classification_metrics`).
 
     Raises ``AssertionError`` if any perturbation leaves the ε-ball by more than float32 rounding:
     that would be a backend bug, and the numbers would not mean what they say.
@@ -26,8 +31,8 @@ def attack_metrics(
     linf, l2 = perturbation_norms(x, x_adv)
     tolerance = 4 * float(np.finfo(np.float32).eps)
     assert float(linf.max()) <= eps + tolerance, f"perturbation L∞ {float(linf.max()):.8f} exceeds ε {eps:.8f}"
-    clean = classification_metrics(probs_clean, labels)
-    adv = classification_metrics(probs_adv, labels)
+    clean = classification_metrics(probs_clean, labels, classes)
+    adv = classification_metrics(probs_adv, labels, classes)
     correct = probs_clean.argmax(1) == labels
     flipped = probs_adv.argmax(1) != labels
     return {
@@ -41,4 +46,5 @@ def attack_metrics(
         "l2_mean": float(l2.mean()),
         "l2_max": float(l2.max()),
         "n": float(len(labels)),
-    }
+    } | {f"{side}_{k}": v for side, m in (("clean", clean), ("adv", adv)) for k, v in m.items()
+         if k == "balanced_acc" or k.startswith("recall_")}

@@ -41,6 +41,6 @@ def detect(**opts) -> None:
     out = run_detect(target, request, from_options(RunOptions, opts))
     pairs = ", ".join(f"{a} {c['fit']}/{c['test']}" for a, c in out.counts.items())
     click.echo(f"detect run {out.run_id}: pairs (AdvTrain/AdvTest) {pairs}; figures/detection_auc.png, detection_auc.md")
-    click.echo(auc_table(out.auc, out.auc_std if request.repeats > 1 else None), nl=False)
+    click.echo(auc_table(out.auc, out.auc_std if request.repeats > 1 else None, out.check), nl=False)
     if out.transfer:
-        click.echo("\n" + transfer_table(out.transfer), nl=False)
+        click.echo("\n" + transfer_table(out.transfer, out.check), nl=False)

@@ -9,7 +9,7 @@ from typing import Callable
 
 import click
 
-from medart.catalog import ARCHS, ATTACKS, BACKENDS, DATASETS, DETECTORS, EXECUTORS, SIZES, SOURCES
+from medart.catalog import ARCHS, ATTACKS, BACKENDS, BALANCES, DATASETS, DETECTORS, EXECUTORS, SIZES, SOURCES
 
 MODEL_URIS = "models:/<name>@<alias>, models:/<name>/<version>, runs:/<id>/model or a folder."
 
@@ -192,3 +192,6 @@ max_eval = click.option("--max-eval", type=click.IntRange(min=1), default=None,
 
 arch = click.option("--arch", type=click.Choice(ARCHS), default="resnet50", show_default=True,
                     help="Backbone under the paper's head; smallcnn is a ~0.3 M-parameter CNN (from scratch only).")
+balance = click.option("--balance", type=click.Choice(BALANCES), default=BALANCES[0], show_default=True,
+                        help="Counter class imbalance in training: weights (class-weighted loss), sampler (class-balanced "
+                             "batches, drawn with replacement) or none (every image alike, as before).")

@@ -25,6 +25,7 @@ from medart.cli import main, options
 @options.pretrained
 @options.epochs
 @options.lr
+@options.balance
 @options.max_train
 @options.max_eval
 @options.run_options

@@ -35,7 +35,7 @@ def sweep(ctx, **opts) -> None:
         target = Target.load(from_options(ModelSource, opts), from_options(DataSpec, opts), opts["max_examples"])
         out = run_sweep(target, opts["attacks"], opts["eps"], from_options(RunOptions, opts, executor=executor))
     click.echo(f"sweep run {out.run_id}: {len(out.rows)} child runs; figure figures/accuracy_vs_eps.png, table sweep.md")
-    click.echo(sweep_table(out.rows, out.failed), nl=False)
+    click.echo(sweep_table(out.rows, out.failed, out.check), nl=False)
     if out.failed:
         click.echo(f"Error: {len(out.failed)} of {len(out.rows) + len(out.failed)} cells failed (see the table above and "
                    f"sweep.json in run {out.run_id}); the others are logged", err=True)

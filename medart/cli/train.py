@@ -25,6 +25,7 @@ from medart.cli import main, options
               help="Random rotation, width/height shift and horizontal flip, as in the paper.")
 @click.option("--monitor", type=click.Choice(list(MONITORS)), default="val_acc", show_default=True,
               help="Validation metric that picks the best epoch and the registry alias.")
+@options.balance
 @click.option("--patience", type=click.IntRange(min=1), default=None, help="Stop after this many epochs without improvement.")
 @options.max_train
 @options.max_eval
@@ -52,7 +53,9 @@ def train(**opts) -> None:
     uri = tracking.configure(opts["tracking_uri"])
     out = run_train(from_options(DataSpec, opts), from_options(ModelRequest, opts), from_options(TrainConfig, opts),
                     from_options(RunOptions, opts))
+    recalls = ", ".join(f"{k.removeprefix('recall_')} {v * 100:.2f} %" for k, v in out.test.items() if k.startswith("recall_"))
     click.echo(f"run {out.run_id} in {uri}: best epoch {out.best_epoch}, test acc {out.test['acc'] * 100:.2f} %, "
+               f"balanced acc {out.test['balanced_acc'] * 100:.2f} % (recall: {recalls}), "
                f"test AUC {out.test['auc'] * 100:.2f} %, {out.seconds_per_epoch:.1f} s/epoch")
     if out.version is not None:
         alias = opts["alias"]

@@ -1,12 +1,15 @@
-"""Predictions and the paper's classification metrics (accuracy, AUC)."""
+"""Predictions and the classification metrics: the paper's accuracy and AUC, and the balanced
+accuracy and per-class recall that show what a model does for a rare class."""
 
 from __future__ import annotations
 
 import itertools
+import re
+from typing import Sequence
 
 import numpy as np
 import torch
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import recall_score, roc_auc_score
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
@@ -51,14 +54,29 @@ def predict(
     return torch.cat(probs).numpy(), torch.cat(labels).numpy()
 
 
-def classification_metrics(probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """``acc`` and ``auc`` in [0, 1] and the mean cross-entropy ``loss``.
+def recall_key(name: str) -> str:
+    """The metric-name form of a class name: ``no finding`` → ``no_finding``."""
+    return re.sub(r"[^0-9A-Za-z]+", "_", str(name)).strip("_").lower()
 
+
+def class_recalls(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
+    """Recall of each class ``(K,)`` in [0, 1]; NaN for a class with no image among ``labels``."""
+    return recall_score(labels, predictions, labels=np.arange(num_classes), average=None, zero_division=np.nan)
+
+
+def classification_metrics(probs: np.ndarray, labels: np.ndarray, classes: Sequence[str] | None = None) -> dict[str, float]:
+    """``acc``, ``balanced_acc``, ``auc`` and ``recall_<class>`` in [0, 1] and the mean cross-entropy ``loss``.
+
+    ``balanced_acc`` is the mean recall over the classes present in ``labels`` (scikit-learn's
+    ``balanced_accuracy_score``): a model that answers the majority class for everything scores
+    1/K on it, however lopsided the classes. ``recall_<class>`` is named after ``classes``
+    (``recall_normal``), else the class index (``recall_0``), and is NaN for a class with no image.
     AUC is the ROC-AUC of the positive class for 2 classes and the one-vs-rest macro average
     otherwise; it is NaN when the labels hold a single class (AUC is then undefined).
     """
     k = probs.shape[1]
     eps = np.finfo(np.float32).tiny
+    recalls = class_recalls(labels, probs.argmax(1), k)
     out = {
         "acc": float((probs.argmax(1) == labels).mean()),
         "loss": float(-np.log(probs[np.arange(len(labels)), labels] + eps).mean()),
@@ -70,6 +88,9 @@ def classification_metrics(probs: np.ndarray, labels: np.ndarray) -> dict[str, f
         out["auc"] = float(roc_auc_score(labels, probs[:, 1]))
     else:
         out["auc"] = float(roc_auc_score(labels, probs, multi_class="ovr", average="macro", labels=np.arange(k)))
+    out["balanced_acc"] = float(np.nanmean(recalls))
+    names = classes if classes is not None and len(classes) == k else range(k)
+    out |= {f"recall_{recall_key(name)}": float(r) for name, r in zip(names, recalls)}
     return out
 
 

@@ -1,4 +1,5 @@
-"""Fitting the classifier: SGD with the paper's augmentations and best-on-validation checkpointing.
+"""Fitting the classifier: SGD with the paper's augmentations, a counter to class imbalance and
+best-on-validation checkpointing.
 
 Tracking-agnostic: per-epoch metrics go to a callback, which ``medart.stages.train`` points at MLflow.
 """
@@ -13,17 +14,16 @@ from typing import Callable
 
 import numpy as np
 import torch
+from sklearn.utils.class_weight import compute_class_weight
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, WeightedRandomSampler
 from tqdm.auto import tqdm
 
+from medart.catalog import BALANCES, MONITORS
 from medart.data.base import MedicalImageDataset
-from medart.errors import ConfigError
+from medart.errors import ConfigError, DataError
 from medart.models.evaluation import classification_metrics, predict, resolve_device
 from medart.transforms import RandomAffineBatch
-
-# monitored metric → +1 when higher is better, -1 when lower is
-MONITORS = {"val_acc": 1, "val_auc": 1, "val_loss": -1}
 
 
 @dataclass
@@ -41,6 +41,7 @@ class TrainConfig:
     shift: float = 0.1  # fraction of width/height, ± uniform
     hflip: bool = True
     monitor: str = "val_acc"
+    balance: str = "weights"  # weights: class-weighted loss; sampler: class-balanced batches; none
     patience: int | None = None  # epochs without improvement before stopping early
     seed: int = 0
     device: str = "auto"
@@ -56,6 +57,8 @@ class TrainConfig:
             raise ConfigError(f"`momentum` must be in [0, 1), got {self.momentum}")
         if self.monitor not in MONITORS:
             raise ConfigError(f"unknown monitor '{self.monitor}'; choose one of: {', '.join(MONITORS)}")
+        if self.balance not in BALANCES:
+            raise ConfigError(f"unknown balance '{self.balance}'; choose one of: {', '.join(BALANCES)}")
         if self.patience is not None and self.patience < 1:
             raise ConfigError(f"`patience` must be >= 1 epoch, got {self.patience}")
 
@@ -75,6 +78,38 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+def class_counts(train: MedicalImageDataset) -> np.ndarray:
+    """Training images per class ``(K,)``; refuses a class with none, which no weighting can balance."""
+    counts = np.bincount(train.targets, minlength=train.num_classes)
+    if (counts == 0).any():
+        missing = train.classes[int(np.flatnonzero(counts == 0)[0])]
+        raise DataError(f"class '{missing}' has no training image, so it cannot be balanced: give it images "
+                        "(raise `max_train`) or train with `balance` none")
+    return counts
+
+
+def training_batches(train: MedicalImageDataset, config: TrainConfig, generator: torch.Generator) -> tuple[DataLoader, nn.Module]:
+    """The loader of training batches and the loss, as ``config.balance`` says.
+
+    ``none`` shuffles and weighs every image alike. ``weights`` weighs each image's loss by
+    scikit-learn's "balanced" class weight ``N / (K · n_k)``, so every class carries the same total
+    weight in an epoch. ``sampler`` draws each batch with replacement, each class as often as any
+    other (an epoch is still ``len(train)`` images: the rare class's repeat, some common ones are
+    not drawn).
+    """
+    drop_last = len(train) > config.batch_size
+    if config.balance == "sampler":
+        per_image = (1.0 / class_counts(train))[train.targets]
+        sampler = WeightedRandomSampler(torch.as_tensor(per_image, dtype=torch.double), len(train), generator=generator)
+        return DataLoader(train, batch_size=config.batch_size, sampler=sampler, drop_last=drop_last), nn.CrossEntropyLoss()
+    loader = DataLoader(train, batch_size=config.batch_size, shuffle=True, generator=generator, drop_last=drop_last)
+    if config.balance == "weights":
+        class_counts(train)  # refuses an empty class before scikit-learn does, in one line
+        weights = compute_class_weight("balanced", classes=np.arange(train.num_classes), y=train.targets)
+        return loader, nn.CrossEntropyLoss(weight=torch.as_tensor(weights, dtype=torch.float32))
+    return loader, nn.CrossEntropyLoss()
+
+
 def fit(
     model: nn.Module,
     train: MedicalImageDataset,
@@ -85,16 +120,18 @@ def fit(
 ) -> TrainResult:
     """Train ``model`` in place; on return it holds the weights of the best validation epoch.
 
-    ``on_epoch(epoch, metrics)`` receives ``train_loss``, ``train_acc``, ``val_loss``,
-    ``val_acc``, ``val_auc`` and ``epoch_seconds`` after each epoch (epochs count from 1).
+    ``on_epoch(epoch, metrics)`` receives ``train_loss`` (class-weighted with ``balance``
+    weights), ``train_acc``, the validation metrics of :func:`classification_metrics` prefixed
+    ``val_`` (``val_acc``, ``val_balanced_acc``, ``val_recall_<class>`` …) and ``epoch_seconds``
+    after each epoch (epochs count from 1).
     """
     device = resolve_device(config.device)
     generator = seed_everything(config.seed)
     augment = RandomAffineBatch(config.rotation, config.shift, config.hflip, generator) if config.augment else None
-    loader = DataLoader(train, batch_size=config.batch_size, shuffle=True, generator=generator, drop_last=len(train) > config.batch_size)
+    loader, loss_fn = training_batches(train, config, generator)
+    loss_fn.to(device)
     model.to(device)
     optimiser = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
-    loss_fn = nn.CrossEntropyLoss()
     sign = MONITORS[config.monitor]
     best_state, result, stale = None, None, 0
     history = []
@@ -117,7 +154,7 @@ def fit(
             correct += (logits.argmax(1) == y).sum().item()
             bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
         probs, labels = predict(model, val, device=device)
-        val_m = classification_metrics(probs, labels)
+        val_m = classification_metrics(probs, labels, getattr(val, "classes", None))
         metrics = {
             "train_loss": loss_sum / max(seen, 1),
             "train_acc": correct / max(seen, 1),

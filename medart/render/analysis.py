@@ -175,7 +175,8 @@ def gradcam_figure(x, x_adv, clean: np.ndarray, adversarial: np.ndarray, overlap
 def analysis_table(summary: Mapping[str, float], attacks: Sequence[str], share: float, radius: float, top: float) -> str:
     """Markdown: the analysis numbers (``summary``: metric name → value, fractions in [0, 1]) with
     what each means; fractions in %, the unit in each quantity's name."""
-    rows = [("clean accuracy", "clean_acc", "%", "on the analysed images")]
+    rows = [("clean accuracy", "clean_acc", "%", "on the analysed images"),
+            ("clean balanced accuracy", "clean_balanced_acc", "%", "mean recall over classes; near 1/K = degenerate model")]
     rows += [(f"accuracy under {a.upper()}", f"adv_acc.{a}", "%", "") for a in attacks]
     rows.append((f"saliency: pixels ≥ {share:g}·max", "saliency_high_fraction", "%",
                  "mean share of high-gradient pixels per image; large = large high-attention regions"))

@@ -16,18 +16,29 @@ AUCByAttack = Mapping[str, Mapping[str, float]]
 Transfer = Mapping[str, Mapping[str, Mapping[str, float]]]
 
 
-def auc_table(auc: AUCByAttack, std: AUCByAttack | None = None) -> str:
-    """Table 4 layout: a row per detector, a column per attack, AUC in % (± the std over repeats)."""
+def auc_table(auc: AUCByAttack, std: AUCByAttack | None = None, clean=None) -> str:
+    """Table 4 layout: a row per detector, a column per attack, AUC in % (± the std over repeats).
+
+    With ``clean`` (a :class:`~medart.models.sanity.ModelCheck` of the attacked images), each row
+    also shows the model's clean accuracy and balanced accuracy, and a degenerate model's note
+    follows the table."""
     attacks = list(auc)
-    lines = ["| AUC (%) by detector | " + " | ".join(a.upper() for a in attacks) + " |", "|---" * (len(attacks) + 1) + "|"]
+    extra = " clean acc (%) | clean balanced acc (%) |" if clean is not None else ""
+    lines = ["| AUC (%) by detector | " + " | ".join(a.upper() for a in attacks) + " |" + extra,
+             "|---" * (len(attacks) + 1 + 2 * bool(extra)) + "|"]
     for d in next(iter(auc.values())):
         cells = [pct(auc[a][d]) + (f" ± {pct(std[a][d])}" if std else "") for a in attacks]
+        if clean is not None:
+            cells += [pct(clean.acc), pct(clean.balanced_acc)]
         lines.append(f"| {d.upper()} | " + " | ".join(cells) + " |")
+    if clean is not None and clean.degenerate:
+        lines += ["", clean.note()]
     return "\n".join(lines) + "\n"
 
 
-def transfer_table(transfer: Transfer) -> str:
-    """Table 5 layout: per detector, a row per attack it was fitted on, a column per attack scored, AUC in %."""
+def transfer_table(transfer: Transfer, clean=None) -> str:
+    """Table 5 layout: per detector, a row per attack it was fitted on, a column per attack scored,
+    AUC in %; with ``clean`` (a :class:`~medart.models.sanity.ModelCheck`), its note under the tables."""
     blocks = []
     for name, matrix in transfer.items():
         attacks = list(matrix)
@@ -36,6 +47,8 @@ def transfer_table(transfer: Transfer) -> str:
         for fit_attack in attacks:
             lines.append(f"| {fit_attack.upper()} | " + " | ".join(pct(matrix[fit_attack][t]) for t in attacks) + " |")
         blocks.append("\n".join(lines))
+    if clean is not None:
+        blocks.append(clean.note())
     return "\n\n".join(blocks) + "\n"
 
 

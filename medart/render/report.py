@@ -60,6 +60,7 @@ th{background:#eef2f6}td.num{text-align:right;font-variant-numeric:tabular-nums}
 .pair{display:flex;flex-wrap:wrap;gap:24px;align-items:flex-start}.pair>div{flex:1 1 420px;min-width:0}
 figure{margin:10px 0 18px}figure img{max-width:100%;border:1px solid #e3e8ee}figcaption{font-size:12px;color:#5b6675}
 .child{border-left:3px solid #dde3ea;padding-left:14px;margin:14px 0}.note{font-size:13px;color:#5b6675}
+.warn{background:#fff4e5;border-left:4px solid #e8a33d;padding:6px 10px}
 """
 
 
@@ -137,25 +138,35 @@ def _optional(value: float | None, percent: bool = False) -> str:
     return pct(value) if percent else f"{value:.2f}"
 
 
+def _clean_cells(m: dict[str, float]) -> tuple[str, str]:
+    """Clean accuracy and balanced accuracy (%) of the attacked images, from an attack run's metrics
+    (``clean_*``) or a detection run's guard (``guard.clean_*``); empty where a run predates them."""
+    acc = m.get("clean_acc", m.get("guard.clean_acc"))
+    balanced = m.get("clean_balanced_acc", m.get("guard.clean_balanced_acc"))
+    return _optional(acc, True), _optional(balanced, True)
+
+
 def _accuracy_rows(task: str, runs: Sequence[RunView]) -> list[tuple]:
-    """Measured vs paper accuracy and AUC (%) per (attack, ε) where Tables 2 and 3 have the paper's."""
+    """Measured vs paper accuracy and AUC (%) per (attack, ε) where Tables 2 and 3 have the paper's,
+    with the clean accuracy and balanced accuracy of the attacked images beside each."""
     attacks, rows = _attack_results(runs), []
     for (attack, eps), m in sorted(attacks.items()):
         paper_acc = PAPER_TABLE3.get(eps, {}).get(task, {}).get(attack)
         paper_auc = PAPER_TABLE2[task][attack][1] if task in PAPER_TABLE2 and eps == 1.0 else None
         if paper_acc is not None:
             rows.append((attack.upper(), f"{eps:g}/255", pct(m["adv_acc"]), f"{paper_acc:.2f}",
-                         _optional(m.get("adv_auc"), True), _optional(paper_auc)))
+                         _optional(m.get("adv_auc"), True), _optional(paper_auc), *_clean_cells(m)))
     if rows:
         clean = next(iter(attacks.values()))
         none_auc = PAPER_TABLE2[task]["none"][1] if task in PAPER_TABLE2 else None
         rows.insert(0, ("none", "—", pct(clean["clean_acc"]), f"{PAPER_TABLE3[1.0][task]['none']:.2f}",
-                        _optional(clean.get("clean_auc"), True), _optional(none_auc)))
+                        _optional(clean.get("clean_auc"), True), _optional(none_auc), *_clean_cells(clean)))
     return rows
 
 
 def _detection_rows(task: str, runs: Sequence[RunView]) -> list[tuple]:
-    """Measured vs paper detection AUC (%) at ε = 1/255 (Table 4)."""
+    """Measured vs paper detection AUC (%) at ε = 1/255 (Table 4), with the model's clean accuracy
+    and balanced accuracy beside each."""
     rows = []
     for r in runs:
         p, m = r.params, r.metrics
@@ -164,8 +175,20 @@ def _detection_rows(task: str, runs: Sequence[RunView]) -> list[tuple]:
                 name = key.removeprefix("auc_")
                 if key.startswith("auc_") and not key.endswith("_std") and name in PAPER_TABLE4[task]:
                     paper = PAPER_TABLE4[task][name][TABLE4_ATTACKS.index(p["attack.name"])]
-                    rows.append((name.upper(), p["attack.name"].upper(), pct(value), f"{paper:.2f}"))
+                    rows.append((name.upper(), p["attack.name"].upper(), pct(value), f"{paper:.2f}", *_clean_cells(m)))
     return rows
+
+
+def degenerate_banner(runs: Iterable[RunView]) -> str:
+    """HTML: a warning naming the degenerate-model guard's reason when any of ``runs`` is tagged
+    ``medart.degenerate=true``; empty otherwise."""
+    reasons = dict.fromkeys(r.tags.get("medart.degenerate_reason", "") for r in runs
+                            if r.tags.get("medart.degenerate") == "true")
+    if not reasons:
+        return ""
+    return ("<p class='warn'><b>Degenerate model</b>: " + _e("; ".join(filter(None, reasons)) or "see the runs' tags")
+            + ". Its attack and detection numbers say little about robustness; compare them with the clean and "
+            "balanced accuracy beside them.</p>")
 
 
 def _paper_tables(task: str) -> str:
@@ -199,10 +222,12 @@ def paper_comparison(dataset: str | None, runs: Iterable[RunView]) -> str:
              "what differs: image size, data source, pretraining, training length).</p>"]
     if rows := _accuracy_rows(task, runs):
         parts.append("<h3>Accuracy and AUC under attack, measured vs paper (Tables 2 and 3)</h3>" + html_table(
-            ("attack", "ε", "measured acc (%)", "paper acc (%)", "measured AUC (%)", "paper AUC (%)"), rows))
+            ("attack", "ε", "measured acc (%)", "paper acc (%)", "measured AUC (%)", "paper AUC (%)", "clean acc (%)",
+             "clean balanced acc (%)"), rows))
     if rows := _detection_rows(task, runs):
         parts.append("<h3>Detection AUC, measured vs paper (Table 4, ε = 1/255)</h3>"
-                     + html_table(("detector", "attack", "measured AUC (%)", "paper AUC (%)"), rows))
+                     + html_table(("detector", "attack", "measured AUC (%)", "paper AUC (%)", "clean acc (%)",
+                                   "clean balanced acc (%)"), rows))
     parts.append(_paper_tables(task))
     return "\n".join(parts)
 
@@ -265,6 +290,7 @@ def run_page(view: RunView, experiment: str, tracking_uri: str) -> str:
             f"<p class='meta'>run {_e(view.run_id)} · experiment {_e(experiment)} · {_e(view.status)} · started "
             f"{when(view.start_time)} · medart {_e(tags.get('medart.version', '?'))} · commit "
             f"{_e(tags.get('mlflow.source.git.commit', '?')[:10])} · tracking {_e(tracking_uri)}</p>",
+            degenerate_banner([view, *view.descendants()]),
             paper_comparison(view.params.get("dataset"), [view, *view.descendants()]),
             "<h2>This run</h2>", run_body(view, 3)]
     if view.children:
@@ -282,7 +308,8 @@ def experiment_page(experiment: str, runs: Sequence[RunView], tracking_uri: str)
     summary = html_table(("run", "status", "started", "metrics"),
                          [(r.name, r.status, when(r.start_time), len(r.metrics)) for r in runs], (3,))
     body = [f"<h1>medart report: experiment {_e(experiment)}</h1>",
-            f"<p class='meta'>{len(runs)} newest top-level runs · tracking {_e(tracking_uri)}</p>", summary]
+            f"<p class='meta'>{len(runs)} newest top-level runs · tracking {_e(tracking_uri)}</p>",
+            degenerate_banner([d for r in runs for d in (r, *r.descendants())]), summary]
     datasets = {r.params.get("dataset") for r in runs}
     if len(datasets) == 1:
         body.append(paper_comparison(datasets.pop(), [d for r in runs for d in (r, *r.descendants())]))
@@ -291,5 +318,5 @@ def experiment_page(experiment: str, runs: Sequence[RunView], tracking_uri: str)
     return page(f"medart report: {experiment}", "\n".join(body))
 
 
-__all__ = ["FIGURE_ORDER", "PAPER_TASKS", "RunView", "child_section", "experiment_page", "html_table", "is_percent",
-           "markdown_tables", "metric_rows", "page", "paper_comparison", "run_body", "run_page"]
+__all__ = ["FIGURE_ORDER", "PAPER_TASKS", "RunView", "child_section", "degenerate_banner", "experiment_page", "html_table",
+           "is_percent", "markdown_tables", "metric_rows", "page", "paper_comparison", "run_body", "run_page"]

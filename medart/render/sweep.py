@@ -31,19 +31,26 @@ def sweep_figure(rows: Sequence, dataset: str, backend: str) -> Figure:
     return fig
 
 
-def sweep_table(rows: Sequence, failed: Sequence = ()) -> str:
-    """Markdown: accuracy / AUC (%) per attack (rows) and ε (columns), then the cells that failed."""
+def sweep_table(rows: Sequence, failed: Sequence = (), clean=None) -> str:
+    """Markdown: accuracy / AUC (%) per attack (rows) and ε (columns), the clean accuracy / balanced
+    accuracy of the attacked images beside each attack, then the cells that failed; with ``clean``
+    (a :class:`~medart.models.sanity.ModelCheck`) of a degenerate model, its note under the table."""
     lines = []
     if rows:
         eps_values = sorted({r.eps for r in rows})
-        lines.append("| attack | " + " | ".join(f"ε={eps_label(e)} acc / AUC (%)" for e in eps_values) + " |")
-        lines.append("|" + "---|" * (len(eps_values) + 1))
-        clean = f"{pct(rows[0].clean_acc)} / {pct(rows[0].clean_auc)}"
-        lines.append("| none | " + " | ".join(clean for _ in eps_values) + " |")
+        lines.append("| attack | " + " | ".join(f"ε={eps_label(e)} acc / AUC (%)" for e in eps_values)
+                     + " | clean acc / balanced acc (%) |")
+        lines.append("|" + "---|" * (len(eps_values) + 2))
+        first = rows[0]
+        clean_cell = f"{pct(first.clean_acc)} / {pct(first.clean_balanced_acc)}"
+        lines.append("| none | " + " | ".join(f"{pct(first.clean_acc)} / {pct(first.clean_auc)}" for _ in eps_values)
+                     + f" | {clean_cell} |")
         for attack in dict.fromkeys(r.attack for r in rows):
             by_eps = {r.eps: r for r in rows if r.attack == attack}
             cells = [f"{pct(by_eps[e].adv_acc)} / {pct(by_eps[e].adv_auc)}" if e in by_eps else "" for e in eps_values]
-            lines.append(f"| {attack.upper()} | " + " | ".join(cells) + " |")
+            lines.append(f"| {attack.upper()} | " + " | ".join(cells) + f" | {clean_cell} |")
+        if clean is not None and clean.degenerate:
+            lines += ["", clean.note()]
     if failed:
         lines += ["", f"Failed cells ({len(failed)}):", "", "| attack | ε | error |", "|---|---|---|"]
         lines += [f"| {f.attack.upper()} | {eps_label(f.eps)} | {f.error.replace('|', '/')} |" for f in failed]

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import re
+
 from medart.render.numbers import pct
 
-#: metrics that are not fractions, written as they are
+#: parts of metric names (between "_" and ".") that are not fractions, written as they are
 COUNTS_AND_LOSSES = ("n", "loss", "linf", "l2", "seconds", "epoch")
 
 
+def _is_fraction(name: str) -> bool:
+    # whole parts only: "n" marks test_n, not test_balanced_acc
+    return not set(COUNTS_AND_LOSSES) & set(re.split(r"[._]", name))
+
+
 def _cell(name: str, value: float) -> str:
-    if any(part in name for part in COUNTS_AND_LOSSES):
+    if not _is_fraction(name):
         return f"{value:g}" if float(value).is_integer() else f"{value:.4f}"
     return pct(value)
 
@@ -19,6 +26,6 @@ def metric_columns(results: dict[str, dict[str, float]]) -> str:
     names = list(results)
     lines = ["| metric | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
     for key in results[names[0]]:
-        unit = "" if any(part in key for part in COUNTS_AND_LOSSES) else " (%)"
+        unit = " (%)" if _is_fraction(key) else ""
         lines.append(f"| {key}{unit} | " + " | ".join(_cell(key, results[n].get(key, float("nan"))) for n in names) + " |")
     return "\n".join(lines) + "\n"

@@ -7,13 +7,14 @@ from matplotlib.figure import Figure
 
 
 def training_figure(history: list[dict[str, float]], best_epoch: int) -> Figure:
-    """Loss (left) and accuracy / AUC (right) per epoch, train and validation, the best epoch marked."""
+    """Loss (left) and accuracy, balanced accuracy and AUC (right) per epoch, train and validation,
+    the best epoch marked."""
     epochs = np.arange(1, len(history) + 1)
     fig = Figure(figsize=(10, 3.8))
     ax_loss, ax_acc = fig.subplots(1, 2)
     for key, style in (("train_loss", "-"), ("val_loss", "--")):
         ax_loss.plot(epochs, [h[key] for h in history], style, label=key)
-    for key, style in (("train_acc", "-"), ("val_acc", "--"), ("val_auc", ":")):
+    for key, style in (("train_acc", "-"), ("val_acc", "--"), ("val_balanced_acc", "-."), ("val_auc", ":")):
         ax_acc.plot(epochs, [h[key] for h in history], style, label=key)
     for ax, title in ((ax_loss, "loss"), (ax_acc, "accuracy / AUC")):
         ax.axvline(best_epoch, color="grey", lw=0.8)

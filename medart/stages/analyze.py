@@ -31,6 +31,7 @@ from medart.render import analysis as render
 from medart.render.numbers import eps_label
 from medart.stages.attack import attack
 from medart.stages.compare import sweep_label, sweep_record, sweep_rows
+from medart.stages.guard import guard
 from medart.stages.sweep import sweep
 from medart.stages.target import RunOptions, Target
 from medart.stages.train import ModelRequest, train
@@ -209,6 +210,7 @@ def _attack_images(a: _Analysis, bar) -> None:
         attack_runs[name] = out.run_id
         a.summary[f"adv_acc.{name}"] = out.metrics["adv_acc"]
         a.summary["clean_acc"] = out.metrics["clean_acc"]
+        a.summary["clean_balanced_acc"] = out.metrics["clean_balanced_acc"]
         bar.update()
     mlflow.set_tags({f"medart.attack_run.{name}": r for name, r in attack_runs.items()})
     clean = a.target.clean
@@ -368,6 +370,7 @@ def analyze(target: Target, request: AnalysisRequest = AnalysisRequest(), run: R
                            "eps": request.eps, "backend": run.backend, "figures": ",".join(request.figures),
                            "max_examples": target.max_examples, "seed": target.seed, "image_size": target.side,
                            "arch": model.config["arch"], "show": request.show})
+        guard(target, run)
         a = _Analysis(target, request, dataclasses.replace(run, parent_run_id=mlflow_run.info.run_id),
                       {attack_name: make_spec(attack_name, request.eps) for attack_name in attacks})
         a.details = {"attacks": list(attacks), "eps": request.eps, "figures": list(request.figures)}

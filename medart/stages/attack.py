@@ -17,6 +17,7 @@ from medart.attacks.metrics import attack_metrics
 from medart.executors import InProcessExecutor
 from medart.models import sources
 from medart.models.evaluation import predict
+from medart.stages.guard import guard
 from medart.stages.target import ModelSource, RunOptions, Target
 
 
@@ -33,12 +34,14 @@ def attack(target: Target, spec: AttackSpec, run: RunOptions = RunOptions(), sha
     """Attack AdvTrain and AdvTest of ``target`` with ``spec`` through ``run.backend``, as one MLflow run.
 
     Metrics (over AdvTrain + AdvTest): ``clean_acc``, ``clean_auc``, ``adv_acc``, ``adv_auc``,
+    ``clean_balanced_acc``, ``adv_balanced_acc``, ``clean_recall_<class>``, ``adv_recall_<class>``,
     ``success_rate``, ``linf_mean``/``linf_max``, ``l2_mean``/``l2_max`` (pixel units),
     ``seconds`` and ``image_steps_per_second`` of the generation. The examples are logged as
     artifacts and reused by a later run with the same model, data, spec, backend and seed.
     Targeted specs aim each image at class ``(y + 1) mod K``. ``run.executor`` (default: this
     process) makes the examples in ``shards`` shards of whole batches, the same examples as one
-    piece (:mod:`medart.executors`).
+    piece (:mod:`medart.executors`). The run carries the degenerate-model guard's tag and metrics
+    (:func:`medart.stages.guard.guard`).
     """
     model, clean, indices, backend, seed = target.model, target.clean, target.indices, run.backend, target.seed
     key = cache.cache_key(target.weights_digest, target.splits.info, indices, spec, backend, seed)
@@ -53,6 +56,7 @@ def attack(target: Target, spec: AttackSpec, run: RunOptions = RunOptions(), sha
                                               "batch_size": run.batch_size, "shards": shards})
         mlflow.log_params({f"n_{part}": len(x) for part, (x, _) in clean.items()})
         mlflow.set_tags({cache.CACHE_TAG: key, "medart.cached": str(cached_run is not None).lower()})
+        guard(target, run)
         adversarial, seconds = {}, 0.0
         for part, (x, y) in clean.items():
             aim = (y + 1) % target.num_classes if spec.targeted else y
@@ -72,7 +76,7 @@ def attack(target: Target, spec: AttackSpec, run: RunOptions = RunOptions(), sha
         adv_all = torch.cat([adversarial[p] for p in clean])
         probs_clean, _ = predict(model, TensorDataset(x_all, torch.from_numpy(y_all)), run.batch_size, run.device)
         probs_adv, _ = predict(model, TensorDataset(adv_all, torch.from_numpy(y_all)), run.batch_size, run.device)
-        metrics = attack_metrics(probs_clean, probs_adv, y_all, x_all, adv_all, spec.eps)
+        metrics = attack_metrics(probs_clean, probs_adv, y_all, x_all, adv_all, spec.eps, target.splits.classes)
         if cached_run is None:
             metrics |= {"seconds": seconds, "image_steps_per_second": len(x_all) * spec.steps / max(seconds, 1e-9)}
         mlflow.log_metrics(metrics)

@@ -27,9 +27,11 @@ from medart.catalog import ATTACKS, DETECTORS
 from medart.detectors import NEEDS_REFERENCES, make_detector
 from medart.errors import ConfigError, DataError
 from medart.models.evaluation import predict
+from medart.models.sanity import ModelCheck
 from medart.render.detection import auc_figure, auc_table, roc_figure, transfer_figure, transfer_table
 from medart.render.numbers import eps_label
 from medart.stages.attack import attack
+from medart.stages.guard import guard
 from medart.stages.target import RunOptions, Target
 
 PARTS = ("adv_train", "adv_test")  # fitted on, scored on
@@ -63,6 +65,7 @@ class DetectionOutcome:
     counts: dict[str, dict[str, int]]  # attack → {"fit": pairs, "test": pairs}
     attack_runs: dict[str, str] = field(default_factory=dict)
     child_runs: dict[str, str] = field(default_factory=dict)
+    check: ModelCheck | None = None  # the degenerate-model guard on the target
 
 
 @dataclass
@@ -155,7 +158,9 @@ def detect(target: Target, request: DetectRequest, run: RunOptions = RunOptions(
     ± std), with detector parameters as params, ``auc_<detector>`` metrics and ROC curves. The
     parent gets the AUC table (``detection_auc.md``/``.json``, ``figures/detection_auc.png``) and,
     with ``transfer`` and several attacks, each detector fitted on one attack and scored on every
-    attack's AdvTest pairs (``transfer.md``/``.json``, ``figures/transfer.png``). The target's
+    attack's AdvTest pairs (``transfer.md``/``.json``, ``figures/transfer.png``). The parent and
+    the child runs carry the degenerate-model guard's tag and metrics, and the tables print the
+    clean and balanced accuracy of the attacked images beside the AUCs. The target's
     ``reference`` clean Train images serve KD, LID and Mahalanobis as their clean reference set.
     Every setting is checked before the first attack runs.
     """
@@ -178,19 +183,20 @@ def detect(target: Target, request: DetectRequest, run: RunOptions = RunOptions(
                            "seed": target.seed})
         mlflow.log_dict(target.splits.record(), "splits.json")  # AdvTrain / AdvTest and what kept patients apart
         mlflow.set_tags({f"medart.attack_run.{a}": r for a, r in attack_runs.items()})
+        check = guard(target, run)
         studies = {name: _detect_attack(target, request, run, spec, pairs[name], attack_runs[name], bar)
                    for name, spec in specs.items()}
         bar.close()
         auc = {name: study.auc for name, study in studies.items()}
         auc_std = {name: study.auc_std for name, study in studies.items()}
-        _log_auc(target, request, run, auc, auc_std)
+        _log_auc(target, request, run, auc, auc_std, check)
         transfer: dict[str, dict[str, dict[str, float]]] = {}
         if request.transfer and len(specs) > 1:
             transfer = _transfer(request.detectors, {name: study.fitted for name, study in studies.items()}, pairs)
-            _log_transfer(target, request, transfer)
+            _log_transfer(target, request, transfer, check)
     counts = {a: {"fit": len(p["adv_train"]), "test": len(p["adv_test"])} for a, p in pairs.items()}
     return DetectionOutcome(parent.info.run_id, auc, auc_std, transfer, counts, attack_runs,
-                            {name: study.run_id for name, study in studies.items()})
+                            {name: study.run_id for name, study in studies.items()}, check)
 
 
 def _checked(target: Target, request: DetectRequest) -> tuple[DetectRequest, dict[str, AttackSpec]]:
@@ -235,6 +241,7 @@ def _detect_attack(target: Target, request: DetectRequest, run: RunOptions, spec
     repeats, backend = request.repeats, run.backend
     with tracking.start_run(tracking.experiment_name(target.dataset, "detect"), f"detect-{spec.label()}-{backend}") as child:
         mlflow.set_tag("medart.attack_run", attack_run)
+        guard(target, run)  # the report reads clean and balanced accuracy beside each AUC from here
         mlflow.log_params(spec.as_params() | {"backend": backend, "model_uri": target.model_uri, "dataset": target.dataset,
                                               "detectors": ",".join(request.detectors), "repeats": repeats,
                                               "only_successful": request.only_successful, "n_fit_pairs": len(fit_pairs),
@@ -313,11 +320,11 @@ def _loggable(value: Any) -> Any:
 
 
 def _log_auc(target: Target, request: DetectRequest, run: RunOptions, auc: dict[str, dict[str, float]],
-             auc_std: dict[str, dict[str, float]]) -> None:
-    """Table 4 on the active (parent) run: metrics ``<attack>.auc_<detector>``, Markdown, a long
-    MLflow table and a heatmap."""
+             auc_std: dict[str, dict[str, float]], check: ModelCheck) -> None:
+    """Table 4 on the active (parent) run: metrics ``<attack>.auc_<detector>``, Markdown (with the
+    clean and balanced accuracy beside each row), a long MLflow table and a heatmap."""
     mlflow.log_metrics({f"{a}.auc_{d}": v for a, row in auc.items() for d, v in row.items()})
-    mlflow.log_text(auc_table(auc, auc_std if request.repeats > 1 else None), "detection_auc.md")
+    mlflow.log_text(auc_table(auc, auc_std if request.repeats > 1 else None, check), "detection_auc.md")
     rows = [(a, d, v, auc_std[a][d]) for a, row in auc.items() for d, v in row.items()]
     mlflow.log_table({"attack": [r[0] for r in rows], "detector": [r[1] for r in rows], "auc": [r[2] for r in rows],
                       "auc_std": [r[3] for r in rows]}, "detection_auc.json")
@@ -334,9 +341,10 @@ def _transfer(detectors: Sequence[str], fitted: dict[str, dict[str, Any]],
             for name in detectors}
 
 
-def _log_transfer(target: Target, request: DetectRequest, transfer: dict[str, dict[str, dict[str, float]]]) -> None:
-    """Table 5 on the active (parent) run: Markdown, JSON and a heatmap per detector."""
-    mlflow.log_text(transfer_table(transfer), "transfer.md")
+def _log_transfer(target: Target, request: DetectRequest, transfer: dict[str, dict[str, dict[str, float]]],
+                  check: ModelCheck) -> None:
+    """Table 5 on the active (parent) run: Markdown (the clean numbers under it), JSON and a heatmap per detector."""
+    mlflow.log_text(transfer_table(transfer, check), "transfer.md")
     mlflow.log_dict(transfer, "transfer.json")
     title = f"transfer AUC (%), {target.dataset}, ε = {eps_label(request.eps)}"
     tracking.log_figure(transfer_figure(transfer, title), "figures/transfer.png")

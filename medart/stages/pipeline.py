@@ -12,6 +12,7 @@ from medart.errors import MedartError
 from medart.models.training import TrainConfig
 from medart.render.numbers import eps_label
 from medart.stages.detect import DetectionOutcome, DetectRequest, detect
+from medart.stages.guard import guard
 from medart.stages.target import DataSpec, ModelSource, RunOptions, Target, champion
 from medart.stages.train import ModelRequest, train
 
@@ -23,7 +24,7 @@ class PipelineOutcome:
     trained: bool  # False when an existing model was used
     detection: DetectionOutcome
     attack_metrics: dict[str, dict[str, float]]  # attack → its run's metrics
-    summary: str  # Markdown: per attack, accuracy and detection AUC (%)
+    summary: str  # Markdown: per attack, accuracy, balanced accuracy and detection AUC (%)
 
 
 def pipeline(data: DataSpec, detection: DetectRequest, model_uri: "str | ModelSource | None" = None,
@@ -33,7 +34,8 @@ def pipeline(data: DataSpec, detection: DetectRequest, model_uri: "str | ModelSo
     else the dataset's registered champion, else train one with ``model`` and
     ``config``; then attack and detect as :func:`medart.stages.detect.detect` does, all under one
     parent run in ``medart/<dataset>/main``, which gets the headline metrics (prefixed by the
-    attack when there are several), ``summary.md`` and the detection tables and figures."""
+    attack when there are several), the degenerate-model guard's tag and metrics, ``summary.md``
+    and the detection tables and figures."""
     attacks = detection.attacks
     label = f"main-{'+'.join(attacks)}-eps{eps_label(detection.eps)}-{run.backend}"
     with tracking.start_run(tracking.experiment_name(data.dataset, "main"), label, run.parent_run_id) as parent:
@@ -50,20 +52,25 @@ def pipeline(data: DataSpec, detection: DetectRequest, model_uri: "str | ModelSo
         if not mlflow.get_run(parent.info.run_id).data.params:  # `mlflow run` logged its -P values already
             mlflow.log_params({"model_uri": model_uri, "dataset": data.dataset, "attacks": ",".join(attacks),
                                "eps": detection.eps, "backend": run.backend})
+        check = guard(target, run)
         out = detect(target, dataclasses.replace(detection, transfer=len(attacks) > 1), run)
         client, metrics = mlflow.MlflowClient(), {}
-        lines = ["| attack | clean acc (%) | adversarial acc (%) | success rate (%) | "
+        lines = ["| attack | clean acc (%) | clean balanced acc (%) | adversarial acc (%) | success rate (%) | "
                  + " | ".join(f"AUC {d.upper()} (%)" for d in detection.detectors) + " |",
-                 "|---" * (4 + len(detection.detectors)) + "|"]
+                 "|---" * (5 + len(detection.detectors)) + "|"]
         for name, attack_run in out.attack_runs.items():
             m = client.get_run(attack_run).data.metrics
             metrics[name] = m
             prefix = f"{name}." if len(attacks) > 1 else ""
-            mlflow.log_metrics({f"{prefix}{k}": m[k] for k in ("clean_acc", "clean_auc", "adv_acc", "adv_auc", "success_rate")})
+            mlflow.log_metrics({f"{prefix}{k}": m[k] for k in ("clean_acc", "clean_auc", "adv_acc", "adv_auc", "success_rate",
+                                                               "clean_balanced_acc", "adv_balanced_acc")})
             mlflow.log_metrics({f"{prefix}auc_{d}": v for d, v in out.auc[name].items()})
-            lines.append(f"| {name.upper()} | {m['clean_acc'] * 100:.2f} | {m['adv_acc'] * 100:.2f} | "
+            lines.append(f"| {name.upper()} | {m['clean_acc'] * 100:.2f} | {m['clean_balanced_acc'] * 100:.2f} | "
+                         f"{m['adv_acc'] * 100:.2f} | "
                          f"{m['success_rate'] * 100:.2f} | " + " | ".join(f"{out.auc[name][d] * 100:.2f}"
                                                                           for d in detection.detectors) + " |")
+        if check.degenerate:
+            lines += ["", check.note()]
         summary = "\n".join(lines) + "\n"
         mlflow.log_text(summary, "summary.md")
         _copy_artifacts(out.run_id)

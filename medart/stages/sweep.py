@@ -14,9 +14,11 @@ from medart import tracking
 from medart.attacks import make_spec
 from medart.errors import MedartError
 from medart.executors import InProcessExecutor
+from medart.models.sanity import ModelCheck
 from medart.render.numbers import eps_label
 from medart.render.sweep import sweep_figure, sweep_table
 from medart.stages.attack import attack
+from medart.stages.guard import guard
 from medart.stages.target import DataSpec, ModelSource, RunOptions, Target
 
 
@@ -36,11 +38,13 @@ class SweepRow:
     success_rate: float
     linf_max: float
     metrics: dict  # every metric of the attack run, timings included
+    clean_balanced_acc: float = float("nan")
 
     @classmethod
     def from_metrics(cls, attack: str, eps: float, run_id: str, cached: bool, metrics: dict) -> "SweepRow":
         return cls(attack, eps, run_id, cached, int(metrics["n"]), metrics["clean_acc"], metrics["clean_auc"],
-                   metrics["adv_acc"], metrics["adv_auc"], metrics["success_rate"], metrics["linf_max"], dict(metrics))
+                   metrics["adv_acc"], metrics["adv_auc"], metrics["success_rate"], metrics["linf_max"], dict(metrics),
+                   metrics["clean_balanced_acc"])
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,7 @@ class SweepOutcome:
     run_id: str  # the parent run
     rows: list[SweepRow]
     failed: list[FailedCell]
+    check: ModelCheck | None = None  # the degenerate-model guard on the target
 
 
 @dataclass(frozen=True)
@@ -92,7 +97,8 @@ def run_cell(target: Target, cell: tuple[str, float], run: RunOptions) -> SweepR
 def sweep(target: Target, attacks: Sequence[str], eps_values: Sequence[float], run: RunOptions = RunOptions()) -> SweepOutcome:
     """Every attack at every ε (paper settings otherwise) as child runs of one parent run, which
     gets the accuracy-vs-ε figure (``figures/accuracy_vs_eps.png``), the table (``sweep.md``,
-    ``sweep.json``) and ``failed_cells``.
+    ``sweep.json``, clean and balanced accuracy beside each attack), ``failed_cells`` and the
+    degenerate-model guard's tag and metrics.
 
     ``run.executor`` runs the cells: in this process by default, where the first failure ends the
     sweep; on Ray (:class:`medart.executors.RayExecutor`) as tasks logging to the same tracking
@@ -108,6 +114,7 @@ def sweep(target: Target, attacks: Sequence[str], eps_values: Sequence[float], r
                   "model_uri": target.model_uri, "dataset": target.dataset} | executor.params()
         logged = parent.data.params  # `mlflow run -e sweep` has logged its -P values already (eps as written)
         mlflow.log_params({k: v for k, v in params.items() if k not in logged})
+        check = guard(target, run)
         child = dataclasses.replace(run, parent_run_id=parent.info.run_id, executor=None)
         if executor.remote:  # other processes, maybe other machines: they rebuild the target; the executor shows progress
             data = target.data
@@ -123,14 +130,14 @@ def sweep(target: Target, attacks: Sequence[str], eps_values: Sequence[float], r
         mlflow.log_metric("failed_cells", len(failed))
         if rows:
             tracking.log_figure(sweep_figure(rows, target.dataset, run.backend), "figures/accuracy_vs_eps.png")
-        mlflow.log_text(sweep_table(rows, failed), "sweep.md")
+        mlflow.log_text(sweep_table(rows, failed, check), "sweep.md")
         mlflow.log_dict({"rows": [_row_dict(r) for r in rows], "failed": [dataclasses.asdict(f) for f in failed]},
                         "sweep.json")
         if not rows:
             first = failed[0]
             raise MedartError(f"all {len(cells)} cells of the sweep failed, e.g. {first.attack} ε={eps_label(first.eps)}: "
                               f"{first.error}; see sweep.md in run {parent.info.run_id}")
-    return SweepOutcome(parent.info.run_id, rows, failed)
+    return SweepOutcome(parent.info.run_id, rows, failed, check)
 
 
 def _row_dict(row: SweepRow) -> dict:

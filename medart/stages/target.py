@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # the types only: building a request loads nothing heavy
     from medart.data.splits import ProtocolSplits
     from medart.executors import Executor
     from medart.models.adapter import Classifier
+    from medart.models.sanity import ModelCheck
 
 
 def from_options(cls, options: Mapping[str, Any], **overrides: Any):
@@ -128,6 +129,7 @@ class Target:
     max_examples: int | None = None
     reference_size: int = 0
     source: ModelSource | None = None  # how the model was loaded (a worker process loads it again)
+    _check: "ModelCheck | None" = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def load(cls, model: "str | ModelSource | None", data: DataSpec, max_examples: int | None = None,
@@ -188,6 +190,26 @@ class Target:
         from medart.data.base import stack
 
         return {part: stack(ds) for part, ds in self.parts.items()}
+
+    def model_check(self, run: RunOptions = RunOptions()) -> "ModelCheck":
+        """Whether the model is degenerate on the ``clean`` images
+        (:func:`medart.models.sanity.check_predictions`), predicted on ``run``'s device once per
+        target; the first time it fires, its one-line warning goes to the ``medart`` logger (stderr)."""
+        if self._check is None:
+            import logging
+
+            import torch
+            from torch.utils.data import TensorDataset
+
+            from medart.models.evaluation import predict
+            from medart.models.sanity import check_predictions
+
+            x, y = (torch.cat(t) for t in zip(*self.clean.values()))
+            probs, labels = predict(self.model, TensorDataset(x, y), run.batch_size, run.device)
+            self._check = check_predictions(probs.argmax(1), labels, self.splits.classes)
+            if self._check.degenerate:
+                logging.getLogger("medart").warning(self._check.warning())
+        return self._check
 
     @property
     def indices(self) -> dict[str, "np.ndarray"]:

@@ -75,7 +75,7 @@ def train(data: DataSpec, request: ModelRequest = ModelRequest(), config: TrainC
 
     Logs params (with the model's ``n_parameters``), the dataset inputs and split, per-epoch
     metrics, a training-curve figure, the test-split metrics of the best checkpoint (``test_acc``,
-    ``test_auc``) and the model; registers it as ``medart-<dataset>`` and points
+    ``test_auc``, ``test_balanced_acc``, ``test_recall_<class>``) and the model; registers it as ``medart-<dataset>`` and points
     ``request.alias`` at it when it is the best version so far on the monitored validation metric.
     The outcome carries the trained model, so a caller attacks it without reading it back.
     """
@@ -102,7 +102,7 @@ def train(data: DataSpec, request: ModelRequest = ModelRequest(), config: TrainC
         result = fit(model, train_set, val, config, on_epoch=lambda e, m: mlflow.log_metrics(m, step=e), progress=run.progress)
 
         probs, labels = predict(model, test, progress=run.progress, desc="test")
-        test_metrics = classification_metrics(probs, labels)
+        test_metrics = classification_metrics(probs, labels, splits.classes)
         mlflow.log_metrics({f"test_{k}": v for k, v in test_metrics.items()})
         mlflow.log_metrics({f"best_{k}": v for k, v in result.best.items()} | {"best_epoch": result.best_epoch,
                             "seconds_per_epoch": result.seconds_per_epoch})

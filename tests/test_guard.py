@@ -1,0 +1,121 @@
+"""The degenerate-model guard: its thresholds, the tag and one-line warning in a run, and the clean
+and balanced accuracy the tables and report print beside attack and detection numbers."""
+
+from __future__ import annotations
+
+import logging
+
+import mlflow
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from medart.data import subsample
+from medart.models.sanity import CHANCE_MARGIN, CONSTANT_SHARE, check_predictions
+from medart.models.training import TrainConfig, fit
+from medart.render.detection import auc_table, transfer_table
+from medart.render.report import RunView, degenerate_banner, paper_comparison
+from medart.render.sweep import sweep_table
+from medart.stages import DataSpec, Target
+from medart.stages.guard import guard
+from medart.stages.sweep import SweepRow
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*official MedMNIST MD5")
+
+CLASSES = ["normal", "pneumonia"]
+
+
+def predictions(labels: np.ndarray, right: dict[int, int]) -> np.ndarray:
+    """``labels`` with all but ``right[c]`` images of each class ``c`` answered as the other class."""
+    out = labels.copy()
+    for c, n in right.items():
+        out[np.flatnonzero(labels == c)[n:]] = 1 - c
+    return out
+
+
+def test_thresholds():
+    assert CHANCE_MARGIN == 0.10 and CONSTANT_SHARE == 0.95
+    half = np.r_[np.zeros(20, np.int64), np.ones(20, np.int64)]
+    constant = check_predictions(np.ones(40, np.int64), half, CLASSES)
+    assert constant.degenerate and constant.balanced_acc == 0.5 and constant.top_share == 1.0
+    assert "within 10 points of chance" in constant.reason and "answers 'pneumonia' for 100.0 %" in constant.reason
+    near_chance = check_predictions(predictions(half, {0: 11, 1: 11}), half, CLASSES)  # balanced accuracy 0.55
+    assert near_chance.degenerate and near_chance.top_share == 0.5
+    assert not check_predictions(predictions(half, {0: 14, 1: 14}), half, CLASSES).degenerate  # 0.70
+    # one answer for 97 of 100 images, 90 of which are that class: its balanced accuracy (0.65) passes
+    lopsided = np.r_[np.ones(90, np.int64), np.zeros(10, np.int64)]
+    mostly = check_predictions(predictions(lopsided, {1: 90, 0: 3}), lopsided, CLASSES)
+    assert mostly.degenerate and mostly.reason.startswith("it answers 'pneumonia' for 97.0 %")
+    # … while labels that lopsided excuse it when the rare class is still found
+    lopsided = np.r_[np.ones(97, np.int64), np.zeros(3, np.int64)]
+    assert not check_predictions(predictions(lopsided, {1: 97, 0: 2}), lopsided, CLASSES).degenerate
+
+
+class Constant(nn.Module):
+    """A model that learnt nothing: the same logits whatever the image (a one-epoch model at its worst)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.logits = nn.Parameter(torch.tensor([-1.0, 1.0]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.logits.expand(len(x), 2)
+
+
+class Linear(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(3 * 28 * 28, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x.flatten(1))
+
+
+def test_guard_fires_on_a_constant_model_and_stays_quiet_on_a_trained_one(tracking_store, shared_data, caplog):
+    data = DataSpec("pneumonia", shared_data)
+    splits = data.load()
+    torch.manual_seed(0)
+    trained = Linear()
+    fit(trained, subsample(splits.train, 400, 0), subsample(splits.val, 100, 0),
+        TrainConfig(epochs=5, batch_size=32, augment=False), progress=False)
+    for model, degenerate in ((Constant(), True), (trained, False)):
+        target = Target("test", model, data, splits, max_examples=60)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="medart"):
+            for _ in range(2):  # two stages on one target: one check, one warning, both runs tagged
+                with mlflow.start_run() as run:
+                    check = guard(target)
+                logged = mlflow.get_run(run.info.run_id).data
+                assert logged.tags["medart.degenerate"] == str(degenerate).lower()
+                assert logged.metrics["guard.clean_balanced_acc"] == check.balanced_acc
+                assert logged.metrics["guard.clean_acc"] == check.acc
+        warnings = [r.getMessage() for r in caplog.records]
+        if degenerate:
+            assert check.balanced_acc == 0.5 and check.top_share == 1.0 and "medart.degenerate_reason" in logged.tags
+            assert len(warnings) == 1 and "\n" not in warnings[0] and warnings[0].startswith("warning: degenerate model (")
+        else:
+            assert check.balanced_acc > 0.5 + CHANCE_MARGIN and warnings == []
+
+
+def test_tables_and_report_print_clean_and_balanced_accuracy_beside_the_numbers():
+    half = np.r_[np.zeros(20, np.int64), np.ones(20, np.int64)]
+    constant = check_predictions(np.ones(40, np.int64), half, CLASSES)
+    table = auc_table({"fgsm": {"kd": 0.99}, "pgd": {"kd": 0.98}}, clean=constant).splitlines()
+    assert table[0] == "| AUC (%) by detector | FGSM | PGD | clean acc (%) | clean balanced acc (%) |"
+    assert table[2] == "| KD | 99.00 | 98.00 | 50.00 | 50.00 |" and "DEGENERATE MODEL: balanced accuracy" in table[-1]
+    assert transfer_table({"kd": {"fgsm": {"fgsm": 0.9}}}, constant).splitlines()[-1] == constant.note()
+    rows = [SweepRow("fgsm", 1 / 255, "run", False, 40, 0.5, 0.61, 0.0, 0.02, 1.0, 1 / 255, {}, 0.5)]
+    table = sweep_table(rows, clean=constant).splitlines()
+    assert table[0].endswith("| clean acc / balanced acc (%) |") and table[3] == "| FGSM | 0.00 / 2.00 | 50.00 / 50.00 |"
+    # the report: a warning at the top, and clean / balanced accuracy beside each attack and detection number
+    tags = constant.tags()
+    attack = RunView("a", "bim", "FINISHED", 0, {"attack.name": "bim", "attack.eps": str(1 / 255)},
+                     {"adv_acc": 0.0, "clean_acc": 0.5, "clean_auc": 0.6, "clean_balanced_acc": 0.5}, tags)
+    detect = RunView("d", "detect", "FINISHED", 1, dict(attack.params), {"auc_kd": 0.99} | constant.metrics(), tags)
+    page = paper_comparison("pneumonia", [attack, detect])
+    assert "<th>clean balanced acc (%)</th>" in page
+    assert "<td>BIM</td><td>1/255</td><td>0.00</td><td>0.00</td><td></td><td>0.00</td><td>50.00</td><td>50.00</td>" in page
+    assert "<td>KD</td><td>BIM</td><td>99.00</td><td>100.00</td><td>50.00</td><td>50.00</td>" in page
+    assert "Degenerate model</b>: balanced accuracy 50.0 %" in degenerate_banner([attack, detect])
+    assert degenerate_banner([RunView("q", "quiet", "FINISHED", 0, {}, {}, {"medart.degenerate": "false"})]) == ""
