@@ -212,7 +212,8 @@ def _checked(target: Target, request: DetectRequest) -> tuple[DetectRequest, dic
     for name in detectors:
         detector = make_detector(name, target.model, **request.params.get(name, {}))
         detector.set_params()  # ART's hook: runs the detector's _check_params
-        if getattr(detector, "reference", None) == "train" and detector.reference_size > n_reference:
+        size = getattr(detector, "reference_size", None)  # LID's fixed batch (KD uses every reference image)
+        if getattr(detector, "reference", None) == "train" and size is not None and size > n_reference:
             raise ConfigError(f"{name} reference_size {detector.reference_size} exceeds the {n_reference} clean "
                               f"reference images; raise `reference_size` or give {name} a smaller one in `params`")
     return dataclasses.replace(request, eps=eps, detectors=detectors, attacks=tuple(specs)), specs
