@@ -67,6 +67,18 @@ def test_head_gives_the_detectors_own_score_and_both_backends_the_same_examples(
         detector_head(model, make_detector("kd", model, reference="batch"), 2)
 
 
+def test_mahalanobis_head_gives_the_detectors_own_score(fitted_kd):
+    model, kd, _, x, _, adv = fitted_kd
+    maha = make_detector("mahalanobis", model)
+    maha.fit(torch.cat([x, adv]), np.r_[np.zeros(len(x)), np.ones(len(adv))], x_ref=x, y_ref=model(x).argmax(1).detach().numpy())
+    with torch.no_grad():
+        out = detector_head(model, maha, 2)(adv)
+    np.testing.assert_allclose(out[:, 2].numpy(), maha.detect(adv)[0]["scores"], rtol=1e-5, atol=1e-6)
+    assert torch.equal(out[:, 2], out[:, 3])
+    with pytest.raises(ConfigError, match="support the kd, mahalanobis detectors"):
+        detector_head(model, make_detector("lid", model), 2)
+
+
 def test_adaptive_attack_fools_kd_inside_the_eps_ball(fitted_kd):
     model, kd, spec, x, y, plain = fitted_kd
     adaptive = make_attack(detector_head(model, kd, 2), spec, 4, "art", loss=DetectorAwareLoss(3.0, 1.0)).generate(x, y)

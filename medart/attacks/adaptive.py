@@ -9,9 +9,9 @@ with respect to the input. :class:`~medart.attacks.losses.DetectorAwareLoss` rea
 ART's PGD and torchattacks' PGD ascend it as they ascend cross-entropy (see
 :func:`medart.attacks.make_attack`'s ``loss``).
 
-KD is supported (:class:`KDLogit`): the Gaussian kernel density of the penultimate features against
+Supported: KD (:class:`KDLogit`: the Gaussian kernel density of the penultimate features against
 the fitted class-wise Train references, the detector's own σ, standardisation, min–max scaling
-and logistic regression, in float64.
+and logistic regression, in float64) and Mahalanobis (:class:`MahalanobisLogit`).
 """
 
 from __future__ import annotations
@@ -68,6 +68,26 @@ class KDLogit(nn.Module):
         return torch.stack([linear_logit(self.pipeline, density[:, c : c + 1]) for c in range(self.num_classes)], dim=1)
 
 
+class MahalanobisLogit(nn.Module):
+    """A fitted :class:`~medart.detectors.mahalanobis.Mahalanobis` detector's logit ``(N, K)`` from
+    penultimate features ``(N, D)``: log min_c (z − μ_c)ᵀ Σ⁻¹ (z − μ_c) does not depend on the
+    predicted class, so every column is the same."""
+
+    def __init__(self, detector, num_classes: int) -> None:
+        super().__init__()
+        if getattr(detector, "pipeline_", None) is None:
+            raise ConfigError("the Mahalanobis detector is not fitted; call fit before attacking it")
+        self.register_buffer("means", torch.as_tensor(detector.means_, dtype=torch.float64))
+        self.register_buffer("precision", torch.as_tensor(detector.precision_, dtype=torch.float64))
+        self.pipeline, self.num_classes = detector.pipeline_, num_classes
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        diff = z.double()[:, None, :] - self.means[None]  # (N, C, D)
+        d2 = torch.einsum("ncd,de,nce->nc", diff, self.precision, diff)
+        feature = torch.log(d2.min(dim=1).values + 1e-12)[:, None]  # as the detector's _features
+        return linear_logit(self.pipeline, feature).unsqueeze(1).expand(-1, self.num_classes)
+
+
 class DetectorHead(nn.Module):
     """The classifier and its detector as one module: ``x`` ``(N, C, H, W)`` → ``(N, 2K)``, the K
     logits then the K per-class detector logits of ``logit`` (e.g. :class:`KDLogit`) on the
@@ -93,11 +113,15 @@ class DetectorHead(nn.Module):
         return torch.cat([logits, self.logit(features.flatten(1)).to(logits.dtype)], dim=1)
 
 
+LOGITS = {"kd": KDLogit, "mahalanobis": MahalanobisLogit}  # detector name → its differentiable logit
+
+
 def detector_head(model: nn.Module, detector, num_classes: int) -> DetectorHead:
-    """:class:`DetectorHead` for a fitted medart detector (KD so far)."""
-    if getattr(detector, "name", None) != "kd":
-        raise ConfigError(f"adaptive attacks support the kd detector so far, not {getattr(detector, 'name', detector)!r}")
-    return DetectorHead(model, KDLogit(detector, num_classes), detector.layer)
+    """:class:`DetectorHead` for a fitted medart detector (``kd`` or ``mahalanobis`` so far)."""
+    name = getattr(detector, "name", None)
+    if name not in LOGITS:
+        raise ConfigError(f"adaptive attacks support the {', '.join(LOGITS)} detectors so far, not {name or detector!r}")
+    return DetectorHead(model, LOGITS[name](detector, num_classes), detector.layer)
 
 
-__all__ = ["DetectorHead", "KDLogit", "detector_head", "linear_logit"]
+__all__ = ["LOGITS", "DetectorHead", "KDLogit", "MahalanobisLogit", "detector_head", "linear_logit"]
