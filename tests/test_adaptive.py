@@ -18,6 +18,7 @@ from medart.detectors import make_detector
 from medart.errors import ConfigError
 from medart.models.resnet import build_model
 from medart.models.training import TrainConfig, fit
+from medart.stages.adaptive import undetected_success
 
 
 @pytest.fixture(scope="module")
@@ -90,3 +91,11 @@ def test_adaptive_attack_fools_kd_inside_the_eps_ball(fitted_kd):
     plain_auc, adaptive_auc = _auc(kd, x, plain), _auc(kd, x, adaptive)
     assert adaptive_auc < plain_auc - 0.15, (plain_auc, adaptive_auc)
     assert _auc(kd, x[fooled], adaptive[fooled]) < plain_auc - 0.15  # the misclassified ones alone pass too
+
+
+def test_undetected_success_counts_fooled_examples_below_the_5_percent_threshold():
+    clean = np.arange(20.0)  # its 95 % quantile, the threshold: 18.05
+    adversarial = np.r_[np.full(10, 200.0), np.full(10, 5.0)]  # 10 flagged, 10 not
+    fooled = np.r_[np.ones(15, bool), np.zeros(5, bool)]  # the first 15 fool the model: 5 of them unflagged
+    assert undetected_success(fooled, np.r_[clean, adversarial]) == (0.75, 0.25)
+    assert undetected_success(fooled, np.r_[clean, np.full(20, -1.0)]) == (0.75, 0.75)

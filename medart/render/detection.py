@@ -112,3 +112,15 @@ def bandwidth_figure(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], auto: 
     ax.set(xlabel="bandwidth σ (feature units)", ylabel="AUC on AdvTest (%)", ylim=(0, 102), title=title)
     ax.legend(fontsize=7)
     return fig
+
+
+def adaptive_table(rows) -> str:
+    """Plain against adaptive attacks, a row per (detector, attack): AUC, success rate and
+    undetected success rate (misclassified and not flagged at 5 % false positives), in %."""
+    lines = ["| detector | attack | ε | AUC (%) | adaptive AUC (%) | success (%) | adaptive success (%) | "
+             "undetected success (%) | adaptive undetected success (%) | seconds |", "|---" * 10 + "|"]
+    for r in rows:
+        lines.append(f"| {r.detector.upper()} | {r.attack.upper()} | {r.eps * 255:.3g}/255 | {pct(r.auc)} | {pct(r.auc_adaptive)} | "
+                     f"{pct(r.success)} | {pct(r.success_adaptive)} | {pct(r.undetected)} | {pct(r.undetected_adaptive)} | "
+                     f"{r.seconds:.1f} |")
+    return "\n".join(lines) + "\n"
