@@ -18,7 +18,7 @@ from medart.detectors import make_detector
 from medart.errors import ConfigError
 from medart.models.resnet import build_model
 from medart.models.training import TrainConfig, fit
-from medart.stages.adaptive import undetected_success
+from medart.stages.adaptive import best_of, undetected_success
 
 
 @pytest.fixture(scope="module")
@@ -99,3 +99,9 @@ def test_undetected_success_counts_fooled_examples_below_the_5_percent_threshold
     fooled = np.r_[np.ones(15, bool), np.zeros(5, bool)]  # the first 15 fool the model: 5 of them unflagged
     assert undetected_success(fooled, np.r_[clean, adversarial]) == (0.75, 0.25)
     assert undetected_success(fooled, np.r_[clean, np.full(20, -1.0)]) == (0.75, 0.75)
+
+
+def test_best_of_prefers_unflagged_success_then_success_then_the_lowest_score():
+    fooled = np.array([[True, False, True, False], [True, True, False, False]])
+    scores = np.array([[5.0, 0.0, 9.0, 3.0], [1.0, 9.0, 8.0, 2.0]])  # threshold 4: ≤ 4 is unflagged
+    assert best_of(fooled, scores, 4.0).tolist() == [1, 1, 0, 1]

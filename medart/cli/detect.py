@@ -27,8 +27,8 @@ from medart.cli import main, options
 @click.option("--adaptive", is_flag=True,
               help="Also attack each fitted kd / mahalanobis detector on AdvTest with an attack that knows it, and report "
                    "AUC, success and undetected success (at 5 % false positives) against the plain attack.")
-@click.option("--adaptive-weight", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
-              help="λ of the adaptive loss: CW margin + λ · detector logit.")
+@click.option("--adaptive-weights", type=options.Weights(), default="0.1,1", show_default=True,
+              help="λ values of the adaptive loss (CW margin + λ · detector logit): one attack each, the best kept per image.")
 def detect(**opts) -> None:
     """Fit detectors on AdvTrain, score ROC-AUC on AdvTest, per attack and across attacks (Tables 4, 5).
 

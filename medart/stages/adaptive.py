@@ -2,7 +2,9 @@
 through a differentiable path (:data:`medart.attacks.adaptive.LOGITS`) is attacked on AdvTest by an
 attacker that knows it (:class:`~medart.attacks.losses.DetectorAwareLoss`, same ε, steps, step
 size and start as the plain attack, same backend), then scored on those examples by the real,
-unchanged detector. One MLflow child run per (detector, attack at ε).
+unchanged detector. The λ search runs the attack once per weight λ and keeps, per image, the best
+example (:func:`best_of`), so adding a weight never makes the attack weaker. One MLflow child run
+per (detector, attack at ε).
 """
 
 from __future__ import annotations
@@ -57,34 +59,57 @@ def undetected_success(fooled: np.ndarray, scores: np.ndarray) -> tuple[float, f
     return float(fooled.mean()), float((fooled & (scores[n:] <= threshold)).mean())
 
 
+def best_of(fooled: np.ndarray, scores: np.ndarray, threshold: float) -> np.ndarray:
+    """Per image, the index ``(n,)`` of the best of W candidate examples, given ``fooled`` and the
+    detector's ``scores`` ``(W, n)``: one that fools the model unflagged (score ≤ ``threshold``)
+    first, then one that fools it, then the lowest score (ties: the lower index)."""
+    return np.lexsort((scores, ~fooled, ~(fooled & (scores <= threshold))), axis=0)[0]
+
+
 def _fooled(model, adversarial: torch.Tensor, labels: np.ndarray, run: RunOptions) -> np.ndarray:
     logits = predict(model, TensorDataset(adversarial, torch.from_numpy(labels)), run.batch_size, run.device)[0]
     return logits.argmax(1) != labels
 
 
-def adaptive_rows(target: Target, spec: AttackSpec, fitted: dict, pairs, run: RunOptions, weight: float) -> list[AdaptiveRow]:
+def adaptive_examples(target: Target, spec: AttackSpec, detector, pairs, run: RunOptions,
+                      weights: tuple[float, ...]) -> tuple[torch.Tensor, np.ndarray]:
+    """The adaptive examples of the clean AdvTest images of ``pairs`` against ``detector``, best of
+    the λ ``weights`` per image, and the detector's scores on the clean images then on them."""
+    k, labels = target.num_classes, torch.from_numpy(pairs.labels)
+    head = detector_head(target.model, detector, k)
+    clean_scores = detector.detect(pairs.clean)[0]["scores"]
+    candidates, scores, fooled = [], [], []
+    for weight in weights:
+        attacker = make_attack(head, spec, 2 * k, run.backend, run.batch_size, run.device, loss=DetectorAwareLoss(KAPPA, weight))
+        candidates.append(attacker.generate(pairs.clean, labels, seed=target.seed, progress=run.progress))
+        scores.append(detector.detect(candidates[-1])[0]["scores"])
+        fooled.append(_fooled(target.model, candidates[-1], pairs.labels, run))
+    pick = best_of(np.stack(fooled), np.stack(scores), np.quantile(clean_scores, 1.0 - FALSE_POSITIVES))
+    rows = torch.arange(len(pick))
+    best = torch.stack(candidates)[torch.from_numpy(pick), rows]
+    return best, np.r_[clean_scores, np.stack(scores)[pick, rows.numpy()]]
+
+
+def adaptive_rows(target: Target, spec: AttackSpec, fitted: dict, pairs, run: RunOptions,
+                  weights: tuple[float, ...]) -> list[AdaptiveRow]:
     """For each attackable detector in ``fitted`` (name → detector fitted on split 0), its row, each
-    as a child run of the active run; ``pairs`` are the attack's AdvTest pairs, ``weight`` λ."""
+    as a child run of the active run; ``pairs`` are the attack's AdvTest pairs, ``weights`` the λ search."""
     from sklearn.metrics import roc_auc_score
 
     rows = []
     y = np.r_[np.zeros(len(pairs)), np.ones(len(pairs))]
-    k = target.num_classes
     for name, detector in fitted.items():
         if name not in LOGITS:
             continue
         start = time.perf_counter()
-        attacker = make_attack(detector_head(target.model, detector, k), spec, 2 * k, run.backend, run.batch_size, run.device,
-                               loss=DetectorAwareLoss(KAPPA, weight))
-        adaptive = attacker.generate(pairs.clean, torch.from_numpy(pairs.labels), seed=target.seed, progress=run.progress)
+        adaptive, scores = adaptive_examples(target, spec, detector, pairs, run, weights)
         plain = detector.detect(torch.cat([pairs.clean, pairs.adversarial]))[0]["scores"]
-        scores = detector.detect(torch.cat([pairs.clean, adaptive]))[0]["scores"]
         success, undetected = undetected_success(_fooled(target.model, pairs.adversarial, pairs.labels, run), plain)
         success_a, undetected_a = undetected_success(_fooled(target.model, adaptive, pairs.labels, run), scores)
         with tracking.start_run(tracking.experiment_name(target.dataset, "detect"), f"adaptive-{name}-{spec.label()}-{run.backend}") as child:
             row = AdaptiveRow(name, spec.name, spec.eps, float(roc_auc_score(y, plain)), float(roc_auc_score(y, scores)),
                               success, success_a, undetected, undetected_a, time.perf_counter() - start, child.info.run_id)
-            mlflow.log_params(spec.as_params() | {"detector": name, "backend": run.backend, "adaptive.weight": weight,
+            mlflow.log_params(spec.as_params() | {"detector": name, "backend": run.backend, "adaptive.weights": ",".join(map(str, weights)),
                                                   "adaptive.kappa": KAPPA, "n_test_pairs": len(pairs),
                                                   "model_uri": target.model_uri})
             mlflow.log_metrics({m: getattr(row, m) for m in ("auc", "auc_adaptive", "success", "success_adaptive",
@@ -93,4 +118,4 @@ def adaptive_rows(target: Target, spec: AttackSpec, fitted: dict, pairs, run: Ru
     return rows
 
 
-__all__ = ["AdaptiveRow", "FALSE_POSITIVES", "adaptive_rows", "undetected_success"]
+__all__ = ["AdaptiveRow", "FALSE_POSITIVES", "adaptive_examples", "adaptive_rows", "best_of", "undetected_success"]

@@ -55,7 +55,7 @@ class DetectRequest:
     steps: int | None = None  # attack steps; None: the paper's
     step_size: float | str | None = None  # pixels, or "k/255"; None: the paper's
     adaptive: bool = False  # also attack each differentiable detector on AdvTest (medart.stages.adaptive)
-    adaptive_weight: float = 1.0  # λ: weight of the detector's logit against the CW margin
+    adaptive_weights: tuple[float, ...] = (0.1, 1.0)  # λ search: weights of the detector's logit against the CW margin
 
 
 @dataclass
@@ -194,7 +194,7 @@ def detect(target: Target, request: DetectRequest, run: RunOptions = RunOptions(
             transfer = _transfer(request.detectors, {name: study.fitted for name, study in studies.items()}, pairs)
             _log_transfer(target, request, transfer)
         adaptive = [row for name, spec in specs.items() if request.adaptive
-                    for row in adaptive_rows(target, spec, studies[name].fitted, pairs[name]["adv_test"], run, request.adaptive_weight)]
+                    for row in adaptive_rows(target, spec, studies[name].fitted, pairs[name]["adv_test"], run, request.adaptive_weights)]
         if adaptive:
             mlflow.log_text(adaptive_table(adaptive), "adaptive.md")
             mlflow.log_metrics({f"{r.attack}.{m}_{r.detector}": getattr(r, m) for r in adaptive
@@ -215,8 +215,8 @@ def _checked(target: Target, request: DetectRequest) -> tuple[DetectRequest, dic
         raise ConfigError(f"`repeats` must be >= 1, got {request.repeats}")
     if request.adaptive and not set(detectors) & set(LOGITS):
         raise ConfigError(f"`adaptive` attacks the {', '.join(LOGITS)} detectors; add one of them to `detectors`")
-    if not request.adaptive_weight > 0:
-        raise ConfigError(f"`adaptive_weight` must be > 0, got {request.adaptive_weight}")
+    if not request.adaptive_weights or min(request.adaptive_weights) <= 0:
+        raise ConfigError(f"`adaptive_weights` must be numbers > 0 such as 0.1,1, got {request.adaptive_weights}")
     if target.reference is None:
         raise ConfigError(f"`reference_size` must be >= 1 clean Train images, got {target.reference_size}")
     eps = parse_eps(request.eps)
