@@ -106,12 +106,13 @@ def adaptive_rows(target: Target, spec: AttackSpec, fitted: dict, pairs, run: Ru
         plain = detector.detect(torch.cat([pairs.clean, pairs.adversarial]))[0]["scores"]
         success, undetected = undetected_success(_fooled(target.model, pairs.adversarial, pairs.labels, run), plain)
         success_a, undetected_a = undetected_success(_fooled(target.model, adaptive, pairs.labels, run), scores)
-        with tracking.start_run(tracking.experiment_name(target.dataset, "detect"), f"adaptive-{name}-{spec.label()}-{run.backend}") as child:
+        label = f"adaptive-{name}-{spec.label()}-{run.backend}"
+        with tracking.start_run(tracking.experiment_name(target.dataset, "detect"), label) as child:
             row = AdaptiveRow(name, spec.name, spec.eps, float(roc_auc_score(y, plain)), float(roc_auc_score(y, scores)),
                               success, success_a, undetected, undetected_a, time.perf_counter() - start, child.info.run_id)
-            mlflow.log_params(spec.as_params() | {"detector": name, "backend": run.backend, "adaptive.weights": ",".join(map(str, weights)),
-                                                  "adaptive.kappa": KAPPA, "n_test_pairs": len(pairs),
-                                                  "model_uri": target.model_uri})
+            mlflow.log_params(spec.as_params() | {"detector": name, "backend": run.backend, "adaptive.kappa": KAPPA,
+                                                  "adaptive.weights": ",".join(map(str, weights)),
+                                                  "n_test_pairs": len(pairs), "model_uri": target.model_uri})
             mlflow.log_metrics({m: getattr(row, m) for m in ("auc", "auc_adaptive", "success", "success_adaptive",
                                                               "undetected", "undetected_adaptive", "seconds")})
         rows.append(row)
