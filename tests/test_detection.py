@@ -77,6 +77,7 @@ def test_settings_errors_come_before_any_attack_runs(tracking_store, shared_data
         (DetectRequest(detectors=("lid",)), target,
          "lid reference_size 100 exceeds the 40 clean reference images; raise `reference_size`"),
         (DetectRequest(detectors=("kd",), params={"kd": {"bandwith": 1}}), target, "bad parameter for detector 'kd'"),
+        (DetectRequest(detectors=("dfeat",), adaptive=True), target, "`adaptive` attacks the kd, mahalanobis detectors"),
     ):
         with pytest.raises(ConfigError, match=re.escape(message)):
             detect(target_, request, RunOptions(progress=False))
@@ -139,6 +140,22 @@ def test_detect_logs_table_4_and_5_from_correctly_classified_pairs(target):
     assert metrics["auc_dfeat"] == pytest.approx(np.mean(values)) and metrics["auc_dfeat_std"] == pytest.approx(np.std(values))
     assert again.auc_std["pgd"]["dfeat"] == pytest.approx(np.std(values))
     assert again.transfer == {}  # one attack: nothing to transfer to
+
+
+def test_adaptive_detect_logs_a_child_run_per_attackable_detector(target):
+    run = RunOptions(progress=False)
+    out = detect(target, DetectRequest(("bim",), 8 / 255, ("kd", "mahalanobis", "dfeat"), {"dfeat": {"n_estimators": 10}},
+                                       transfer=False, steps=5, adaptive=True), run)
+    assert [(r.detector, r.attack) for r in out.adaptive] == [("kd", "bim"), ("mahalanobis", "bim")]  # dfeat: no gradient
+    client = mlflow.MlflowClient()
+    for row in out.adaptive:
+        assert row.auc == pytest.approx(out.auc["bim"][row.detector])  # the plain examples, one split: Table 4's AUC
+        assert 0 <= row.undetected <= row.success <= 1 and 0 <= row.undetected_adaptive <= row.success_adaptive <= 1
+        child = client.get_run(row.run_id)
+        assert child.info.run_name == f"adaptive-{row.detector}-bim-eps8/255-art"
+        assert child.data.tags["mlflow.parentRunId"] == out.run_id
+        assert child.data.metrics["auc_adaptive"] == pytest.approx(row.auc_adaptive)
+    assert "| KD | BIM | 8/255 |" in mlflow.artifacts.load_text(f"runs:/{out.run_id}/adaptive.md")
 
 
 def _detect_run(output: str) -> mlflow.entities.Run:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from art.defences.detector.evasion import EvasionDetector
+from sklearn.preprocessing import StandardScaler
 
 from medart.detectors import DETECTORS, NEEDS_REFERENCES, make_detector
 from medart.detectors.activations import activations, iter_activations
@@ -228,3 +229,38 @@ def test_lid_batch_mode_matches_ma_et_al_computed_directly(tiny, reference):
         detector.detect(adv[:30], x_clean=clean)
     with pytest.raises(ConfigError, match="reference must be 'train'"):
         make_detector("lid", model, reference="global").fit(clean, np.r_[np.zeros(25), np.ones(25)], x_clean=clean)
+
+
+def test_kd_batch_reference_puts_each_clean_image_in_its_own_density(tiny):
+    """The paper code's KD (``reference="batch"``): a clean image scored against the clean images it
+    was given is its own nearest neighbour, so at a small σ its feature is the self term
+    log(1 / n_class) exactly, and a copy with a grey level of noise, not among them, falls far below."""
+    model, x, y = tiny
+    clean, labels = x[:32], np.r_[np.zeros(16), np.ones(16)]
+    kd = make_detector("kd", model, reference="batch", bandwidth=1e-3)
+    kd.fit(torch.cat([clean[:16], 0.5 * clean[:16]]), labels, x_clean=clean[:16])
+    predicted = y[32:64]
+    own = kd._features(x[32:64], x_clean=x[32:64])[:, 0]
+    assert own == pytest.approx(-np.log(np.bincount(predicted)[predicted]))
+    nudged = (x[32:64] + 1 / 255 * torch.sign(torch.randn(32, *x.shape[1:], generator=torch.Generator().manual_seed(3)))).clamp(0, 1)
+    assert (kd._features(nudged, x_clean=x[32:64])[:, 0] < own - 10).all()
+    with pytest.raises(DataError, match="pass x_clean"):
+        kd.detect(x[32:64])
+    default = make_detector("kd", model, bandwidth=1e-3)  # leak-free: x_clean is never a reference
+    default.fit(torch.cat([clean[:16], 0.5 * clean[:16]]), labels, x_ref=x[64:], y_ref=y[64:], x_clean=clean[:16])
+    assert np.array_equal(default._features(x[32:64], x_clean=x[32:64]), default._features(x[32:64]))
+
+
+def test_kd_standardize_scales_features_by_the_references(tiny):
+    model, x, y = tiny
+    kd = make_detector("kd", model, bandwidth=2.0, standardize=True)
+    kd.fit(torch.cat([x[:16], 0.5 * x[:16]]), np.r_[np.zeros(16), np.ones(16)], x_ref=x[32:], y_ref=y[32:])
+    acts, logits = activations(model, x[:8], ["dfeat"])
+    scaler = StandardScaler().fit(activations(model, x[32:], ["dfeat"])[0]["dfeat"].double().numpy())
+    z_ref = torch.from_numpy(scaler.transform(activations(model, x[32:], ["dfeat"])[0]["dfeat"].double().numpy()))
+    z = torch.from_numpy(scaler.transform(acts["dfeat"].double().numpy()))
+    predicted = logits.argmax(1).numpy()
+    expected = [log_kernel_density(z[i : i + 1], z_ref[torch.from_numpy(y[32:] == predicted[i])], 2.0).item() for i in range(8)]
+    assert kd._features(x[:8])[:, 0] == pytest.approx(expected, rel=1e-9)
+    with pytest.raises(ConfigError, match="KD reference must be"):
+        make_detector("kd", model, reference="test").fit(x[:8], np.r_[np.zeros(4), np.ones(4)], x_ref=x, y_ref=y)

@@ -18,8 +18,10 @@ def make_attack(
     backend: str = "art",
     batch_size: int = 128,
     device: str = "auto",
+    loss: nn.Module | None = None,
 ) -> AttackBackend:
-    """The backend object that runs ``spec`` against ``model``; call ``.generate(x, y, seed)``."""
+    """The backend object that runs ``spec`` against ``model``; call ``.generate(x, y, seed)``.
+    ``loss`` replaces the spec's loss in either backend (see :mod:`medart.attacks.adaptive`)."""
     if backend == "art":
         from medart.attacks.art_backend import ARTBackend as cls
     elif backend == "torchattacks":
@@ -32,7 +34,7 @@ def make_attack(
                               "pip install --no-deps torchattacks==3.5.1 (see README)") from None
     else:
         raise ConfigError(f"unknown backend '{backend}'; choose from: {', '.join(BACKENDS)}")
-    return cls(model, spec, num_classes, batch_size, device)
+    return cls(model, spec, num_classes, batch_size, device, loss)
 
 
 __all__ = ["ATTACKS", "AttackBackend", "AttackSpec", "BACKENDS", "make_attack", "make_spec", "parse_eps",

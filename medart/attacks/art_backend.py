@@ -26,6 +26,7 @@ class ARTBackend(AttackBackend):
     def _classifier(self, x: torch.Tensor) -> PyTorchClassifier:
         spec = self.spec
         loss = CWLoss(spec.kappa, spec.targeted) if spec.name == "cw" else torch.nn.CrossEntropyLoss()
+        loss = loss if self.loss is None else self.loss
         return PyTorchClassifier(
             model=self.model,
             loss=loss,

@@ -71,14 +71,17 @@ class AttackBackend(ABC):
         num_classes: K.
         batch_size: images per attack batch.
         device: ``auto`` (CUDA when present), ``cpu`` or ``cuda[:N]``.
+        loss: replaces the spec's loss (ascended untargeted, as cross-entropy is), e.g. the
+            detector-aware loss of :mod:`medart.attacks.adaptive`; ``None``: the spec's.
     """
 
     name: str
 
-    def __init__(self, model: nn.Module, spec: AttackSpec, num_classes: int, batch_size: int = 128, device: str = "auto") -> None:
+    def __init__(self, model: nn.Module, spec: AttackSpec, num_classes: int, batch_size: int = 128, device: str = "auto",
+                 loss: nn.Module | None = None) -> None:
         if batch_size < 1:
             raise ConfigError(f"batch size must be >= 1, got {batch_size}")
-        self.model, self.spec, self.num_classes, self.batch_size = model, spec, num_classes, batch_size
+        self.model, self.spec, self.num_classes, self.batch_size, self.loss = model, spec, num_classes, batch_size, loss
         self.device = resolve_device(device)
 
     @abstractmethod

@@ -1,4 +1,5 @@
-"""The Carlini–Wagner margin loss, shared by both backends so CW-L∞ means the same thing in each."""
+"""Losses medart supplies to both backends, so an attack means the same thing in each: the
+Carlini–Wagner margin (CW-L∞) and the detector-aware loss of the adaptive attacks."""
 
 from __future__ import annotations
 
@@ -33,3 +34,31 @@ class CWLoss(nn.Module):
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         objective = cw_objective(logits, labels, self.kappa, self.targeted)
         return (objective if self.targeted else -objective).sum()
+
+
+class DetectorAwareLoss(nn.Module):
+    """Misclassify *and* look clean to a detector: the loss an untargeted attack ASCENDS on the
+    ``(N, 2K)`` outputs of :class:`~medart.attacks.adaptive.DetectorHead` (K logits, then the
+    detector's logit for each class the input could be assigned to):
+
+        −( max(z_y − max_{j≠y} z_j, −κ) + λ · d_t ),   t = argmax_{j≠y} z_j
+
+    summed over the batch. The CW margin (not cross-entropy) stops pulling once the input is
+    misclassified by κ, so the detector term then has the gradient to itself; cross-entropy would
+    keep pushing the features away from every clean image, which is what a density detector
+    sees. ``d_t`` is the detector's logit for the class the attack moves towards, the class the
+    detector will compare the input with once it is misclassified.
+    """
+
+    def __init__(self, kappa: float = 0.0, lam: float = 1.0) -> None:
+        super().__init__()
+        self.kappa, self.lam = kappa, lam
+
+    def forward(self, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if labels.ndim == 2:  # one-hot (ART passes labels this way to custom losses)
+            labels = labels.argmax(dim=1)
+        k = outputs.shape[1] // 2
+        logits, detector = outputs[:, :k], outputs[:, k:]
+        towards = logits.masked_fill(nn.functional.one_hot(labels, k).bool(), float("-inf")).argmax(dim=1)
+        objective = cw_objective(logits, labels, self.kappa) + self.lam * detector.gather(1, towards[:, None]).squeeze(1)
+        return -objective.sum()

@@ -46,8 +46,9 @@ class TorchattacksBackend(AttackBackend):
 
     def _attack(self) -> torchattacks.attack.Attack:
         spec = self.spec
-        if spec.name == "cw":
-            attack = _LossPGD(self.model, CWLoss(spec.kappa, spec.targeted), eps=spec.eps, alpha=spec.step_size,
+        if spec.name == "cw" or self.loss is not None:  # medart's loss, run by torchattacks' PGD
+            loss = CWLoss(spec.kappa, spec.targeted) if self.loss is None else self.loss
+            attack = _LossPGD(self.model, loss, eps=spec.eps, alpha=spec.step_size,
                               steps=spec.steps, random_start=spec.random_start)
         elif spec.name == "fgsm" and not spec.random_start:
             attack = torchattacks.FGSM(self.model, eps=spec.eps)

@@ -63,6 +63,23 @@ class EpsList(_Parsed):
         return parse_eps_list(text)
 
 
+class Weights(_Parsed):
+    """Comma-separated positive numbers (the adaptive attack's λ search)."""
+
+    name = "weights"
+
+    def parse(self, text):
+        from medart.errors import ConfigError
+
+        try:
+            weights = tuple(float(v) for v in text.split(",") if v.strip())
+        except ValueError:
+            weights = ()
+        if not weights or min(weights) <= 0:
+            raise ConfigError(f"`adaptive_weights` must be comma-separated numbers > 0 such as 0.1,1, got {text!r}")
+        return weights
+
+
 class Names(_Parsed):
     """Comma-separated names from ``choices``, in order, each once; empty is allowed when ``empty``."""
 

@@ -109,3 +109,31 @@ def _heatmaps(matrices: Mapping[str, Mapping[str, Mapping[str, float]]], xlabel:
     fig.colorbar(image, ax=axes, shrink=0.8, label="AUC (%)")
     fig.suptitle(title)
     return fig
+
+
+def bandwidth_figure(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], auto: Mapping[str, float], title: str) -> Figure:
+    """Detection AUC (%) against the KD bandwidth σ (log axis): one line per ``curves`` label
+    (σ values, AUCs in [0, 1]); a dotted vertical line at each ``auto`` σ, chance at 50 %."""
+    fig = Figure(figsize=(7, 4.2), layout="constrained")
+    ax = fig.add_subplot()
+    for label, (sigma, auc) in curves.items():
+        ax.semilogx(sigma, 100 * np.asarray(auc), marker="o", label=label)
+    for label, sigma in auto.items():
+        ax.axvline(sigma, linestyle=":", color="grey")
+        ax.annotate(f"auto σ ({label})", (sigma, 0.02), xycoords=("data", "axes fraction"), rotation=90, fontsize=7)
+    ax.axhline(50, color="black", linewidth=0.8)
+    ax.set(xlabel="bandwidth σ (feature units)", ylabel="AUC on AdvTest (%)", ylim=(0, 102), title=title)
+    ax.legend(fontsize=7)
+    return fig
+
+
+def adaptive_table(rows) -> str:
+    """Plain against adaptive attacks, a row per (detector, attack): AUC, success rate and
+    undetected success rate (misclassified and not flagged at 5 % false positives), in %."""
+    lines = ["| detector | attack | ε | AUC (%) | adaptive AUC (%) | success (%) | adaptive success (%) | "
+             "undetected success (%) | adaptive undetected success (%) | seconds |", "|---" * 10 + "|"]
+    for r in rows:
+        lines.append(f"| {r.detector.upper()} | {r.attack.upper()} | {r.eps * 255:.3g}/255 | {pct(r.auc)} | {pct(r.auc_adaptive)} | "
+                     f"{pct(r.success)} | {pct(r.success_adaptive)} | {pct(r.undetected)} | {pct(r.undetected_adaptive)} | "
+                     f"{r.seconds:.1f} |")
+    return "\n".join(lines) + "\n"

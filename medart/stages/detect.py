@@ -27,9 +27,11 @@ from medart.catalog import ATTACKS, DETECTORS
 from medart.detectors import NEEDS_REFERENCES, make_detector
 from medart.errors import ConfigError, DataError
 from medart.models.evaluation import predict
+from medart.attacks.adaptive import LOGITS
 from medart.models.sanity import ModelCheck
-from medart.render.detection import auc_figure, auc_table, roc_figure, transfer_figure, transfer_table
+from medart.render.detection import adaptive_table, auc_figure, auc_table, roc_figure, transfer_figure, transfer_table
 from medart.render.numbers import eps_label
+from medart.stages.adaptive import adaptive_rows
 from medart.stages.attack import attack
 from medart.stages.guard import guard
 from medart.stages.target import RunOptions, Target
@@ -54,6 +56,8 @@ class DetectRequest:
     transfer: bool = True
     steps: int | None = None  # attack steps; None: the paper's
     step_size: float | str | None = None  # pixels, or "k/255"; None: the paper's
+    adaptive: bool = False  # also attack each differentiable detector on AdvTest (medart.stages.adaptive)
+    adaptive_weights: tuple[float, ...] = (0.1, 1.0)  # λ search: weights of the detector's logit against the CW margin
 
 
 @dataclass
@@ -66,6 +70,7 @@ class DetectionOutcome:
     attack_runs: dict[str, str] = field(default_factory=dict)
     child_runs: dict[str, str] = field(default_factory=dict)
     check: ModelCheck | None = None  # the degenerate-model guard on the target
+    adaptive: list = field(default_factory=list)  # AdaptiveRow per (detector, attack), with `adaptive`
 
 
 @dataclass
@@ -194,9 +199,15 @@ def detect(target: Target, request: DetectRequest, run: RunOptions = RunOptions(
         if request.transfer and len(specs) > 1:
             transfer = _transfer(request.detectors, {name: study.fitted for name, study in studies.items()}, pairs)
             _log_transfer(target, request, transfer, check)
+        adaptive = [row for name, spec in specs.items() if request.adaptive
+                    for row in adaptive_rows(target, spec, studies[name].fitted, pairs[name]["adv_test"], run, request.adaptive_weights)]
+        if adaptive:
+            mlflow.log_text(adaptive_table(adaptive), "adaptive.md")
+            mlflow.log_metrics({f"{r.attack}.{m}_{r.detector}": getattr(r, m) for r in adaptive
+                                for m in ("auc_adaptive", "success_adaptive", "undetected", "undetected_adaptive")})
     counts = {a: {"fit": len(p["adv_train"]), "test": len(p["adv_test"])} for a, p in pairs.items()}
     return DetectionOutcome(parent.info.run_id, auc, auc_std, transfer, counts, attack_runs,
-                            {name: study.run_id for name, study in studies.items()}, check)
+                            {name: study.run_id for name, study in studies.items()}, check, adaptive)
 
 
 def _checked(target: Target, request: DetectRequest) -> tuple[DetectRequest, dict[str, AttackSpec]]:
@@ -208,6 +219,10 @@ def _checked(target: Target, request: DetectRequest) -> tuple[DetectRequest, dic
             raise ConfigError(f"parameters given for detector '{name}', which is not among {', '.join(detectors)}")
     if request.repeats < 1:
         raise ConfigError(f"`repeats` must be >= 1, got {request.repeats}")
+    if request.adaptive and not set(detectors) & set(LOGITS):
+        raise ConfigError(f"`adaptive` attacks the {', '.join(LOGITS)} detectors; add one of them to `detectors`")
+    if not request.adaptive_weights or min(request.adaptive_weights) <= 0:
+        raise ConfigError(f"`adaptive_weights` must be numbers > 0 such as 0.1,1, got {request.adaptive_weights}")
     if target.reference is None:
         raise ConfigError(f"`reference_size` must be >= 1 clean Train images, got {target.reference_size}")
     eps = parse_eps(request.eps)
@@ -218,7 +233,8 @@ def _checked(target: Target, request: DetectRequest) -> tuple[DetectRequest, dic
     for name in detectors:
         detector = make_detector(name, target.model, **request.params.get(name, {}))
         detector.set_params()  # ART's hook: runs the detector's _check_params
-        if getattr(detector, "reference", None) == "train" and detector.reference_size > n_reference:
+        size = getattr(detector, "reference_size", None)  # LID's fixed batch (KD uses every reference image)
+        if getattr(detector, "reference", None) == "train" and size is not None and size > n_reference:
             raise ConfigError(f"{name} reference_size {detector.reference_size} exceeds the {n_reference} clean "
                               f"reference images; raise `reference_size` or give {name} a smaller one in `params`")
     return dataclasses.replace(request, eps=eps, detectors=detectors, attacks=tuple(specs)), specs

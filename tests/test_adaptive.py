@@ -1,0 +1,107 @@
+"""The detector-aware attack against KD (medart.attacks.adaptive) on the small chest X-ray model of
+test_attacks: its detector logit is the real detector's score, both backends make the same
+examples, and it fools KD where the plain attack does not, inside the ε-ball."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from medart.attacks import make_attack, make_spec
+from medart.attacks.adaptive import detector_head
+from medart.attacks.losses import DetectorAwareLoss
+from medart.data import load_dataset, subsample
+from medart.detectors import make_detector
+from medart.errors import ConfigError
+from medart.models.resnet import build_model
+from medart.models.training import TrainConfig, fit
+from medart.stages.adaptive import best_of, undetected_success
+
+
+@pytest.fixture(scope="module")
+def fitted_kd(shared_data):
+    """A ResNet-18 trained briefly on the real chest X-rays, the AdvTest images it classifies
+    correctly (two halves: fit, score), 200 clean Train references and KD fitted on the first
+    half against BIM at ε = 32/255."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        splits = load_dataset("pneumonia", shared_data)
+    torch.manual_seed(0)
+    model = build_model(2, "resnet18", pretrained="none")
+    fit(model, subsample(splits.train, 384, 0), subsample(splits.val, 64, 0),
+        TrainConfig(epochs=2, batch_size=32, lr=0.01, augment=False), progress=False)
+    model.eval()
+    stack = lambda ds: tuple(torch.stack(t) if isinstance(t[0], torch.Tensor) else torch.tensor(t) for t in zip(*ds))  # noqa: E731
+    x, y = stack([splits.adv_test[i] for i in range(len(splits.adv_test))])
+    with torch.no_grad():
+        keep = model(x).argmax(1) == y
+    x, y = x[keep], y[keep]
+    x_ref, y_ref = stack(subsample(splits.train, 200, 1))
+    spec = make_spec("bim", "32/255", steps=20)
+    adv = make_attack(model, spec, 2, "art").generate(x, y)
+    n = len(x) // 2
+    kd = make_detector("kd", model)
+    kd.fit(torch.cat([x[:n], adv[:n]]), np.r_[np.zeros(n), np.ones(n)], x_ref=x_ref, y_ref=y_ref.numpy())
+    return model, kd, spec, x[n:], y[n:], adv[n:]
+
+
+def _auc(kd, clean, adv) -> float:
+    return kd.score(torch.cat([clean, adv]), np.r_[np.zeros(len(clean)), np.ones(len(adv))])
+
+
+def test_head_gives_the_detectors_own_score_and_both_backends_the_same_examples(fitted_kd):
+    model, kd, _, x, y, _ = fitted_kd
+    head = detector_head(model, kd, 2)
+    with torch.no_grad():
+        out = head(x)
+    predicted = out[:, :2].argmax(1)
+    own = out[:, 2:].gather(1, predicted[:, None]).squeeze(1).numpy()
+    np.testing.assert_allclose(own, kd.detect(x)[0]["scores"], rtol=1e-5, atol=1e-6)
+    spec = make_spec("bim", "8/255", steps=10, step_size="1.6/255")  # deterministic: no random start
+    made = [make_attack(head, spec, 4, b, loss=DetectorAwareLoss(3.0, 1.0)).generate(x[:16], y[:16]) for b in ("art", "torchattacks")]
+    assert torch.equal(made[0], made[1])
+    assert not model.training  # the head hands the model back in eval mode
+    with pytest.raises(ConfigError, match="reference='train'"):
+        detector_head(model, make_detector("kd", model, reference="batch"), 2)
+
+
+def test_mahalanobis_head_gives_the_detectors_own_score(fitted_kd):
+    model, kd, _, x, _, adv = fitted_kd
+    maha = make_detector("mahalanobis", model)
+    maha.fit(torch.cat([x, adv]), np.r_[np.zeros(len(x)), np.ones(len(adv))], x_ref=x, y_ref=model(x).argmax(1).detach().numpy())
+    with torch.no_grad():
+        out = detector_head(model, maha, 2)(adv)
+    np.testing.assert_allclose(out[:, 2].numpy(), maha.detect(adv)[0]["scores"], rtol=1e-5, atol=1e-6)
+    assert torch.equal(out[:, 2], out[:, 3])
+    with pytest.raises(ConfigError, match="support the kd, mahalanobis detectors"):
+        detector_head(model, make_detector("lid", model), 2)
+
+
+def test_adaptive_attack_fools_kd_inside_the_eps_ball(fitted_kd):
+    model, kd, spec, x, y, plain = fitted_kd
+    adaptive = make_attack(detector_head(model, kd, 2), spec, 4, "art", loss=DetectorAwareLoss(3.0, 1.0)).generate(x, y)
+    assert (adaptive - x).abs().max() <= spec.eps + 1e-6 and adaptive.min() >= 0 and adaptive.max() <= 1
+    with torch.no_grad():
+        fooled = model(adaptive).argmax(1) != y
+        plain_fooled = model(plain).argmax(1) != y
+    assert fooled.float().mean() >= 0.8 and fooled.float().mean() >= plain_fooled.float().mean() - 0.1
+    plain_auc, adaptive_auc = _auc(kd, x, plain), _auc(kd, x, adaptive)
+    assert adaptive_auc < plain_auc - 0.15, (plain_auc, adaptive_auc)
+    assert _auc(kd, x[fooled], adaptive[fooled]) < plain_auc - 0.15  # the misclassified ones alone pass too
+
+
+def test_undetected_success_counts_fooled_examples_below_the_5_percent_threshold():
+    clean = np.arange(20.0)  # its 95 % quantile, the threshold: 18.05
+    adversarial = np.r_[np.full(10, 200.0), np.full(10, 5.0)]  # 10 flagged, 10 not
+    fooled = np.r_[np.ones(15, bool), np.zeros(5, bool)]  # the first 15 fool the model: 5 of them unflagged
+    assert undetected_success(fooled, np.r_[clean, adversarial]) == (0.75, 0.25)
+    assert undetected_success(fooled, np.r_[clean, np.full(20, -1.0)]) == (0.75, 0.75)
+
+
+def test_best_of_prefers_unflagged_success_then_success_then_the_lowest_score():
+    fooled = np.array([[True, False, True, False], [True, True, False, False]])
+    scores = np.array([[5.0, 0.0, 9.0, 3.0], [1.0, 9.0, 8.0, 2.0]])  # threshold 4: ≤ 4 is unflagged
+    assert best_of(fooled, scores, 4.0).tolist() == [1, 1, 0, 1]
