@@ -1,11 +1,12 @@
-"""White-box L∞ attacks (FGSM, BIM, PGD, CW-L∞) through ART or torchattacks, one threat model."""
+"""L∞ attacks — the paper's FGSM, BIM, PGD, CW-L∞; AutoAttack and its parts APGD-CE, APGD-DLR, FAB,
+Square — through ART or torchattacks, one threat model."""
 
 from __future__ import annotations
 
 from torch import nn
 
 from medart.attacks.base import AttackBackend
-from medart.attacks.specs import ATTACKS, AttackSpec, make_spec, parse_eps, parse_eps_list, parse_names
+from medart.attacks.specs import ATTACKS, AttackSpec, make_spec, parse_eps, parse_eps_list, parse_names, part_specs
 from medart.errors import ConfigError
 
 BACKENDS = ("art", "torchattacks")
@@ -19,7 +20,8 @@ def make_attack(
     batch_size: int = 128,
     device: str = "auto",
 ) -> AttackBackend:
-    """The backend object that runs ``spec`` against ``model``; call ``.generate(x, y, seed)``."""
+    """The backend object that runs ``spec`` against ``model``; call ``.generate(x, y, seed)``.
+    ``autoattack`` is the sequence of the parts the backend has (ART has no FAB)."""
     if backend == "art":
         from medart.attacks.art_backend import ARTBackend as cls
     elif backend == "torchattacks":
@@ -32,6 +34,11 @@ def make_attack(
                               "pip install --no-deps torchattacks==3.5.1 (see README)") from None
     else:
         raise ConfigError(f"unknown backend '{backend}'; choose from: {', '.join(BACKENDS)}")
+    if spec.name == "autoattack":
+        from medart.attacks.autoattack import AutoAttackSequence
+
+        return AutoAttackSequence(spec, [cls(model, part, num_classes, batch_size, device) for part in part_specs(spec)
+                                   if part.name in cls.autoattack_parts])
     return cls(model, spec, num_classes, batch_size, device)
 
 

@@ -9,7 +9,7 @@ from typing import Callable
 
 import click
 
-from medart.catalog import ARCHS, ATTACKS, BACKENDS, DATASETS, DETECTORS, EXECUTORS, SIZES, SOURCES
+from medart.catalog import ARCHS, ATTACKS, BACKENDS, DATASETS, DETECTORS, EXECUTORS, PAPER_ATTACKS, SIZES, SOURCES
 
 MODEL_URIS = "models:/<name>@<alias>, models:/<name>/<version>, runs:/<id>/model or a folder."
 
@@ -142,7 +142,7 @@ max_examples = click.option("--max-examples", type=click.IntRange(min=2), defaul
 target_options = _stack(model_uri(), model_options, data_options, max_examples)
 
 
-def attacks(default: str = ",".join(ATTACKS)) -> Callable:
+def attacks(default: str = ",".join(PAPER_ATTACKS)) -> Callable:
     return click.option("--attacks", type=Names(ATTACKS, "attack", empty=not default), default=default, show_default=True,
                         help=f"Comma-separated attacks: {', '.join(ATTACKS)} (paper settings).")
 

@@ -34,7 +34,7 @@ from medart.analysis.landscape import sharpness
 from medart.analysis.saliency import input_gradient
 from medart.attacks import make_spec, parse_eps, parse_names
 from medart.attacks.difficulty import EpsBracket, least_successful_eps
-from medart.catalog import ARCHS, ATTACKS, BACKENDS, DETECTORS, INITS
+from medart.catalog import ARCHS, ATTACKS, BACKENDS, DETECTORS, INITS, PAPER_ATTACKS
 from medart.errors import ConfigError, DataError
 from medart.models.resnet import imagenet_unavailable, parameter_count
 from medart.models.training import TrainConfig
@@ -125,7 +125,7 @@ class AblationSettings:
     train: TrainConfig = field(default_factory=TrainConfig)
     max_train: int | None = None
     max_eval: int | None = None
-    attacks: tuple[str, ...] = ATTACKS
+    attacks: tuple[str, ...] = PAPER_ATTACKS
     eps: tuple[float, ...] = (1 / 255, 4 / 255)
     bisect_attack: str = "pgd"
     eps_max: float = 32 / 255
