@@ -15,6 +15,13 @@ from medart.cli import main, options
               help="Evaluate on a stratified subset of this size (and attack as many).")
 @options.attacks(default="")
 @click.option("--eps", type=options.EpsList(), default="1/255", show_default=True, help="Comma-separated ε values for --attacks.")
+@click.option("--checks", is_flag=True,
+              help="Also run the evaluation checklist (Carlini et al. 2019) on the attacked images at the largest --eps: "
+                   "ε-monotonicity, ε = 1, iterative vs one step, white- vs black-box, more budget, vanishing gradients.")
+@click.option("--check-steps", type=click.IntRange(min=1), default=100, show_default=True,
+              help="APGD steps of the checklist (it also runs twice as many with two restarts).")
+@click.option("--check-queries", type=click.IntRange(min=1), default=5000, show_default=True,
+              help="Square queries of the checklist.")
 @options.run_options
 @click.option("--compare-with", default=None,
               help="A second model to evaluate the same way: an alias of the same registered model (e.g. challenger) or a URI.")
@@ -23,10 +30,14 @@ def evaluate(**opts) -> None:
     metrics are linked to the registered version's logged model.
 
     Example: medart evaluate --model-uri models:/medart-pneumonia@champion --dataset pneumonia --attacks fgsm,pgd --compare-with challenger
+
+    Example: medart evaluate --dataset pneumonia --attacks autoattack --eps 1/255,4/255 --checks
     """
     import dataclasses
 
     from medart import tracking
+    from medart.attacks.checklist import ChecklistPlan
+    from medart.render.checks import checklist_table
     from medart.render.tables import metric_columns
     from medart.stages.evaluate import evaluate as run_evaluate
     from medart.stages.target import DataSpec, ModelSource, RunOptions, Target, from_options
@@ -36,8 +47,13 @@ def evaluate(**opts) -> None:
     uris = [opts["model_uri"]]
     if other := opts["compare_with"]:
         uris.append(other if ":/" in other else f"{uris[0].split('@')[0]}@{other}")
-    results = {}
+    plan = ChecklistPlan(tuple(opts["eps"]), opts["check_steps"], opts["check_queries"]) if opts["checks"] else None
+    results, tables = {}, {}
     for uri in uris:
         target = Target.load(dataclasses.replace(source, model_uri=uri), data, opts["max_eval"])
-        results[uri] = run_evaluate(target, opts["attacks"], opts["eps"], opts["max_eval"], run).metrics()
+        outcome = run_evaluate(target, opts["attacks"], opts["eps"], opts["max_eval"], run, plan)
+        results[uri], tables[uri] = outcome.metrics(), outcome.checks
     click.echo(metric_columns(results), nl=False)
+    for uri, checks in tables.items():
+        if checks:
+            click.echo(f"\nchecklist of {uri}:\n\n{checklist_table(checks)}", nl=False)
