@@ -44,15 +44,15 @@ def evaluate(**opts) -> None:
 
     tracking.configure(opts["tracking_uri"])
     data, run, source = from_options(DataSpec, opts), from_options(RunOptions, opts), from_options(ModelSource, opts)
-    uris = [opts["model_uri"]]
+    targets = [Target.load(source, data, opts["max_eval"])]  # without --model-uri: the dataset's champion
     if other := opts["compare_with"]:
-        uris.append(other if ":/" in other else f"{uris[0].split('@')[0]}@{other}")
+        uri = other if ":/" in other else f"{targets[0].model_uri.split('@')[0]}@{other}"
+        targets.append(Target.load(dataclasses.replace(source, model_uri=uri), data, opts["max_eval"]))
     plan = ChecklistPlan(tuple(opts["eps"]), opts["check_steps"], opts["check_queries"]) if opts["checks"] else None
     results, tables = {}, {}
-    for uri in uris:
-        target = Target.load(dataclasses.replace(source, model_uri=uri), data, opts["max_eval"])
+    for target in targets:
         outcome = run_evaluate(target, opts["attacks"], opts["eps"], opts["max_eval"], run, plan)
-        results[uri], tables[uri] = outcome.metrics(), outcome.checks
+        results[target.model_uri], tables[target.model_uri] = outcome.metrics(), outcome.checks
     click.echo(metric_columns(results), nl=False)
     for uri, checks in tables.items():
         if checks:
