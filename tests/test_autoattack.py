@@ -89,6 +89,20 @@ def test_dlr_and_fab_with_more_classes(classes):
         assert correct(model, adv, y).float().mean() < 0.75, (backend, name)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_seeded_and_sharded_like_one_call(backend):
+    """AutoAttack's parts reseed every batch: the same seed gives the same examples, and shards
+    starting at a batch boundary give what one call gives, with no replay of earlier draws."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 28 * 28, 2)).eval()
+    x = torch.rand(10, 3, 28, 28)
+    y = model(x).argmax(dim=1).detach()
+    attack = make_attack(model, small("autoattack"), 2, backend, batch_size=4)
+    whole = attack.generate(x, y, seed=3)
+    assert torch.equal(attack.generate(x, y, seed=3), whole)
+    assert torch.equal(torch.cat([attack.generate(x[:4], y[:4], seed=3), attack.generate(x[4:], y[4:], seed=3, start=4)]), whole)
+
+
 def test_dlr_loss_by_hand():
     logits = torch.tensor([[5.0, 2.0, 1.0, -1.0], [1.0, 4.0, 3.0, 0.0]])
     y = torch.tensor([0, 2])
