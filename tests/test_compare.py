@@ -69,7 +69,9 @@ def test_compare_reads_runs_exports_and_imports_robustbench(registered, shared_d
     artifacts = {a.path for a in client.list_artifacts(run_id)} | {a.path for a in client.list_artifacts(run_id, "figures")}
     assert {"compare.md", "compare.json", "figures/compare.png", "robustbench"} <= artifacts
     text = mlflow.artifacts.load_text(f"runs:/{run_id}/compare.md")
-    assert "| cifar10 | Standardly trained model | AUTOATTACK | 8/255 |" in text and text.count("| pneumonia |") == 4
+    rows_table, summary = text.split("\n\n")
+    assert "| cifar10 | Standardly trained model | AUTOATTACK | 8/255 |" in rows_table and rows_table.count("| pneumonia |") == 4
+    assert summary.count("| pneumonia |") == 2 and "| paper attacks' worst (%) | AutoAttack (%) |" in summary
     assert "| clean acc (%) | adv acc (%) |" in text and "| 94.78 | 0.00 |" in text  # percentages, as everywhere
 
 
