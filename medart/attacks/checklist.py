@@ -14,7 +14,7 @@ seeded but random, and one image is within their noise on a few hundred.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable
 
 import torch
 from torch import nn
@@ -133,10 +133,6 @@ def _vanishing(vanished: float, slack: float) -> CheckResult:
                        vanished <= slack, f"{pct(vanished, 1)} % of images with a vanishing gradient",
                        "gradients vanish: gradient masking (rounding, saturating layers) or a saturated softmax; "
                        "gradient attacks on cross-entropy are blind there — check apgd-dlr and square" if vanished > slack else "")
-
-
-def failed(results: Sequence[CheckResult]) -> list[CheckResult]:
-    return [r for r in results if not r.passed]
 
 
 def direct_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int, backend: str = "art",
