@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 import click
 
 import benchlib
-from medart.catalog import ATTACKS, BACKENDS, DETECTORS
+from medart.catalog import BACKENDS, DETECTORS, PAPER_ATTACKS
 from medart.render.numbers import pct
 
 if TYPE_CHECKING:
@@ -71,7 +71,7 @@ def table2(rows: list[SweepRow]) -> str:
     first = next(iter(at1.values()))
     body = [["none", pct(first.clean_acc), pct(first.clean_auc), *map(_paper, PAPER["table2_eps1"]["none"])]]
     body += [[a.upper(), pct(at1[a].adv_acc), pct(at1[a].adv_auc), *map(_paper, PAPER["table2_eps1"][a])]
-             for a in ATTACKS if a in at1]
+             for a in PAPER_ATTACKS if a in at1]
     return benchlib.markdown_table(["attack (ε = 1/255)", "acc (%)", "AUC (%)", "paper acc (%)", "paper AUC (%)"], body)
 
 
@@ -82,7 +82,7 @@ def table3(rows: list[SweepRow]) -> str:
     for e in eps_values:
         header += [f"ε={e:g}/255 acc (%)"] + ([f"paper ε={e:g}/255 (%)"] if e in (0.3, 1.0) else [])
     body = []
-    for a in ("none", *ATTACKS):
+    for a in ("none", *PAPER_ATTACKS):
         cells = [a.upper() if a != "none" else a]
         for e in eps_values:
             cell = next((r for r in rows if r.attack == a and _at(r.eps, e)), None)
@@ -155,9 +155,9 @@ def run_stages(opts: dict, eps_values: list[float], detectors: tuple[str, ...], 
     with clock.stage("attack"):  # the model just trained, as the stages would load it from the store
         target = Target(trained.model_uri, trained.model.cpu(), data, data.load(request.image_size), opts["max_examples"],
                         opts["reference_size"])
-        swept = sweep(target, list(ATTACKS), eps_values, run)
+        swept = sweep(target, list(PAPER_ATTACKS), eps_values, run)
     with clock.stage("detect"):
-        detection = detect(target, DetectRequest(attacks=ATTACKS, eps=1 / 255, detectors=detectors,
+        detection = detect(target, DetectRequest(attacks=PAPER_ATTACKS, eps=1 / 255, detectors=detectors,
                                                  repeats=opts["repeats"]), run)
     clock.total()
     return trained, swept, detection

@@ -6,7 +6,9 @@ them as choices, so ``medart --help`` answers before any heavy library loads.
 
 from __future__ import annotations
 
-ATTACKS = ("fgsm", "bim", "pgd", "cw")
+PAPER_ATTACKS = ("fgsm", "bim", "pgd", "cw")  # Ma et al.'s; the default wherever attacks are listed
+AUTOATTACK_PARTS = ("apgd-ce", "apgd-dlr", "fab", "square")  # AutoAttack's standard version, in its order
+ATTACKS = PAPER_ATTACKS + AUTOATTACK_PARTS + ("autoattack",)
 BACKENDS = ("art", "torchattacks")
 ARCHS = ("resnet50", "resnet18", "resnet34", "smallcnn")
 INITS = ("none", "imagenet")  # from scratch; torchvision's ImageNet weights

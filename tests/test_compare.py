@@ -69,7 +69,9 @@ def test_compare_reads_runs_exports_and_imports_robustbench(registered, shared_d
     artifacts = {a.path for a in client.list_artifacts(run_id)} | {a.path for a in client.list_artifacts(run_id, "figures")}
     assert {"compare.md", "compare.json", "figures/compare.png", "robustbench"} <= artifacts
     text = mlflow.artifacts.load_text(f"runs:/{run_id}/compare.md")
-    assert "| cifar10 | Standardly trained model | AUTOATTACK | 8/255 |" in text and text.count("| pneumonia |") == 4
+    rows_table, summary = text.split("\n\n")
+    assert "| cifar10 | Standardly trained model | AUTOATTACK | 8/255 |" in rows_table and rows_table.count("| pneumonia |") == 4
+    assert summary.count("| pneumonia |") == 2 and "| paper attacks' worst (%) | AutoAttack (%) |" in summary
     assert "| clean acc (%) | adv acc (%) |" in text and "| 94.78 | 0.00 |" in text  # percentages, as everywhere
 
 
@@ -90,3 +92,29 @@ def test_cli_compare_and_its_errors(registered, shared_data, tmp_path):
     lacking.write_text(json.dumps({"name": "x", "eps": "8/255"}))
     with pytest.raises(DataError, match="lacks clean_acc, autoattack_acc or robust_acc"):
         import_robustbench([lacking])
+
+
+def test_autoattack_fills_the_export_and_sits_beside_the_paper_attacks(tracking_store, tmp_path):
+    """An autoattack measurement fills ``autoattack_acc`` (the lower backend), the per-attack
+    accuracies stay, and the export loads with ``--import`` beside a RobustBench file."""
+    from medart.stages.compare import RobustnessRow
+
+    measured = (("fgsm", "art", 0.50), ("pgd", "art", 0.30), ("pgd", "torchattacks", 0.32),
+                ("autoattack", "art", 0.26), ("autoattack", "torchattacks", 0.24), ("square", "art", 0.60))
+    rows = [RobustnessRow("pneumonia", "models:/medart-pneumonia@champion", attack, 8 / 255, backend, 0.9, acc, 100,
+                          f"run:{attack}-{backend}") for attack, backend, acc in measured]
+    (path,) = export_robustbench(rows, tmp_path / "rb")
+    doc = json.loads(path.read_text())
+    assert doc["autoattack_acc"] == doc["robust_acc"] == "24.00" and doc["clean_acc"] == "90.00"
+    assert doc["per_attack_acc"]["pgd/art"] == "30.00" and len(doc["per_attack_acc"]) == 6
+
+    standard = tmp_path / "cifar10" / "Linf" / "Standard.json"
+    standard.parent.mkdir(parents=True)
+    standard.write_text(json.dumps(STANDARD))
+    out = CliRunner().invoke(main, ["compare", "--import", str(path), "--import", str(standard)])
+    assert out.exit_code == 0, out.output
+    assert "| pneumonia | medart-pneumonia@champion | 8/255 | 90.00 | — | 24.00 (medart) | 24.00 | 100 |" in out.output
+    assert "| cifar10 | Standardly trained model | 8/255 | 94.78 | — | 0.00 (N/A) | 0.00 |  |" in out.output
+    (theirs,) = import_robustbench([standard])
+    assert theirs.attack == "autoattack" and theirs.adv_acc == 0.0
+    assert {r.attack for r in import_robustbench([path])} == {"autoattack", "worst-case"}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import mlflow
 import pytest
 from click.testing import CliRunner
@@ -63,3 +65,16 @@ def test_evaluate_loads_the_model_once_however_many_attacks(registered, shared_d
                                     "--no-progress"])
     assert out.exit_code == 0, out.output
     assert loads == [registered]
+
+
+def test_cli_checks_log_one_table(registered, shared_data):
+    # without --model-uri: the dataset's champion (printing its metrics used to fail on the missing URI)
+    out = CliRunner().invoke(main, ["evaluate", "--dataset", "pneumonia", "--data-dir",
+                                    str(shared_data), "--max-eval", "8", "--eps", "2/255", "--checks", "--check-steps", "2",
+                                    "--check-queries", "20", "--no-progress"])
+    assert out.exit_code == 0, out.output
+    assert f"checklist of {registered}" in out.output and "| monotone_eps |" in out.output
+    (run,) = [r for r in mlflow.search_runs(search_all_experiments=True, output_format="list") if "checks_failed" in r.data.metrics]
+    table = json.loads(mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/checklist.json"))
+    assert table["columns"] == ["check", "question", "passed", "measured", "suggests"] and len(table["data"]) == 6
+    assert run.data.metrics["checks_failed"] == sum(not row[2] for row in table["data"])

@@ -1,11 +1,12 @@
-"""White-box L∞ attacks (FGSM, BIM, PGD, CW-L∞) through ART or torchattacks, one threat model."""
+"""L∞ attacks — the paper's FGSM, BIM, PGD, CW-L∞; AutoAttack and its parts APGD-CE, APGD-DLR, FAB,
+Square — through ART or torchattacks, one threat model."""
 
 from __future__ import annotations
 
 from torch import nn
 
 from medart.attacks.base import AttackBackend
-from medart.attacks.specs import ATTACKS, AttackSpec, make_spec, parse_eps, parse_eps_list, parse_names
+from medart.attacks.specs import ATTACKS, AttackSpec, make_spec, parse_eps, parse_eps_list, parse_names, part_specs
 from medart.errors import ConfigError
 
 BACKENDS = ("art", "torchattacks")
@@ -21,7 +22,8 @@ def make_attack(
     loss: nn.Module | None = None,
 ) -> AttackBackend:
     """The backend object that runs ``spec`` against ``model``; call ``.generate(x, y, seed)``.
-    ``loss`` replaces the spec's loss in either backend (see :mod:`medart.attacks.adaptive`)."""
+    ``loss`` replaces the spec's loss in either backend (see :mod:`medart.attacks.adaptive`);
+    ``autoattack`` is the sequence of the parts the backend has (ART has no FAB)."""
     if backend == "art":
         from medart.attacks.art_backend import ARTBackend as cls
     elif backend == "torchattacks":
@@ -34,6 +36,13 @@ def make_attack(
                               "pip install --no-deps torchattacks==3.5.1 (see README)") from None
     else:
         raise ConfigError(f"unknown backend '{backend}'; choose from: {', '.join(BACKENDS)}")
+    if spec.name == "autoattack":
+        if loss is not None:
+            raise ConfigError("autoattack runs its parts' own losses; give `loss` to a PGD-style attack (bim, pgd)")
+        from medart.attacks.autoattack import AutoAttackSequence
+
+        return AutoAttackSequence(spec, [cls(model, part, num_classes, batch_size, device) for part in part_specs(spec)
+                                   if part.name in cls.autoattack_parts])
     return cls(model, spec, num_classes, batch_size, device, loss)
 
 

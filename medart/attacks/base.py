@@ -31,6 +31,16 @@ def check_inputs(x: torch.Tensor, y: torch.Tensor, num_classes: int) -> None:
         raise DataError(f"labels must be in 0…{num_classes - 1} for this {num_classes}-class model, got {int(y.min())}…{int(y.max())}")
 
 
+def project(adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
+    """``adv`` clipped into the L∞ ε-ball around ``x`` and into [0, 1]."""
+    return torch.min(torch.max(adv, x - eps), x + eps).clamp_(0.0, 1.0)
+
+
+def max_targets(num_classes: int) -> int:
+    """Target classes of APGD-T and FAB-T: AutoAttack's standard 9, at most the K − 1 wrong classes."""
+    return min(9, num_classes - 1)
+
+
 @contextlib.contextmanager
 def frozen(model: nn.Module) -> Iterator[nn.Module]:
     """Eval mode and no weight gradients while attacking (the paper freezes the trained network;
@@ -76,6 +86,7 @@ class AttackBackend(ABC):
     """
 
     name: str
+    autoattack_parts: tuple[str, ...] = ()  # the parts of AutoAttack this library has
 
     def __init__(self, model: nn.Module, spec: AttackSpec, num_classes: int, batch_size: int = 128, device: str = "auto",
                  loss: nn.Module | None = None) -> None:
@@ -101,7 +112,9 @@ class AttackBackend(ABC):
         ``start`` > 0 says ``x`` is a shard that begins at image ``start`` of a longer input (a
         multiple of the batch size, so the batches are the long input's batches): the random
         starts of the ``start`` images before it are drawn first, batch by batch, so the shard's
-        examples are the ones one call on the whole input makes with the same ``seed``.
+        examples are the ones one call on the whole input makes with the same ``seed``. AutoAttack
+        and its parts instead reseed every batch with ``seed`` (torchattacks' do so themselves),
+        so a shard needs no replay.
         """
         check_inputs(x, y, self.num_classes)
         if start < 0 or start % self.batch_size:
@@ -109,14 +122,17 @@ class AttackBackend(ABC):
         self.model.to(self.device)
         out = []
         with frozen(self.model), seeded(seed, self.device):
-            for _ in range(start // self.batch_size if self.spec.random_start else 0):
+            for _ in range(start // self.batch_size if self.spec.random_start and not self.spec.adaptive else 0):
                 self._draw_random_start(torch.Size((self.batch_size, *x.shape[1:])))
             batches = range(0, len(x), self.batch_size)
             for first in tqdm(batches, desc=f"{self.name} {self.spec.label()}", disable=not progress, leave=False):
+                if self.spec.adaptive:
+                    torch.manual_seed(seed)
+                    np.random.seed(seed % 2**32)
                 xb = x[first : first + self.batch_size].to(self.device)
                 yb = y[first : first + self.batch_size].to(self.device)
                 adv = self._generate_batch(xb, yb)
                 # Backends clip to the ε-ball themselves; this guards against their float rounding.
-                adv = torch.min(torch.max(adv, xb - self.spec.eps), xb + self.spec.eps).clamp_(0.0, 1.0)
+                adv = project(adv, xb, self.spec.eps)
                 out.append(adv.detach().cpu())
         return torch.cat(out) if out else x.clone()

@@ -62,3 +62,58 @@ class DetectorAwareLoss(nn.Module):
         towards = logits.masked_fill(nn.functional.one_hot(labels, k).bool(), float("-inf")).argmax(dim=1)
         objective = cw_objective(logits, labels, self.kappa) + self.lam * detector.gather(1, towards[:, None]).squeeze(1)
         return -objective.sum()
+
+
+def dlr_objective(logits: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-example Difference-of-Logits-Ratio loss the attacker ASCENDS, shape ``(N,)`` (Croce &
+    Hein 2020, eqs. 6–7; z sorted z_π1 ≥ z_π2 ≥ …):
+
+    - untargeted, K ≥ 3: ``−(z_y − max_{j≠y} z_j) / (z_π1 − z_π3)``;
+    - targeted at ``targets`` t, K ≥ 4: ``−(z_y − z_t) / (z_π1 − (z_π3 + z_π4) / 2)``;
+    - K = 2: ``−(z_y − z_other)``, the margin alone. DLR's denominator needs a third logit and is
+      undefined for two classes (fra31/auto-attack and both libraries fail with an index error).
+      It only makes the loss scale-invariant, and an L∞ step follows sign(∇), so the margin keeps
+      DLR's point: unlike cross-entropy it does not saturate when the softmax is near one-hot.
+
+    The 1e-12 in the denominators is the reference implementation's.
+    """
+    ranked = logits.sort(dim=1).values
+    own = logits.gather(1, labels[:, None]).squeeze(1)
+    if targets is not None:
+        if logits.shape[1] < 4:
+            raise ValueError(f"the targeted DLR loss needs >= 4 classes, got {logits.shape[1]}")
+        other = logits.gather(1, targets[:, None]).squeeze(1)
+        return -(own - other) / (ranked[:, -1] - 0.5 * (ranked[:, -3] + ranked[:, -4]) + 1e-12)
+    rival = logits.masked_fill(nn.functional.one_hot(labels, logits.shape[1]).bool(), float("-inf")).amax(dim=1)
+    if logits.shape[1] == 2:
+        return -(own - rival)
+    return -(own - rival) / (ranked[:, -1] - ranked[:, -3] + 1e-12)
+
+
+class DLRLoss(nn.Module):
+    """:func:`dlr_objective` as an ART estimator loss (ART sets ``reduction`` to ``"none"`` for the
+    per-image losses that steer APGD's step size).
+
+    ``labels`` are class indices ``(N,)``, or ``(N, K)`` rows: one-hot true classes, plus 0.5 at
+    the target class for the targeted loss — the one way to hand ART's APGD a target per image
+    while its own sample selection (argmax of the labels) still sees the true class.
+    """
+
+    def __init__(self, reduction: str = "sum") -> None:
+        super().__init__()
+        self.reduction = reduction
+
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        targets = None
+        if labels.ndim == 2:
+            true = labels.argmax(dim=1)
+            rest = labels.masked_fill(nn.functional.one_hot(true, labels.shape[1]).bool(), 0.0)
+            targets = rest.argmax(dim=1) if bool((rest > 0).any()) else None
+            labels = true
+        loss = dlr_objective(logits, labels.long(), targets)
+        return {"none": loss, "mean": loss.mean(), "sum": loss.sum()}[self.reduction]
+
+
+def encode_targets(labels: torch.Tensor, targets: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """``(N, K)`` float rows for :class:`DLRLoss`: 1 at the true class, 0.5 at the target."""
+    return nn.functional.one_hot(labels, num_classes).float() + 0.5 * nn.functional.one_hot(targets, num_classes).float()

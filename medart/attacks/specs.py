@@ -1,4 +1,5 @@
-"""Attack specifications: the paper's white-box L∞ attacks, their defaults, and validation.
+"""Attack specifications: the paper's white-box L∞ attacks, AutoAttack and its parts, their
+defaults, and validation.
 
 A spec is backend-neutral: the same :class:`AttackSpec` run through ART or torchattacks means the
 same threat model — ε-ball, number of steps, step size, start point and loss.
@@ -10,6 +11,17 @@ same threat model — ε-ball, number of steps, step size, start point and loss.
 | pgd    | 20    | ε/10      | uniform in the ε-ball | cross-entropy |
 | cw     | 20    | ε/10      | uniform in the ε-ball | CW margin max(z_y − max_{j≠y} z_j, −κ) |
 
+AutoAttack's parts (Croce & Hein 2020, standard version) have no step size to tune; ``steps``
+and ``restarts`` are their budget:
+
+| attack     | steps | restarts | what |
+|------------|-------|----------|------|
+| apgd-ce    | 100   | 1 | APGD on cross-entropy; the step starts at 2ε and halves when the loss stalls |
+| apgd-dlr   | 100   | 1 | APGD on the DLR loss: targeted (APGD-T, top min(9, K−1) classes) for K ≥ 4 classes, untargeted for K = 3, the logit margin for K = 2 (see :mod:`medart.attacks.losses`) |
+| fab        | 100   | 1 | FAB-T, targeted at the top min(9, K−1) classes (K = 2: the other class, i.e. FAB) |
+| square     | 5000  | 1 | Square, black-box: ``steps`` are queries, p_init 0.8 |
+| autoattack | 100   | 1 | the four above in order, each on the images the earlier ones left correct; Square gets 50 queries per step |
+
 ε is in [0, 1] pixel units: ``1/255`` is one grey level of an 8-bit image.
 """
 
@@ -18,11 +30,15 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass
 
+from medart.catalog import ATTACKS, AUTOATTACK_PARTS, PAPER_ATTACKS
 from medart.errors import ConfigError
 
-ATTACKS = ("fgsm", "bim", "pgd", "cw")
-# name → (steps, step size as a fraction of ε, random start)
+# paper attack → (steps, step size as a fraction of ε, random start)
 DEFAULTS = {"fgsm": (1, 1.0, False), "bim": (40, 1 / 40, False), "pgd": (20, 1 / 10, True), "cw": (20, 1 / 10, True)}
+# AutoAttack's standard version: attack → (steps, random start); one restart each
+AUTOATTACK_DEFAULTS = {"apgd-ce": (100, True), "apgd-dlr": (100, True), "fab": (100, False), "square": (5000, True),
+                       "autoattack": (100, True)}
+SQUARE_QUERIES_PER_STEP = 50  # autoattack: 5000 Square queries at its 100 APGD/FAB steps, as in the standard version
 
 _FRACTION = re.compile(r"^\s*([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*/\s*([0-9]*\.?[0-9]+)\s*$")
 
@@ -63,25 +79,35 @@ def parse_names(value: str, choices: tuple[str, ...] = ATTACKS, what: str = "att
 
 @dataclass(frozen=True)
 class AttackSpec:
-    """One white-box L∞ attack, fully specified.
+    """One L∞ attack, fully specified.
 
     Attributes:
-        name: ``fgsm``, ``bim``, ``pgd`` or ``cw`` (CW-L∞: PGD on the CW margin loss).
+        name: one of :data:`ATTACKS` (``cw`` is CW-L∞: PGD on the CW margin loss).
         eps: L∞ radius in [0, 1] pixel units.
-        steps: gradient steps.
-        step_size: per-step size in pixel units.
-        random_start: start from a uniform draw in the ε-ball instead of from x.
+        steps: gradient steps (``square``: queries; ``autoattack``: APGD and FAB steps).
+        step_size: per-step size in pixel units; ``None`` for AutoAttack and its parts, which set
+            their own (APGD starts at 2ε and adapts it).
+        random_start: start from a random point in the ε-ball instead of from x.
         kappa: CW confidence κ ≥ 0 (``cw`` only).
-        targeted: move towards the labels given as targets instead of away from the true ones.
+        targeted: move towards the labels given as targets instead of away from the true ones
+            (the paper's attacks only).
+        restarts: runs from new random starts, each on the images the earlier ones left correct
+            (AutoAttack and its parts only; ``None`` for the paper's attacks).
     """
 
     name: str
     eps: float
     steps: int
-    step_size: float
+    step_size: float | None
     random_start: bool
     kappa: float = 0.0
     targeted: bool = False
+    restarts: int | None = None
+
+    @property
+    def adaptive(self) -> bool:
+        """AutoAttack or one of its parts: no step size to tune, seeded by the library per batch."""
+        return self.name not in PAPER_ATTACKS
 
     def __post_init__(self) -> None:
         if self.name not in ATTACKS:
@@ -90,22 +116,45 @@ class AttackSpec:
             raise ConfigError(f"`eps` must be in (0, 1], got {self.eps}")
         if self.steps < 1:
             raise ConfigError(f"`steps` must be >= 1, got {self.steps}")
+        if self.kappa < 0:
+            raise ConfigError(f"`kappa` must be >= 0, got {self.kappa}")
+        if self.kappa and self.name != "cw":
+            raise ConfigError(f"`kappa` applies to the cw attack only, not {self.name}")
+        if self.adaptive:
+            self._check_adaptive()
+        else:
+            self._check_paper()
+
+    def _check_paper(self) -> None:
         if self.name == "fgsm" and self.steps != 1:
             raise ConfigError("FGSM is a single step (`steps`=1); use bim or pgd for several steps")
-        if not self.step_size > 0:
+        if self.step_size is None or not self.step_size > 0:
             raise ConfigError(f"`step_size` must be > 0, got {self.step_size}")
         if self.step_size > self.eps * (1 + 1e-9):
             raise ConfigError(
                 f"`step_size` {self.step_size:.6g} exceeds `eps` {self.eps:.6g}: every step would be clipped back to the ε-ball; "
                 "use a `step_size` <= `eps`"
             )
-        if self.kappa < 0:
-            raise ConfigError(f"`kappa` must be >= 0, got {self.kappa}")
-        if self.kappa and self.name != "cw":
-            raise ConfigError(f"`kappa` applies to the cw attack only, not {self.name}")
+        if self.restarts is not None:
+            raise ConfigError(f"`restarts` applies to {', '.join(AUTOATTACK_PARTS)} and autoattack, not {self.name}")
+
+    def _check_adaptive(self) -> None:
+        if self.step_size is not None:
+            raise ConfigError(f"{self.name} sets its own step size (APGD starts at 2ε and halves it when the loss "
+                              "stalls); leave `step_size` unset")
+        if self.targeted:
+            raise ConfigError(f"`targeted` applies to {', '.join(PAPER_ATTACKS)}; {self.name} is untargeted "
+                              "(apgd-dlr and fab aim at the likeliest wrong classes themselves)")
+        if self.restarts is None or self.restarts < 1:
+            raise ConfigError(f"`restarts` must be >= 1, got {self.restarts}")
+        if self.random_start != AUTOATTACK_DEFAULTS[self.name][1]:
+            raise ConfigError(f"{self.name} always starts {'at random' if AUTOATTACK_DEFAULTS[self.name][1] else 'from x'}; "
+                              "leave `random_start` unset")
 
     def as_params(self) -> dict:
-        return {f"attack.{k}": v for k, v in asdict(self).items()}
+        """``attack.<field>`` → value, without the fields that do not apply (``None``), so the paper
+        attacks' parameters (and cache keys) are what they were before AutoAttack was added."""
+        return {f"attack.{k}": v for k, v in asdict(self).items() if v is not None}
 
     def label(self) -> str:
         """Short name for run names and plots, e.g. ``bim-eps1/255``."""
@@ -120,16 +169,28 @@ def make_spec(
     random_start: bool | None = None,
     kappa: float = 0.0,
     targeted: bool = False,
+    restarts: int | None = None,
 ) -> AttackSpec:
-    """A spec with the paper's defaults for ``name``, any of which can be overridden."""
+    """A spec with the defaults for ``name`` (the paper's, or AutoAttack's standard version), any
+    of which can be overridden."""
     name = name.strip().lower()
-    if name not in DEFAULTS:
+    if name not in ATTACKS:
         raise ConfigError(f"unknown attack '{name}'; choose from: {', '.join(ATTACKS)}")
     eps = parse_eps(eps)
+    size = None if step_size is None else parse_eps(step_size)
+    if name in AUTOATTACK_DEFAULTS:
+        d_steps, d_start = AUTOATTACK_DEFAULTS[name]
+        return AttackSpec(name, eps, d_steps if steps is None else steps, size,
+                          d_start if random_start is None else random_start, kappa, targeted, 1 if restarts is None else restarts)
     d_steps, d_fraction, d_start = DEFAULTS[name]
-    size = eps * d_fraction if step_size is None else parse_eps(step_size)
-    return AttackSpec(name, eps, d_steps if steps is None else steps, size, d_start if random_start is None else random_start,
-                      kappa, targeted)
+    return AttackSpec(name, eps, d_steps if steps is None else steps, eps * d_fraction if size is None else size,
+                      d_start if random_start is None else random_start, kappa, targeted, restarts)
 
 
-__all__ = ["ATTACKS", "AttackSpec", "make_spec", "parse_eps", "parse_eps_list", "parse_names"]
+def part_specs(spec: AttackSpec) -> list[AttackSpec]:
+    """The parts of an ``autoattack`` spec, in order, at its ε, steps and restarts."""
+    return [make_spec(name, spec.eps, spec.steps * (SQUARE_QUERIES_PER_STEP if name == "square" else 1), restarts=spec.restarts)
+            for name in AUTOATTACK_PARTS]
+
+
+__all__ = ["ATTACKS", "AttackSpec", "make_spec", "parse_eps", "parse_eps_list", "parse_names", "part_specs"]

@@ -1,12 +1,13 @@
-"""torchattacks backend: its FGSM / BIM / PGD; CW-L∞ is a PGD whose loss is medart's CW loss."""
+"""torchattacks backend: its FGSM / BIM / PGD (CW-L∞ is a PGD whose loss is medart's CW loss), and
+AutoAttack's parts from its APGD, APGDT, FAB and Square."""
 
 from __future__ import annotations
 
 import torch
 import torchattacks
 
-from medart.attacks.base import AttackBackend
-from medart.attacks.losses import CWLoss
+from medart.attacks.base import AttackBackend, max_targets
+from medart.attacks.losses import CWLoss, dlr_objective
 
 
 class _LossPGD(torchattacks.PGD):
@@ -38,11 +39,28 @@ class _LossPGD(torchattacks.PGD):
         return adv
 
 
+class _DLRAPGD(torchattacks.APGD):
+    """torchattacks' APGD on medart's DLR objective: torchattacks' own formula for K ≥ 3, and the
+    margin for K = 2, where torchattacks' (like the reference code) indexes a third logit that
+    does not exist."""
+
+    def dlr_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return dlr_objective(x, y)
+
+
 class TorchattacksBackend(AttackBackend):
     """torchattacks. Its attacks clamp inputs to [0, 1] silently and need labels: medart's input
-    checks run first. A spec with a random start for fgsm/bim runs as torchattacks' PGD."""
+    checks run first. A spec with a random start for fgsm/bim runs as torchattacks' PGD.
+
+    torchattacks' own ``AutoAttack(version="standard")`` is not used: it runs APGD and FAB with 10
+    steps (the reference: 100), Square with a rescaled schedule, APGD-T even for fewer than four
+    classes (an index error), and a time-based seed unless given one; medart's
+    :class:`~medart.attacks.autoattack.AutoAttackSequence` runs the standard version from the
+    parts below, the same sequence as for ART.
+    """
 
     name = "torchattacks"
+    autoattack_parts = ("apgd-ce", "apgd-dlr", "fab", "square")
 
     def _attack(self) -> torchattacks.attack.Attack:
         spec = self.spec
@@ -61,8 +79,27 @@ class TorchattacksBackend(AttackBackend):
             attack.set_mode_targeted_by_label(quiet=True)
         return attack
 
+    def _autoattack_part(self) -> torchattacks.attack.Attack:
+        """APGD-CE, APGD-DLR (APGD-T for K ≥ 4), FAB-T or Square at the spec's steps and restarts,
+        seeded with the seed :meth:`generate` gave this batch (each reseeds torch itself)."""
+        spec, classes = self.spec, self.num_classes
+        common = dict(norm="Linf", eps=spec.eps, n_restarts=spec.restarts, seed=torch.initial_seed())
+        if spec.name == "apgd-ce":
+            return torchattacks.APGD(self.model, steps=spec.steps, loss="ce", **common)
+        if spec.name == "square":  # p schedule rescaled to the query budget, as ART's always is
+            return torchattacks.Square(self.model, n_queries=spec.steps, p_init=0.8, loss="margin", resc_schedule=True,
+                                       **common)
+        if spec.name == "apgd-dlr" and classes < 4:
+            return _DLRAPGD(self.model, steps=spec.steps, loss="dlr", **common)
+        if spec.name == "apgd-dlr":
+            attack = torchattacks.APGDT(self.model, steps=spec.steps, n_classes=classes, **common)
+        else:
+            attack = torchattacks.FAB(self.model, steps=spec.steps, multi_targeted=True, n_classes=classes, **common)
+        attack.n_target_classes = max_targets(classes)
+        return attack
+
     def _generate_batch(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self._attack()(x, y)
+        return (self._autoattack_part() if self.spec.adaptive else self._attack())(x, y)
 
     def _draw_random_start(self, shape: torch.Size) -> None:
         # torchattacks' PGD (and _LossPGD): torch.empty_like(images).uniform_(-ε, ε) on the device

@@ -15,11 +15,16 @@ from medart.cli import main, options
 @click.option("--shards", type=click.IntRange(min=1), default=1, show_default=True,
               help="Attack AdvTrain and AdvTest in this many shards of whole batches, in parallel on Ray; "
                    "the examples are the same as in one piece.")
-@click.option("--attack", required=True, type=click.Choice(ATTACKS, case_sensitive=False), help="CW is CW-L∞: PGD on the CW margin loss.")
+@click.option("--attack", required=True, type=click.Choice(ATTACKS, case_sensitive=False),
+              help="CW is CW-L∞: PGD on the CW margin loss; apgd-ce, apgd-dlr, fab and square are AutoAttack's "
+                   "parts, autoattack its standard version (all four in turn).")
 @options.eps()
 @options.steps
 @options.step_size
-@click.option("--random-start/--no-random-start", default=None, help="Default: on for pgd and cw, off for fgsm and bim.")
+@click.option("--random-start/--no-random-start", default=None,
+              help="Default: on for pgd and cw, off for fgsm and bim (fixed for AutoAttack and its parts).")
+@click.option("--restarts", type=click.IntRange(min=1), default=None,
+              help="Random restarts of AutoAttack and its parts. Default: 1 (the standard version).")
 @click.option("--kappa", type=float, default=0.0, show_default=True, help="CW confidence κ (cw only).")
 @click.option("--targeted", is_flag=True, help="Aim each image at class (y+1) mod K instead of away from y.")
 def attack(**opts) -> None:
@@ -35,7 +40,7 @@ def attack(**opts) -> None:
 
     tracking.configure(opts["tracking_uri"])
     spec = make_spec(opts["attack"], opts["eps"], opts["steps"], opts["step_size"], opts["random_start"], opts["kappa"],
-                     opts["targeted"])
+                     opts["targeted"], opts["restarts"])
     with make_executor(opts["executor"], address=opts["address"], workers=opts["workers"],
                        cpus_per_task=opts["cpus_per_task"], gpus_per_task=opts["gpus_per_task"]) as executor:
         target = Target.load(from_options(ModelSource, opts), from_options(DataSpec, opts), opts["max_examples"])

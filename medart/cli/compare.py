@@ -28,11 +28,12 @@ def compare(**opts) -> None:
     Example: medart compare --dataset pneumonia --import robustbench/model_info/cifar10/Linf/Standard.json
     """
     from medart import tracking
-    from medart.render.compare import compare_table
-    from medart.stages.compare import CompareRequest, compare as run_compare
+    from medart.render.compare import compare_table, worst_case_table
+    from medart.stages.compare import CompareRequest, compare as run_compare, worst_case
     from medart.stages.target import from_options
 
     tracking.configure(opts["tracking_uri"])
     out = run_compare(from_options(CompareRequest, opts))
     click.echo(f"compare run {out.run_id}: {len(out.rows)} rows; compare.md, figures/compare.png, robustbench/")
     click.echo(compare_table(out.rows), nl=False)
+    click.echo("\n" + worst_case_table(worst_case(out.rows)), nl=False)

@@ -9,7 +9,7 @@ from typing import Callable
 
 import click
 
-from medart.catalog import ARCHS, ATTACKS, BACKENDS, BALANCES, DATASETS, DETECTORS, EXECUTORS, SIZES, SOURCES
+from medart.catalog import ARCHS, ATTACKS, BACKENDS, BALANCES, DATASETS, DETECTORS, EXECUTORS, PAPER_ATTACKS, SIZES, SOURCES
 
 MODEL_URIS = "models:/<name>@<alias>, models:/<name>/<version>, runs:/<id>/model or a folder."
 
@@ -160,9 +160,10 @@ max_examples = click.option("--max-examples", type=click.IntRange(min=2), defaul
 target_options = _stack(model_uri(), model_options, data_options, max_examples)
 
 
-def attacks(default: str = ",".join(ATTACKS)) -> Callable:
+def attacks(default: str = ",".join(PAPER_ATTACKS)) -> Callable:
     return click.option("--attacks", type=Names(ATTACKS, "attack", empty=not default), default=default, show_default=True,
-                        help=f"Comma-separated attacks: {', '.join(ATTACKS)} (paper settings).")
+                        help=f"Comma-separated attacks: {', '.join(ATTACKS)} (the paper's settings; AutoAttack's "
+                             "standard ones for apgd-ce, apgd-dlr, fab, square and autoattack).")
 
 
 def eps(default: str = "1/255", help: str = "L∞ budget in [0,1] pixels: a number or k/255.") -> Callable:
@@ -175,9 +176,11 @@ def detectors(default: str) -> Callable:
 
 
 steps = click.option("--steps", type=click.IntRange(min=1), default=None,
-                     help="Attack steps. Default: the paper's (fgsm 1, bim 40, pgd 20, cw 20).")
+                     help="Attack steps (square: queries). Default: the paper's (fgsm 1, bim 40, pgd 20, cw 20); "
+                          "AutoAttack's 100 (square 5000).")
 step_size = click.option("--step-size", type=Eps(), default=None,
-                         help="Attack step size: a number or k/255. Default: the paper's (fgsm ε, bim ε/40, pgd and cw ε/10).")
+                         help="Attack step size: a number or k/255. Default: the paper's (fgsm ε, bim ε/40, pgd and cw ε/10); "
+                              "AutoAttack and its parts set their own.")
 reference_size = click.option("--reference-size", type=click.IntRange(min=1), default=1000, show_default=True,
                               help="Clean Train images that KD, LID and Mahalanobis measure against.")
 

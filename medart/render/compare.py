@@ -7,6 +7,7 @@ from typing import Sequence
 
 from matplotlib.figure import Figure
 
+from medart.catalog import PAPER_ATTACKS
 from medart.render.numbers import eps_label, pct
 
 
@@ -21,6 +22,24 @@ def compare_table(rows: Sequence) -> str:
     for r in rows:
         lines.append(f"| {r.dataset} | {r.model} | {r.attack.upper()} | {eps_label(r.eps)} | {r.backend} | "
                      f"{pct(r.clean_acc)} | {pct(r.adv_acc)} | {r.n or ''} | {r.source} |")
+    return "\n".join(lines) + "\n"
+
+
+def _with(value: float | None, note: str = "") -> str:
+    return "—" if value is None else f"{pct(value)}{f' ({note})' if note else ''}"
+
+
+def worst_case_table(entries: Sequence) -> str:
+    """Markdown, one row per model and ε (``WorstCase``s): clean accuracy, the paper attacks'
+    worst case, AutoAttack's, and the lowest of all (the robust accuracy), in %."""
+    lines = ["| dataset | model | ε | clean acc (%) | paper attacks' worst (%) | AutoAttack (%) | robust acc, all attacks (%) | n |",
+             "|---" * 8 + "|"]
+    for e in entries:
+        paper = min((k for k in e.attacks if k.split("/")[0] in PAPER_ATTACKS), key=e.attacks.get, default=None)
+        auto = [k.split("/", 1)[1] for k in e.attacks if k.startswith("autoattack/") and e.attacks[k] == e.autoattack_acc]
+        lines.append(f"| {e.dataset} | {short_model(e.model)} | {eps_label(e.eps)} | {pct(e.clean_acc)} | "
+                     f"{_with(e.paper_acc, paper.upper() if paper else '')} | {_with(e.autoattack_acc, ', '.join(auto))} | "
+                     f"{pct(e.robust_acc)} | {e.n or ''} |")
     return "\n".join(lines) + "\n"
 
 

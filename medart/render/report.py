@@ -170,7 +170,7 @@ def _detection_rows(task: str, runs: Sequence[RunView]) -> list[tuple]:
     rows = []
     for r in runs:
         p, m = r.params, r.metrics
-        if "attack.name" in p and task in PAPER_TABLE4 and round(float(p.get("attack.eps", 0)) * 255, 2) == 1.0:
+        if p.get("attack.name") in TABLE4_ATTACKS and task in PAPER_TABLE4 and round(float(p.get("attack.eps", 0)) * 255, 2) == 1.0:
             for key, value in sorted(m.items()):
                 name = key.removeprefix("auc_")
                 if key.startswith("auc_") and not key.endswith("_std") and name in PAPER_TABLE4[task]:

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
 from medart.attacks import parse_eps, parse_names
-from medart.catalog import ARCHS, ATTACKS, DETECTORS, INITS
+from medart.catalog import ARCHS, ATTACKS, DETECTORS, INITS, PAPER_ATTACKS
 from medart.errors import ConfigError
 from medart.models.training import TrainConfig
 from medart.stages.target import ModelSource, RunOptions
@@ -112,7 +112,7 @@ class AblationSettings:
     train: TrainConfig = field(default_factory=TrainConfig)
     max_train: int | None = None
     max_eval: int | None = None
-    attacks: tuple[str, ...] = ATTACKS
+    attacks: tuple[str, ...] = PAPER_ATTACKS
     eps: tuple[float, ...] = (1 / 255, 4 / 255)
     bisect_attack: str = "pgd"
     eps_max: float = 32 / 255

@@ -10,10 +10,11 @@ once, the latest.
 
 RobustBench keeps one JSON per model (``model_info/<dataset>/<threat model>/<name>.json``) with
 ``clean_acc`` and ``autoattack_acc`` as percentage strings and ``eps`` as ``"8/255"``.
-:func:`export_robustbench` writes medart's results in that shape — the robust accuracy being the
-worst case over the attacks medart ran (``robust_acc``, also given as RobustBench's ``reported``;
-no ``autoattack_acc``, since medart does not run AutoAttack); :func:`import_robustbench` reads
-either kind back as rows of the same table.
+:func:`export_robustbench` writes medart's results in that shape: ``autoattack_acc`` from an
+``autoattack`` run of the model at that ε (the lower if both backends ran it; absent without
+one), ``robust_acc`` (also RobustBench's ``reported``) the worst case over every attack medart ran,
+and ``per_attack_acc`` each attack's; :func:`import_robustbench` reads either kind back as rows of
+the same table. :func:`worst_case` puts AutoAttack beside the paper attacks' worst case.
 """
 
 from __future__ import annotations
@@ -33,9 +34,10 @@ from mlflow.exceptions import MlflowException
 
 from medart import tracking
 from medart.attacks.cache import CACHE_TAG
+from medart.catalog import PAPER_ATTACKS
 from medart.errors import ConfigError, DataError
 from medart.render.analysis import eps_curves_figure
-from medart.render.compare import compare_figure, compare_table, short_model
+from medart.render.compare import compare_figure, compare_table, short_model, worst_case_table
 from medart.stages.sweep import SweepRow
 
 THREAT_MODEL = "Linf"
@@ -120,20 +122,51 @@ def collect(request: CompareRequest = CompareRequest()) -> list[RobustnessRow]:
     return sorted(rows, key=lambda r: (r.dataset, r.model, r.backend, r.attack, r.eps, r.source))
 
 
-def worst_case(rows: Iterable[RobustnessRow]) -> list[dict]:
-    """Per (dataset, model, ε): the clean accuracy and the lowest accuracy over every attack and
-    backend measured — the robust accuracy a leaderboard reports (fractions)."""
+@dataclass(frozen=True)
+class WorstCase:
+    """The robust accuracies of one model at one ε (fractions): ``robust_acc`` the lowest over every
+    attack and backend measured (what a leaderboard reports), ``paper_acc`` over the paper's four
+    attacks, ``autoattack_acc`` AutoAttack's (``None`` where not measured); ``attacks``:
+    ``<attack>/<backend>`` → accuracy."""
+
+    dataset: str
+    model: str
+    threat_model: str
+    eps: float
+    clean_acc: float
+    robust_acc: float
+    paper_acc: float | None
+    autoattack_acc: float | None
+    attacks: dict[str, float]
+    n: int
+    sources: list[str]
+
+
+def _lowest(rows: Sequence[RobustnessRow], names: Iterable[str]) -> float | None:
+    names = set(names)
+    return min((r.adv_acc for r in rows if r.attack in names), default=None)
+
+
+def worst_case(rows: Iterable[RobustnessRow]) -> list[WorstCase]:
+    """One :class:`WorstCase` per (dataset, model, threat model, ε) of ``rows``; an imported
+    RobustBench row counts as AutoAttack when it is one."""
     groups: dict[tuple, list[RobustnessRow]] = defaultdict(list)
     for row in rows:
         groups[(row.dataset, row.model, row.threat_model, round(row.eps, 10))].append(row)
     out = []
     for (dataset, model, threat, eps), members in sorted(groups.items()):
         worst = min(members, key=lambda r: r.adv_acc)
-        out.append({"dataset": dataset, "model": model, "threat_model": threat, "eps": eps,
-                    "clean_acc": max(r.clean_acc for r in members), "robust_acc": worst.adv_acc,
-                    "attacks": {f"{r.attack}/{r.backend}": r.adv_acc for r in members}, "n": worst.n,
-                    "sources": [r.source for r in members]})
+        out.append(WorstCase(dataset, model, threat, eps, max(r.clean_acc for r in members), worst.adv_acc,
+                             _lowest(members, PAPER_ATTACKS), _lowest(members, ("autoattack",)),
+                             {f"{r.attack}/{r.backend}": r.adv_acc for r in members}, worst.n, [r.source for r in members]))
     return out
+
+
+def _footnote(entry: WorstCase) -> str:
+    if entry.autoattack_acc is None:
+        return "Robust accuracy is the worst case over the attacks medart ran (per_attack_acc); no AutoAttack run."
+    return ("autoattack_acc: medart's AutoAttack, standard version (APGD-CE, APGD-DLR, FAB-T, Square in turn; ART has no "
+            "FAB), the lower over the backends run; robust_acc: the worst case over every attack medart ran (per_attack_acc).")
 
 
 def export_robustbench(rows: Sequence[RobustnessRow], folder: str | os.PathLike) -> list[Path]:
@@ -141,16 +174,16 @@ def export_robustbench(rows: Sequence[RobustnessRow], folder: str | os.PathLike)
     RobustBench's per-model shape; returns the paths. Written to a temporary name, then renamed."""
     paths = []
     for entry in worst_case(rows):
-        name = short_model(entry["model"]).replace("/", "_").replace("@", "_")
-        path = Path(folder) / entry["dataset"] / entry["threat_model"] / f"{name}_eps{entry['eps'] * 255:.3g}.json"
+        name = short_model(entry.model).replace("/", "_").replace("@", "_")
+        path = Path(folder) / entry.dataset / entry.threat_model / f"{name}_eps{entry.eps * 255:.3g}.json"
         doc = {
-            "link": "", "name": entry["model"], "authors": "", "additional_data": False, "number_forward_passes": 1,
-            "dataset": entry["dataset"], "venue": "medart", "architecture": "", "eps": eps_fraction(entry["eps"]),
-            "clean_acc": f"{entry['clean_acc'] * 100:.2f}", "reported": f"{entry['robust_acc'] * 100:.2f}",
-            "footnote": "Robust accuracy is the worst case over medart's FGSM/BIM/PGD/CW-L∞ (paper settings), not AutoAttack.",
-            "threat_model": entry["threat_model"], "robust_acc": f"{entry['robust_acc'] * 100:.2f}",
-            "per_attack_acc": {k: f"{v * 100:.2f}" for k, v in entry["attacks"].items()}, "n_examples": entry["n"],
-            "medart_sources": entry["sources"],
+            "link": "", "name": entry.model, "authors": "", "additional_data": False, "number_forward_passes": 1,
+            "dataset": entry.dataset, "venue": "medart", "architecture": "", "eps": eps_fraction(entry.eps),
+            "clean_acc": f"{entry.clean_acc * 100:.2f}", "reported": f"{entry.robust_acc * 100:.2f}",
+            **({} if entry.autoattack_acc is None else {"autoattack_acc": f"{entry.autoattack_acc * 100:.2f}"}),
+            "footnote": _footnote(entry), "threat_model": entry.threat_model, "robust_acc": f"{entry.robust_acc * 100:.2f}",
+            "per_attack_acc": {k: f"{v * 100:.2f}" for k, v in entry.attacks.items()}, "n_examples": entry.n,
+            "medart_sources": entry.sources,
         }
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".json.tmp")
@@ -179,28 +212,31 @@ def _read_model_info(path: Path) -> dict:
 
 def import_robustbench(paths: Iterable[str | os.PathLike]) -> list[RobustnessRow]:
     """Rows from RobustBench model-info JSON files (or medart's exports). The threat model comes
-    from the file's ``threat_model`` key, else its folder (``…/<dataset>/Linf/<name>.json``); the
-    robust accuracy from ``autoattack_acc``, else ``robust_acc``."""
+    from the file's ``threat_model`` key, else its folder (``…/<dataset>/Linf/<name>.json``); one
+    row ``autoattack`` from ``autoattack_acc`` and one row ``worst-case`` from medart's
+    ``robust_acc``, for those of the two the file has."""
     rows = []
     for path in map(Path, paths):
         doc = _read_model_info(path)
-        robust = doc.get("autoattack_acc") or doc.get("robust_acc")
         threat = doc.get("threat_model") or (path.parent.name if path.parent.name in ("Linf", "L2", "corruptions") else "?")
-        attack = "autoattack" if doc.get("autoattack_acc") else "worst-case"
-        try:
-            clean, adv = float(doc["clean_acc"]) / 100, float(robust) / 100
-        except (TypeError, ValueError):
-            raise DataError(f"{path}: clean_acc and robust accuracy must be percentages, got {doc['clean_acc']!r}, {robust!r}") from None
-        rows.append(RobustnessRow(str(doc.get("dataset", path.parent.parent.name)), str(doc.get("name") or path.stem), attack,
-                                  parse_fraction(doc["eps"]), str(doc.get("venue") or "robustbench"), clean, adv,
-                                  int(doc.get("n_examples") or 0), str(path), threat))
+        for key, attack in (("autoattack_acc", "autoattack"), ("robust_acc", "worst-case")):
+            if doc.get(key) in (None, ""):
+                continue
+            try:
+                clean, adv = float(doc["clean_acc"]) / 100, float(doc[key]) / 100
+            except (TypeError, ValueError):
+                raise DataError(f"{path}: clean_acc and {key} must be percentages, got {doc['clean_acc']!r}, {doc[key]!r}") from None
+            rows.append(RobustnessRow(str(doc.get("dataset", path.parent.parent.name)), str(doc.get("name") or path.stem),
+                                      attack, parse_fraction(doc["eps"]), str(doc.get("venue") or "robustbench"), clean, adv,
+                                      int(doc.get("n_examples") or 0), str(path), threat))
     return rows
 
 
 def compare(request: CompareRequest = CompareRequest()) -> CompareOutcome:
     """Collect, merge the imported JSON rows, and log the comparison as a run in
-    ``medart/compare`` (``compare.md``, ``compare.json``, ``figures/compare.png``, and the
-    RobustBench export under ``robustbench/``)."""
+    ``medart/compare`` (``compare.md``: every row, then per model and ε AutoAttack beside the paper
+    attacks' worst case; ``compare.json``, ``figures/compare.png``, and the RobustBench export
+    under ``robustbench/``)."""
     rows = collect(request)
     imported = import_robustbench(request.imports)
     if not rows and not imported:
@@ -214,7 +250,7 @@ def compare(request: CompareRequest = CompareRequest()) -> CompareOutcome:
         mlflow.log_params({"experiments": ",".join(request.experiments) or "all", "dataset": request.dataset,
                            "model": request.model_uri, "filter": request.filter_string, "n_rows": len(rows),
                            "n_imported": len(imported)})
-        mlflow.log_text(compare_table(everything), "compare.md")
+        mlflow.log_text(compare_table(everything) + "\n" + worst_case_table(worst_case(everything)), "compare.md")
         mlflow.log_table({f.name: [getattr(r, f.name) for r in everything] for f in fields(RobustnessRow)}, "compare.json")
         tracking.log_figure(compare_figure(everything), "figures/compare.png")
         with contextlib.ExitStack() as stack:

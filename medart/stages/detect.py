@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from medart import tracking
 from medart.attacks import AttackSpec, make_spec, parse_eps, parse_names
-from medart.catalog import ATTACKS, DETECTORS
+from medart.catalog import ATTACKS, DETECTORS, PAPER_ATTACKS
 from medart.detectors import NEEDS_REFERENCES, make_detector
 from medart.errors import ConfigError, DataError
 from medart.models.evaluation import predict
@@ -47,7 +47,7 @@ class DetectRequest:
     whether only adversarial examples that fool the model count (Ma et al. 2018), and whether each
     detector is also scored on every other attack's examples (``transfer``, Table 5)."""
 
-    attacks: tuple[str, ...] = ATTACKS
+    attacks: tuple[str, ...] = PAPER_ATTACKS
     eps: float = 1 / 255
     detectors: tuple[str, ...] = ("kd", "lid", "dfeat", "qfeat", "bu", "mahalanobis")
     params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)

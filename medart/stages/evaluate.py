@@ -1,15 +1,18 @@
-"""The evaluation stage: clean (and robust) accuracy and AUC of a model on the test split."""
+"""The evaluation stage: clean (and robust) accuracy and AUC of a model on the test split, and
+the evaluation checklist (:mod:`medart.attacks.checklist`) on its attacked images."""
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import mlflow
+import torch
 
 from medart import tracking
 from medart.attacks import make_spec
+from medart.attacks.checklist import CheckResult, ChecklistPlan, run_checklist, vanishing_share
 from medart.models import registry
 from medart.models.evaluation import classification_metrics, predict
 from medart.models.sanity import ModelCheck
@@ -37,11 +40,15 @@ class EvaluateOutcome:
     clean: dict[str, float]  # acc, auc, loss, balanced_acc, recall_<class> (fractions; loss in nats), n
     robust: list[RobustRow]
     check: ModelCheck | None = None  # the degenerate-model guard on the attacked images
+    checks: list[CheckResult] = field(default_factory=list)  # the checklist, when asked for
 
     def metrics(self) -> dict[str, float]:
         """Flat metric names as logged: ``test_acc``, ``test_balanced_acc`` …,
-        ``adv_acc.<attack>.eps<k>`` (ε = k/255), ``adv_balanced_acc.<attack>.eps<k>`` …"""
+        ``adv_acc.<attack>.eps<k>`` (ε = k/255), ``adv_balanced_acc.<attack>.eps<k>`` …,
+        ``checks_failed`` with the checklist."""
         out = {f"test_{k}": v for k, v in self.clean.items()}
+        if self.checks:
+            out["checks_failed"] = float(sum(not c.passed for c in self.checks))
         for row in self.robust:
             label = f"{row.attack}.eps{row.eps * 255:.3g}"
             out |= {f"adv_acc.{label}": row.adv_acc, f"adv_auc.{label}": row.adv_auc,
@@ -50,14 +57,17 @@ class EvaluateOutcome:
 
 
 def evaluate(target: Target, attacks: Sequence[str] = (), eps_values: Sequence[float] = (1 / 255,),
-             max_eval: int | None = None, run: RunOptions = RunOptions()) -> EvaluateOutcome:
+             max_eval: int | None = None, run: RunOptions = RunOptions(),
+             checks: ChecklistPlan | None = None) -> EvaluateOutcome:
     """Test-split metrics of ``target.model``, logged as a run in ``medart/<dataset>/evaluate``.
 
     Clean ``acc``, ``auc``, ``loss``, ``n`` on the test split (``max_eval`` images per part at
     most); with ``attacks``, each attack at each ε (paper settings) on ``target``'s attacked images
     as a child attack run, the evaluation run then carrying the degenerate-model guard's tag and
-    metrics. For a ``models:/`` URI the metrics are also linked to the registered version's logged
-    model.
+    metrics. With ``checks``, the evaluation checklist on the same images, its attacks as attack
+    runs (cached like any), logged as the table ``checklist.json`` and the metric
+    ``checks_failed``. For a ``models:/`` URI the metrics are also linked to the registered
+    version's logged model.
     """
     specs = [make_spec(name, eps) for name in attacks for eps in eps_values]
     test = target.test_set(max_eval)
@@ -75,8 +85,21 @@ def evaluate(target: Target, attacks: Sequence[str] = (), eps_values: Sequence[f
             robust.append(RobustRow(spec.name, spec.eps, out.metrics["adv_acc"], out.metrics["adv_auc"],
                                     out.metrics["success_rate"], out.run_id, out.metrics["adv_balanced_acc"]))
         outcome = EvaluateOutcome(mlflow_run.info.run_id, clean, robust, check)
+        if checks is not None:
+            outcome.checks = checklist(target, checks, run)
+            mlflow.log_table({f.name: [getattr(c, f.name) for c in outcome.checks] for f in dataclasses.fields(CheckResult)},
+                             "checklist.json")
         model_id = registry.logged_model_id(target.model_uri)
         mlflow.log_metrics(outcome.metrics(), model_id=model_id)  # on the run, and on the model when there is one
         if model_id:
             mlflow.set_tag("medart.logged_model_id", model_id)
     return outcome
+
+
+def checklist(target: Target, plan: ChecklistPlan, run: RunOptions = RunOptions()) -> list[CheckResult]:
+    """The checklist on ``target``'s attacked images (AdvTrain + AdvTest), each attack an attack run."""
+    child = dataclasses.replace(run, parent_run_id=None)
+    x = torch.cat([x for x, _ in target.clean.values()])
+    y = torch.cat([y for _, y in target.clean.values()])
+    vanished = vanishing_share(target.model, x, y, run.batch_size, run.device)
+    return run_checklist(plan, lambda spec: attack(target, spec, child).metrics["adv_acc"], vanished, len(y))
