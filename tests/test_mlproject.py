@@ -67,7 +67,7 @@ def test_mlflow_run_main_trains_attacks_detects_and_registers(store, shared_data
     m = project_run.data.metrics
     assert {"clean_acc", "adv_acc", "success_rate", "auc_kd", "auc_dfeat"} <= set(m)
     assert f"main run {run_id}, model models:/medart-pneumonia/1 (trained here)" in done.stdout
-    assert f"| BIM | {m['clean_acc'] * 100:.2f} | {m['adv_acc'] * 100:.2f} |" in done.stdout
+    assert f"| BIM | {m['clean_acc'] * 100:.2f} | {m['clean_balanced_acc'] * 100:.2f} | {m['adv_acc'] * 100:.2f} |" in done.stdout
     assert 0 <= m["adv_acc"] <= m["clean_acc"] <= 1 and 0 <= m["auc_dfeat"] <= 1
 
     stages = {r.info.run_name: r for r in _children(run_id)}
