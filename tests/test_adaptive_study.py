@@ -124,5 +124,5 @@ def test_the_adaptive_figure_has_a_bar_per_attack_and_detector():
     # plain: 2 groups; detector-aware: KD only; feature match: 2
     assert len(auc.patches) == len(undetected.patches) == 5
     assert sorted(p.get_height() for p in undetected.patches) == pytest.approx([20, 20, 30, 40, 60])
-    assert "8/255" in auc.get_legend().get_texts()[0].get_text()
+    assert "8/255" in fig.legends[0].get_texts()[0].get_text()
     fig.savefig(io.BytesIO(), format="png")

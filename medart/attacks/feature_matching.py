@@ -66,7 +66,7 @@ def choose_guides(targets: np.ndarray, pool_labels: np.ndarray, seed: int = 0) -
         owners = np.flatnonzero(pool_labels == c)
         if not len(owners):
             raise DataError(f"no clean guide image of class {int(c)} for feature matching; "
-                            "attack more images (raise `max_examples`) so that AdvTrain holds every class")
+                            "give guide images of every class the sources are moved towards")
         rows = np.flatnonzero(targets == c)
         out[rows] = owners[rng.integers(0, len(owners), len(rows))]
     return out

@@ -161,6 +161,6 @@ def adaptive_figure(rows, title: str) -> Figure:
         ax.grid(axis="y", alpha=0.3)
     axes[0].axhline(50, color="black", linewidth=0.8)  # chance
     axes[1].set_xticks(range(len(groups)), [f"{d.upper()}\n{a.upper()}" for d, a in groups])
-    axes[0].legend(fontsize=8, ncols=len(kinds) + 1, loc="lower left")
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=len(kinds) + 1, fontsize=8)
     fig.suptitle(title)
     return fig

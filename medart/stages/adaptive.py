@@ -151,13 +151,17 @@ def feature_match_examples(target: Target, spec: AttackSpec, pairs: dict, run: R
     """Feature-matching examples of the clean AdvTest images of ``pairs`` (``{"adv_train",
     "adv_test"}`` :class:`~medart.stages.detect.Pairs`) at ``budget``'s steps: each guided by a
     clean AdvTrain image (seeded choice) of the class the model ranks second on it (K = 2: the
-    other class)."""
+    other class), or by a clean Train reference image of it where AdvTrain has none (only the
+    images the model classifies correctly are pairs: a weak model may leave a class out)."""
     test, fit = pairs["adv_test"], pairs["adv_train"]
     probs = predict(target.model, TensorDataset(test.clean, torch.from_numpy(test.labels)), run.batch_size, run.device)[0]
     probs[np.arange(len(test)), test.labels] = -np.inf
-    guides = choose_guides(probs.argmax(1), fit.labels, target.seed)
+    ref_x, ref_y = target.reference
+    extra = ~np.isin(ref_y.numpy(), fit.labels)
+    pool = torch.cat([fit.clean, ref_x[torch.from_numpy(extra)]])
+    guides = choose_guides(probs.argmax(1), np.r_[fit.labels, ref_y.numpy()[extra]], target.seed)
     attack = FeatureMatching(target.model, budget.spec(spec), run.backend, "dfeat", run.batch_size, run.device)
-    return attack.generate(test.clean, fit.clean[torch.from_numpy(guides)], seed=target.seed)
+    return attack.generate(test.clean, pool[torch.from_numpy(guides)], seed=target.seed)
 
 
 def adaptive_rows(target: Target, spec: AttackSpec, fitted: dict, pairs: dict, run: RunOptions,
