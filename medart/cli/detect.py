@@ -56,8 +56,11 @@ def detect(**opts) -> None:
 @_study_options
 @_adaptive_options
 def adaptive(**opts) -> None:
-    """`medart detect --adaptive`: the detectors against attacks that know them (Carlini & Wagner 2017)
-    and against feature matching (Sabour et al. 2016), beside the plain attacks.
+    """The detectors against attacks that know them and against feature matching (detect --adaptive).
+
+    `medart detect --adaptive`: per attack at ε, the detector-aware attack (Carlini & Wagner 2017)
+    on each detector with a differentiable path, and feature matching (Sabour et al. 2016) scored
+    by every detector, beside the plain attack.
 
     Example: medart adaptive --dataset pneumonia --attacks bim --eps 8/255 --detectors kd,mahalanobis --adaptive-restarts 3
     """
