@@ -125,7 +125,14 @@ class FeatureMatching:
 
     def _torchattacks(self, tap: FeatureTap, x: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
         from medart.attacks.losses import FeatureMatchingLoss
-        from medart.attacks.torchattacks_backend import _LossPGD
+
+        try:
+            from medart.attacks.torchattacks_backend import _LossPGD
+        except ModuleNotFoundError as exc:
+            if exc.name != "torchattacks":
+                raise
+            raise ConfigError("`backend`='torchattacks' needs the torchattacks package: "
+                              "pip install --no-deps torchattacks==3.5.1 (see README)") from None
 
         spec = self.spec
         with torch.no_grad():

@@ -172,20 +172,22 @@ def adaptive_rows(target: Target, spec: AttackSpec, fitted: dict, pairs: dict, r
     test, fit = pairs["adv_test"], pairs["adv_train"]
     fit_images = torch.cat([fit.clean, fit.adversarial])
     plain_fooled = _fooled(target.model, test.adversarial, test.labels, run)
+    plain = {name: (plain_fooled, _scores(detector, test.clean, test.adversarial))  # (fooled (n,), scores (2n,))
+             for name, detector in fitted.items()}
     rows = []
     for name, detector in fitted.items():
         if name in LOGITS:
             start = time.perf_counter()
             adaptive, scores = adaptive_examples(target, spec, detector, test, run, budget, fit_images)
-            rows.append(_row(target, spec, run, budget, name, (plain_fooled, _scores(detector, test.clean, test.adversarial)),
-                             (_fooled(target.model, adaptive, test.labels, run), scores), DETECTOR_AWARE, start))
+            fooled = _fooled(target.model, adaptive, test.labels, run)
+            rows.append(_row(target, spec, run, budget, name, plain[name], (fooled, scores), DETECTOR_AWARE, start))
     start = time.perf_counter()
     matched = feature_match_examples(target, spec, pairs, run, budget)
-    matched_fooled, seconds = _fooled(target.model, matched, test.labels, run), time.perf_counter() - start
+    fooled, seconds = _fooled(target.model, matched, test.labels, run), time.perf_counter() - start
     for name, detector in fitted.items():
         start = time.perf_counter() - seconds  # each row's time: making the examples, then its own scoring
-        rows.append(_row(target, spec, run, budget, name, (plain_fooled, _scores(detector, test.clean, test.adversarial)),
-                         (matched_fooled, _scores(detector, test.clean, matched)), FEATURE_MATCH, start))
+        rows.append(_row(target, spec, run, budget, name, plain[name], (fooled, _scores(detector, test.clean, matched)),
+                         FEATURE_MATCH, start))
     return rows
 
 
@@ -196,8 +198,8 @@ def _row(target: Target, spec: AttackSpec, run: RunOptions, budget: AdaptiveBudg
     y = np.r_[np.zeros(len(plain[0])), np.ones(len(plain[0]))]
     success, undetected = undetected_success(*plain)
     success_a, undetected_a = undetected_success(*adaptive)
-    prefix = "adaptive" if kind == DETECTOR_AWARE else kind
-    with tracking.start_run(tracking.experiment_name(target.dataset, "detect"), f"{prefix}-{name}-{spec.label()}-{run.backend}") as child:
+    label = f"{'adaptive' if kind == DETECTOR_AWARE else kind}-{name}-{spec.label()}-{run.backend}"
+    with tracking.start_run(tracking.experiment_name(target.dataset, "detect"), label) as child:
         row = AdaptiveRow(name, spec.name, spec.eps, float(roc_auc_score(y, plain[1])), float(roc_auc_score(y, adaptive[1])),
                           success, success_a, undetected, undetected_a, time.perf_counter() - start, child.info.run_id, kind)
         mlflow.log_params(spec.as_params() | budget.params() | {
@@ -212,7 +214,8 @@ def log_adaptive(rows: list[AdaptiveRow], title: str) -> None:
     """On the active (parent) run: ``adaptive.md``, metrics ``<attack>.<m>_<detector>`` (feature
     matching: ``<attack>.feature-match.<m>_<detector>``) and ``figures/adaptive.png``."""
     mlflow.log_text(adaptive_table(rows), "adaptive.md")
-    mlflow.log_metrics({f"{r.attack}{'' if r.adaptive == DETECTOR_AWARE else '.' + r.adaptive}.{m}_{r.detector}": getattr(r, m)
+    prefix = lambda r: r.attack if r.adaptive == DETECTOR_AWARE else f"{r.attack}.{r.adaptive}"  # noqa: E731
+    mlflow.log_metrics({f"{prefix(r)}.{m}_{r.detector}": getattr(r, m)
                         for r in rows for m in ("auc_adaptive", "success_adaptive", "undetected", "undetected_adaptive")})
     tracking.log_figure(adaptive_figure(rows, title), "figures/adaptive.png")
 
