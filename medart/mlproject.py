@@ -20,8 +20,8 @@ from typing import Sequence
 import click
 
 #: entry point → ``medart`` command
-ENTRY_POINTS = {"main": "pipeline", "train": "train", "attack": "attack", "detect": "detect", "sweep": "sweep",
-                "evaluate": "evaluate", "analyze": "analyze", "ablate": "ablate"}
+ENTRY_POINTS = {"main": "pipeline", "train": "train", "attack": "attack", "detect": "detect", "adaptive": "adaptive",
+                "sweep": "sweep", "evaluate": "evaluate", "analyze": "analyze", "ablate": "ablate"}
 NONE = "none"
 SEPARATOR = ";"  # between the values of a repeatable option (commas belong to the values)
 SKIPPED = ("tracking_uri",)  # `mlflow run` chooses the store

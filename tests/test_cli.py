@@ -116,7 +116,8 @@ def test_request_fields_and_cli_defaults_agree():
     from medart.stages.detect import DetectRequest
 
     requests = {"train": (DataSpec, ModelRequest, TrainConfig), "attack": (DataSpec, RunOptions),
-                "detect": (DataSpec, RunOptions, DetectRequest), "sweep": (DataSpec, RunOptions)}
+                "detect": (DataSpec, RunOptions, DetectRequest), "adaptive": (DataSpec, RunOptions, DetectRequest),
+                "sweep": (DataSpec, RunOptions)}
     for name, classes in requests.items():
         options = {p.name: p.to_info_dict()["default"] for p in main.commands[name].params}
         for cls in classes:

@@ -78,6 +78,9 @@ def test_settings_errors_come_before_any_attack_runs(tracking_store, shared_data
          "lid reference_size 100 exceeds the 40 clean reference images; raise `reference_size`"),
         (DetectRequest(detectors=("kd",), params={"kd": {"bandwith": 1}}), target, "bad parameter for detector 'kd'"),
         (DetectRequest(detectors=("dfeat",), adaptive=True), target, "`adaptive` attacks the kd, mahalanobis detectors"),
+        (DetectRequest(attacks=("fgsm",), adaptive=True, adaptive_steps=5), target, "FGSM is a single step"),
+        (DetectRequest(attacks=("apgd-ce",), detectors=("kd",), adaptive=True), target, "use fgsm, bim, pgd or cw"),
+        (DetectRequest(adaptive_restarts=0), target, "`adaptive_restarts` must be >= 1"),
     ):
         with pytest.raises(ConfigError, match=re.escape(message)):
             detect(target_, request, RunOptions(progress=False))
@@ -145,17 +148,30 @@ def test_detect_logs_table_4_and_5_from_correctly_classified_pairs(target):
 def test_adaptive_detect_logs_a_child_run_per_attackable_detector(target):
     run = RunOptions(progress=False)
     out = detect(target, DetectRequest(("bim",), 8 / 255, ("kd", "mahalanobis", "dfeat"), {"dfeat": {"n_estimators": 10}},
-                                       transfer=False, steps=5, adaptive=True), run)
-    assert [(r.detector, r.attack) for r in out.adaptive] == [("kd", "bim"), ("mahalanobis", "bim")]  # dfeat: no gradient
+                                       transfer=False, steps=5, adaptive=True, adaptive_steps=4, adaptive_restarts=2), run)
+    aware = [r.detector for r in out.adaptive if r.adaptive == "detector-aware"]
+    assert {"kd", "mahalanobis"} <= set(aware) and all(r.attack == "bim" for r in out.adaptive)
+    # feature matching needs no detector: every detector scores its examples
+    assert [r.detector for r in out.adaptive if r.adaptive == "feature-match"] == ["kd", "mahalanobis", "dfeat"]
     client = mlflow.MlflowClient()
     for row in out.adaptive:
         assert row.auc == pytest.approx(out.auc["bim"][row.detector])  # the plain examples, one split: Table 4's AUC
         assert 0 <= row.undetected <= row.success <= 1 and 0 <= row.undetected_adaptive <= row.success_adaptive <= 1
         child = client.get_run(row.run_id)
-        assert child.info.run_name == f"adaptive-{row.detector}-bim-eps8/255-art"
+        prefix = "adaptive" if row.adaptive == "detector-aware" else "feature-match"
+        assert child.info.run_name == f"{prefix}-{row.detector}-bim-eps8/255-art"
         assert child.data.tags["mlflow.parentRunId"] == out.run_id
         assert child.data.metrics["auc_adaptive"] == pytest.approx(row.auc_adaptive)
-    assert "| KD | BIM | 8/255 |" in mlflow.artifacts.load_text(f"runs:/{out.run_id}/adaptive.md")
+        params = child.data.params
+        assert (params["adaptive.steps"], params["adaptive.restarts"], params["attack.steps"]) == ("4", "2", "5")
+        assert params["adaptive.attack"] == row.adaptive
+    matched = [r for r in out.adaptive if r.adaptive == "feature-match"]
+    assert len({r.success_adaptive for r in matched}) == 1  # the same examples for every detector
+    table = mlflow.artifacts.load_text(f"runs:/{out.run_id}/adaptive.md")
+    assert "| KD | BIM | 8/255 | detector-aware |" in table and "| DFEAT | BIM | 8/255 | feature-match |" in table
+    artifacts = {f.path for f in client.list_artifacts(out.run_id, "figures")}
+    assert "figures/adaptive.png" in artifacts
+    assert client.get_run(out.run_id).data.metrics["bim.feature-match.undetected_adaptive_dfeat"] == matched[2].undetected_adaptive
 
 
 def _detect_run(output: str) -> mlflow.entities.Run:

@@ -116,7 +116,7 @@ class DetectorHead(nn.Module):
 LOGITS = {"kd": KDLogit, "mahalanobis": MahalanobisLogit}  # detector name → its differentiable logit
 
 
-def detector_head(model: nn.Module, detector, num_classes: int) -> DetectorHead:
+def detector_head(model: nn.Module, detector, num_classes: int, fit_images=None) -> DetectorHead:
     """:class:`DetectorHead` for a fitted medart detector (``kd`` or ``mahalanobis`` so far)."""
     name = getattr(detector, "name", None)
     if name not in LOGITS:

@@ -1,5 +1,6 @@
 """Losses medart supplies to both backends, so an attack means the same thing in each: the
-Carlini–Wagner margin (CW-L∞) and the detector-aware loss of the adaptive attacks."""
+Carlini–Wagner margin (CW-L∞), the detector-aware loss of the adaptive attacks, DLR and the
+feature-matching loss."""
 
 from __future__ import annotations
 
@@ -117,3 +118,12 @@ class DLRLoss(nn.Module):
 def encode_targets(labels: torch.Tensor, targets: torch.Tensor, num_classes: int) -> torch.Tensor:
     """``(N, K)`` float rows for :class:`DLRLoss`: 1 at the true class, 0.5 at the target."""
     return nn.functional.one_hot(labels, num_classes).float() + 0.5 * nn.functional.one_hot(targets, num_classes).float()
+
+
+class FeatureMatchingLoss(nn.Module):
+    """The feature-matching loss (Sabour et al. 2016) as a loss an attack ASCENDS:
+    ``−Σ_i ‖f(x_i) − g_i‖²`` over the batch, from features ``(N, D)`` and the guide images'
+    features ``g`` ``(N, D)`` (passed where the other losses take labels)."""
+
+    def forward(self, features: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
+        return -(features - guide).square().sum()

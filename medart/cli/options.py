@@ -14,7 +14,9 @@ from medart.catalog import ARCHS, ATTACKS, BACKENDS, BALANCES, DATASETS, DETECTO
 MODEL_URIS = "models:/<name>@<alias>, models:/<name>/<version>, runs:/<id>/model or a folder."
 
 
-def _stack(*options: Callable) -> Callable:
+def stack(*options: Callable) -> Callable:
+    """One decorator that applies ``options`` in order (the first listed first in ``--help``)."""
+
     def apply(func):
         for option in reversed(options):
             func = option(func)
@@ -106,7 +108,7 @@ def model_uri(required: bool = False) -> Callable:
 
 
 #: ``ModelSource``: how to read a network that is not medart's own (what its card or signature does not say)
-model_options = _stack(
+model_options = stack(
     click.option("--input-channels", type=click.Choice(["1", "3"]), default=None, callback=_int,
                  help="Channels the model takes: 1 (medart averages the grey image's channels) or 3. "
                       "Default: its model card or MLflow signature, else 3."),
@@ -139,7 +141,7 @@ seed = click.option("--seed", type=int, default=0, show_default=True, help="Seed
 download = click.option("--download/--no-download", default=True, show_default=True, help="Fetch missing MedMNIST files.")
 
 #: ``DataSpec``: which images
-data_options = _stack(dataset, data_dir, source, size, seed)
+data_options = stack(dataset, data_dir, source, size, seed)
 
 backend = click.option("--backend", type=click.Choice(BACKENDS), default="art", show_default=True,
                        help="Library that runs the attacks; both give the same threat model.")
@@ -151,13 +153,13 @@ progress = click.option("--progress/--no-progress", default=True, show_default=T
 tracking_uri = click.option("--tracking-uri", default=None, envvar="MLFLOW_TRACKING_URI", help="MLflow tracking store.")
 
 #: ``RunOptions``: how the attacks run
-run_options = _stack(backend, batch_size, device, cache, progress, tracking_uri)
+run_options = stack(backend, batch_size, device, cache, progress, tracking_uri)
 
 max_examples = click.option("--max-examples", type=click.IntRange(min=2), default=None,
                             help="Attack a stratified subset of AdvTrain + AdvTest of this size.")
 
 #: ``Target``: the model and the images it is attacked on
-target_options = _stack(model_uri(), model_options, data_options, max_examples)
+target_options = stack(model_uri(), model_options, data_options, max_examples)
 
 
 def attacks(default: str = ",".join(PAPER_ATTACKS)) -> Callable:
@@ -184,7 +186,7 @@ step_size = click.option("--step-size", type=Eps(), default=None,
 reference_size = click.option("--reference-size", type=click.IntRange(min=1), default=1000, show_default=True,
                               help="Clean Train images that KD, LID and Mahalanobis measure against.")
 
-executor_options = _stack(
+executor_options = stack(
     click.option("--executor", type=click.Choice(EXECUTORS), default="in-process", show_default=True,
                  help="Where the work runs: here, or on Ray (a local instance, or a cluster with --address); "
                       "Ray is an extra: pip install 'medart[ray]'."),

@@ -128,12 +128,39 @@ def bandwidth_figure(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], auto: 
 
 
 def adaptive_table(rows) -> str:
-    """Plain against adaptive attacks, a row per (detector, attack): AUC, success rate and
-    undetected success rate (misclassified and not flagged at 5 % false positives), in %."""
-    lines = ["| detector | attack | ε | AUC (%) | adaptive AUC (%) | success (%) | adaptive success (%) | "
-             "undetected success (%) | adaptive undetected success (%) | seconds |", "|---" * 10 + "|"]
+    """Plain against adaptive attacks, a row per (detector, attack, adaptive attack): AUC, success
+    rate and undetected success rate (misclassified and not flagged at 5 % false positives), in %."""
+    lines = ["| detector | attack | ε | adaptive attack | AUC (%) | adaptive AUC (%) | success (%) | adaptive success (%) | "
+             "undetected success (%) | adaptive undetected success (%) | seconds |", "|---" * 11 + "|"]
     for r in rows:
-        lines.append(f"| {r.detector.upper()} | {r.attack.upper()} | {r.eps * 255:.3g}/255 | {pct(r.auc)} | {pct(r.auc_adaptive)} | "
-                     f"{pct(r.success)} | {pct(r.success_adaptive)} | {pct(r.undetected)} | {pct(r.undetected_adaptive)} | "
-                     f"{r.seconds:.1f} |")
+        lines.append(f"| {r.detector.upper()} | {r.attack.upper()} | {r.eps * 255:.3g}/255 | {r.adaptive} | {pct(r.auc)} | "
+                     f"{pct(r.auc_adaptive)} | {pct(r.success)} | {pct(r.success_adaptive)} | {pct(r.undetected)} | "
+                     f"{pct(r.undetected_adaptive)} | {r.seconds:.1f} |")
     return "\n".join(lines) + "\n"
+
+
+def adaptive_figure(rows, title: str) -> Figure:
+    """Two panels of grouped bars, a group per (detector, attack): AUC (%) and undetected success
+    rate (%, at 5 % false positives) of the plain attack and of each adaptive attack in ``rows``
+    (:class:`~medart.stages.adaptive.AdaptiveRow`); ε goes in the ``title`` and the legend."""
+    groups = list(dict.fromkeys((r.detector, r.attack) for r in rows))
+    kinds = list(dict.fromkeys(r.adaptive for r in rows))
+    eps = ", ".join(dict.fromkeys(f"{r.eps * 255:.3g}/255" for r in rows))
+    fig = Figure(figsize=(max(6.0, 1.1 * len(groups) * (len(kinds) + 1) + 1.5), 6.5), layout="constrained")
+    axes = fig.subplots(2, 1, sharex=True)
+    width = 0.8 / (len(kinds) + 1)
+    for ax, (plain, adaptive, label) in zip(axes, (("auc", "auc_adaptive", "AUC (%)"),
+                                                   ("undetected", "undetected_adaptive", "undetected success (%)"))):
+        series = {"plain": {(r.detector, r.attack): getattr(r, plain) for r in rows}}
+        series |= {kind: {(r.detector, r.attack): getattr(r, adaptive) for r in rows if r.adaptive == kind} for kind in kinds}
+        for j, (name, values) in enumerate(series.items()):
+            x = [i for i, g in enumerate(groups) if g in values]
+            ax.bar(np.array(x) + (j - len(kinds) / 2) * width, [100 * values[groups[i]] for i in x], width,
+                   label=f"{name} (ε = {eps})")
+        ax.set(ylabel=label, ylim=(0, 105))
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].axhline(50, color="black", linewidth=0.8)  # chance
+    axes[1].set_xticks(range(len(groups)), [f"{d.upper()}\n{a.upper()}" for d, a in groups])
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=len(kinds) + 1, fontsize=8)
+    fig.suptitle(title)
+    return fig

@@ -1,41 +1,86 @@
-"""Adaptive detection (``medart detect --adaptive``): every fitted detector that can be attacked
-through a differentiable path (:data:`medart.attacks.adaptive.LOGITS`) is attacked on AdvTest by an
-attacker that knows it (:class:`~medart.attacks.losses.DetectorAwareLoss`, same ε, steps, step
-size and start as the plain attack, same backend), then scored on those examples by the real,
-unchanged detector. The λ search runs the attack once per weight λ and keeps, per image, the best
-example (:func:`best_of`), so adding a weight never makes the attack weaker. One MLflow child run
-per (detector, attack at ε).
+"""Adaptive detection (``medart detect --adaptive``, ``medart adaptive``): every fitted detector that
+can be attacked through a differentiable path (:data:`medart.attacks.adaptive.LOGITS`) is attacked
+on AdvTest by an attacker that knows it (:class:`~medart.attacks.losses.DetectorAwareLoss`, same ε,
+step size and start as the plain attack, same backend), then scored on those examples by the real,
+unchanged detector. The λ search and the restarts run the attack once per (weight λ, restart) and
+keep, per image, the best example (:func:`best_of`), so adding a weight or a restart never makes
+the attack weaker. The budget is separate from the plain attack's (:class:`AdaptiveBudget`), for
+the literature's sanity checks: more steps and restarts should not lower the adaptive success.
+
+A second adaptive attack needs no detector: feature matching (:mod:`medart.attacks.feature_matching`)
+pulls each AdvTest image's penultimate features towards those of a clean AdvTrain image of the
+class the model ranks second, and every fitted detector scores the result. It does not read the
+classifier's decision, so its success rate is measured, not assumed.
+
+One MLflow child run per (detector, attack at ε, adaptive attack); the parent gets ``adaptive.md``,
+metrics and ``figures/adaptive.png`` (:func:`log_adaptive`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 
 import mlflow
 import numpy as np
 import torch
+from sklearn.metrics import roc_auc_score
 from torch.utils.data import TensorDataset
 
 from medart import tracking
 from medart.attacks import AttackSpec, make_attack
 from medart.attacks.adaptive import LOGITS, detector_head
+from medart.attacks.feature_matching import FeatureMatching, choose_guides
 from medart.attacks.losses import DetectorAwareLoss
+from medart.errors import ConfigError
 from medart.models.evaluation import predict
+from medart.render.detection import adaptive_figure, adaptive_table
 from medart.stages.target import RunOptions, Target
 
 FALSE_POSITIVES = 0.05  # the operating point: 5 % of clean AdvTest images flagged
 # A logit margin of 3: the CW term keeps the example misclassified while the detector term pulls
 # (tests/test_adaptive.py's setting: 92 % success at 32/255 against 80 % with a margin of 0).
 KAPPA = 3.0
+DETECTOR_AWARE, FEATURE_MATCH = "detector-aware", "feature-match"  # AdaptiveRow.adaptive
+
+
+@dataclass(frozen=True)
+class AdaptiveBudget:
+    """The adaptive attacks' budget: the λ ``weights`` of the detector-aware loss, ``steps``
+    (``None``: the plain attack's) and ``restarts``: restart 0 starts as the plain attack does
+    (from x for BIM), restart r ≥ 1 from a uniform random point of the ε-ball, seeded seed + r.
+    The step size stays the plain attack's, so more steps reach further into the ball."""
+
+    weights: tuple[float, ...] = (0.1, 1.0)
+    steps: int | None = None
+    restarts: int = 1
+
+    def __post_init__(self) -> None:
+        if not self.weights or min(self.weights) <= 0:
+            raise ConfigError(f"`adaptive_weights` must be numbers > 0 such as 0.1,1, got {self.weights}")
+        if self.steps is not None and self.steps < 1:
+            raise ConfigError(f"`adaptive_steps` must be >= 1 (or unset: the plain attack's steps), got {self.steps}")
+        if self.restarts < 1:
+            raise ConfigError(f"`adaptive_restarts` must be >= 1, got {self.restarts}")
+
+    def spec(self, spec: AttackSpec, restart: int = 0) -> AttackSpec:
+        """The plain ``spec`` at this budget's steps, with a random start from restart 1 on."""
+        return dataclasses.replace(spec, steps=spec.steps if self.steps is None else self.steps,
+                                   random_start=spec.random_start or restart > 0)
+
+    def params(self) -> dict:
+        return {"adaptive.weights": ",".join(map(str, self.weights)), "adaptive.steps": self.steps or "plain",
+                "adaptive.restarts": self.restarts}
 
 
 @dataclass(frozen=True)
 class AdaptiveRow:
     """One detector against one attack at ε on AdvTest: AUC, success rate (the share of AdvTest
     images misclassified) and undetected success rate (misclassified and not flagged at the
-    threshold flagging ``FALSE_POSITIVES`` of the clean images), for the plain and the adaptive
-    examples; fractions in [0, 1]."""
+    threshold flagging ``FALSE_POSITIVES`` of the clean images), for the plain examples of
+    ``attack`` (the detector was fitted on its AdvTrain examples) and for those of the
+    ``adaptive`` attack (``detector-aware`` or ``feature-match``); fractions in [0, 1]."""
 
     detector: str
     attack: str
@@ -48,6 +93,7 @@ class AdaptiveRow:
     undetected_adaptive: float
     seconds: float
     run_id: str
+    adaptive: str = DETECTOR_AWARE
 
 
 def undetected_success(fooled: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
@@ -71,52 +117,108 @@ def _fooled(model, adversarial: torch.Tensor, labels: np.ndarray, run: RunOption
     return logits.argmax(1) != labels
 
 
-def adaptive_examples(target: Target, spec: AttackSpec, detector, pairs, run: RunOptions,
-                      weights: tuple[float, ...]) -> tuple[torch.Tensor, np.ndarray]:
+def _scores(detector, clean: torch.Tensor, adversarial: torch.Tensor) -> np.ndarray:
+    """The detector's scores ``(2n,)`` on the clean images then on ``adversarial``, scored together
+    as the detection stage scores its pairs (LID's batch references are the clean images)."""
+    return detector.detect(torch.cat([clean, adversarial]), x_clean=clean)[0]["scores"]
+
+
+def adaptive_examples(target: Target, spec: AttackSpec, detector, pairs, run: RunOptions, budget: AdaptiveBudget,
+                      fit_images: torch.Tensor | None = None) -> tuple[torch.Tensor, np.ndarray]:
     """The adaptive examples of the clean AdvTest images of ``pairs`` against ``detector``, best of
-    the λ ``weights`` per image, and the detector's scores on the clean images then on them."""
-    k, labels = target.num_classes, torch.from_numpy(pairs.labels)
-    head = detector_head(target.model, detector, k)
-    clean_scores = detector.detect(pairs.clean)[0]["scores"]
+    the λ weights × restarts of ``budget`` per image, and the detector's scores ``(2n,)`` on the
+    clean images then on them. ``fit_images`` ``(M, C, H, W)``: the detector's AdvTrain inputs
+    (clean then adversarial), which the heads of DFeat and QFeat are fitted on."""
+    k, labels, n = target.num_classes, torch.from_numpy(pairs.labels), len(pairs)
+    head = detector_head(target.model, detector, k, fit_images=fit_images)
+    clean_scores = _scores(detector, pairs.clean, pairs.adversarial)[:n]
     candidates, scores, fooled = [], [], []
-    for weight in weights:
-        attacker = make_attack(head, spec, 2 * k, run.backend, run.batch_size, run.device, loss=DetectorAwareLoss(KAPPA, weight))
-        candidates.append(attacker.generate(pairs.clean, labels, seed=target.seed, progress=run.progress))
-        scores.append(detector.detect(candidates[-1])[0]["scores"])
-        fooled.append(_fooled(target.model, candidates[-1], pairs.labels, run))
+    for weight in budget.weights:
+        for restart in range(budget.restarts):
+            attacker = make_attack(head, budget.spec(spec, restart), 2 * k, run.backend, run.batch_size, run.device,
+                                   loss=DetectorAwareLoss(KAPPA, weight))
+            candidates.append(attacker.generate(pairs.clean, labels, seed=target.seed + restart, progress=run.progress))
+            scores.append(_scores(detector, pairs.clean, candidates[-1])[n:])
+            fooled.append(_fooled(target.model, candidates[-1], pairs.labels, run))
     pick = best_of(np.stack(fooled), np.stack(scores), np.quantile(clean_scores, 1.0 - FALSE_POSITIVES))
-    rows = torch.arange(len(pick))
+    rows = torch.arange(n)
     best = torch.stack(candidates)[torch.from_numpy(pick), rows]
     return best, np.r_[clean_scores, np.stack(scores)[pick, rows.numpy()]]
 
 
-def adaptive_rows(target: Target, spec: AttackSpec, fitted: dict, pairs, run: RunOptions,
-                  weights: tuple[float, ...]) -> list[AdaptiveRow]:
-    """For each attackable detector in ``fitted`` (name → detector fitted on split 0), its row, each
-    as a child run of the active run; ``pairs`` are the attack's AdvTest pairs, ``weights`` the λ search."""
-    from sklearn.metrics import roc_auc_score
+def feature_match_examples(target: Target, spec: AttackSpec, pairs: dict, run: RunOptions,
+                           budget: AdaptiveBudget) -> torch.Tensor:
+    """Feature-matching examples of the clean AdvTest images of ``pairs`` (``{"adv_train",
+    "adv_test"}`` :class:`~medart.stages.detect.Pairs`) at ``budget``'s steps: each guided by a
+    clean AdvTrain image (seeded choice) of the class the model ranks second on it (K = 2: the
+    other class), or by a clean Train reference image of it where AdvTrain has none (only the
+    images the model classifies correctly are pairs: a weak model may leave a class out)."""
+    test, fit = pairs["adv_test"], pairs["adv_train"]
+    probs = predict(target.model, TensorDataset(test.clean, torch.from_numpy(test.labels)), run.batch_size, run.device)[0]
+    probs[np.arange(len(test)), test.labels] = -np.inf
+    ref_x, ref_y = target.reference
+    extra = ~np.isin(ref_y.numpy(), fit.labels)
+    pool = torch.cat([fit.clean, ref_x[torch.from_numpy(extra)]])
+    guides = choose_guides(probs.argmax(1), np.r_[fit.labels, ref_y.numpy()[extra]], target.seed)
+    attack = FeatureMatching(target.model, budget.spec(spec), run.backend, "dfeat", run.batch_size, run.device)
+    return attack.generate(test.clean, pool[torch.from_numpy(guides)], seed=target.seed)
 
+
+def adaptive_rows(target: Target, spec: AttackSpec, fitted: dict, pairs: dict, run: RunOptions,
+                  budget: AdaptiveBudget = AdaptiveBudget()) -> list[AdaptiveRow]:
+    """For each attackable detector in ``fitted`` (name → detector fitted on split 0) its
+    detector-aware row, then for every detector its feature-matching row, each as a child run of
+    the active run; ``pairs`` are the attack's ``{"adv_train", "adv_test"}`` pairs."""
+    test, fit = pairs["adv_test"], pairs["adv_train"]
+    fit_images = torch.cat([fit.clean, fit.adversarial])
+    plain_fooled = _fooled(target.model, test.adversarial, test.labels, run)
+    plain = {name: (plain_fooled, _scores(detector, test.clean, test.adversarial))  # (fooled (n,), scores (2n,))
+             for name, detector in fitted.items()}
     rows = []
-    y = np.r_[np.zeros(len(pairs)), np.ones(len(pairs))]
     for name, detector in fitted.items():
-        if name not in LOGITS:
-            continue
-        start = time.perf_counter()
-        adaptive, scores = adaptive_examples(target, spec, detector, pairs, run, weights)
-        plain = detector.detect(torch.cat([pairs.clean, pairs.adversarial]))[0]["scores"]
-        success, undetected = undetected_success(_fooled(target.model, pairs.adversarial, pairs.labels, run), plain)
-        success_a, undetected_a = undetected_success(_fooled(target.model, adaptive, pairs.labels, run), scores)
-        label = f"adaptive-{name}-{spec.label()}-{run.backend}"
-        with tracking.start_run(tracking.experiment_name(target.dataset, "detect"), label) as child:
-            row = AdaptiveRow(name, spec.name, spec.eps, float(roc_auc_score(y, plain)), float(roc_auc_score(y, scores)),
-                              success, success_a, undetected, undetected_a, time.perf_counter() - start, child.info.run_id)
-            mlflow.log_params(spec.as_params() | {"detector": name, "backend": run.backend, "adaptive.kappa": KAPPA,
-                                                  "adaptive.weights": ",".join(map(str, weights)),
-                                                  "n_test_pairs": len(pairs), "model_uri": target.model_uri})
-            mlflow.log_metrics({m: getattr(row, m) for m in ("auc", "auc_adaptive", "success", "success_adaptive",
-                                                              "undetected", "undetected_adaptive", "seconds")})
-        rows.append(row)
+        if name in LOGITS:
+            start = time.perf_counter()
+            adaptive, scores = adaptive_examples(target, spec, detector, test, run, budget, fit_images)
+            fooled = _fooled(target.model, adaptive, test.labels, run)
+            rows.append(_row(target, spec, run, budget, name, plain[name], (fooled, scores), DETECTOR_AWARE, start))
+    start = time.perf_counter()
+    matched = feature_match_examples(target, spec, pairs, run, budget)
+    fooled, seconds = _fooled(target.model, matched, test.labels, run), time.perf_counter() - start
+    for name, detector in fitted.items():
+        start = time.perf_counter() - seconds  # each row's time: making the examples, then its own scoring
+        rows.append(_row(target, spec, run, budget, name, plain[name], (fooled, _scores(detector, test.clean, matched)),
+                         FEATURE_MATCH, start))
     return rows
 
 
-__all__ = ["AdaptiveRow", "FALSE_POSITIVES", "adaptive_examples", "adaptive_rows", "best_of", "undetected_success"]
+def _row(target: Target, spec: AttackSpec, run: RunOptions, budget: AdaptiveBudget, name: str,
+         plain: tuple[np.ndarray, np.ndarray], adaptive: tuple[np.ndarray, np.ndarray], kind: str, start: float) -> AdaptiveRow:
+    """One row from (fooled ``(n,)``, scores ``(2n,)``) of the plain and the adaptive examples,
+    logged as a child run of the active run; ``start`` the ``perf_counter`` its time counts from."""
+    y = np.r_[np.zeros(len(plain[0])), np.ones(len(plain[0]))]
+    success, undetected = undetected_success(*plain)
+    success_a, undetected_a = undetected_success(*adaptive)
+    label = f"{'adaptive' if kind == DETECTOR_AWARE else kind}-{name}-{spec.label()}-{run.backend}"
+    with tracking.start_run(tracking.experiment_name(target.dataset, "detect"), label) as child:
+        row = AdaptiveRow(name, spec.name, spec.eps, float(roc_auc_score(y, plain[1])), float(roc_auc_score(y, adaptive[1])),
+                          success, success_a, undetected, undetected_a, time.perf_counter() - start, child.info.run_id, kind)
+        mlflow.log_params(spec.as_params() | budget.params() | {
+            "detector": name, "backend": run.backend, "adaptive.attack": kind, "adaptive.kappa": KAPPA,
+            "n_test_pairs": len(plain[0]), "model_uri": target.model_uri})
+        mlflow.log_metrics({m: getattr(row, m) for m in ("auc", "auc_adaptive", "success", "success_adaptive",
+                                                          "undetected", "undetected_adaptive", "seconds")})
+    return row
+
+
+def log_adaptive(rows: list[AdaptiveRow], title: str) -> None:
+    """On the active (parent) run: ``adaptive.md``, metrics ``<attack>.<m>_<detector>`` (feature
+    matching: ``<attack>.feature-match.<m>_<detector>``) and ``figures/adaptive.png``."""
+    mlflow.log_text(adaptive_table(rows), "adaptive.md")
+    prefix = lambda r: r.attack if r.adaptive == DETECTOR_AWARE else f"{r.attack}.{r.adaptive}"  # noqa: E731
+    mlflow.log_metrics({f"{prefix(r)}.{m}_{r.detector}": getattr(r, m)
+                        for r in rows for m in ("auc_adaptive", "success_adaptive", "undetected", "undetected_adaptive")})
+    tracking.log_figure(adaptive_figure(rows, title), "figures/adaptive.png")
+
+
+__all__ = ["AdaptiveBudget", "AdaptiveRow", "FALSE_POSITIVES", "adaptive_examples", "adaptive_rows", "best_of",
+           "feature_match_examples", "log_adaptive", "undetected_success"]

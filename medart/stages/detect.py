@@ -29,9 +29,9 @@ from medart.errors import ConfigError, DataError
 from medart.models.evaluation import predict
 from medart.attacks.adaptive import LOGITS
 from medart.models.sanity import ModelCheck
-from medart.render.detection import adaptive_table, auc_figure, auc_table, roc_figure, transfer_figure, transfer_table
+from medart.render.detection import auc_figure, auc_table, roc_figure, transfer_figure, transfer_table
 from medart.render.numbers import eps_label
-from medart.stages.adaptive import adaptive_rows
+from medart.stages.adaptive import AdaptiveBudget, adaptive_rows, log_adaptive
 from medart.stages.attack import attack
 from medart.stages.guard import guard
 from medart.stages.target import RunOptions, Target
@@ -58,6 +58,11 @@ class DetectRequest:
     step_size: float | str | None = None  # pixels, or "k/255"; None: the paper's
     adaptive: bool = False  # also attack each differentiable detector on AdvTest (medart.stages.adaptive)
     adaptive_weights: tuple[float, ...] = (0.1, 1.0)  # λ search: weights of the detector's logit against the CW margin
+    adaptive_steps: int | None = None  # the adaptive attacks' steps; None: the plain attack's
+    adaptive_restarts: int = 1  # runs of the detector-aware attack per λ, the best kept per image (AdaptiveBudget)
+
+    def budget(self) -> AdaptiveBudget:
+        return AdaptiveBudget(tuple(self.adaptive_weights), self.adaptive_steps, self.adaptive_restarts)
 
 
 @dataclass
@@ -167,6 +172,8 @@ def detect(target: Target, request: DetectRequest, run: RunOptions = RunOptions(
     the child runs carry the degenerate-model guard's tag and metrics, and the tables print the
     clean and balanced accuracy of the attacked images beside the AUCs. The target's
     ``reference`` clean Train images serve KD, LID and Mahalanobis as their clean reference set.
+    With ``adaptive``, :func:`medart.stages.adaptive.adaptive_rows` adds the adaptive attacks'
+    child runs and the parent's ``adaptive.md`` and ``figures/adaptive.png``.
     Every setting is checked before the first attack runs.
     """
     request, specs = _checked(target, request)
@@ -200,11 +207,9 @@ def detect(target: Target, request: DetectRequest, run: RunOptions = RunOptions(
             transfer = _transfer(request.detectors, {name: study.fitted for name, study in studies.items()}, pairs)
             _log_transfer(target, request, transfer, check)
         adaptive = [row for name, spec in specs.items() if request.adaptive
-                    for row in adaptive_rows(target, spec, studies[name].fitted, pairs[name]["adv_test"], run, request.adaptive_weights)]
+                    for row in adaptive_rows(target, spec, studies[name].fitted, pairs[name], run, request.budget())]
         if adaptive:
-            mlflow.log_text(adaptive_table(adaptive), "adaptive.md")
-            mlflow.log_metrics({f"{r.attack}.{m}_{r.detector}": getattr(r, m) for r in adaptive
-                                for m in ("auc_adaptive", "success_adaptive", "undetected", "undetected_adaptive")})
+            log_adaptive(adaptive, f"plain and adaptive attacks, {target.dataset}, ε = {eps_label(request.eps)}, {run.backend}")
     counts = {a: {"fit": len(p["adv_train"]), "test": len(p["adv_test"])} for a, p in pairs.items()}
     return DetectionOutcome(parent.info.run_id, auc, auc_std, transfer, counts, attack_runs,
                             {name: study.run_id for name, study in studies.items()}, check, adaptive)
@@ -221,14 +226,19 @@ def _checked(target: Target, request: DetectRequest) -> tuple[DetectRequest, dic
         raise ConfigError(f"`repeats` must be >= 1, got {request.repeats}")
     if request.adaptive and not set(detectors) & set(LOGITS):
         raise ConfigError(f"`adaptive` attacks the {', '.join(LOGITS)} detectors; add one of them to `detectors`")
-    if not request.adaptive_weights or min(request.adaptive_weights) <= 0:
-        raise ConfigError(f"`adaptive_weights` must be numbers > 0 such as 0.1,1, got {request.adaptive_weights}")
+    budget = request.budget()  # checks the adaptive settings
     if target.reference is None:
         raise ConfigError(f"`reference_size` must be >= 1 clean Train images, got {target.reference_size}")
     eps = parse_eps(request.eps)
     specs = {name: make_spec(name, eps, request.steps, request.step_size) for name in dict.fromkeys(request.attacks)}
     if not specs:
         raise ConfigError(f"`attacks` is empty; choose from {', '.join(ATTACKS)}")
+    if request.adaptive:
+        for spec in specs.values():
+            if spec.step_size is None:
+                raise ConfigError(f"`adaptive` attacks take {spec.name}'s budget with a loss of their own, which only the "
+                                  "step-size attacks allow; use fgsm, bim, pgd or cw in `attacks`")
+            budget.spec(spec, restart=1)  # e.g. fgsm at adaptive_steps > 1
     n_reference = len(target.reference[0])
     for name in detectors:
         detector = make_detector(name, target.model, **request.params.get(name, {}))
