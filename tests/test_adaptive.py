@@ -4,7 +4,9 @@ examples, and it fools KD where the plain attack does not, inside the ε-ball.""
 
 from __future__ import annotations
 
+import pickle
 import warnings
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -22,10 +24,9 @@ from medart.stages.adaptive import best_of, undetected_success
 
 
 @pytest.fixture(scope="module")
-def fitted_kd(shared_data):
+def trained(shared_data):
     """A ResNet-18 trained briefly on the real chest X-rays, the AdvTest images it classifies
-    correctly (two halves: fit, score), 200 clean Train references and KD fitted on the first
-    half against BIM at ε = 32/255."""
+    correctly (two halves: fit, score), BIM at ε = 32/255 on them and 200 clean Train references."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         splits = load_dataset("pneumonia", shared_data)
@@ -38,14 +39,35 @@ def fitted_kd(shared_data):
     x, y = stack([splits.adv_test[i] for i in range(len(splits.adv_test))])
     with torch.no_grad():
         keep = model(x).argmax(1) == y
-    x, y = x[keep], y[keep]
+    order = torch.randperm(int(keep.sum()), generator=torch.Generator().manual_seed(0))  # AdvTest is sorted by class:
+    x, y = x[keep][order], y[keep][order]  # mixed, both halves hold both classes (DFeat's forest fitted on one scores the other inverted)
     x_ref, y_ref = stack(subsample(splits.train, 200, 1))
     spec = make_spec("bim", "32/255", steps=20)
     adv = make_attack(model, spec, 2, "art").generate(x, y)
     n = len(x) // 2
-    kd = make_detector("kd", model)
-    kd.fit(torch.cat([x[:n], adv[:n]]), np.r_[np.zeros(n), np.ones(n)], x_ref=x_ref, y_ref=y_ref.numpy())
-    return model, kd, spec, x[n:], y[n:], adv[n:]
+    fit_images, fit_labels = torch.cat([x[:n], adv[:n]]), np.r_[np.zeros(n), np.ones(n)]
+    return SimpleNamespace(model=model, spec=spec, x=x[n:], y=y[n:], adv=adv[n:], x_ref=x_ref, y_ref=y_ref,
+                           fit_images=fit_images, fit_labels=fit_labels)
+
+
+@pytest.fixture(scope="module")
+def fitted_kd(trained):
+    """KD fitted on the first half against BIM at ε = 32/255; the second half to score."""
+    t = trained
+    kd = make_detector("kd", t.model)
+    kd.fit(t.fit_images, t.fit_labels, x_ref=t.x_ref, y_ref=t.y_ref.numpy())
+    return t.model, kd, t.spec, t.x, t.y, t.adv
+
+
+@pytest.fixture(scope="module")
+def fitted_others(trained):
+    """LID (Train references), BU, DFeat (50 trees) and QFeat fitted on the same first half."""
+    t = trained
+    detectors = {"lid": make_detector("lid", t.model), "bu": make_detector("bu", t.model, passes=20),
+                 "dfeat": make_detector("dfeat", t.model, n_estimators=50), "qfeat": make_detector("qfeat", t.model)}
+    for detector in detectors.values():
+        detector.fit(t.fit_images, t.fit_labels, x_ref=t.x_ref)
+    return detectors
 
 
 def _auc(kd, clean, adv) -> float:
@@ -76,8 +98,8 @@ def test_mahalanobis_head_gives_the_detectors_own_score(fitted_kd):
         out = detector_head(model, maha, 2)(adv)
     np.testing.assert_allclose(out[:, 2].numpy(), maha.detect(adv)[0]["scores"], rtol=1e-5, atol=1e-6)
     assert torch.equal(out[:, 2], out[:, 3])
-    with pytest.raises(ConfigError, match="support the kd, mahalanobis detectors"):
-        detector_head(model, make_detector("lid", model), 2)
+    with pytest.raises(ConfigError, match="support the kd, lid, mahalanobis, bu, dfeat, qfeat detectors"):
+        detector_head(model, make_detector("art_binary", model), 2)
 
 
 def test_adaptive_attack_fools_kd_inside_the_eps_ball(fitted_kd):
@@ -91,6 +113,61 @@ def test_adaptive_attack_fools_kd_inside_the_eps_ball(fitted_kd):
     plain_auc, adaptive_auc = _auc(kd, x, plain), _auc(kd, x, adaptive)
     assert adaptive_auc < plain_auc - 0.15, (plain_auc, adaptive_auc)
     assert _auc(kd, x[fooled], adaptive[fooled]) < plain_auc - 0.15  # the misclassified ones alone pass too
+
+
+def _own_scores(head, x) -> np.ndarray:
+    """The detector column of ``head`` for the class the model predicts."""
+    with torch.no_grad():
+        out = head(x)
+    return out[:, 2:].gather(1, out[:, :2].argmax(1, keepdim=True)).squeeze(1).numpy()
+
+
+def test_lid_and_bu_heads_give_the_detectors_own_score(trained, fitted_others):
+    t = trained
+    images = torch.cat([t.x, t.adv])
+    for name in ("lid", "bu"):
+        detector = fitted_others[name]
+        head = detector_head(t.model, detector, 2, fit_images=t.fit_images)  # ignored by the exact logits
+        np.testing.assert_allclose(_own_scores(head, images), detector.detect(images)[0]["scores"], rtol=1e-5, atol=1e-6)
+    assert head.layers == ["dfeat"] and detector_head(t.model, fitted_others["lid"], 2).layers == fitted_others["lid"].layers
+    with pytest.raises(ConfigError, match="reference='train'"):
+        detector_head(t.model, make_detector("lid", t.model, reference="batch"), 2)
+    mlp = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 28 * 28, 8), torch.nn.Dropout(0.5), torch.nn.Linear(8, 2))
+    with pytest.raises(ConfigError, match="whole-network MC dropout"):
+        detector_head(mlp, make_detector("bu", mlp), 2)
+
+
+def _fitted_state(detector) -> bytes:
+    return pickle.dumps((detector.pipeline_, getattr(detector, "thresholds_", None)))
+
+
+def test_surrogates_leave_the_real_detectors_untouched_and_follow_them(trained, fitted_others):
+    t = trained
+    images = torch.cat([t.x, t.adv])
+    before = {name: _fitted_state(fitted_others[name]) for name in ("dfeat", "qfeat")}
+    heads = {name: detector_head(t.model, fitted_others[name], 2, fit_images=t.fit_images) for name in before}
+    qfeat = fitted_others["qfeat"]
+    np.testing.assert_allclose(_own_scores(heads["qfeat"], images), qfeat.detect(images)[0]["scores"], rtol=1e-5, atol=1e-6)
+    assert heads["dfeat"].logit.agreement_ >= 0.95  # measured: 1.0 on the 2 × 70 fit images
+    spec = make_spec("bim", "8/255", steps=3)
+    for head in heads.values():
+        make_attack(head, spec, 4, "art", loss=DetectorAwareLoss(3.0, 1.0)).generate(t.x[:8], t.y[:8])
+    assert {name: _fitted_state(fitted_others[name]) for name in before} == before
+    with pytest.raises(ConfigError, match="fit_images="):
+        detector_head(t.model, qfeat, 2)
+
+
+@pytest.mark.parametrize("name", ["qfeat", "dfeat"])
+def test_adaptive_attack_through_a_surrogate_lowers_the_real_detectors_auc(trained, fitted_others, name):
+    t, detector = trained, fitted_others[name]
+    head = detector_head(t.model, detector, 2, fit_images=t.fit_images)
+    adaptive = make_attack(head, t.spec, 4, "art", loss=DetectorAwareLoss(3.0, 1.0)).generate(t.x, t.y)
+    plain_auc, adaptive_auc = _auc(detector, t.x, t.adv), _auc(detector, t.x, adaptive)
+    with torch.no_grad():
+        fooled = (t.model(adaptive).argmax(1) != t.y).float().mean()
+    print(name, len(t.x), plain_auc, adaptive_auc, float(fooled))
+    assert fooled >= 0.8
+    assert adaptive_auc < plain_auc - 0.15, (plain_auc, adaptive_auc)
 
 
 def test_undetected_success_counts_fooled_examples_below_the_5_percent_threshold():
