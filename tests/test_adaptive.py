@@ -1,6 +1,8 @@
-"""The detector-aware attack against KD (medart.attacks.adaptive) on the small chest X-ray model of
-test_attacks: its detector logit is the real detector's score, both backends make the same
-examples, and it fools KD where the plain attack does not, inside the ε-ball."""
+"""Detector-aware attacks (medart.attacks.adaptive) on the small chest X-ray model of test_attacks:
+the KD, Mahalanobis, LID and BU heads give the real detector's score, both backends make the same
+examples, the attack fools KD where the plain attack does not, inside the ε-ball, and the DFeat
+and QFeat surrogates leave the real detectors untouched while the examples made through them
+fool those detectors more than the plain attack."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from sklearn.metrics import roc_auc_score
 
 from medart.attacks import make_attack, make_spec
 from medart.attacks.adaptive import detector_head
@@ -148,7 +151,7 @@ def test_surrogates_leave_the_real_detectors_untouched_and_follow_them(trained, 
     heads = {name: detector_head(t.model, fitted_others[name], 2, fit_images=t.fit_images) for name in before}
     qfeat = fitted_others["qfeat"]
     np.testing.assert_allclose(_own_scores(heads["qfeat"], images), qfeat.detect(images)[0]["scores"], rtol=1e-5, atol=1e-6)
-    assert heads["dfeat"].logit.agreement_ >= 0.95  # measured: 1.0 on the 2 × 70 fit images
+    assert heads["dfeat"].logit.agreement_ >= 0.95  # measured: 1.0 on the 2 × 37 fit images
     spec = make_spec("bim", "8/255", steps=3)
     for head in heads.values():
         make_attack(head, spec, 4, "art", loss=DetectorAwareLoss(3.0, 1.0)).generate(t.x[:8], t.y[:8])
@@ -158,16 +161,24 @@ def test_surrogates_leave_the_real_detectors_untouched_and_follow_them(trained, 
 
 
 @pytest.mark.parametrize("name", ["qfeat", "dfeat"])
-def test_adaptive_attack_through_a_surrogate_lowers_the_real_detectors_auc(trained, fitted_others, name):
+def test_adaptive_attack_through_a_surrogate_fools_the_real_detector_more(trained, fitted_others, name):
+    """Best of λ ∈ {0.1, 1} per image as the adaptive stage keeps it, scored by the real detector.
+    Measured (37 score pairs): QFeat AUC 0.744 → 0.585, undetected success 0.68 → 0.84; DFeat AUC
+    0.843 → 0.586, undetected success 0.59 → 0.65."""
     t, detector = trained, fitted_others[name]
     head = detector_head(t.model, detector, 2, fit_images=t.fit_images)
-    adaptive = make_attack(head, t.spec, 4, "art", loss=DetectorAwareLoss(3.0, 1.0)).generate(t.x, t.y)
-    plain_auc, adaptive_auc = _auc(detector, t.x, t.adv), _auc(detector, t.x, adaptive)
+    clean = detector.detect(t.x)[0]["scores"]
+    candidates = [make_attack(head, t.spec, 4, "art", loss=DetectorAwareLoss(3.0, lam)).generate(t.x, t.y) for lam in (0.1, 1.0)]
+    scores = np.stack([detector.detect(c)[0]["scores"] for c in candidates])
     with torch.no_grad():
-        fooled = (t.model(adaptive).argmax(1) != t.y).float().mean()
-    print(name, len(t.x), plain_auc, adaptive_auc, float(fooled))
-    assert fooled >= 0.8
-    assert adaptive_auc < plain_auc - 0.15, (plain_auc, adaptive_auc)
+        fooled = np.stack([(t.model(c).argmax(1) != t.y).numpy() for c in [*candidates, t.adv]])
+    pick = best_of(fooled[:2], scores, np.quantile(clean, 0.95))
+    adaptive = scores[pick, np.arange(len(pick))]
+    success, undetected = undetected_success(fooled[2], np.r_[clean, detector.detect(t.adv)[0]["scores"]])
+    success_a, undetected_a = undetected_success(fooled[pick, np.arange(len(pick))], np.r_[clean, adaptive])
+    plain_auc, adaptive_auc = _auc(detector, t.x, t.adv), roc_auc_score(np.r_[np.zeros(len(clean)), np.ones(len(clean))], np.r_[clean, adaptive])
+    assert success_a >= 0.85 and undetected_a > undetected, (success, undetected, success_a, undetected_a)
+    assert adaptive_auc < plain_auc - 0.1, (plain_auc, adaptive_auc)
 
 
 def test_undetected_success_counts_fooled_examples_below_the_5_percent_threshold():
