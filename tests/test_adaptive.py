@@ -16,10 +16,11 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from medart.attacks import make_attack, make_spec
-from medart.attacks.adaptive import detector_head
+from medart.attacks.adaptive import detector_head, lid_mle_torch
 from medart.attacks.losses import DetectorAwareLoss
 from medart.data import load_dataset, subsample
 from medart.detectors import make_detector
+from medart.detectors.lid import MAX_LID, lid_mle
 from medart.errors import ConfigError
 from medart.models.resnet import build_model
 from medart.models.training import TrainConfig, fit
@@ -138,6 +139,19 @@ def test_lid_and_bu_heads_give_the_detectors_own_score(trained, fitted_others):
     mlp = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 28 * 28, 8), torch.nn.Dropout(0.5), torch.nn.Linear(8, 2))
     with pytest.raises(ConfigError, match="whole-network MC dropout"):
         detector_head(mlp, make_detector("bu", mlp), 2)
+
+
+def test_torch_lid_has_the_detectors_edge_cases_and_finite_gradients():
+    reference = torch.cat([torch.eye(6), -torch.eye(6), torch.randn(20, 6, generator=torch.Generator().manual_seed(0))]).double()
+    query = torch.cat([torch.zeros(1, 6), reference[12:13].float(), torch.randn(5, 6, generator=torch.Generator().manual_seed(1))])
+    query = query.double().requires_grad_(True)  # rows: 12 equal distances, a duplicate, ordinary points
+    lid = lid_mle_torch(query, torch.cat([torch.eye(6), -torch.eye(6)]).double(), 12)
+    assert lid[0] == MAX_LID
+    mine = lid_mle_torch(query, reference, 5)
+    np.testing.assert_allclose(mine.detach().numpy(), lid_mle(query.detach(), reference, 5).numpy(), rtol=1e-10)
+    assert mine[1] == 0
+    (lid.sum() + mine.sum()).backward()
+    assert torch.isfinite(query.grad).all() and query.grad[2:].abs().sum() > 0
 
 
 def _fitted_state(detector) -> bytes:

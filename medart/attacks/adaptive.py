@@ -95,16 +95,8 @@ class LIDLogit(nn.Module):
             self.register_buffer(f"reference{j}", detector.reference_[layer].double())
 
     def forward(self, *activations: torch.Tensor) -> torch.Tensor:
-        lids = torch.stack([self._lid(a.double(), getattr(self, f"reference{j}")) for j, a in enumerate(activations)], dim=1)
+        lids = torch.stack([lid_mle_torch(a.double(), getattr(self, f"reference{j}"), self.k) for j, a in enumerate(activations)], dim=1)
         return linear_logit(self.pipeline, lids).unsqueeze(1).expand(-1, self.num_classes)
-
-    def _lid(self, query: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-        r2 = _squared_distances(query, reference).topk(self.k, dim=1, largest=False).values  # ascending r_1² … r_k²
-        zero = r2[:, 0] == 0
-        r2 = torch.where(zero[:, None], 1.0, r2)  # the rows that are 0 anyway, kept away from log(0)'s NaN gradient
-        mean_log = 0.5 * torch.log(r2 / r2[:, -1:]).mean(dim=1)  # ≤ 0; = 0 only if all k distances are equal
-        lid = torch.where(mean_log < 0, (-1.0 / torch.where(mean_log < 0, mean_log, -1.0)).clamp(max=MAX_LID), MAX_LID)
-        return torch.where(zero, 0.0, lid)
 
 
 class MahalanobisLogit(nn.Module):
@@ -163,6 +155,19 @@ class BULogit(nn.Module):
         return linear_logit(self.pipeline, feature).unsqueeze(1).expand(-1, self.num_classes)
 
 
+def lid_mle_torch(query: torch.Tensor, reference: torch.Tensor, k: int) -> torch.Tensor:
+    """:func:`medart.detectors.lid.lid_mle` ``(N,)`` of ``query`` ``(N, D)`` against ``reference``
+    ``(M, D)``, differentiable in ``query`` through its k smallest distances, with the same edge
+    cases: a zero nearest distance gives 0, k equal distances ``MAX_LID``, and LID is clamped at
+    ``MAX_LID`` (the gradient is 0 there, never NaN)."""
+    r2 = _squared_distances(query, reference).topk(k, dim=1, largest=False).values  # ascending r_1² … r_k²
+    zero = r2[:, 0] == 0
+    r2 = torch.where(zero[:, None], 1.0, r2)  # the rows that are 0 anyway, kept away from log(0)'s NaN gradient
+    mean_log = 0.5 * torch.log(r2 / r2[:, -1:]).mean(dim=1)  # ≤ 0; = 0 only if all k distances are equal
+    lid = torch.where(mean_log < 0, (-1.0 / torch.where(mean_log < 0, mean_log, -1.0)).clamp(max=MAX_LID), MAX_LID)
+    return torch.where(zero, 0.0, lid)
+
+
 def _squared_distances(query: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     """‖q_i − r_j‖² ``(N, M)`` as :func:`medart.detectors.distances.squared_distances` computes them
     (exact duplicates → 0), out of place so that autograd can run through them."""
@@ -215,4 +220,4 @@ def detector_head(model: nn.Module, detector, num_classes: int, fit_images=None)
 
 
 __all__ = ["EXACT", "LOGITS", "SURROGATES", "BULogit", "DetectorHead", "KDLogit", "LIDLogit", "MahalanobisLogit",
-           "detector_head", "linear_logit"]
+           "detector_head", "lid_mle_torch", "linear_logit"]
