@@ -44,7 +44,7 @@ def trained(shared_data):
     with torch.no_grad():
         keep = model(x).argmax(1) == y
     order = torch.randperm(int(keep.sum()), generator=torch.Generator().manual_seed(0))  # AdvTest is sorted by class:
-    x, y = x[keep][order], y[keep][order]  # mixed, both halves hold both classes (DFeat's forest fitted on one scores the other inverted)
+    x, y = x[keep][order], y[keep][order]  # both halves hold both classes (a forest fitted on one class scores the other inverted)
     x_ref, y_ref = stack(subsample(splits.train, 200, 1))
     spec = make_spec("bim", "32/255", steps=20)
     adv = make_attack(model, spec, 2, "art").generate(x, y)
@@ -143,7 +143,8 @@ def test_lid_and_bu_heads_give_the_detectors_own_score(trained, fitted_others):
 
 def test_torch_lid_has_the_detectors_edge_cases_and_finite_gradients():
     reference = torch.cat([torch.eye(6), -torch.eye(6), torch.randn(20, 6, generator=torch.Generator().manual_seed(0))]).double()
-    query = torch.cat([torch.zeros(1, 6), reference[12:13].float(), torch.randn(5, 6, generator=torch.Generator().manual_seed(1))])
+    ordinary = torch.randn(5, 6, generator=torch.Generator().manual_seed(1))
+    query = torch.cat([torch.zeros(1, 6), reference[12:13].float(), ordinary])
     query = query.double().requires_grad_(True)  # rows: 12 equal distances, a duplicate, ordinary points
     lid = lid_mle_torch(query, torch.cat([torch.eye(6), -torch.eye(6)]).double(), 12)
     assert lid[0] == MAX_LID
@@ -190,7 +191,8 @@ def test_adaptive_attack_through_a_surrogate_fools_the_real_detector_more(traine
     adaptive = scores[pick, np.arange(len(pick))]
     success, undetected = undetected_success(fooled[2], np.r_[clean, detector.detect(t.adv)[0]["scores"]])
     success_a, undetected_a = undetected_success(fooled[pick, np.arange(len(pick))], np.r_[clean, adaptive])
-    plain_auc, adaptive_auc = _auc(detector, t.x, t.adv), roc_auc_score(np.r_[np.zeros(len(clean)), np.ones(len(clean))], np.r_[clean, adaptive])
+    plain_auc = _auc(detector, t.x, t.adv)
+    adaptive_auc = roc_auc_score(np.r_[np.zeros(len(clean)), np.ones(len(clean))], np.r_[clean, adaptive])
     assert success_a >= 0.85 and undetected_a > undetected, (success, undetected, success_a, undetected_a)
     assert adaptive_auc < plain_auc - 0.1, (plain_auc, adaptive_auc)
 

@@ -67,7 +67,8 @@ class KDLogit(nn.Module):
         standardize = bool(detector.standardize)
         self.register_buffer("mean", detector.mean_.double() if standardize else torch.zeros(()))
         self.register_buffer("scale", detector.scale_.double() if standardize else torch.ones(()))
-        self.sigma, self.pipeline, self.num_classes, self.layers = detector.sigma_, detector.pipeline_, num_classes, [detector.layer]
+        self.sigma, self.pipeline, self.num_classes = detector.sigma_, detector.pipeline_, num_classes
+        self.layers = [detector.layer]
         self.log_count = [math.log(len(r)) for r in refs]
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -95,7 +96,8 @@ class LIDLogit(nn.Module):
             self.register_buffer(f"reference{j}", detector.reference_[layer].double())
 
     def forward(self, *activations: torch.Tensor) -> torch.Tensor:
-        lids = torch.stack([lid_mle_torch(a.double(), getattr(self, f"reference{j}"), self.k) for j, a in enumerate(activations)], dim=1)
+        references = [getattr(self, f"reference{j}") for j in range(len(self.layers))]
+        lids = torch.stack([lid_mle_torch(a.double(), r, self.k) for a, r in zip(activations, references)], dim=1)
         return linear_logit(self.pipeline, lids).unsqueeze(1).expand(-1, self.num_classes)
 
 
@@ -131,8 +133,9 @@ class BULogit(nn.Module):
     def __init__(self, detector, num_classes: int) -> None:
         super().__init__()
         if not detector._head_dropout():
-            raise ConfigError("an adaptive attack on BU needs the model's dropout in a MedResNet-style `head`: whole-network "
-                              "MC dropout draws its seeded masks per scoring batch, which an attack cannot reproduce; leave bu out")
+            raise ConfigError("an adaptive attack on BU needs the model's dropout in a MedResNet-style `head`: "
+                              "whole-network MC dropout draws its seeded masks per scoring batch, which an attack "
+                              "cannot reproduce; leave bu out")
         fitted(detector)
         self.head, self.passes, self.random_state = detector.model.head, detector.passes, detector.random_state
         self.pipeline, self.num_classes, self.layers = detector.pipeline_, num_classes, ["dfeat"]

@@ -38,7 +38,8 @@ def fitted(detector) -> None:
 
 def fit_features(detector, fit_images: torch.Tensor) -> torch.Tensor:
     """The detector's ``layer`` features ``(N, D)`` float64 of ``fit_images`` ``(N, C, H, W)``."""
-    return activations(detector.model, fit_images, [detector.layer], detector.batch_size, detector.device)[0][detector.layer].double()
+    caught = activations(detector.model, fit_images, [detector.layer], detector.batch_size, detector.device)[0]
+    return caught[detector.layer].double()
 
 
 class DFeatSurrogate(nn.Module):
@@ -90,7 +91,8 @@ class QFeatBPDA(nn.Module):
         super().__init__()
         fitted(detector)
         svc = detector.pipeline_.named_steps["classify"]
-        self.layers, self.pipeline, self.num_classes, self.gamma = [detector.layer], detector.pipeline_, num_classes, float(svc._gamma)
+        self.layers, self.pipeline, self.num_classes = [detector.layer], detector.pipeline_, num_classes
+        self.gamma = float(svc._gamma)  # the RBF width the SVC was fitted with ("scale" resolved)
         as64 = lambda a: torch.as_tensor(a, dtype=torch.float64)  # noqa: E731
         self.register_buffer("thresholds", as64(detector.thresholds_)[:, None, :])  # (levels − 1, 1, D)
         spread = fit_features(detector, fit_images).std(dim=0)
