@@ -39,9 +39,9 @@ from medart.models.adapter import tap_hooks
 def linear_logit(pipeline, features: torch.Tensor) -> torch.Tensor:
     """The decision function ``(N,)`` of a fitted ``MinMaxScaler`` → ``LogisticRegression`` pipeline
     (every medart detector with a logistic regression) on ``features`` ``(N, F)``, in torch."""
-    coef = pipeline.named_steps["classify"]
-    as_tensor_ = lambda a: torch.as_tensor(a, dtype=features.dtype, device=features.device)  # noqa: E731
-    return scaled(pipeline, features) @ as_tensor_(coef.coef_[0]) + as_tensor_(coef.intercept_[0])
+    classify = pipeline.named_steps["classify"]
+    cast = lambda a: torch.as_tensor(a, dtype=features.dtype, device=features.device)  # noqa: E731
+    return scaled(pipeline, features) @ cast(classify.coef_[0]) + cast(classify.intercept_[0])
 
 
 def _fixed_reference(detector) -> None:
