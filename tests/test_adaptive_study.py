@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from medart.attacks import make_attack, make_spec
+from medart.attacks.adaptive import detector_head
 from medart.attacks.feature_matching import FeatureMatching, FeatureTap, choose_guides
 from medart.data import subsample
 from medart.detectors import make_detector
@@ -100,7 +101,8 @@ def test_more_restarts_never_weaken_the_detector_aware_attack(study):
     small = make_spec("bim", spec.eps, steps=3)  # a weak attack leaves room for the restarts to help
     results = {}
     for restarts in (1, 2):
-        adv, scores = adaptive_examples(target, small, kd, test, run, AdaptiveBudget((1.0,), restarts=restarts))
+        head = detector_head(target.model, kd, target.num_classes)
+        adv, scores = adaptive_examples(target, small, kd, head, test, run, AdaptiveBudget((1.0,), restarts=restarts))
         assert (adv - test.clean).abs().max() <= spec.eps + 1e-6
         with torch.no_grad():
             fooled = (target.model(adv).argmax(1) != torch.from_numpy(test.labels)).numpy()

@@ -77,7 +77,7 @@ def test_settings_errors_come_before_any_attack_runs(tracking_store, shared_data
         (DetectRequest(detectors=("lid",)), target,
          "lid reference_size 100 exceeds the 40 clean reference images; raise `reference_size`"),
         (DetectRequest(detectors=("kd",), params={"kd": {"bandwith": 1}}), target, "bad parameter for detector 'kd'"),
-        (DetectRequest(detectors=("dfeat",), adaptive=True), target, "`adaptive` attacks the kd, mahalanobis detectors"),
+        (DetectRequest(detectors=("art_binary",), adaptive=True), target, "`adaptive` attacks the kd, lid, mahalanobis, bu"),
         (DetectRequest(attacks=("fgsm",), adaptive=True, adaptive_steps=5), target, "FGSM is a single step"),
         (DetectRequest(attacks=("apgd-ce",), detectors=("kd",), adaptive=True), target, "use fgsm, bim, pgd or cw"),
         (DetectRequest(adaptive_restarts=0), target, "`adaptive_restarts` must be >= 1"),
@@ -147,12 +147,16 @@ def test_detect_logs_table_4_and_5_from_correctly_classified_pairs(target):
 
 def test_adaptive_detect_logs_a_child_run_per_attackable_detector(target):
     run = RunOptions(progress=False)
-    out = detect(target, DetectRequest(("bim",), 8 / 255, ("kd", "mahalanobis", "dfeat"), {"dfeat": {"n_estimators": 10}},
-                                       transfer=False, steps=5, adaptive=True, adaptive_steps=4, adaptive_restarts=2), run)
+    params = {"dfeat": {"n_estimators": 10}, "lid": {"reference": "batch", "k": 2, "reference_size": 4, "layers": ["dfeat"]}}
+    with pytest.warns(UserWarning, match="adaptive: lid is left out: an adaptive attack needs LID with reference='train'"):
+        out = detect(target, DetectRequest(("bim",), 8 / 255, ("kd", "mahalanobis", "dfeat", "lid"), params, transfer=False,
+                                           steps=5, adaptive=True, adaptive_steps=4, adaptive_restarts=2), run)
     aware = [r.detector for r in out.adaptive if r.adaptive == "detector-aware"]
-    assert {"kd", "mahalanobis"} <= set(aware) and all(r.attack == "bim" for r in out.adaptive)
+    # dfeat through its surrogate; lid with batch references has no fixed function to attack and is left out
+    assert aware == ["kd", "mahalanobis", "dfeat"] and all(r.attack == "bim" for r in out.adaptive)
+    assert "reference='train'" in mlflow.MlflowClient().get_run(out.run_id).data.tags["medart.adaptive_skipped.lid"]
     # feature matching needs no detector: every detector scores its examples
-    assert [r.detector for r in out.adaptive if r.adaptive == "feature-match"] == ["kd", "mahalanobis", "dfeat"]
+    assert [r.detector for r in out.adaptive if r.adaptive == "feature-match"] == ["kd", "mahalanobis", "dfeat", "lid"]
     client = mlflow.MlflowClient()
     for row in out.adaptive:
         assert row.auc == pytest.approx(out.auc["bim"][row.detector])  # the plain examples, one split: Table 4's AUC

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import warnings
 from dataclasses import dataclass
 
 import mlflow
@@ -30,7 +31,7 @@ from torch.utils.data import TensorDataset
 
 from medart import tracking
 from medart.attacks import AttackSpec, make_attack
-from medart.attacks.adaptive import LOGITS, detector_head
+from medart.attacks.adaptive import LOGITS, DetectorHead, detector_head
 from medart.attacks.feature_matching import FeatureMatching, choose_guides
 from medart.attacks.losses import DetectorAwareLoss
 from medart.errors import ConfigError
@@ -123,14 +124,13 @@ def _scores(detector, clean: torch.Tensor, adversarial: torch.Tensor) -> np.ndar
     return detector.detect(torch.cat([clean, adversarial]), x_clean=clean)[0]["scores"]
 
 
-def adaptive_examples(target: Target, spec: AttackSpec, detector, pairs, run: RunOptions, budget: AdaptiveBudget,
-                      fit_images: torch.Tensor | None = None) -> tuple[torch.Tensor, np.ndarray]:
-    """The adaptive examples of the clean AdvTest images of ``pairs`` against ``detector``, best of
-    the λ weights × restarts of ``budget`` per image, and the detector's scores ``(2n,)`` on the
-    clean images then on them. ``fit_images`` ``(M, C, H, W)``: the detector's AdvTrain inputs
-    (clean then adversarial), which the heads of DFeat and QFeat are fitted on."""
+def adaptive_examples(target: Target, spec: AttackSpec, detector, head: DetectorHead, pairs, run: RunOptions,
+                      budget: AdaptiveBudget) -> tuple[torch.Tensor, np.ndarray]:
+    """The adaptive examples of the clean AdvTest images of ``pairs`` against ``detector`` (attacked
+    through ``head``, its :func:`~medart.attacks.adaptive.detector_head`), best of the λ weights ×
+    restarts of ``budget`` per image, and the detector's scores ``(2n,)`` on the clean images then
+    on them."""
     k, labels, n = target.num_classes, torch.from_numpy(pairs.labels), len(pairs)
-    head = detector_head(target.model, detector, k, fit_images=fit_images)
     clean_scores = _scores(detector, pairs.clean, pairs.adversarial)[:n]
     candidates, scores, fooled = [], [], []
     for weight in budget.weights:
@@ -178,7 +178,13 @@ def adaptive_rows(target: Target, spec: AttackSpec, fitted: dict, pairs: dict, r
     for name, detector in fitted.items():
         if name in LOGITS:
             start = time.perf_counter()
-            adaptive, scores = adaptive_examples(target, spec, detector, test, run, budget, fit_images)
+            try:  # the DFeat/QFeat surrogates are fitted here, on the detector's own AdvTrain inputs
+                head = detector_head(target.model, detector, target.num_classes, fit_images=fit_images)
+            except ConfigError as err:  # a setting without a fixed function to attack, e.g. LID reference=batch
+                warnings.warn(f"adaptive: {name} is left out: {err}", stacklevel=2)
+                mlflow.set_tag(f"medart.adaptive_skipped.{name}", str(err))
+                continue
+            adaptive, scores = adaptive_examples(target, spec, detector, head, test, run, budget)
             fooled = _fooled(target.model, adaptive, test.labels, run)
             rows.append(_row(target, spec, run, budget, name, plain[name], (fooled, scores), DETECTOR_AWARE, start))
     start = time.perf_counter()
