@@ -3,8 +3,10 @@ real MLflow sqlite store per test (copied from one migrated template, saving ~6 
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
+import warnings
 from pathlib import Path
 
 import mlflow
@@ -79,3 +81,36 @@ def registered(tracking_store, shared_data) -> str:
     train(DataSpec("pneumonia", shared_data), ModelRequest(arch="resnet18", pretrained="none", max_train=64, max_eval=16),
           TrainConfig(epochs=1, batch_size=32, lr=1e-2), RunOptions(progress=False))
     return "models:/medart-pneumonia@champion"
+
+
+@pytest.fixture(scope="session")
+def _trained_chest_resnet18(shared_data):
+    """The one training behind :func:`chest_resnet18` (private: its users get copies)."""
+    import torch
+
+    from medart.data import load_dataset, subsample
+    from medart.models.resnet import build_model
+    from medart.models.training import TrainConfig, fit
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        splits = load_dataset("pneumonia", shared_data)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the same weights on any core count
+    try:
+        torch.manual_seed(0)
+        model = build_model(2, "resnet18", pretrained="none")
+        fit(model, subsample(splits.train, 384, 0), subsample(splits.val, 64, 0),
+            TrainConfig(epochs=2, batch_size=32, lr=0.01, augment=False), progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    return model.eval(), splits
+
+
+@pytest.fixture(scope="module")
+def chest_resnet18(_trained_chest_resnet18):
+    """A ResNet-18 trained briefly (2 epochs, 384 images, seed 0, one thread) on the real chest X-rays
+    (28 px), and the splits it came from: ``(model, splits)``. Trained once a session; each test module
+    gets its own deep copy of the model, so one module's attacks or edits cannot reach another's."""
+    model, splits = _trained_chest_resnet18
+    return copy.deepcopy(model).eval(), splits
