@@ -1,5 +1,6 @@
-"""Shared fixtures: the real chest X-ray file, MedMNIST-format files made on the spot, and a
-real MLflow sqlite store per test (copied from one migrated template, saving ~6 s a test)."""
+"""Shared fixtures: the real chest X-ray file, MedMNIST-format files made on the spot, a real
+MLflow sqlite store per test (copied from one migrated template, saving ~6 s a test; with the
+registered model, from a template that holds it) and a small trained chest X-ray ResNet-18."""
 
 from __future__ import annotations
 
@@ -33,11 +34,32 @@ def migrated_store(tmp_path_factory) -> Path:
     return path
 
 
-@pytest.fixture
-def tracking_store(migrated_store, tmp_path, monkeypatch) -> str:
-    """A fresh sqlite tracking store in ``tmp_path``, which is also the working directory (artifacts land there)."""
-    db = tmp_path / "mlflow.db"
+@pytest.fixture(scope="session")
+def registered_store(migrated_store, shared_data, tmp_path_factory) -> Path:
+    """A store template holding the model of :func:`registered`, trained once a session (its
+    artifacts stay in the template's folder, which the copies of the store point to)."""
+    from medart.models.training import TrainConfig
+    from medart.stages import DataSpec, ModelRequest, RunOptions, train
+
+    folder = tmp_path_factory.mktemp("registered-template")
+    db = folder / "mlflow.db"
     shutil.copy(migrated_store, db)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        tracking.configure(f"sqlite:///{db}")
+        train(DataSpec("pneumonia", shared_data), ModelRequest(arch="resnet18", pretrained="none", max_train=64, max_eval=16),
+              TrainConfig(epochs=1, batch_size=32, lr=1e-2), RunOptions(progress=False))
+    return db
+
+
+@pytest.fixture
+def tracking_store(migrated_store, tmp_path, monkeypatch, request) -> str:
+    """A fresh sqlite tracking store in ``tmp_path``, which is also the working directory (artifacts land there);
+    for a test that asks for :func:`registered`, a copy of the store that holds its model."""
+    db = tmp_path / "mlflow.db"
+    template = request.getfixturevalue("registered_store") if "registered" in request.fixturenames else migrated_store
+    shutil.copy(template, db)
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     uri = tracking.configure(f"sqlite:///{db}")
@@ -73,13 +95,9 @@ def write_npz(tmp_path):
 
 
 @pytest.fixture
-def registered(tracking_store, shared_data) -> str:
-    """A quickly trained ResNet-18 on 64 real chest X-rays, registered as ``medart-pneumonia@champion``."""
-    from medart.models.training import TrainConfig
-    from medart.stages import DataSpec, ModelRequest, RunOptions, train
-
-    train(DataSpec("pneumonia", shared_data), ModelRequest(arch="resnet18", pretrained="none", max_train=64, max_eval=16),
-          TrainConfig(epochs=1, batch_size=32, lr=1e-2), RunOptions(progress=False))
+def registered(tracking_store) -> str:
+    """A quickly trained ResNet-18 on 64 real chest X-rays, registered as ``medart-pneumonia@champion``
+    (version 1) in the test's store: trained once a session (:func:`registered_store`), copied per test."""
     return "models:/medart-pneumonia@champion"
 
 
