@@ -3,7 +3,8 @@
 Through medart's stages, under one MLflow parent run in ``medart/benchmarks`` (every stage a child):
 
 1. train the paper's ResNet-50 from scratch at 28 px (:func:`medart.stages.train.train`; ImageNet
-   weights are not available offline, so ``--pretrained none`` with lr 0.01);
+   weights are not available offline, so ``--pretrained none`` with lr 0.01; ``--arch`` swaps in a
+   smaller network for quick checks, which never count as the full configuration);
 2. attack the test split of the model just trained (kept in memory) with FGSM, BIM, PGD and CW-L∞
    at ε ∈ {0.3, 1, 2}/255 (:func:`medart.stages.sweep.sweep`) → Tables 2 and 3;
 3. detect at ε = 1/255 with every detector, fitted on AdvTrain and scored on AdvTest, and the
@@ -16,6 +17,7 @@ task at 28 px, so the comparison is of behaviour, not a replication of the value
 
     PYTHONPATH=$PWD python benchmarks/paper_fidelity.py --data-dir ../shared/data
     PYTHONPATH=$PWD python benchmarks/paper_fidelity.py --data-dir ../shared/data --epochs 1 --max-examples 60   # quick check
+    PYTHONPATH=$PWD python benchmarks/paper_fidelity.py --data-dir ../shared/data --epochs 1 --max-train 64 --arch smallcnn  # quicker
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from typing import TYPE_CHECKING
 import click
 
 import benchlib
-from medart.catalog import BACKENDS, DETECTORS, PAPER_ATTACKS
+from medart.catalog import ARCHS, BACKENDS, DETECTORS, PAPER_ATTACKS
 from medart.render.numbers import pct
 
 if TYPE_CHECKING:
@@ -147,7 +149,7 @@ def run_stages(opts: dict, eps_values: list[float], detectors: tuple[str, ...], 
     from medart.stages.train import ModelRequest, train
 
     data = DataSpec("pneumonia", opts["data_dir"], seed=opts["seed"])
-    request = ModelRequest(arch="resnet50", pretrained="none", max_train=opts["max_train"], register=False)
+    request = ModelRequest(arch=opts["arch"], pretrained="none", max_train=opts["max_train"], register=False)
     run = RunOptions(backend=opts["backend"], device=opts["device"], progress=opts["progress"])
     with clock.stage("train"):
         trained = train(data, request, TrainConfig(epochs=opts["epochs"], lr=opts["lr"], seed=opts["seed"],
@@ -172,6 +174,8 @@ def sweep_rows(rows: list[SweepRow]) -> list[dict]:
 @click.option("--data-dir", envvar="MEDART_DATA_DIR", required=True, show_envvar=True,
               help="Folder holding pneumoniamnist.npz.")
 @click.option("--epochs", type=click.IntRange(1, 10), default=10, show_default=True, help="Training epochs (the target allows ≤ 10).")
+@click.option("--arch", type=click.Choice(ARCHS), default="resnet50", show_default=True,
+              help="Classifier (the paper's is resnet50; a smaller one for quick checks only).")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=0.01, show_default=True, help="SGD learning rate (from scratch).")
 @click.option("--max-train", type=click.IntRange(min=2), default=None, help="Train on a stratified subset (quick checks only).")
 @click.option("--max-examples", type=click.IntRange(min=2), default=None,
@@ -206,10 +210,10 @@ def main(**opts) -> None:
     detectors = tuple(parse_names(opts["detectors"], DETECTORS, "detector"))
     dev = resolve_device(opts["device"])
     env = benchlib.environment(dev)
-    full = opts["epochs"] == 10 and opts["max_train"] is None and opts["max_examples"] is None
-    config = {k: opts[k] for k in ("epochs", "lr", "max_train", "max_examples")} | {"eps": eps_values, "detectors": list(detectors)}
-    config |= {k: opts[k] for k in ("backend", "reference_size", "repeats", "seed")}
-    config |= {"arch": "resnet50", "pretrained": "none", "size": 28, "threads": torch.get_num_threads(), "full_configuration": full}
+    full = opts["epochs"] == 10 and opts["max_train"] is None and opts["max_examples"] is None and opts["arch"] == "resnet50"
+    config = {k: opts[k] for k in ("arch", "epochs", "lr", "max_train", "max_examples")}
+    config |= {"eps": eps_values, "detectors": list(detectors)} | {k: opts[k] for k in ("backend", "reference_size", "repeats", "seed")}
+    config |= {"pretrained": "none", "size": 28, "threads": torch.get_num_threads(), "full_configuration": full}
     tracking.configure(opts["tracking_uri"])
     clock = StageClock()
     with tracking.start_run(benchlib.EXPERIMENT, "paper-fidelity") as parent:

@@ -1,10 +1,13 @@
-"""Shared fixtures: the real chest X-ray file, MedMNIST-format files made on the spot, and a
-real MLflow sqlite store per test (copied from one migrated template, saving ~6 s a test)."""
+"""Shared fixtures: the real chest X-ray file, MedMNIST-format files made on the spot, a real
+MLflow sqlite store per test (copied from one migrated template, saving ~6 s a test; with the
+registered model, from a template that holds it) and a small trained chest X-ray ResNet-18."""
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
+import warnings
 from pathlib import Path
 
 import mlflow
@@ -31,11 +34,32 @@ def migrated_store(tmp_path_factory) -> Path:
     return path
 
 
-@pytest.fixture
-def tracking_store(migrated_store, tmp_path, monkeypatch) -> str:
-    """A fresh sqlite tracking store in ``tmp_path``, which is also the working directory (artifacts land there)."""
-    db = tmp_path / "mlflow.db"
+@pytest.fixture(scope="session")
+def registered_store(migrated_store, shared_data, tmp_path_factory) -> Path:
+    """A store template holding the model of :func:`registered`, trained once a session (its
+    artifacts stay in the template's folder, which the copies of the store point to)."""
+    from medart.models.training import TrainConfig
+    from medart.stages import DataSpec, ModelRequest, RunOptions, train
+
+    folder = tmp_path_factory.mktemp("registered-template")
+    db = folder / "mlflow.db"
     shutil.copy(migrated_store, db)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        tracking.configure(f"sqlite:///{db}")
+        train(DataSpec("pneumonia", shared_data), ModelRequest(arch="resnet18", pretrained="none", max_train=64, max_eval=16),
+              TrainConfig(epochs=1, batch_size=32, lr=1e-2), RunOptions(progress=False))
+    return db
+
+
+@pytest.fixture
+def tracking_store(migrated_store, tmp_path, monkeypatch, request) -> str:
+    """A fresh sqlite tracking store in ``tmp_path``, which is also the working directory (artifacts land there);
+    for a test that asks for :func:`registered`, a copy of the store that holds its model."""
+    db = tmp_path / "mlflow.db"
+    template = request.getfixturevalue("registered_store") if "registered" in request.fixturenames else migrated_store
+    shutil.copy(template, db)
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     uri = tracking.configure(f"sqlite:///{db}")
@@ -71,11 +95,40 @@ def write_npz(tmp_path):
 
 
 @pytest.fixture
-def registered(tracking_store, shared_data) -> str:
-    """A quickly trained ResNet-18 on 64 real chest X-rays, registered as ``medart-pneumonia@champion``."""
-    from medart.models.training import TrainConfig
-    from medart.stages import DataSpec, ModelRequest, RunOptions, train
-
-    train(DataSpec("pneumonia", shared_data), ModelRequest(arch="resnet18", pretrained="none", max_train=64, max_eval=16),
-          TrainConfig(epochs=1, batch_size=32, lr=1e-2), RunOptions(progress=False))
+def registered(tracking_store) -> str:
+    """A quickly trained ResNet-18 on 64 real chest X-rays, registered as ``medart-pneumonia@champion``
+    (version 1) in the test's store: trained once a session (:func:`registered_store`), copied per test."""
     return "models:/medart-pneumonia@champion"
+
+
+@pytest.fixture(scope="session")
+def _trained_chest_resnet18(shared_data):
+    """The one training behind :func:`chest_resnet18` (private: its users get copies)."""
+    import torch
+
+    from medart.data import load_dataset, subsample
+    from medart.models.resnet import build_model
+    from medart.models.training import TrainConfig, fit
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        splits = load_dataset("pneumonia", shared_data)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the same weights on any core count
+    try:
+        torch.manual_seed(0)
+        model = build_model(2, "resnet18", pretrained="none")
+        fit(model, subsample(splits.train, 384, 0), subsample(splits.val, 64, 0),
+            TrainConfig(epochs=2, batch_size=32, lr=0.01, augment=False), progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    return model.eval(), splits
+
+
+@pytest.fixture(scope="module")
+def chest_resnet18(_trained_chest_resnet18):
+    """A ResNet-18 trained briefly (2 epochs, 384 images, seed 0, one thread) on the real chest X-rays
+    (28 px), and the splits it came from: ``(model, splits)``. Trained once a session; each test module
+    gets its own deep copy of the model, so one module's attacks or edits cannot reach another's."""
+    model, splits = _trained_chest_resnet18
+    return copy.deepcopy(model).eval(), splits

@@ -3,33 +3,22 @@ hand, the CW margin, backend agreement, and clear errors for bad parameters or i
 
 from __future__ import annotations
 
-import warnings
-
 import pytest
 import torch
 
 from medart.attacks import make_attack, make_spec, parse_eps, parse_eps_list, parse_names
 from medart.attacks.losses import CWLoss, cw_objective
-from medart.data import load_dataset, subsample
 from medart.errors import ConfigError, DataError
-from medart.models.resnet import build_model
-from medart.models.training import TrainConfig, fit
 
 BACKENDS = ("art", "torchattacks")
 
 
 @pytest.fixture(scope="module")
-def model_and_data(shared_data):
-    """A ResNet-18 trained briefly on the real chest X-rays (28 px), and 32 AdvTest images."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        splits = load_dataset("pneumonia", shared_data)
-    torch.manual_seed(0)
-    model = build_model(2, "resnet18", pretrained="none")
-    fit(model, subsample(splits.train, 384, 0), subsample(splits.val, 64, 0),
-        TrainConfig(epochs=2, batch_size=32, lr=0.01, augment=False), progress=False)
+def model_and_data(chest_resnet18):
+    """The small chest X-ray ResNet-18 (conftest: trained once a session, this module's copy) and 32 AdvTest images."""
+    model, splits = chest_resnet18
     xs, ys = zip(*(splits.adv_test[i] for i in range(32)))
-    return model.eval(), torch.stack(xs), torch.tensor(ys)
+    return model, torch.stack(xs), torch.tensor(ys)
 
 
 def accuracy(model, x, y) -> float:

@@ -53,9 +53,29 @@ def _children(parent: str) -> list:
                               filter_string=f"tags.mlflow.parentRunId = '{parent}'")
 
 
+def _chest_xrays_at_64_px(shared_data: Path, folder: Path, per_class: int = 100) -> Path:
+    """``pneumoniamnist_64.npz`` made from the first real chest X-rays of each class and split, scaled up from 28 px."""
+    from PIL import Image
+
+    arrays = {}
+    with np.load(shared_data / "pneumoniamnist.npz") as real:
+        for split in ("train", "val", "test"):
+            labels = real[f"{split}_labels"]
+            keep = np.concatenate([np.flatnonzero(labels[:, 0] == c)[:per_class] for c in (0, 1)])
+            arrays[f"{split}_labels"] = labels[keep]
+            arrays[f"{split}_images"] = np.stack([np.asarray(Image.fromarray(image).resize((64, 64), Image.BILINEAR))
+                                                  for image in real[f"{split}_images"][keep]])
+    folder.mkdir()
+    np.savez(folder / "pneumoniamnist_64.npz", **arrays)
+    return folder
+
+
 @pytest.mark.slow
-def test_mlflow_run_main_trains_attacks_detects_and_registers(store, shared_data):
-    done = _mlflow_run(store, shared_data, "attack=bim", *SMALL)
+def test_mlflow_run_main_trains_attacks_detects_and_registers(store, shared_data, tmp_path):
+    """Two `mlflow run -e main` on real chest X-rays from the 64 px MedMNIST file (``-P size=64``):
+    the first trains, registers and attacks; the second reuses the champion."""
+    data = _chest_xrays_at_64_px(shared_data, tmp_path / "data")
+    done = _mlflow_run(store, data, "attack=bim", "steps=10", "size=64", *SMALL)
     assert done.returncode == 0, done.stderr[-3000:]
     client = mlflow.MlflowClient()
     (project_run,) = mlflow.search_runs(experiment_names=["medart/pneumonia/main"], output_format="list",
@@ -64,6 +84,7 @@ def test_mlflow_run_main_trains_attacks_detects_and_registers(store, shared_data
     assert project_run.info.status == "FINISHED"
     assert project_run.data.params["attack"] == "bim" and project_run.data.tags["mlflow.project.entryPoint"] == "main"
     assert project_run.data.params["data_dir"] == "none"  # an unset -P is logged as none, not as ''
+    assert project_run.data.params["size"] == "64"
     m = project_run.data.metrics
     assert {"clean_acc", "adv_acc", "success_rate", "auc_kd", "auc_dfeat"} <= set(m)
     assert f"main run {run_id}, model models:/medart-pneumonia/1 (trained here)" in done.stdout
@@ -71,7 +92,8 @@ def test_mlflow_run_main_trains_attacks_detects_and_registers(store, shared_data
     assert 0 <= m["adv_acc"] <= m["clean_acc"] <= 1 and 0 <= m["auc_dfeat"] <= 1
 
     stages = {r.info.run_name: r for r in _children(run_id)}
-    assert set(stages) == {"train-resnet18-28px-seed0", "bim-eps1/255-art", "detect-eps1/255-art"}
+    assert set(stages) == {"train-resnet18-64px-seed0", "bim-eps1/255-art", "detect-eps1/255-art"}
+    assert stages["train-resnet18-64px-seed0"].data.params["data.size"] == "64"  # read from pneumoniamnist_64.npz
     assert all(r.info.status == "FINISHED" and r.info.experiment_id == project_run.info.experiment_id
                for r in stages.values())
     assert stages["bim-eps1/255-art"].data.metrics["adv_acc"] == m["adv_acc"]
@@ -89,7 +111,7 @@ def test_mlflow_run_main_trains_attacks_detects_and_registers(store, shared_data
     assert str(version.version) == "1" and project_run.data.tags["medart.model_uri"] == "models:/medart-pneumonia/1"
 
     # a second main run reuses the champion instead of training again; --steps reaches the attack
-    again = _mlflow_run(store, shared_data, "attack=fgsm", "steps=1", "step_size=1/255", *SMALL)
+    again = _mlflow_run(store, data, "attack=fgsm", "steps=1", "step_size=1/255", "size=64", *SMALL)
     assert again.returncode == 0, again.stderr[-3000:]
     (second,) = mlflow.search_runs(experiment_names=["medart/pneumonia/main"], output_format="list",
                                    filter_string="attributes.run_name = 'main-fgsm-eps1/255-art'")
@@ -103,19 +125,6 @@ def test_mlflow_run_main_trains_attacks_detects_and_registers(store, shared_data
 # pixels keeps >= 2 correctly classified AdvTest images, which detection needs
 SMALL_TRAIN = ["epochs=1", "max_train=32", "max_eval=16", "reference_size=16", "detectors=kd", "progress=false",
                "arch=resnet18"]
-
-
-@pytest.mark.slow
-def test_mlflow_run_reads_the_64_px_medmnist_file(store, write_npz):
-    labels = {s: np.array([0, 1] * n) for s, n in (("train", 40), ("val", 8), ("test", 20))}
-    folder = write_npz("pneumoniamnist_64.npz", labels, side=64).parent
-    done = _mlflow_run(store, folder, "attack=bim", "size=64", "pretrained=none", *SMALL_TRAIN)
-    assert done.returncode == 0, done.stderr[-3000:]
-    (run,) = mlflow.search_runs(experiment_names=["medart/pneumonia/main"], output_format="list",
-                                filter_string="attributes.run_name LIKE 'main-%'")
-    (train,) = [r for r in _children(run.info.run_id) if r.info.run_name.startswith("train-")]
-    assert run.info.status == "FINISHED" and run.data.params["size"] == "64"
-    assert train.info.run_name == "train-resnet18-64px-seed0" and train.data.params["data.size"] == "64"
 
 
 @pytest.mark.slow
