@@ -7,7 +7,6 @@ fool those detectors more than the plain attack."""
 from __future__ import annotations
 
 import pickle
-import warnings
 from types import SimpleNamespace
 
 import numpy as np
@@ -18,27 +17,18 @@ from sklearn.metrics import roc_auc_score
 from medart.attacks import make_attack, make_spec
 from medart.attacks.adaptive import detector_head, lid_mle_torch
 from medart.attacks.losses import DetectorAwareLoss
-from medart.data import load_dataset, subsample
+from medart.data import subsample
 from medart.detectors import make_detector
 from medart.detectors.lid import MAX_LID, lid_mle
 from medart.errors import ConfigError
-from medart.models.resnet import build_model
-from medart.models.training import TrainConfig, fit
 from medart.stages.adaptive import best_of, undetected_success
 
 
 @pytest.fixture(scope="module")
-def trained(shared_data):
-    """A ResNet-18 trained briefly on the real chest X-rays, the AdvTest images it classifies
+def trained(chest_resnet18):
+    """The session's small chest X-ray ResNet-18 (conftest), the AdvTest images it classifies
     correctly (two halves: fit, score), BIM at ε = 32/255 on them and 200 clean Train references."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        splits = load_dataset("pneumonia", shared_data)
-    torch.manual_seed(0)
-    model = build_model(2, "resnet18", pretrained="none")
-    fit(model, subsample(splits.train, 384, 0), subsample(splits.val, 64, 0),
-        TrainConfig(epochs=2, batch_size=32, lr=0.01, augment=False), progress=False)
-    model.eval()
+    model, splits = chest_resnet18
     stack = lambda ds: tuple(torch.stack(t) if isinstance(t[0], torch.Tensor) else torch.tensor(t) for t in zip(*ds))  # noqa: E731
     x, y = stack([splits.adv_test[i] for i in range(len(splits.adv_test))])
     with torch.no_grad():
