@@ -12,6 +12,19 @@ from medart.errors import ConfigError
 BACKENDS = ("art", "torchattacks")
 
 
+def load_torchattacks_backend():
+    """:mod:`medart.attacks.torchattacks_backend`, or a one-line ConfigError saying how to install
+    torchattacks (an optional, separately installed dependency)."""
+    try:
+        from medart.attacks import torchattacks_backend as module
+    except ModuleNotFoundError as exc:
+        if exc.name != "torchattacks":
+            raise
+        raise ConfigError("`backend`='torchattacks' needs the torchattacks package: "
+                          "pip install --no-deps torchattacks==3.5.1 (see README)") from None
+    return module
+
+
 def make_attack(
     model: nn.Module,
     spec: AttackSpec,
@@ -27,13 +40,7 @@ def make_attack(
     if backend == "art":
         from medart.attacks.art_backend import ARTBackend as cls
     elif backend == "torchattacks":
-        try:
-            from medart.attacks.torchattacks_backend import TorchattacksBackend as cls
-        except ModuleNotFoundError as exc:
-            if exc.name != "torchattacks":
-                raise
-            raise ConfigError("`backend`='torchattacks' needs the torchattacks package: "
-                              "pip install --no-deps torchattacks==3.5.1 (see README)") from None
+        cls = load_torchattacks_backend().TorchattacksBackend
     else:
         raise ConfigError(f"unknown backend '{backend}'; choose from: {', '.join(BACKENDS)}")
     if spec.name == "autoattack":
@@ -46,5 +53,5 @@ def make_attack(
     return cls(model, spec, num_classes, batch_size, device, loss)
 
 
-__all__ = ["ATTACKS", "AttackBackend", "AttackSpec", "BACKENDS", "make_attack", "make_spec", "parse_eps",
+__all__ = ["ATTACKS", "AttackBackend", "AttackSpec", "BACKENDS", "load_torchattacks_backend", "make_attack", "make_spec", "parse_eps",
            "parse_eps_list", "parse_names"]

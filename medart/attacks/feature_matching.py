@@ -124,15 +124,10 @@ class FeatureMatching:
         return torch.from_numpy(attack.generate(x.cpu().numpy(), y=guide.cpu().numpy()))
 
     def _torchattacks(self, tap: FeatureTap, x: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
+        from medart.attacks import load_torchattacks_backend
         from medart.attacks.losses import FeatureMatchingLoss
 
-        try:
-            from medart.attacks.torchattacks_backend import _LossPGD
-        except ModuleNotFoundError as exc:
-            if exc.name != "torchattacks":
-                raise
-            raise ConfigError("`backend`='torchattacks' needs the torchattacks package: "
-                              "pip install --no-deps torchattacks==3.5.1 (see README)") from None
+        _LossPGD = load_torchattacks_backend()._LossPGD
 
         spec = self.spec
         with torch.no_grad():
