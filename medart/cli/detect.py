@@ -27,7 +27,7 @@ _study_options = options.stack(
 )
 
 _adaptive_options = options.stack(
-    click.option("--adaptive-weights", type=options.Weights(), default="0.1,1", show_default=True,
+    click.option("--adaptive-weights", type=options.Weights(), default="0.01,0.1,1", show_default=True,
                  help="λ values of the adaptive loss (CW margin + λ · detector logit): one attack each, the best kept per image."),
     click.option("--adaptive-steps", type=click.IntRange(min=1), default=None,
                  help="Steps of the adaptive attacks (same step size). Default: the plain attack's."),

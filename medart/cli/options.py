@@ -78,7 +78,7 @@ class Weights(_Parsed):
         except ValueError:
             weights = ()
         if not weights or min(weights) <= 0:
-            raise ConfigError(f"`adaptive_weights` must be comma-separated numbers > 0 such as 0.1,1, got {text!r}")
+            raise ConfigError(f"`adaptive_weights` must be comma-separated numbers > 0 such as 0.01,0.1,1, got {text!r}")
         return weights
 
 

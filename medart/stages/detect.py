@@ -31,7 +31,7 @@ from medart.attacks.adaptive import LOGITS
 from medart.models.sanity import ModelCheck
 from medart.render.detection import auc_figure, auc_table, roc_figure, transfer_figure, transfer_table
 from medart.render.numbers import eps_label
-from medart.stages.adaptive import AdaptiveBudget, adaptive_rows, log_adaptive
+from medart.stages.adaptive import WEIGHTS, AdaptiveBudget, adaptive_rows, log_adaptive
 from medart.stages.attack import attack
 from medart.stages.guard import guard
 from medart.stages.target import RunOptions, Target
@@ -57,7 +57,7 @@ class DetectRequest:
     steps: int | None = None  # attack steps; None: the paper's
     step_size: float | str | None = None  # pixels, or "k/255"; None: the paper's
     adaptive: bool = False  # also attack each differentiable detector on AdvTest (medart.stages.adaptive)
-    adaptive_weights: tuple[float, ...] = (0.1, 1.0)  # λ search: weights of the detector's logit against the CW margin
+    adaptive_weights: tuple[float, ...] = WEIGHTS  # λ search: weights of the detector's logit against the CW margin
     adaptive_steps: int | None = None  # the adaptive attacks' steps; None: the plain attack's
     adaptive_restarts: int = 1  # runs of the detector-aware attack per λ, the best kept per image (AdaptiveBudget)
 
