@@ -21,19 +21,17 @@ Whatever the head, the adaptive examples are scored by the real, unchanged detec
 from __future__ import annotations
 
 import math
-from types import SimpleNamespace
 from typing import Sequence
 
 import torch
 from torch import nn
 
 from medart.attacks.surrogates import DFeatSurrogate, QFeatBPDA, fitted, scaled
-from medart.detectors.activations import INPUT, layer_for
+from medart.detectors.activations import INPUT, layer_hooks
 from medart.detectors.base import as_tensor
 from medart.detectors.distances import DUPLICATE
 from medart.detectors.lid import MAX_LID
 from medart.errors import ConfigError
-from medart.models.adapter import tap_hooks
 
 
 def linear_logit(pipeline, features: torch.Tensor) -> torch.Tensor:
@@ -193,7 +191,7 @@ class DetectorHead(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         caught: dict[str, list[torch.Tensor]] = {}
-        with tap_hooks(SimpleNamespace(layer_for=lambda layer: layer_for(self.model, layer)), self.layers, caught):
+        with layer_hooks(self.model, self.layers, caught):
             logits = self.model(x)
         # a model run image by image hooks a layer once per image
         features = [(x if layer == INPUT else torch.cat(caught[layer])).flatten(1) for layer in self.layers]

@@ -30,7 +30,7 @@ from torch import nn
 from medart.attacks.base import check_inputs, frozen, project, seeded
 from medart.attacks.specs import AttackSpec
 from medart.catalog import BACKENDS
-from medart.detectors.activations import layer_for
+from medart.detectors.activations import layer_hooks
 from medart.errors import ConfigError, DataError
 from medart.models.evaluation import resolve_device
 
@@ -44,17 +44,10 @@ class FeatureTap(nn.Module):
         self.train(model.training)  # a new module says training=True: restoring that would leave the model training
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        caught: list[torch.Tensor] = []
-        module, side = layer_for(self.model, self.layer)
-        if side == "input":
-            handle = module.register_forward_pre_hook(lambda _m, args: caught.append(args[0]))
-        else:
-            handle = module.register_forward_hook(lambda _m, _a, out: caught.append(out))
-        try:
+        caught: dict[str, list[torch.Tensor]] = {}
+        with layer_hooks(self.model, [self.layer], caught):
             self.model(x)
-        finally:
-            handle.remove()
-        return (caught[0] if len(caught) == 1 else torch.cat(caught)).flatten(1)
+        return torch.cat(caught[self.layer]).flatten(1)  # a model run image by image hooks a layer once per image
 
 
 def choose_guides(targets: np.ndarray, pool_labels: np.ndarray, seed: int = 0) -> np.ndarray:

@@ -44,7 +44,9 @@ def resolve_layers(model: nn.Module, layers: Sequence[str]) -> list[str]:
 
 
 @contextlib.contextmanager
-def _hooks(model: nn.Module, layers: Sequence[str], store: dict[str, list]) -> Iterator[None]:
+def layer_hooks(model: nn.Module, layers: Sequence[str], store: dict[str, list]) -> Iterator[None]:
+    """While open, every forward pass of ``model`` appends each of ``layers``' tensors to
+    ``store[layer]`` (with autograd, unlike :func:`activations`); the hooks go when it closes."""
     with tap_hooks(_Plain(model), layers, store):
         yield
 
@@ -71,7 +73,7 @@ def iter_activations(
     model.eval().to(dev)
     store: dict[str, list[torch.Tensor]] = {}
     try:
-        with _hooks(model, layers, store), torch.inference_mode():
+        with layer_hooks(model, layers, store), torch.inference_mode():
             for start in range(0, len(x), batch_size):
                 xb = x[start : start + batch_size].to(dev)
                 for caught in store.values():
