@@ -129,13 +129,15 @@ def _scores(detector, clean: torch.Tensor, adversarial: torch.Tensor) -> np.ndar
 
 
 def adaptive_examples(target: Target, spec: AttackSpec, detector, head: DetectorHead, pairs, run: RunOptions,
-                      budget: AdaptiveBudget) -> tuple[torch.Tensor, np.ndarray]:
+                      budget: AdaptiveBudget, clean_scores: np.ndarray | None = None) -> tuple[torch.Tensor, np.ndarray]:
     """The adaptive examples of the clean AdvTest images of ``pairs`` against ``detector`` (attacked
     through ``head``, its :func:`~medart.attacks.adaptive.detector_head`), best of the λ weights ×
     restarts of ``budget`` per image, and the detector's scores ``(2n,)`` on the clean images then
-    on them."""
+    on them. ``clean_scores`` ``(n,)``: the detector's scores on the clean images, when the caller
+    has them already (scored beside the plain examples, as :func:`_scores` does)."""
     k, labels, n = target.num_classes, torch.from_numpy(pairs.labels), len(pairs)
-    clean_scores = _scores(detector, pairs.clean, pairs.adversarial)[:n]
+    if clean_scores is None:
+        clean_scores = _scores(detector, pairs.clean, pairs.adversarial)[:n]
     candidates, scores, fooled = [], [], []
     for weight in budget.weights:
         for restart in range(budget.restarts):
@@ -188,7 +190,7 @@ def adaptive_rows(target: Target, spec: AttackSpec, fitted: dict, pairs: dict, r
                 warnings.warn(f"adaptive: {name} is left out: {err}", stacklevel=2)
                 mlflow.set_tag(f"medart.adaptive_skipped.{name}", str(err))
                 continue
-            adaptive, scores = adaptive_examples(target, spec, detector, head, test, run, budget)
+            adaptive, scores = adaptive_examples(target, spec, detector, head, test, run, budget, plain[name][1][:len(test)])
             fooled = _fooled(target.model, adaptive, test.labels, run)
             rows.append(_row(target, spec, run, budget, name, plain[name], (fooled, scores), DETECTOR_AWARE, start))
     start = time.perf_counter()
