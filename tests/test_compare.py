@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from medart.attacks import make_spec
+from medart.attacks.specs import reported_name
 from medart.cli import main
 from medart.errors import DataError
 from medart.stages import DataSpec, RunOptions, Target, attack, sweep
@@ -25,6 +26,12 @@ STANDARD = {"link": "https://github.com/RobustBench/robustbench/", "name": "Stan
 
 def test_eps_fractions():
     assert eps_fraction(8 / 255) == "8/255" and eps_fraction(0.3 / 255) == "0.3/255"
+
+
+def test_only_the_standard_budget_is_reported_as_autoattack():
+    assert reported_name("autoattack", 100, 1) == "autoattack" and reported_name("pgd", 40) == "pgd"
+    assert reported_name("autoattack", 10, 1) == "autoattack (10 steps)"
+    assert reported_name("square", 5000, 2) == "square (2 restarts)" and reported_name("square", 500, 1) == "square (500 queries)"
 
 
 def _target(model_uri: str, shared_data) -> Target:
@@ -79,11 +86,16 @@ def test_cli_compare_and_its_errors(registered, shared_data, tmp_path):
     runner = CliRunner()
     empty = runner.invoke(main, ["compare", "--dataset", "pneumonia"])
     assert empty.exit_code == 2 and "no finished attack runs" in empty.output and "Traceback" not in empty.output
-    attack(_target(registered, shared_data), make_spec("fgsm", 4 / 255), RunOptions(progress=False))
+    target, quiet = _target(registered, shared_data), RunOptions(progress=False)
+    attack(target, make_spec("fgsm", 4 / 255), quiet)
+    attack(target, make_spec("autoattack", 4 / 255, steps=2), quiet)  # a tenth of a tenth of the standard budget
     ok = runner.invoke(main, ["compare", "--dataset", "pneumonia", "--export-dir", str(tmp_path / "out")])
     assert ok.exit_code == 0, ok.output
     assert "| pneumonia | models:/medart-pneumonia@champion | FGSM | 4/255 | art |" in ok.output
-    assert list((tmp_path / "out" / "pneumonia" / "Linf").glob("*.json"))
+    assert "| AUTOATTACK (2 STEPS) | 4/255 | art |" in ok.output
+    (export,) = (tmp_path / "out" / "pneumonia" / "Linf").glob("*.json")
+    doc = json.loads(export.read_text())  # not the standard version: no leaderboard number, but part of the worst case
+    assert "autoattack_acc" not in doc and set(doc["per_attack_acc"]) == {"fgsm/art", "autoattack (2 steps)/art"}
     garbage = tmp_path / "bad.json"
     garbage.write_text("{not json")
     bad = runner.invoke(main, ["compare", "--import", str(garbage)])

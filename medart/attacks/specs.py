@@ -187,10 +187,22 @@ def make_spec(
                       d_start if random_start is None else random_start, kappa, targeted, restarts)
 
 
+def reported_name(name: str, steps: int, restarts: int | None = None) -> str:
+    """The name a result is reported under: ``name``, or for AutoAttack and its parts run off
+    their standard budget (100 steps, 5000 Square queries, one restart) the name with that
+    budget, e.g. ``autoattack (10 steps)``, so that a leaderboard's AutoAttack number only ever
+    comes from the standard version and two budgets never share a name."""
+    if name not in AUTOATTACK_DEFAULTS:
+        return name
+    budget = [f"{steps} {'queries' if name == 'square' else 'steps'}"] if steps != AUTOATTACK_DEFAULTS[name][0] else []
+    budget += [f"{restarts} restarts"] if restarts not in (None, 1) else []
+    return f"{name} ({', '.join(budget)})" if budget else name
+
+
 def part_specs(spec: AttackSpec) -> list[AttackSpec]:
     """The parts of an ``autoattack`` spec, in order, at its ε, steps and restarts."""
     return [make_spec(name, spec.eps, spec.steps * (SQUARE_QUERIES_PER_STEP if name == "square" else 1), restarts=spec.restarts)
             for name in AUTOATTACK_PARTS]
 
 
-__all__ = ["ATTACKS", "AttackSpec", "make_spec", "parse_eps", "parse_eps_list", "parse_names", "part_specs"]
+__all__ = ["ATTACKS", "AttackSpec", "make_spec", "parse_eps", "parse_eps_list", "parse_names", "part_specs", "reported_name"]

@@ -11,9 +11,10 @@ once, the latest.
 RobustBench keeps one JSON per model (``model_info/<dataset>/<threat model>/<name>.json``) with
 ``clean_acc`` and ``autoattack_acc`` as percentage strings and ``eps`` as ``"8/255"``.
 :func:`export_robustbench` writes medart's results in that shape: ``autoattack_acc`` from an
-``autoattack`` run of the model at that ε (the lower if both backends ran it; absent without
-one), ``robust_acc`` (also RobustBench's ``reported``) the worst case over every attack medart ran,
-and ``per_attack_acc`` each attack's; :func:`import_robustbench` reads either kind back as rows of
+``autoattack`` run of the model at that ε at the standard budget (the lower if both backends
+ran it; absent without one; a run at another budget is reported as e.g. ``autoattack (10
+steps)``), ``robust_acc`` (also RobustBench's ``reported``) the worst case over every attack
+medart ran, and ``per_attack_acc`` each attack's; :func:`import_robustbench` reads either kind back as rows of
 the same table. :func:`worst_case` puts AutoAttack beside the paper attacks' worst case.
 """
 
@@ -34,6 +35,7 @@ from mlflow.exceptions import MlflowException
 
 from medart import tracking
 from medart.attacks.cache import CACHE_TAG
+from medart.attacks.specs import reported_name
 from medart.catalog import PAPER_ATTACKS
 from medart.errors import ConfigError, DataError
 from medart.render.analysis import eps_curves_figure
@@ -116,7 +118,11 @@ def collect(request: CompareRequest = CompareRequest()) -> list[RobustnessRow]:
         if key in seen or "adv_acc" not in metrics or "clean_acc" not in metrics:
             continue
         seen.add(key)
-        rows.append(RobustnessRow(params.get("dataset", "?"), params.get("model_uri", "?"), params["attack.name"],
+        name = params["attack.name"]
+        steps, restarts = params.get("attack.steps"), params.get("attack.restarts")
+        if steps is not None:
+            name = reported_name(name, int(steps), None if restarts is None else int(restarts))
+        rows.append(RobustnessRow(params.get("dataset", "?"), params.get("model_uri", "?"), name,
                                   float(params["attack.eps"]), params.get("backend", "?"), metrics["clean_acc"],
                                   metrics["adv_acc"], int(metrics.get("n", 0)), f"run:{run.info.run_id}"))
     return sorted(rows, key=lambda r: (r.dataset, r.model, r.backend, r.attack, r.eps, r.source))
