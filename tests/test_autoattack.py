@@ -149,6 +149,18 @@ def test_autoattack_is_never_weaker_than_its_parts(model_and_data, adversarial, 
     assert not (auto & ~correct(model, adversarial[backend, "apgd-ce"], y)).any()
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_autoattack_counts_which_part_broke_each_image(model_and_data, adversarial, backend):
+    model, x, y = model_and_data
+    attack = make_attack(model, small("autoattack"), 2, backend, batch_size=16)
+    adv = torch.cat([attack.generate(x[:16], y[:16]), attack.generate(x[16:], y[16:], start=16)])  # counts add up over calls
+    assert list(attack.breaks) == ["apgd-ce", "apgd-dlr", *(["fab"] if backend == "torchattacks" else []), "square"]
+    clean = correct(model, x, y)
+    assert sum(attack.breaks.values()) == clean.sum() - correct(model, adv, y).sum() > 0
+    assert attack.breaks["apgd-ce"] == (clean & ~correct(model, adversarial[backend, "apgd-ce"], y)).sum()
+    assert attack.metrics() == {f"broken_by.{name}": float(n) for name, n in attack.breaks.items()}
+
+
 def test_specs_defaults_and_errors():
     assert make_spec("apgd-ce", "1/255").steps == 100 and make_spec("square", "1/255").steps == 5000
     auto = make_spec("autoattack", "8/255", steps=4, restarts=2)

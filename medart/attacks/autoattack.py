@@ -25,12 +25,20 @@ class AutoAttackSequence(AttackBackend):
     part sees exactly what it sees when run alone, so ``autoattack`` breaks every image it
     breaks alone; a later part's random draws fall on fewer images than when it runs alone, so
     it may break a few others.
+
+    ``breaks`` counts, over every :meth:`generate` call of this object, the images each part
+    broke first (part name → count; their sum is the images correct before and wrong after).
     """
 
     def __init__(self, spec: AttackSpec, parts: Sequence[AttackBackend]) -> None:
         first = parts[0]
         super().__init__(first.model, spec, first.num_classes, first.batch_size, str(first.device))
         self.parts, self.name = list(parts), first.name
+        self.breaks = {part.spec.name: 0 for part in self.parts}
+
+    def metrics(self) -> dict[str, float]:
+        """``broken_by.<part>``: the images each part broke first, as :attr:`breaks` counts them."""
+        return {f"broken_by.{name}": float(count) for name, count in self.breaks.items()}
 
     def _generate_batch(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         adv = x.clone()
@@ -43,6 +51,7 @@ class AutoAttackSequence(AttackBackend):
             with torch.no_grad():
                 broken = self.model(out).argmax(dim=1) != y[left]
             adv[left[broken]] = out[broken]
+            self.breaks[part.spec.name] += int(broken.sum())
             left = left[~broken]
         return adv
 

@@ -103,6 +103,11 @@ class AttackBackend(ABC):
     def _draw_random_start(self, shape: torch.Size) -> None:
         """Draw, and drop, what ``_generate_batch`` draws for the random start of a batch of ``shape``."""
 
+    def metrics(self) -> dict[str, float]:
+        """What this attack measured about its own work across its :meth:`generate` calls, as
+        run metrics (AutoAttack: which part broke each image); none by default."""
+        return {}
+
     def generate(
         self, x: torch.Tensor, y: torch.Tensor, seed: int = 0, progress: bool = False, start: int = 0
     ) -> torch.Tensor:

@@ -36,7 +36,8 @@ def attack(target: Target, spec: AttackSpec, run: RunOptions = RunOptions(), sha
     Metrics (over AdvTrain + AdvTest): ``clean_acc``, ``clean_auc``, ``adv_acc``, ``adv_auc``,
     ``clean_balanced_acc``, ``adv_balanced_acc``, ``clean_recall_<class>``, ``adv_recall_<class>``,
     ``success_rate``, ``linf_mean``/``linf_max``, ``l2_mean``/``l2_max`` (pixel units),
-    ``seconds`` and ``image_steps_per_second`` of the generation. The examples are logged as
+    ``seconds`` and ``image_steps_per_second`` of the generation, and for ``autoattack`` made in
+    this process ``broken_by.<part>``, the images each part broke first. The examples are logged as
     artifacts and reused by a later run with the same model, data, spec, backend and seed.
     Targeted specs aim each image at class ``(y + 1) mod K``. ``run.executor`` (default: this
     process) makes the examples in ``shards`` shards of whole batches, the same examples as one
@@ -79,6 +80,8 @@ def attack(target: Target, spec: AttackSpec, run: RunOptions = RunOptions(), sha
         metrics = attack_metrics(probs_clean, probs_adv, y_all, x_all, adv_all, spec.eps, target.splits.classes)
         if cached_run is None:
             metrics |= {"seconds": seconds, "image_steps_per_second": len(x_all) * spec.steps / max(seconds, 1e-9)}
+            if not executor.remote:  # a remote executor's shards ran on copies of the generator
+                metrics |= generator.metrics()
         mlflow.log_metrics(metrics)
     return AttackOutcome(mlflow_run.info.run_id, metrics, cached_run is not None, adversarial, clean)
 
