@@ -88,7 +88,7 @@ def test_cli_compare_and_its_errors(registered, shared_data, tmp_path):
     assert empty.exit_code == 2 and "no finished attack runs" in empty.output and "Traceback" not in empty.output
     target, quiet = _target(registered, shared_data), RunOptions(progress=False)
     attack(target, make_spec("fgsm", 4 / 255), quiet)
-    auto = attack(target, make_spec("autoattack", 4 / 255, steps=2), quiet).metrics  # a tenth of a tenth of the standard budget
+    auto = attack(target, make_spec("autoattack", 4 / 255, steps=2), quiet).metrics  # 2 of the standard 100 steps
     broken = round((auto["clean_acc"] - auto["adv_acc"]) * auto["n"])
     assert sum(auto[f"broken_by.{p}"] for p in ("apgd-ce", "apgd-dlr", "square")) == broken  # ART: no FAB
     ok = runner.invoke(main, ["compare", "--dataset", "pneumonia", "--export-dir", str(tmp_path / "out")])

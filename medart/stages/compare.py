@@ -14,8 +14,9 @@ RobustBench keeps one JSON per model (``model_info/<dataset>/<threat model>/<nam
 ``autoattack`` run of the model at that ε at the standard budget (the lower if both backends
 ran it; absent without one; a run at another budget is reported as e.g. ``autoattack (10
 steps)``), ``robust_acc`` (also RobustBench's ``reported``) the worst case over every attack
-medart ran, and ``per_attack_acc`` each attack's; :func:`import_robustbench` reads either kind back as rows of
-the same table. :func:`worst_case` puts AutoAttack beside the paper attacks' worst case.
+medart ran, and ``per_attack_acc`` each attack's; :func:`import_robustbench` reads either kind
+back as rows of the same table. :func:`worst_case` puts AutoAttack beside the paper attacks'
+worst case.
 """
 
 from __future__ import annotations
