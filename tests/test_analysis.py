@@ -374,7 +374,7 @@ def test_report_screenshot_in_headless_chromium(analysis_run, tmp_path):
 
 @pytest.mark.slow
 def test_cli_analyze_eps_curves_and_report(analysis_run, shared_data, tmp_path):
-    (out, folder), runner = analysis_run, CliRunner()
+    (out, _), runner = analysis_run, CliRunner()
     analyze = ["analyze", "--model-uri", "models:/medart-pneumonia@champion", "--dataset", "pneumonia"]
     ok = runner.invoke(main, [*analyze, "--data-dir", str(shared_data), "--attacks", "fgsm", "--eps", "1/255", "--max-examples",
                               "12", "--figures", "saliency,stages", "--show", "2", "--no-progress", "--output", str(tmp_path / "a.html")])
