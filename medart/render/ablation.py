@@ -34,7 +34,9 @@ def _pct(value: float | None) -> str:
 
 
 def _millions(n: int) -> str:
-    return f"{n / 1e6:.2f} M"
+    """A parameter count for people: ``0.31 M``, and below 10,000 the count itself (a given toy
+    model would otherwise read ``0.00 M``)."""
+    return f"{n / 1e6:.2f} M" if n >= 10_000 else f"{n:,}"
 
 
 def _finished(rows: Sequence[CellResult]) -> list[CellResult]:
