@@ -25,6 +25,9 @@ def test_balanced_accuracy_and_recall_per_class():
     # a class with no image has no recall, and balanced accuracy averages the classes present
     m = classification_metrics(np.array([[0.9, 0.1], [0.2, 0.8]]), np.array([0, 0]))
     assert np.isnan(m["recall_1"]) and m["recall_0"] == m["balanced_acc"] == 0.5
+    # names that clean up alike, or to nothing, still give one recall per class
+    m = classification_metrics(probs, labels, ["Mass", "mass", "+"])
+    assert (m["recall_mass_0"], m["recall_mass_1"], m["recall_2"]) == (1.0, 0.5, 0.0)
 
 
 def brightness_images(n_rare: int, n_common: int, seed: int) -> ArrayDataset:

@@ -59,6 +59,14 @@ def recall_key(name: str) -> str:
     return re.sub(r"[^0-9A-Za-z]+", "_", str(name)).strip("_").lower()
 
 
+def recall_keys(names: Sequence[str]) -> list[str]:
+    """:func:`recall_key` of each class name, made unique: a name with no letter or digit becomes its
+    index, and names that clean up to the same form (``Mass`` and ``mass``) get ``_<index>`` each,
+    so that no class's recall overwrites another's."""
+    keys = [recall_key(name) or str(i) for i, name in enumerate(names)]
+    return [f"{key}_{i}" if keys.count(key) > 1 else key for i, key in enumerate(keys)]
+
+
 def class_recalls(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
     """Recall of each class ``(K,)`` in [0, 1]; NaN for a class with no image among ``labels``."""
     return recall_score(labels, predictions, labels=np.arange(num_classes), average=None, zero_division=np.nan)
@@ -70,7 +78,8 @@ def classification_metrics(probs: np.ndarray, labels: np.ndarray, classes: Seque
     ``balanced_acc`` is the mean recall over the classes present in ``labels`` (scikit-learn's
     ``balanced_accuracy_score``): a model that answers the majority class for everything scores
     1/K on it, however lopsided the classes. ``recall_<class>`` is named after ``classes``
-    (``recall_normal``), else the class index (``recall_0``), and is NaN for a class with no image.
+    (``recall_normal``; made unique by :func:`recall_keys`), else the class index (``recall_0``),
+    and is NaN for a class with no image.
     AUC is the ROC-AUC of the positive class for 2 classes and the one-vs-rest macro average
     otherwise; it is NaN when the labels hold a single class (AUC is then undefined).
     """
@@ -89,8 +98,8 @@ def classification_metrics(probs: np.ndarray, labels: np.ndarray, classes: Seque
     else:
         out["auc"] = float(roc_auc_score(labels, probs, multi_class="ovr", average="macro", labels=np.arange(k)))
     out["balanced_acc"] = float(np.nanmean(recalls))
-    names = classes if classes is not None and len(classes) == k else range(k)
-    out |= {f"recall_{recall_key(name)}": float(r) for name, r in zip(names, recalls)}
+    names = list(classes) if classes is not None and len(classes) == k else [str(i) for i in range(k)]
+    out |= {f"recall_{key}": float(r) for key, r in zip(recall_keys(names), recalls)}
     return out
 
 
