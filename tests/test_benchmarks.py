@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPTS = ("attack_throughput", "detector_features", "scaling", "paper_fidelity", "readme_tables")
+SCRIPTS = ("attack_throughput", "detector_features", "scaling", "paper_fidelity", "readme_tables", "autoattack_cost")
 
 
 def run_script(name: str, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -85,6 +85,23 @@ def test_tiny_throughput_run_writes_results_and_a_run(tracking_store, shared_dat
     assert max(result["results"][0]["max_abs_diff_from_bare"].values()) <= 1e-6
     run = finished_run(tracking_store, "attack_throughput.json")
     assert run.data.metrics["16px.bim.medart-art.image_steps_per_s"] > 0
+
+
+def test_tiny_autoattack_cost_run_pairs_autoattack_with_pgd(tracking_store, shared_data, tmp_path):
+    out = tmp_path / "autoattack_cost.json"
+    proc = run_script("autoattack_cost", "--n", "6", "--steps", "1", "--repeats", "2", "--data-dir", str(shared_data),
+                      "--output", str(out), "--tracking-uri", tracking_store, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.read_text())
+    assert_portable(result["command"], "autoattack_cost", shared_data, tmp_path)
+    assert set(result["seconds_per_image"]) == {"pgd/art", "autoattack/art", "pgd/torchattacks", "autoattack/torchattacks"}
+    assert all(t["n"] == 2 and t["median"] > 0 for t in result["seconds_per_image"].values())
+    assert set(result["time_ratio_autoattack_over_pgd"]) == {"art", "torchattacks"}
+    for backend, parts in result["autoattack_broken_by"].items():  # the parts account for every image AutoAttack broke
+        broken = round((result["clean_acc"] - result["robust_acc"][f"autoattack/{backend}"]) * 6)
+        assert sum(parts.values()) == broken and ("fab" in parts) == (backend == "torchattacks")
+    run = finished_run(tracking_store, "autoattack_cost.json")
+    assert run.data.metrics["time_ratio.art"] > 0
 
 
 def test_tiny_detector_features_agree_with_the_references(tracking_store, shared_data, tmp_path):
