@@ -28,6 +28,8 @@ def test_balanced_accuracy_and_recall_per_class():
     # names that clean up alike, or to nothing, still give one recall per class
     m = classification_metrics(probs, labels, ["Mass", "mass", "+"])
     assert (m["recall_mass_0"], m["recall_mass_1"], m["recall_2"]) == (1.0, 0.5, 0.0)
+    m = classification_metrics(probs, labels, ["Mass", "mass", "mass 1"])  # "mass_1" twice: indices
+    assert (m["recall_0"], m["recall_1"], m["recall_2"]) == (1.0, 0.5, 0.0)
 
 
 def brightness_images(n_rare: int, n_common: int, seed: int) -> ArrayDataset:

@@ -60,11 +60,13 @@ def recall_key(name: str) -> str:
 
 
 def recall_keys(names: Sequence[str]) -> list[str]:
-    """:func:`recall_key` of each class name, made unique: a name with no letter or digit becomes its
-    index, and names that clean up to the same form (``Mass`` and ``mass``) get ``_<index>`` each,
-    so that no class's recall overwrites another's."""
+    """:func:`recall_key` of each class name, made unique so that no class's recall overwrites
+    another's: a name with no letter or digit becomes its index, names that clean up to the same
+    form (``Mass`` and ``mass``) get ``_<index>`` each, and should that still collide (a third
+    class named ``mass 1``) every class is named by its index."""
     keys = [recall_key(name) or str(i) for i, name in enumerate(names)]
-    return [f"{key}_{i}" if keys.count(key) > 1 else key for i, key in enumerate(keys)]
+    keys = [f"{key}_{i}" if keys.count(key) > 1 else key for i, key in enumerate(keys)]
+    return keys if len(set(keys)) == len(keys) else [str(i) for i in range(len(keys))]
 
 
 def class_recalls(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
