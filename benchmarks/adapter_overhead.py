@@ -80,10 +80,6 @@ def variants(network: torch.nn.Module, x: torch.Tensor, steps: int, eps: float, 
             "medart-plain": medart(plain, "torchattacks"), "medart-pt2": medart(pt2, "art")}
 
 
-def _cell(r: dict) -> str:
-    return f"{r['median']:.3f} [{r['q1']:.3f}–{r['q3']:.3f}]"
-
-
 @click.command(cls=benchlib.BenchmarkCommand, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--size", type=click.IntRange(min=16), default=64, show_default=True, help="Input side in pixels.")
 @click.option("--batch-size", type=click.IntRange(min=2), default=32, show_default=True)
@@ -116,7 +112,7 @@ def main(size, batch_size, steps, repeats, data_dir, device, output, tracking_ur
                "environment": env, "image_steps_per_s": throughput, "ratios": ratios, "cpu_ratios": cpu_ratios,
                "max_abs_diff_from_art": differences, "checks": checks}
     path = benchlib.write_json(output or benchlib.RESULTS / f"adapter_overhead-{dev.type}.json", payload)
-    table = benchlib.markdown_table(["measure", *RATIOS], [[m, *[_cell(r[k]) for k in RATIOS]]
+    table = benchlib.markdown_table(["measure", *RATIOS], [[m, *[benchlib.median_quartiles(r[k]) for k in RATIOS]]
                                                           for m, r in (("wall", ratios), ("CPU", cpu_ratios))])
     run_id = benchlib.log_run(tracking_uri, f"adapter-overhead-{dev.type}", payload["config"],
                               {f"ratio.{k}": v["median"] for k, v in ratios.items()}, payload, "adapter_overhead.json",

@@ -136,10 +136,6 @@ def measure(model: torch.nn.Module, spec: AttackSpec, x: torch.Tensor, y: torch.
     return out
 
 
-def _cell(r: dict) -> str:
-    return f"{r['median']:.3f} [{r['q1']:.3f}–{r['q3']:.3f}]"
-
-
 def tables(results: list[dict]) -> tuple[str, str]:
     throughput = benchlib.markdown_table(
         ["size", "batch", "attack", "steps", *VARIANTS],
@@ -147,7 +143,7 @@ def tables(results: list[dict]) -> tuple[str, str]:
           *[f"{r['variants'][v]['image_steps_per_s']:.1f}" for v in VARIANTS]] for r in results])
     ratios = benchlib.markdown_table(
         ["size", "attack", "measure", *RATIOS],
-        [[f"{r['size']}px", r["attack"], measure, *[_cell(r[key][k]) for k in RATIOS]]
+        [[f"{r['size']}px", r["attack"], measure, *[benchlib.median_quartiles(r[key][k]) for k in RATIOS]]
          for r in results for measure, key in (("wall", "ratios"), ("CPU", "cpu_ratios"))])
     return throughput, ratios
 

@@ -27,10 +27,6 @@ from medart.attacks.specs import SQUARE_QUERIES_PER_STEP, parse_eps
 from medart.catalog import BACKENDS
 
 
-def _cell(r: dict, digits: int = 3) -> str:
-    return f"{r['median']:.{digits}f} [{r['q1']:.{digits}f}–{r['q3']:.{digits}f}]"
-
-
 @click.command(cls=benchlib.BenchmarkCommand, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--model-uri", default=None, help="A registered model, e.g. models:/medart-pneumonia@champion (else --arch, random).")
 @click.option("--arch", default="smallcnn", show_default=True, help="MedResNet architecture when no --model-uri is given.")
@@ -86,7 +82,8 @@ def main(model_uri, arch, size, n_images, eps, steps, repeats, data_dir, device,
     table = benchlib.markdown_table(
         ["backend", "PGD s/image", "AutoAttack s/image", "AutoAttack / PGD (paired)", "PGD acc (%)", "AutoAttack acc (%)",
          "broken by (AutoAttack's parts)"],
-        [[b, _cell(per_image[f"pgd/{b}"], 4), _cell(per_image[f"autoattack/{b}"], 2), _cell(ratios[b], 0),
+        [[b, benchlib.median_quartiles(per_image[f"pgd/{b}"], 4), benchlib.median_quartiles(per_image[f"autoattack/{b}"], 2),
+          benchlib.median_quartiles(ratios[b], 0),
           f"{accuracy[f'pgd/{b}'] * 100:.2f}", f"{accuracy[f'autoattack/{b}'] * 100:.2f}",
           ", ".join(f"{part} {count}" for part, count in breaks[b].items())] for b in BACKENDS])
     run_id = benchlib.log_run(tracking_uri, f"autoattack-cost-{dev.type}", payload["config"],

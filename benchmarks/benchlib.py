@@ -132,6 +132,11 @@ def spread(values: list[float]) -> dict[str, float]:
     return {"median": float(median), "q1": float(q1), "q3": float(q3), "min": float(a.min()), "max": float(a.max()), "n": len(a)}
 
 
+def median_quartiles(s: dict, digits: int = 3) -> str:
+    """A :func:`spread` for tables: ``median [q1–q3]`` with ``digits`` decimals."""
+    return f"{s['median']:.{digits}f} [{s['q1']:.{digits}f}–{s['q3']:.{digits}f}]"
+
+
 @dataclass
 class Timings:
     """Wall and process-CPU seconds per repeat of each variant."""
