@@ -96,8 +96,8 @@ def arguments(command: click.Command, values: dict[str, str]) -> list[str]:
             raise click.UsageError(f"-P {name}: no such parameter; {command.name} takes "
                                    f"{', '.join(n for n in options if n not in SKIPPED)}")
         text = text.strip()
-        if not text or (text.lower() == NONE and _default(option) is None and not option.is_flag):
-            continue  # the option's default; "none" is a value where the default is one (pretrained=none)
+        if not text or (text.lower() == NONE and _default(option) is None):
+            continue  # the option's default (a tri-state flag's: unset); "none" is a value where the default is one (pretrained=none)
         if option.is_flag:
             if text.lower() not in ("true", "false"):
                 raise click.UsageError(f"-P {name}={text!r}: use true or false")

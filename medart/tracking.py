@@ -84,28 +84,33 @@ def start_run(experiment: str, run_name: str, parent_run_id: str | None = None, 
     Started while another run is active, it becomes that run's child, in the parent's experiment.
     With ``parent_run_id`` and no active run (a worker process or machine, the parent running
     elsewhere), it becomes that run's child, in its experiment, with its user and source tags.
-    Started by ``mlflow run`` (``$MLFLOW_RUN_ID`` set, nothing active yet), it *is* the project's
-    run, in the experiment ``mlflow run`` chose, renamed ``run_name``. Otherwise it goes to
-    ``experiment``. Leaving the block by an exception (a user error) ends the run as FAILED, by
-    an interrupt (Ctrl-C, or SIGTERM after :func:`stop_on_signals`) as KILLED, so no run is ever
-    left RUNNING or mistaken for a finished result.
+    Started by ``mlflow run`` (``$MLFLOW_RUN_ID`` set, nothing active yet), it becomes the child of
+    the project's run (:func:`_adopt_project_run`), in the experiment ``mlflow run`` chose.
+    Otherwise it goes to ``experiment``. Leaving the block by an exception (a user error) ends the
+    run as FAILED, by an interrupt (Ctrl-C, or SIGTERM after :func:`stop_on_signals`) as KILLED,
+    so no run is ever left RUNNING or mistaken for a finished result.
     """
     from medart import __version__
 
     tags = {"medart.version": __version__}
-    active = mlflow.active_run()
+    active, project = mlflow.active_run(), None
     if active is not None:
         kwargs |= {"nested": True, "experiment_id": active.info.experiment_id, "parent_run_id": parent_run_id}
     elif parent_run_id is not None:
         parent = mlflow.MlflowClient().get_run(parent_run_id)
         tags |= {k: v for k, v in parent.data.tags.items() if k.startswith(_PROCESS_TAGS)}
         kwargs |= {"parent_run_id": parent_run_id, "experiment_id": parent.info.experiment_id}
-    elif not os.environ.get("MLFLOW_RUN_ID"):
+    elif os.environ.get("MLFLOW_RUN_ID"):
+        project = _adopt_project_run(run_name)
+        kwargs |= {"nested": True, "experiment_id": project.info.experiment_id}
+    else:
         use_experiment(experiment)
     if commit := git_commit():
         tags["mlflow.source.git.commit"] = commit
     with _deferred_interrupts():  # a run created but not yet entered could never be ended
         started = mlflow.start_run(run_name=run_name, tags=tags, **kwargs)
+    if project is not None:
+        mlflow.MlflowClient().set_tag(project.info.run_id, STAGE_RUN_TAG, started.info.run_id)
     with started as run:
         try:
             _raise_pending_interrupt()
@@ -113,6 +118,39 @@ def start_run(experiment: str, run_name: str, parent_run_id: str | None = None, 
         except KeyboardInterrupt:  # Ctrl-C, or SIGTERM via stop_on_signals: killed, not failed
             mlflow.end_run("KILLED")
             raise
+
+
+STAGE_RUN_TAG = "medart.stage_run_id"  # on a project run: the run of the stage it ran
+# The run `mlflow run` created for this process, once a stage has adopted it as its parent.
+_PROJECT: dict[str, "mlflow.ActiveRun | None"] = {"run": None}
+
+
+def _adopt_project_run(stage_run_name: str) -> mlflow.ActiveRun:
+    """Make the run ``mlflow run`` created for this process (``$MLFLOW_RUN_ID``) the active parent
+    of the stage's run.
+
+    One writer of params per run: ``mlflow run`` has logged every ``-P`` value on it as typed (the
+    strings ``1/255``, ``none``), so the project run records what was asked and the stage's run,
+    its child, what the stage resolved (ε as a float, the champion's URI), exactly as when the
+    stage runs outside a project. The project run is named after the stage's run and ended by
+    :func:`end_project_run`.
+    """
+    run = mlflow.start_run()  # resumes $MLFLOW_RUN_ID (and unsets it, so the stage's run is new)
+    mlflow.set_tags({"mlflow.runName": f"{stage_run_name} (mlflow run)",
+                     "mlflow.note.content": f"`mlflow run` of medart: its `-P` values are this run's params; the "
+                                            f"stage's run `{stage_run_name}` below holds what it resolved and measured."})
+    _PROJECT["run"] = run
+    return run
+
+
+def end_project_run(status: str = "FINISHED") -> None:
+    """End the project run adopted by :func:`_adopt_project_run`, if any, with ``status``
+    (``mlflow run`` marks it again from the exit code)."""
+    run, _PROJECT["run"] = _PROJECT["run"], None
+    if run is not None:
+        mlflow.MlflowClient().set_terminated(run.info.run_id, status)
+        if (active := mlflow.active_run()) is not None and active.info.run_id == run.info.run_id:
+            mlflow.end_run(status)
 
 
 # Signals that arrive while a run is being created are held back until it can be ended properly.

@@ -115,7 +115,7 @@ def _every_stage(source: ModelSource, shared_data: Path, detectors=ALL_DETECTORS
                             transfer=False)
     found = detect(target, request, RUN)
     assert set(found.auc["fgsm"]) == set(detectors) and all(0 <= v <= 1 for v in found.auc["fgsm"].values())
-    metrics = evaluate(target, ("fgsm",), (EPS,), 20, RUN).metrics()
+    metrics = evaluate(target, ("fgsm",), (EPS,), RUN).metrics()
     assert 0 <= metrics["test_acc"] <= 1 and "adv_acc.fgsm.eps2" in metrics
     return target
 

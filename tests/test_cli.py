@@ -65,7 +65,7 @@ def test_unknown_model_uri(tracking_store, shared_data):
 def test_train_then_evaluate_from_the_registry(tracking_store, shared_data):
     result = run(
         "train", "--dataset", "pneumonia", "--arch", "resnet18", "--pretrained", "none", "--epochs", "1",
-        "--batch-size", "32", "--max-train", "64", "--max-eval", "32", "--balance", "sampler",
+        "--batch-size", "32", "--max-train", "64", "--balance", "sampler",
         "--monitor", "val_balanced_acc", "--no-progress", env={"MEDART_DATA_DIR": str(shared_data)},
     )
     assert result.exit_code == 0, result.output
@@ -77,8 +77,8 @@ def test_train_then_evaluate_from_the_registry(tracking_store, shared_data):
     assert f"balanced acc {logged['test_balanced_acc'] * 100:.2f} % (recall: normal " in result.output
     assert {"test_recall_normal", "test_recall_pneumonia", "best_val_balanced_acc"} <= set(logged)
     result = run("evaluate", "--model-uri", "models:/medart-pneumonia@champion", "--dataset", "pneumonia",
-                 "--max-eval", "32", env={"MEDART_DATA_DIR": str(shared_data)})
-    assert result.exit_code == 0, result.output
+                 env={"MEDART_DATA_DIR": str(shared_data)})
+    assert result.exit_code == 0, result.output  # the whole test split, as train tested it
     rows = {cells[1].strip(): cells[2].strip() for cells in (line.split("|") for line in result.output.splitlines()
                                                                if line.startswith("| test_"))}
     assert float(rows["test_acc (%)"]) == pytest.approx(logged["test_acc"] * 100, abs=0.01)  # percent, as printed

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:.*official MedMNIST MD5")
 
 def test_evaluate_by_alias_links_robust_metrics_to_the_model(registered, shared_data):
     target = Target.load(registered, DataSpec("pneumonia", shared_data), max_examples=20)
-    outcome = evaluate(target, ["fgsm", "pgd"], [2 / 255], max_eval=20, run=RunOptions(progress=False))
+    outcome = evaluate(target, ["fgsm", "pgd"], [2 / 255], run=RunOptions(progress=False))
     metrics = outcome.metrics()
     assert {"test_acc", "test_auc", "adv_acc.fgsm.eps2", "adv_acc.pgd.eps2", "success_rate.pgd.eps2"} <= set(metrics)
     assert [(r.attack, r.eps) for r in outcome.robust] == [("fgsm", 2 / 255), ("pgd", 2 / 255)]

@@ -79,15 +79,19 @@ def test_mlflow_run_main_trains_attacks_detects_and_registers(store, shared_data
     assert done.returncode == 0, done.stderr[-3000:]
     client = mlflow.MlflowClient()
     (project_run,) = mlflow.search_runs(experiment_names=["medart/pneumonia/main"], output_format="list",
-                                        filter_string="attributes.run_name = 'main-bim-eps1/255-art'")
-    run_id = project_run.info.run_id
+                                        filter_string="attributes.run_name = 'main-bim-eps1/255-art (mlflow run)'")
     assert project_run.info.status == "FINISHED"
+    # the project run: the -P values as typed; its one child, the pipeline's run: what it resolved and measured
     assert project_run.data.params["attack"] == "bim" and project_run.data.tags["mlflow.project.entryPoint"] == "main"
     assert project_run.data.params["data_dir"] == "none"  # an unset -P is logged as none, not as ''
-    assert project_run.data.params["size"] == "64"
-    m = project_run.data.metrics
+    assert project_run.data.params["size"] == "64" and project_run.data.params["eps"] == "1/255"
+    (main_run,) = _children(project_run.info.run_id)
+    run_id = main_run.info.run_id
+    assert main_run.info.run_name == "main-bim-eps1/255-art" and project_run.data.tags["medart.stage_run_id"] == run_id
+    assert float(main_run.data.params["eps"]) == pytest.approx(1 / 255)
+    m = main_run.data.metrics
     assert {"clean_acc", "adv_acc", "success_rate", "auc_kd", "auc_dfeat"} <= set(m)
-    assert f"main run {run_id}, model models:/medart-pneumonia/1 (trained here)" in done.stdout
+    assert f"main run {run_id} in sqlite:///{store}: model models:/medart-pneumonia/1 (trained here)" in done.stdout
     assert f"| BIM | {m['clean_acc'] * 100:.2f} | {m['clean_balanced_acc'] * 100:.2f} | {m['adv_acc'] * 100:.2f} |" in done.stdout
     assert 0 <= m["adv_acc"] <= m["clean_acc"] <= 1 and 0 <= m["auc_dfeat"] <= 1
 
@@ -96,6 +100,7 @@ def test_mlflow_run_main_trains_attacks_detects_and_registers(store, shared_data
     assert stages["train-resnet18-64px-seed0"].data.params["data.size"] == "64"  # read from pneumoniamnist_64.npz
     assert all(r.info.status == "FINISHED" and r.info.experiment_id == project_run.info.experiment_id
                for r in stages.values())
+    assert main_run.data.tags["medart.model_uri"] == "models:/medart-pneumonia/1"
     assert stages["bim-eps1/255-art"].data.metrics["adv_acc"] == m["adv_acc"]
     detect = stages["detect-eps1/255-art"].info.run_id
     (per_attack,) = _children(detect)
@@ -108,7 +113,7 @@ def test_mlflow_run_main_trains_attacks_detects_and_registers(store, shared_data
         a.path for a in client.list_artifacts(run_id, "figures")}
     assert {"summary.md", "detection_auc.md", "figures/detection_auc.png"} <= parent_artifacts
     version = client.get_model_version_by_alias("medart-pneumonia", "champion")
-    assert str(version.version) == "1" and project_run.data.tags["medart.model_uri"] == "models:/medart-pneumonia/1"
+    assert str(version.version) == "1"
 
     # a second main run reuses the champion instead of training again; --steps reaches the attack
     again = _mlflow_run(store, data, "attack=fgsm", "steps=1", "step_size=1/255", "size=64", *SMALL)
@@ -140,9 +145,10 @@ def test_mlflow_run_reads_an_original_class_folder_tree(store, tmp_path):
                 Image.fromarray(rng.integers(0, 256, (40, 40), dtype=np.uint8)).save(tree / split / name / f"{k}.png")
     done = _mlflow_run(store, tree, "attack=fgsm", "source=original", "image_size=32", "pretrained=none", *SMALL_TRAIN)
     assert done.returncode == 0, done.stderr[-3000:]
-    (run,) = mlflow.search_runs(experiment_names=["medart/pneumonia/main"], output_format="list",
-                                filter_string="attributes.run_name LIKE 'main-%'")
-    assert run.info.status == "FINISHED" and run.data.params["source"] == "original"
+    (project,) = mlflow.search_runs(experiment_names=["medart/pneumonia/main"], output_format="list",
+                                    filter_string="tags.`mlflow.project.entryPoint` = 'main'")
+    (run,) = _children(project.info.run_id)
+    assert run.info.status == "FINISHED" and project.data.params["source"] == "original"
     (train,) = [r for r in _children(run.info.run_id) if r.info.run_name.startswith("train-")]
     assert train.info.run_name == "train-resnet18-32px-seed0" and train.data.params["data.source"] == "original"
     # no patient ids in class folders: the run says so, in its params and in the splits.json the main run shows

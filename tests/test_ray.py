@@ -74,7 +74,7 @@ def test_ray_sweep_logs_what_the_in_process_sweep_logs(ray_instance, registered,
         "sweep", "--executor", "ray", "--model-uri", registered, "--dataset", "pneumonia", "--data-dir", str(shared_data),
         "--attacks", ",".join(ATTACKS), "--eps", "1/255,2/255", "--max-examples", "10", "--no-cache", "--no-progress"])
     assert done.exit_code == 0, done.output
-    remote_id = done.output.split("sweep run ")[1].split(":")[0]
+    remote_id = done.output.split("sweep run ")[1].split(" ")[0]
     assert sweep_table(here.rows) in done.output  # same table, from the same numbers
 
     client = mlflow.MlflowClient()
@@ -181,20 +181,23 @@ def test_cli_attack_with_ray_shards(ray_instance, registered, shared_data):
 
 @pytest.mark.slow  # `mlflow run` and a Ray instance of its own: ~40 s
 def test_mlflow_run_sweep_entry_point_on_ray(ray_instance, registered, shared_data, tmp_path):
-    """`mlflow run -e sweep -P executor=ray`: the project's run is the sweep's parent; the local Ray
-    workers inherit its MLFLOW_RUN_ID and must still log new child runs, in the project's experiment."""
+    """`mlflow run -e sweep -P executor=ray`: the project's run is the parent of the sweep's run; the
+    local Ray workers inherit its MLFLOW_RUN_ID and must still log new child runs of the sweep, in the
+    project's experiment."""
     from test_mlproject import _mlflow_run
 
     done = _mlflow_run(tmp_path / "mlflow.db", shared_data, "attacks=fgsm,pgd", "eps=1/255", "max_examples=10",
                        f"model_uri={registered}", "executor=ray", "workers=2", entry="sweep")
     assert done.returncode == 0, done.stderr[-3000:]
     (project,) = mlflow.search_runs(experiment_names=["medart/pneumonia/main"], output_format="list",
-                                    filter_string="attributes.run_name = 'sweep-fgsm+pgd-art'")
+                                    filter_string="attributes.run_name = 'sweep-fgsm+pgd-art (mlflow run)'")
     assert project.info.status == "FINISHED" and project.data.tags["mlflow.project.entryPoint"] == "sweep"
-    assert project.data.params["eps"] == "1/255" and project.data.params["ray.cluster_cpus"] == "2.0"
-    kids = children(project.info.run_id)
+    assert project.data.params["eps"] == "1/255"
+    (sweep_run,) = children(project.info.run_id).values()
+    assert sweep_run.info.run_name == "sweep-fgsm+pgd-art" and sweep_run.data.params["ray.cluster_cpus"] == "2.0"
+    kids = children(sweep_run.info.run_id)
     assert sorted(kids) == ["fgsm-eps1/255-art", "pgd-eps1/255-art"]
-    assert len(mlflow.search_runs(experiment_names=["medart/pneumonia/main"], output_format="list")) == 3  # nothing else
+    assert len(mlflow.search_runs(experiment_names=["medart/pneumonia/main"], output_format="list")) == 4  # nothing else
     assert all(k.info.experiment_id == project.info.experiment_id for k in kids.values())
     assert "| PGD |" in done.stdout
 

@@ -47,17 +47,23 @@ class ReportsUserErrors:
                    "(trained model, cached adversarial examples)")
 
     def invoke(self, ctx: click.Context):
-        from medart.tracking import stop_on_signals
+        from medart.tracking import end_project_run, stop_on_signals
 
         stop_on_signals()
+        status = "FAILED"
         try:
-            return super().invoke(ctx)
+            result = super().invoke(ctx)
+            status = "FINISHED"
+            return result
         except MedartError as exc:
             click.echo(f"Error: {self.spell(ctx, str(exc))}", err=True)
             sys.exit(2)
         except KeyboardInterrupt as exc:
+            status = "KILLED"
             click.echo(f"Interrupted ({exc or 'SIGINT'}): {self.interrupted}", err=True)
             sys.exit(130)
+        finally:
+            end_project_run(status)
 
 
     @staticmethod
@@ -70,6 +76,14 @@ class ReportsUserErrors:
         if isinstance(command, click.Group) and ctx.invoked_subcommand:
             command = command.get_command(ctx, ctx.invoked_subcommand)
         return spell_for_cli(message, command)
+
+
+def run_line(kind: str, run_id: str, detail: str = "") -> str:
+    """``<kind> run <id> in <tracking store>: <detail>``: the first line every command that logs a
+    run prints, so the run can be found again (``mlflow ui``, ``medart report --run-id``)."""
+    import mlflow
+
+    return f"{kind} run {run_id} in {mlflow.get_tracking_uri()}" + (f": {detail}" if detail else "")
 
 
 class MedartGroup(ReportsUserErrors, click.Group):
@@ -101,4 +115,4 @@ from medart.cli import (  # noqa: E402, F401  (each module adds its command to `
     ablate, analyze, attack, compare, datasets, detect, eps_curves, evaluate, pipeline, register, report, sweep, train,
 )
 
-__all__ = ["ReportsUserErrors", "main", "spell_for_cli"]
+__all__ = ["ReportsUserErrors", "main", "run_line", "spell_for_cli"]

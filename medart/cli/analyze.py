@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from medart.catalog import ARCHS
-from medart.cli import main, options
+from medart.cli import main, options, run_line
 
 
 @main.command()
@@ -56,7 +56,7 @@ def analyze(**opts) -> None:
     request = from_options(AnalysisRequest, opts)  # checks the settings before the model loads
     target = Target.load(from_options(ModelSource, opts), from_options(DataSpec, opts), opts["max_examples"])
     out = run_analysis(target, request, from_options(RunOptions, opts))
-    click.echo(f"analysis run {out.run_id} ({out.seconds:.0f} s): {', '.join(out.figures)}, analysis.md, analysis.json")
+    click.echo(run_line("analysis", out.run_id, f"{out.seconds:.0f} s, {', '.join(out.figures)}, analysis.md, analysis.json"))
     for key, value in out.summary.items():
         click.echo(f"  {key} = {value:.4f}")
     if opts["report"]:

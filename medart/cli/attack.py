@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from medart.catalog import ATTACKS
-from medart.cli import main, options
+from medart.cli import main, options, run_line
 
 
 @main.command()
@@ -15,8 +15,8 @@ from medart.cli import main, options
 @click.option("--shards", type=click.IntRange(min=1), default=1, show_default=True,
               help="Attack AdvTrain and AdvTest in this many shards of whole batches, in parallel on Ray; "
                    "the examples are the same as in one piece.")
-@click.option("--attack", required=True, type=click.Choice(ATTACKS, case_sensitive=False),
-              help="CW is CW-L∞: PGD on the CW margin loss; apgd-ce, apgd-dlr, fab and square are AutoAttack's "
+@click.option("--attack", default="bim", show_default=True, type=click.Choice(ATTACKS, case_sensitive=False),
+              help="The main job's is bim. CW is CW-L∞: PGD on the CW margin loss; apgd-ce, apgd-dlr, fab and square are AutoAttack's "
                    "parts, autoattack its standard version (all four in turn).")
 @options.eps()
 @options.steps
@@ -46,7 +46,7 @@ def attack(**opts) -> None:
         target = Target.load(from_options(ModelSource, opts), from_options(DataSpec, opts), opts["max_examples"])
         out = run_attack(target, spec, from_options(RunOptions, opts, executor=executor), opts["shards"])
     m = out.metrics
-    click.echo(f"run {out.run_id}{' (examples from cache)' if out.cached else ''}: {spec.label()} via {opts['backend']} "
-               f"on {int(m['n'])} images")
+    click.echo(run_line("attack", out.run_id, f"{spec.label()} via {opts['backend']} on {int(m['n'])} images"
+                                              f"{' (examples from cache)' if out.cached else ''}"))
     click.echo(f"accuracy {m['clean_acc'] * 100:.2f} % -> {m['adv_acc'] * 100:.2f} %, AUC {m['clean_auc'] * 100:.2f} % -> "
                f"{m['adv_auc'] * 100:.2f} %, success rate {m['success_rate'] * 100:.2f} %, max L∞ {m['linf_max'] * 255:.4f}/255")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from medart.cli import main, options
+from medart.cli import main, options, run_line
 
 
 @main.command()
@@ -34,6 +34,6 @@ def compare(**opts) -> None:
 
     tracking.configure(opts["tracking_uri"])
     out = run_compare(from_options(CompareRequest, opts))
-    click.echo(f"compare run {out.run_id}: {len(out.rows)} rows; compare.md, figures/compare.png, robustbench/")
+    click.echo(run_line("compare", out.run_id, f"{len(out.rows)} rows; compare.md, figures/compare.png, robustbench/"))
     click.echo(compare_table(out.rows), nl=False)
     click.echo("\n" + worst_case_table(worst_case(out.rows)), nl=False)

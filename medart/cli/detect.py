@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from medart.cli import main, options
+from medart.cli import main, options, run_line
 
 #: the options of both commands, in the order ``--help`` lists them
 _study_options = options.stack(
@@ -79,7 +79,7 @@ def _run(opts: dict) -> None:
     target = Target.load(from_options(ModelSource, opts), from_options(DataSpec, opts), opts["max_examples"], opts["reference_size"])
     out = run_detect(target, request, from_options(RunOptions, opts))
     pairs = ", ".join(f"{a} {c['fit']}/{c['test']}" for a, c in out.counts.items())
-    click.echo(f"detect run {out.run_id}: pairs (AdvTrain/AdvTest) {pairs}; figures/detection_auc.png, detection_auc.md")
+    click.echo(run_line("detect", out.run_id, f"pairs (AdvTrain/AdvTest) {pairs}; figures/detection_auc.png, detection_auc.md"))
     click.echo(auc_table(out.auc, out.auc_std if request.repeats > 1 else None, out.check), nl=False)
     if out.transfer:
         click.echo("\n" + transfer_table(out.transfer, out.check), nl=False)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from medart.cli import main, options
+from medart.cli import main, options, run_line
 
 
 @main.command("eps-curves")
@@ -23,4 +23,4 @@ def eps_curves(**opts) -> None:
 
     tracking.configure(opts["tracking_uri"])
     run_id = compare_sweeps(opts["run_ids"], opts["labels"])
-    click.echo(f"run {run_id}: figures/eps_curves.png, eps_curves.json")
+    click.echo(run_line("eps-curves", run_id, "figures/eps_curves.png, eps_curves.json"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from medart.cli import main, options
+from medart.cli import main, options, run_line
 
 
 @main.command()
@@ -12,7 +12,7 @@ from medart.cli import main, options
 @options.model_options
 @options.data_options
 @click.option("--max-eval", type=click.IntRange(min=2), default=None,
-              help="Evaluate on a stratified subset of this size (and attack as many).")
+              help="Evaluate on a stratified subset of this many test images: the same images, clean and attacked.")
 @options.attacks(default="")
 @click.option("--eps", type=options.EpsList(), default="1/255", show_default=True, help="Comma-separated ε values for --attacks.")
 @click.option("--checks", is_flag=True,
@@ -52,8 +52,9 @@ def evaluate(**opts) -> None:
     plan = ChecklistPlan(tuple(opts["eps"]), opts["check_steps"], opts["check_queries"]) if opts["checks"] else None
     results, tables = {}, {}
     for target in targets:
-        outcome = run_evaluate(target, opts["attacks"], opts["eps"], opts["max_eval"], run, plan)
+        outcome = run_evaluate(target, opts["attacks"], opts["eps"], run, plan)
         results[target.model_uri], tables[target.model_uri] = outcome.metrics(), outcome.checks
+        click.echo(run_line("evaluate", outcome.run_id, f"{target.model_uri} on {int(outcome.clean['n'])} test images"))
     click.echo(metric_columns(results), nl=False)
     for uri, checks in tables.items():
         if checks:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from medart.catalog import ATTACKS
-from medart.cli import main, options
+from medart.cli import main, options, run_line
 
 
 @main.command()
@@ -48,5 +48,5 @@ def pipeline(**opts) -> None:
     config = from_options(TrainConfig, {k: v for k, v in opts.items() if k != "batch_size"})
     out = run_pipeline(from_options(DataSpec, opts), detection, from_options(ModelSource, opts), from_options(ModelRequest, opts), config,
                        opts["max_examples"], opts["reference_size"], from_options(RunOptions, opts))
-    click.echo(f"main run {out.run_id}, model {out.model_uri}{' (trained here)' if out.trained else ''}")
+    click.echo(run_line("main", out.run_id, f"model {out.model_uri}{' (trained here)' if out.trained else ''}"))
     click.echo(out.summary, nl=False)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from medart.cli import main, options
+from medart.cli import main, options, run_line
 
 
 @main.command()
@@ -33,7 +33,8 @@ def report(**opts) -> None:
         raise ConfigError("give exactly one of `run_id` or `experiment`")
     tracking.configure(opts["tracking_uri"])
     if run_id:
-        click.echo(f"report {report_run(run_id, opts['output'], log)}" + (" (also the run's report.html)" if log else ""))
+        path = report_run(run_id, opts["output"], log)
+        click.echo(run_line("report of", run_id, f"{path}" + (" (also the run's report.html)" if log else "")))
     else:
         path, new_run = report_experiment(experiment, opts["output"], opts["max_runs"], log)
-        click.echo(f"report {path}" + (f" (also report.html of run {new_run})" if new_run else ""))
+        click.echo(run_line("report", new_run, str(path)) if new_run else f"report {path}")

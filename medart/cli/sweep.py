@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from medart.cli import main, options
+from medart.cli import main, options, run_line
 
 
 @main.command()
@@ -34,7 +34,7 @@ def sweep(ctx, **opts) -> None:
                        cpus_per_task=opts["cpus_per_task"], gpus_per_task=opts["gpus_per_task"]) as executor:
         target = Target.load(from_options(ModelSource, opts), from_options(DataSpec, opts), opts["max_examples"])
         out = run_sweep(target, opts["attacks"], opts["eps"], from_options(RunOptions, opts, executor=executor))
-    click.echo(f"sweep run {out.run_id}: {len(out.rows)} child runs; figure figures/accuracy_vs_eps.png, table sweep.md")
+    click.echo(run_line("sweep", out.run_id, f"{len(out.rows)} child runs; figure figures/accuracy_vs_eps.png, table sweep.md"))
     click.echo(sweep_table(out.rows, out.failed, out.check), nl=False)
     if out.failed:
         click.echo(f"Error: {len(out.failed)} of {len(out.rows) + len(out.failed)} cells failed (see the table above and "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from medart.catalog import MONITORS
-from medart.cli import main, options
+from medart.cli import main, options, run_line
 
 
 @main.command()
@@ -50,13 +50,13 @@ def train(**opts) -> None:
     from medart.stages.target import DataSpec, RunOptions, from_options
     from medart.stages.train import ModelRequest, train as run_train
 
-    uri = tracking.configure(opts["tracking_uri"])
+    tracking.configure(opts["tracking_uri"])
     out = run_train(from_options(DataSpec, opts), from_options(ModelRequest, opts), from_options(TrainConfig, opts),
                     from_options(RunOptions, opts))
     recalls = ", ".join(f"{k.removeprefix('recall_')} {v * 100:.2f} %" for k, v in out.test.items() if k.startswith("recall_"))
-    click.echo(f"run {out.run_id} in {uri}: best epoch {out.best_epoch}, test acc {out.test['acc'] * 100:.2f} %, "
+    click.echo(run_line("train", out.run_id, f"best epoch {out.best_epoch}, test acc {out.test['acc'] * 100:.2f} %, "
                f"balanced acc {out.test['balanced_acc'] * 100:.2f} % (recall: {recalls}), "
-               f"test AUC {out.test['auc'] * 100:.2f} %, {out.seconds_per_epoch:.1f} s/epoch")
+               f"test AUC {out.test['auc'] * 100:.2f} %, {out.seconds_per_epoch:.1f} s/epoch"))
     if out.version is not None:
         alias = opts["alias"]
         where = f"@{alias}" if out.promoted else f" (alias '{alias}' kept on a better version)"

@@ -9,6 +9,7 @@ from typing import Sequence
 
 import mlflow
 import torch
+from torch.utils.data import TensorDataset
 
 from medart import tracking
 from medart.attacks import make_spec
@@ -57,27 +58,27 @@ class EvaluateOutcome:
 
 
 def evaluate(target: Target, attacks: Sequence[str] = (), eps_values: Sequence[float] = (1 / 255,),
-             max_eval: int | None = None, run: RunOptions = RunOptions(),
-             checks: ChecklistPlan | None = None) -> EvaluateOutcome:
+             run: RunOptions = RunOptions(), checks: ChecklistPlan | None = None) -> EvaluateOutcome:
     """Test-split metrics of ``target.model``, logged as a run in ``medart/<dataset>/evaluate``.
 
-    Clean ``acc``, ``auc``, ``loss``, ``n`` on the test split (``max_eval`` images per part at
-    most); with ``attacks``, each attack at each ε (paper settings) on ``target``'s attacked images
-    as a child attack run, the evaluation run then carrying the degenerate-model guard's tag and
-    metrics. With ``checks``, the evaluation checklist on the same images, its attacks as attack
+    Clean ``acc``, ``auc``, ``loss``, ``n`` on ``target``'s images (AdvTrain + AdvTest: the whole
+    test split, or the stratified ``target.max_examples`` of it); with ``attacks``, each attack at
+    each ε (paper settings) on the same images as a child attack run, so that clean and robust
+    numbers always share their n, the evaluation run then carrying the degenerate-model guard's
+    tag and metrics. With ``checks``, the evaluation checklist on the same images, its attacks as attack
     runs (cached like any), logged as the table ``checklist.json`` and the metric
     ``checks_failed``. For a ``models:/`` URI the metrics are also linked to the registered
     version's logged model.
     """
     specs = [make_spec(name, eps) for name in attacks for eps in eps_values]
-    test = target.test_set(max_eval)
+    images = TensorDataset(*(torch.cat(t) for t in zip(*target.clean.values())))
     with tracking.start_run(tracking.experiment_name(target.dataset, "evaluate"), f"evaluate-{target.side}px",
                             run.parent_run_id) as mlflow_run:
-        mlflow.log_params({"model_uri": target.model_uri, "dataset": target.dataset, "max_eval": max_eval,
-                           "seed": target.seed, "n_test": len(test), "attacks": ",".join(attacks),
+        mlflow.log_params({"model_uri": target.model_uri, "dataset": target.dataset, "max_eval": target.max_examples,
+                           "seed": target.seed, "n_test": len(images), "attacks": ",".join(attacks),
                            "eps": ",".join(f"{e:.6g}" for e in eps_values), "backend": run.backend})
         check = guard(target, run) if specs else None  # only attacks need the attacked images checked
-        probs, labels = predict(model=target.model, dataset=test)
+        probs, labels = predict(target.model, images, run.batch_size, run.device)
         clean = classification_metrics(probs, labels, target.splits.classes) | {"n": float(len(labels))}
         robust = []
         for spec in specs:

@@ -49,9 +49,8 @@ def pipeline(data: DataSpec, detection: DetectRequest, model_uri: "str | ModelSo
         else:
             target = Target.load(dataclasses.replace(source, model_uri=model_uri), data, max_examples, reference_size)
         mlflow.set_tag("medart.model_uri", model_uri)
-        if not mlflow.get_run(parent.info.run_id).data.params:  # `mlflow run` logged its -P values already
-            mlflow.log_params({"model_uri": model_uri, "dataset": data.dataset, "attacks": ",".join(attacks),
-                               "eps": detection.eps, "backend": run.backend})
+        mlflow.log_params({"model_uri": model_uri, "dataset": data.dataset, "attacks": ",".join(attacks),
+                           "eps": detection.eps, "backend": run.backend})
         check = guard(target, run)
         out = detect(target, dataclasses.replace(detection, transfer=len(attacks) > 1), run)
         client, metrics = mlflow.MlflowClient(), {}

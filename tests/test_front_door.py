@@ -1,0 +1,225 @@
+"""The front door, knocked on as users knock: every MLproject entry point through the real
+``mlflow run . -e <entry> --env-manager local``, on its defaults and with one setting changed, and
+every command on an outside model of each format medart loads (pt2, TorchScript, model card).
+
+The data is a MedMNIST-format file of real chest X-rays cut down to a few images per class
+(:func:`tiny_chest_xrays`), so the defaults run as they are: every case is a whole process or a
+whole command, hence ``slow``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+import torchvision
+from torch import nn
+
+from medart.cli import main
+
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:.*official MedMNIST MD5")]
+
+ROOT = Path(__file__).resolve().parents[1]
+PER_CLASS = {"train": 48, "val": 8, "test": 24}  # real images per class and split
+
+
+def tiny_chest_xrays(shared_data: Path, folder: Path) -> Path:
+    """``pneumoniamnist.npz`` in ``folder`` holding the first ``PER_CLASS`` real chest X-rays of
+    each class and split of the shared file."""
+    arrays = {}
+    with np.load(shared_data / "pneumoniamnist.npz") as real:
+        for split, n in PER_CLASS.items():
+            labels = real[f"{split}_labels"]
+            keep = np.concatenate([np.flatnonzero(labels[:, 0] == c)[:n] for c in (0, 1)])
+            arrays[f"{split}_labels"], arrays[f"{split}_images"] = labels[keep], real[f"{split}_images"][keep]
+    folder.mkdir(parents=True, exist_ok=True)
+    np.savez(folder / "pneumoniamnist.npz", **arrays)
+    return folder
+
+
+def mlflow_run(store: Path, data: Path, entry: str, *params: str) -> subprocess.CompletedProcess:
+    """``mlflow run <checkout> -e entry -P …`` as a user's shell runs it (no MLflow variables of
+    this test process), against ``store``, from its folder."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")} | {
+        "MLFLOW_TRACKING_URI": f"sqlite:///{store}", "MEDART_DATA_DIR": str(data),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",  # `python` = this one
+    }
+    args = [sys.executable, "-m", "mlflow", "run", str(ROOT), "-e", entry, "--env-manager", "local",
+            "--experiment-name", f"front-door/{entry}"]
+    for p in params:
+        args += ["-P", p]
+    return subprocess.run(args, env=env, cwd=store.parent, capture_output=True, text=True, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def door(tmp_path_factory, shared_data, migrated_store):
+    """A store and the tiny data file, with the champion every later entry point needs trained by
+    the ``train`` entry point itself: ``-P epochs=1 -P arch=smallcnn -P pretrained=none``."""
+    folder = tmp_path_factory.mktemp("front-door")
+    store = folder / "mlflow.db"
+    shutil.copy(migrated_store, store)
+    data = tiny_chest_xrays(shared_data, folder / "data")
+    done = mlflow_run(store, data, "train", "epochs=1", "arch=smallcnn", "pretrained=none")
+    assert done.returncode == 0, done.stderr[-3000:]
+    return store, data, done
+
+
+# entry point → (one non-default setting, the stage run's name, a param the stage resolved → its value)
+ENTRIES = {
+    "main": ("attack=fgsm,pgd", "main-fgsm+pgd-eps1/255-art", ("eps", "0.00392157")),
+    "train": ("arch=smallcnn", "train-smallcnn-28px-seed0", ("image_size", "28")),
+    "attack": ("attack=fgsm", "fgsm-eps1/255-art", ("attack.eps", str(1 / 255))),
+    "detect": ("detectors=kd,dfeat", "detect-eps1/255-art", ("eps", str(1 / 255))),
+    "adaptive": ("detectors=dfeat", "adaptive-eps1/255-art", ("eps", str(1 / 255))),
+    "sweep": ("eps=1/255,4/255", "sweep-fgsm+bim+pgd+cw-art", ("dataset", "pneumonia")),
+    "evaluate": ("attacks=fgsm", "evaluate-28px", ("eps", "0.00392157")),
+    "analyze": ("figures=saliency,stages", "analysis", ("dataset", "pneumonia")),
+    "ablate": ("archs=smallcnn", "ablate-pneumonia", ("dataset", "pneumonia")),
+}
+
+
+def _stage_of(project: mlflow.entities.Run) -> mlflow.entities.Run:
+    return mlflow.get_run(project.data.tags["medart.stage_run_id"])
+
+
+@pytest.mark.parametrize("setting", ["defaults", "changed"])
+@pytest.mark.parametrize("entry", list(ENTRIES))
+def test_entry_point_finishes(door, entry, setting):
+    """``mlflow run -e <entry>`` ends FINISHED (exit 0); the project run keeps the ``-P`` strings
+    MLflow logged and its child, the stage's run, the values the stage resolved — one writer of
+    params per run; the command printed the stage run's id and the tracking store."""
+    store, data, trained = door
+    change, stage_name, (key, value) = ENTRIES[entry]
+    params = [change] if setting == "changed" else []
+    if entry == "train":  # the fixture ran train with the settings a champion needs; here one more
+        params = ["epochs=1", "pretrained=none", "max_train=32"] + (["arch=resnet18", "register=false"]
+                                                                     if setting == "changed" else [])
+        stage_name = "train-resnet18-28px-seed0" if setting == "changed" else "train-resnet50-28px-seed0"
+    done = mlflow_run(store, data, entry, *params)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
+    mlflow.set_tracking_uri(f"sqlite:///{store}")
+    (project,) = mlflow.search_runs(experiment_names=[f"front-door/{entry}"], output_format="list", max_results=1,
+                                    order_by=["attributes.start_time DESC"])
+    assert project.info.status == "FINISHED" and project.data.tags["mlflow.project.entryPoint"] == entry
+    stage = _stage_of(project)
+    assert stage.info.status == "FINISHED" and stage.data.tags["mlflow.parentRunId"] == project.info.run_id
+    if entry != "analyze":
+        assert stage.info.run_name == stage_name if setting == "defaults" or entry != "main" else True
+    assert project.info.run_name == f"{stage.info.run_name} (mlflow run)"
+    for p in params:  # what was asked, as typed
+        name, _, text = p.partition("=")
+        assert project.data.params[name] == text
+    resolved = stage.data.params.get(key)
+    assert resolved is not None and (resolved == value or resolved.startswith(value)), (key, resolved)
+    assert re.search(rf"\brun {stage.info.run_id} in sqlite:///", done.stdout), done.stdout[-2000:]
+
+
+def test_tri_state_flags_accept_none(door):
+    """``-P random_start=none`` is the attack's own default (no longer refused)."""
+    store, data, _ = door
+    done = mlflow_run(store, data, "attack", "attack=fgsm", "random_start=none")
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def test_bad_input_is_one_line_and_leaves_a_failed_run(door):
+    store, data, _ = door
+    done = mlflow_run(store, data, "attack", "eps=2")
+    assert done.returncode != 0
+    errors = [line for line in done.stderr.splitlines() if line.startswith("Error:")]
+    assert errors == ["Error: Invalid value for -P eps: ε must be in (0, 1] in [0,1] pixel units (1/255 = one grey "
+                      "level), got '2'"], done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+    mlflow.set_tracking_uri(f"sqlite:///{store}")
+    (project,) = mlflow.search_runs(experiment_names=["front-door/attack"], output_format="list", max_results=1,
+                                    order_by=["attributes.start_time DESC"])
+    assert project.info.status == "FAILED" and "medart.stage_run_id" not in project.data.tags
+
+
+# ---- every command on an outside model of each format ----------------------------------------------------------
+
+
+class OutsideCNN(nn.Module):
+    """Somebody else's small chest X-ray classifier (not one of medart's architectures)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                                      nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.head = nn.Sequential(nn.Linear(16, 16), nn.ReLU(), nn.Dropout(0.2), nn.Linear(16, 2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def _outside_model(data: Path, network: nn.Module) -> nn.Module:
+    """``network`` trained a little on the tiny file's training images, so that it is not constant."""
+    with np.load(data / "pneumoniamnist.npz") as f:
+        x = torch.from_numpy(f["train_images"]).float().div(255).unsqueeze(1).expand(-1, 3, -1, -1).contiguous()
+        y = torch.from_numpy(f["train_labels"][:, 0]).long()
+    optimizer = torch.optim.Adam(network.parameters(), lr=1e-2)
+    network.train()
+    for _ in range(30):
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(network(x), y).backward()
+        optimizer.step()
+    return network.eval()
+
+
+def _bring(fmt: str, data: Path, folder: Path, store: str) -> str:
+    """A model in format ``fmt``, brought the way its users bring it; the URI medart reads it by."""
+    torch.manual_seed(0)
+    if fmt == "pt2":  # plain MLflow: pt2 is mlflow.pytorch's default format since 3.17
+        network = _outside_model(data, OutsideCNN())
+        with mlflow.start_run():
+            mlflow.pytorch.log_model(network, name="model", input_example=np.zeros((2, 3, 28, 28), np.float32),
+                                     registered_model_name="outside-pt2", pip_requirements=["torch"])
+        return "models:/outside-pt2/1"
+    if fmt == "torchscript":  # a scripted network's file, read by its path
+        torch.jit.script(_outside_model(data, OutsideCNN())).save(str(folder / "outside.pt"))
+        return str(folder / "outside.pt")
+    # a tensor-only state dict of a torchvision network and its card, registered with `medart register`
+    torch.save(_outside_model(data, torchvision.models.resnet18(num_classes=2)).state_dict(), folder / "outside.pt")
+    (folder / "card.json").write_text(json.dumps({"architecture": "resnet18", "weights": "outside.pt",
+                                                  "classes": ["normal", "pneumonia"], "input": {"channels": 3, "size": 28}}))
+    done = CliRunner().invoke(main, ["register", "--weights", str(folder / "outside.pt"), "--card", str(folder / "card.json"),
+                                     "--name", "outside-card", "--alias", "prod", "--tracking-uri", store])
+    assert done.exit_code == 0, done.output
+    assert re.search(r"^registered models:/outside-card/1 ", done.output, re.M), done.output
+    return "models:/outside-card@prod"
+
+
+@pytest.mark.parametrize("fmt", ["pt2", "torchscript", "card"])
+def test_every_command_on_an_outside_model(fmt, tracking_store, shared_data, tmp_path):
+    data = tiny_chest_xrays(shared_data, tmp_path / "data")
+    uri = _bring(fmt, data, tmp_path, tracking_store)
+    store = ["--tracking-uri", tracking_store]
+    on_data = ["--dataset", "pneumonia", "--data-dir", str(data), "--no-progress"] + store
+    model = ["--model-uri", uri] + on_data
+    calls = {
+        "attack": model + ["--attack", "pgd", "--eps", "4/255"],
+        "evaluate": model + ["--attacks", "fgsm", "--eps", "4/255"],
+        "sweep": model + ["--attacks", "fgsm", "--eps", "1/255,4/255"],
+        "detect": model + ["--attacks", "pgd", "--eps", "8/255", "--detectors", "kd,dfeat,mahalanobis"],
+        "adaptive": model + ["--attacks", "pgd", "--eps", "8/255", "--detectors", "dfeat", "--adaptive-steps", "5"],
+        "analyze": model + ["--attacks", "fgsm", "--figures", "saliency,stages,embedding"],
+        "ablate": on_data + ["--archs", "none", "--models", uri, "--max-examples", "40", "--eps-tolerance", "2/255"],
+        "pipeline": model + ["--attack", "fgsm", "--detectors", "kd,dfeat"],
+        "compare": ["--dataset", "pneumonia"] + store,
+        "report": ["--experiment", "medart/pneumonia/attack", "--output", str(tmp_path / "report.html")] + store,
+    }
+    for command, args in calls.items():
+        done = CliRunner().invoke(main, [command, *args])
+        assert done.exit_code == 0, f"medart {command} {' '.join(args)}\n{done.output[-3000:]}"
+        assert re.search(r"\brun [0-9a-f]{32} in sqlite:///", done.output), (command, done.output[-1500:])
+    assert (tmp_path / "report.html").stat().st_size > 10_000
