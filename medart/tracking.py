@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Iterator
 
 import mlflow
+from mlflow.entities import RunTag
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 ARTIFACT_ROOT_ENV = "MEDART_ARTIFACT_ROOT"  # where new experiments keep their artifacts (a folder or s3://…)
@@ -93,24 +94,23 @@ def start_run(experiment: str, run_name: str, parent_run_id: str | None = None, 
     from medart import __version__
 
     tags = {"medart.version": __version__}
-    active, project = mlflow.active_run(), None
+    active = mlflow.active_run()
+    if active is None and parent_run_id is None and os.environ.get("MLFLOW_RUN_ID"):
+        active = _adopt_project_run()
     if active is not None:
         kwargs |= {"nested": True, "experiment_id": active.info.experiment_id, "parent_run_id": parent_run_id}
     elif parent_run_id is not None:
         parent = mlflow.MlflowClient().get_run(parent_run_id)
         tags |= {k: v for k, v in parent.data.tags.items() if k.startswith(_PROCESS_TAGS)}
         kwargs |= {"parent_run_id": parent_run_id, "experiment_id": parent.info.experiment_id}
-    elif os.environ.get("MLFLOW_RUN_ID"):
-        project = _adopt_project_run(run_name)
-        kwargs |= {"nested": True, "experiment_id": project.info.experiment_id}
     else:
         use_experiment(experiment)
     if commit := git_commit():
         tags["mlflow.source.git.commit"] = commit
     with _deferred_interrupts():  # a run created but not yet entered could never be ended
         started = mlflow.start_run(run_name=run_name, tags=tags, **kwargs)
-    if project is not None:
-        mlflow.MlflowClient().set_tag(project.info.run_id, STAGE_RUN_TAG, started.info.run_id)
+    if _PROJECT["run"] is not None and active is not None and active.info.run_id == _PROJECT["run"].info.run_id:
+        _point_project_run_at(started)
     with started as run:
         try:
             _raise_pending_interrupt()
@@ -120,27 +120,35 @@ def start_run(experiment: str, run_name: str, parent_run_id: str | None = None, 
             raise
 
 
-STAGE_RUN_TAG = "medart.stage_run_id"  # on a project run: the run of the stage it ran
+STAGE_RUN_TAG = "medart.stage_run_id"  # on a project run: its newest direct child, the stage's run
 # The run `mlflow run` created for this process, once a stage has adopted it as its parent.
-_PROJECT: dict[str, "mlflow.ActiveRun | None"] = {"run": None}
+_PROJECT: dict = {"run": None, "stages": []}
 
 
-def _adopt_project_run(stage_run_name: str) -> mlflow.ActiveRun:
+def _adopt_project_run() -> mlflow.ActiveRun:
     """Make the run ``mlflow run`` created for this process (``$MLFLOW_RUN_ID``) the active parent
-    of the stage's run.
+    of the stage's runs.
 
     One writer of params per run: ``mlflow run`` has logged every ``-P`` value on it as typed (the
-    strings ``1/255``, ``none``), so the project run records what was asked and the stage's run,
-    its child, what the stage resolved (ε as a float, the champion's URI), exactly as when the
-    stage runs outside a project. The project run is named after the stage's run and ended by
-    :func:`end_project_run`.
+    strings ``1/255``, ``none``), so the project run records what was asked and the stage's runs,
+    its children, what the stage resolved (ε as a float, the champion's URI), exactly as when the
+    stage runs outside a project. :func:`end_project_run` ends it.
     """
     run = mlflow.start_run()  # resumes $MLFLOW_RUN_ID (and unsets it, so the stage's run is new)
-    mlflow.set_tags({"mlflow.runName": f"{stage_run_name} (mlflow run)",
-                     "mlflow.note.content": f"`mlflow run` of medart: its `-P` values are this run's params; the "
-                                            f"stage's run `{stage_run_name}` below holds what it resolved and measured."})
-    _PROJECT["run"] = run
+    _PROJECT |= {"run": run, "stages": []}
     return run
+
+
+def _point_project_run_at(stage: mlflow.ActiveRun) -> None:
+    """Name the project run after its newest direct child — the stage's run, started after any
+    runs it reuses or makes first (``detect`` attacks before it detects) — tag its id, and list
+    every direct child in the description the run page opens on."""
+    _PROJECT["stages"].append(stage.info.run_name)
+    runs = ", ".join(f"`{name}`" for name in _PROJECT["stages"])
+    tags = {"mlflow.runName": f"{stage.info.run_name} (mlflow run)", STAGE_RUN_TAG: stage.info.run_id,
+            "mlflow.note.content": f"`mlflow run` of medart: this run's params are the `-P` values as given; its "
+                                   f"child runs ({runs}) hold what the stage resolved and measured."}
+    mlflow.MlflowClient().log_batch(_PROJECT["run"].info.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
 
 
 def end_project_run(status: str = "FINISHED") -> None:
