@@ -295,13 +295,44 @@ def test_without_groups_the_split_is_the_per_image_one():
 def test_too_few_patients_of_a_class_is_one_line():
     data = ArrayDataset(np.zeros((6, 1, 1), np.uint8), [0, 0, 0, 0, 1, 1], ["no", "yes"])
     data.grouped_by("Patient ID", ["a", "b", "c", "d", "e", "e"])  # both positives: one patient
-    with pytest.raises(DataError, match=r"validation split by Patient ID .*'yes': 1.*at least 2 groups") as e:
+    with pytest.raises(DataError, match=r"^cannot make a validation split by Patient ID: Patient ID 'e' holds all 2 "
+                                        r"'yes' images \(100\.0 %\), and a class needs images of at least 2 Patient ID "
+                                        r"values .*; remove or correct that Patient ID's rows") as e:
         stratified_split(data, 0.5, 0, what="validation split")
     assert "\n" not in str(e.value)
     ten = ArrayDataset(np.zeros((10, 1, 1), np.uint8), [0] * 5 + [1] * 5, ["no", "yes"])
     ten.grouped_by("Patient ID", [str(i) for i in range(10)])  # ten folds for 10 %, but 5 images a class
     with pytest.raises(DataError, match="cannot make a validation split by Patient ID of 10 images"):
         stratified_split(ten, 0.1, 0, what="validation split")
+    six = ArrayDataset(np.zeros((6, 1, 1), np.uint8), [0, 1] * 3, ["no", "yes"]).grouped_by("Patient ID", list("abcdef"))
+    with pytest.raises(DataError, match="into 10 folds of whole groups: only 6 Patient ID values in all"):
+        stratified_split(six, 0.1, 0, what="validation split")
+
+
+def lesions(big: int, rest: int, melanomas: int = 300) -> ArrayDataset:
+    """``big`` benign naevus images of lesion HAM_0001234, ``rest`` more of one lesion each, and
+    ``melanomas`` melanoma images of one lesion each."""
+    y = [0] * (big + rest) + [1] * melanomas
+    ids = ["HAM_0001234"] * big + [f"HAM_{i:07d}" for i in range(rest + melanomas)]
+    return ArrayDataset(np.zeros((len(y), 1, 1), np.uint8), y, ["benign naevus", "melanoma"]).grouped_by("lesion_id", ids)
+
+
+def test_a_lesion_holding_most_of_a_class_is_named_with_its_share():
+    """One lesion with 2,226 of 2,300 naevus images: whichever side it falls on, the 20 % side holds
+    at least 96.8 % of the naevi or at most 3.2 %, so the split is refused, naming the lesion."""
+    with pytest.raises(DataError) as e:
+        stratified_split(lesions(2226, 74), 0.2, 0, what="train/test split")
+    assert str(e.value) == (
+        "cannot make a train/test split by lesion_id: lesion_id 'HAM_0001234' holds 2,226 of the 2,300 'benign naevus' "
+        "images (96.8 %), so the smaller side, asked for about 20 % of them, would hold at least 96.8 % or at most "
+        "3.2 %; remove or correct that lesion_id's rows, add 'benign naevus' images of other lesion_id values, or "
+        "split per image with a source that names none (`source` medmnist)")
+    # The limit: more than 1 - 1/(2k) of the class, below half the smaller side's share on the side without it.
+    for fraction, limit in ((0.2, 2070), (0.1, 2185), (0.5, 1725)):  # k = 5: 90 %; k = 10: 95 %; k = 2: 75 %
+        with pytest.raises(DataError, match=rf"holds {limit + 1:,} of the 2,300 'benign naevus' images"):
+            stratified_split(lesions(limit + 1, 2299 - limit), fraction, 0)
+        rest, part = stratified_split(lesions(limit, 2300 - limit), fraction, 0)
+        assert not set(rest.groups) & set(part.groups)
 
 
 # ------------------------------------------------------------------------------------ medart datasets
@@ -327,3 +358,4 @@ def test_medart_datasets_lists_each_layout_with_its_columns_and_grouping():
         assert f"columns: {columns}" in block[1] and f"grouping: {grouping}" in block[2], block
     assert "sources: medmnist (chestmnist), nih, chexpert" in result.output
     assert "sources: medmnist (dermamnist), isic, ham10000" in result.output
+
