@@ -28,6 +28,7 @@ NIH_LAYOUT = Layout(
     columns="Image Index, Finding Labels, Patient ID",
     grouping="Patient ID",
     official_test="test_list.txt if present (NIH's own patient-wise split), else none",
+    labels={"no finding": "No Finding", "pneumothorax": "Pneumothorax", "mass": "Mass", "nodule": "Nodule"},
 )
 
 
@@ -101,9 +102,10 @@ CHEXPERT_LAYOUT = Layout(
     columns="Path, Frontal/Lateral, No Finding, Pneumothorax",
     grouping="patient folder in Path",
     official_test="none (valid.csv is too small to split and is not read)",
+    labels={"no finding": "No Finding", "pneumothorax": "Pneumothorax"},
 )
 CHEXPERT_FOLDERS = ("CheXpert-v1.0-small", "CheXpert-v1.0")  # the downsampled and the full-size release
-CHEXPERT_CLASSES = ["No Finding", "Pneumothorax"]
+CHEXPERT_CLASSES = ["No Finding", "Pneumothorax"]  # the CSV's columns, and the loader's class names
 CHEXPERT_VALUES = {"1": 1, "1.0": 1, "0": 0, "0.0": 0, "-1": -1, "-1.0": -1, "": 0}  # blank: not mentioned
 
 

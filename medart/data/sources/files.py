@@ -9,9 +9,9 @@ from __future__ import annotations
 import csv
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 from PIL import Image
@@ -32,6 +32,11 @@ class Layout:
 
     ``name`` is its ``source`` value; ``grouping`` says what keeps one patient's (or lesion's)
     images on one side of every split, or starts with ``"none:"`` where the files carry no id.
+    ``labels`` maps a task's class name to the layout's own label for it (NIH's ``No Finding`` for
+    ``no finding``, HAM10000's ``nv`` for ``benign naevus``); a name without an entry matches the
+    layout's ignoring case (a class folder ``NORMAL`` is ``normal``). It is the one place a
+    layout's labels are translated, so that every source of a task yields the task's class names
+    in the task's order (:meth:`~medart.data.base.MedicalImageDataset.as_classes`).
     """
 
     name: str
@@ -40,6 +45,7 @@ class Layout:
     columns: str
     grouping: str
     official_test: str
+    labels: Mapping[str, str] = field(default_factory=dict, compare=False)
 
 
 class ImageFileDataset(MedicalImageDataset):

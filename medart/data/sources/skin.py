@@ -19,6 +19,9 @@ ISIC_LAYOUT = Layout(
     columns="isic_id | image_name | image; benign_malignant | target; patient_id | lesion_id if present",
     grouping="patient_id, else lesion_id, where the CSV has one; else none",
     official_test="none",
+    # benign_malignant is broader than dermoscopy's names: "benign" holds other benign lesions
+    # than naevi, "malignant" other cancers than melanoma (ISIC 2020's target: melanoma only)
+    labels={"benign naevus": "benign", "melanoma": "malignant"},
 )
 ISIC_GROUP_COLUMNS = ("patient_id", "lesion_id")  # a patient holds several lesions: the wider group first
 ISIC_EXTENSIONS = (".jpg", ".jpeg", ".png")  # the archive's JPEGs; .png: resized copies shared on Kaggle
@@ -73,6 +76,7 @@ HAM10000_LAYOUT = Layout(
     columns="image_id, dx, lesion_id",
     grouping="lesion_id",
     official_test="none (the ISIC 2018 test images are not in this layout)",
+    labels={"benign naevus": "nv", "melanoma": "mel"},  # dx codes
 )
 DX = ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")  # the seven diagnoses in `dx`
 # The official archive unpacks to the two part folders; Kaggle's copy adds lower-case duplicates.
