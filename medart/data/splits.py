@@ -67,7 +67,7 @@ def group_split(
     ids, groups = np.unique(dataset.groups, return_inverse=True)
     n_groups, k = len(ids), max(2, round(1 / min(fraction, 1 - fraction)))
     present = np.flatnonzero(np.bincount(targets, minlength=dataset.num_classes))
-    largest = {c: _largest_group(targets, groups, c) for c in present}  # class → (group index, its images, class images)
+    largest = {c: _largest_group(targets, groups, c) for c in present}  # class → (group, its images, class's images)
     worst = max(present, key=lambda c: largest[c][1] / largest[c][2], default=None)
     if worst is not None and 2 * k * largest[worst][1] > (2 * k - 1) * largest[worst][2]:  # share > 1 - 1/(2k), exactly
         g, n, total = largest[worst]
@@ -99,8 +99,8 @@ def group_split(
     per_class = {dataset.classes[c]: len(np.unique(groups[targets == c])) for c in present}
     g, n, total = largest[worst]
     raise DataError(f"cannot make a {what} by {name} with every class on both sides ({name} values per class "
-                    f"{per_class}; the largest {dataset.classes[worst]!r} one, {str(ids[g])!r}, holds {n:,} of its {total:,} "
-                    "images); use more data or another `seed`")
+                    f"{per_class}; the largest {dataset.classes[worst]!r} one, {str(ids[g])!r}, holds {n:,} of its "
+                    f"{total:,} images); use more data or another `seed`")
 
 
 def _largest_group(targets: np.ndarray, groups: np.ndarray, c: int) -> tuple[int, int, int]:
