@@ -10,7 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from medart.data.sources import ImageFileDataset, class_folders, isic, kaggle_dr, nih_chestxray14
+from medart.data.sources import ImageFileDataset, aptos, class_folders, ham10000, isic, kaggle_dr, nih_chestxray14
+from medart.data.sources.fundus import patient_of
 from medart.errors import ConfigError, DataError
 
 W, H = 8, 6  # tiny, non-square: every loaded image is centre-cropped to 6×6
@@ -245,6 +246,58 @@ def test_isic_missing_label_column(tmp_path):
     write_csv(tmp_path / "metadata.csv", ["isic_id", "diagnosis"], [["ISIC_0000000", "nevus"]])
     with pytest.raises(DataError, match="missing column.*benign_malignant or target; found isic_id, diagnosis"):
         isic(tmp_path)
+
+
+# ------------------------------------------------------------------- image ids with or without extension
+
+# layout → (loader, metadata file, header, row of (id, label 0/1), image folder, the files' extension)
+ID_LAYOUTS = {
+    "nih": (nih_chestxray14, "Data_Entry_2017.csv", ["Image Index", "Finding Labels", "Patient ID"],
+            lambda i, y: [i, ("No Finding", "Pneumothorax")[y], i[:1]], "images", ".png"),
+    "kaggle-dr": (kaggle_dr, "trainLabels.csv", ["image", "level"], lambda i, y: [i, "03"[y]], "train", ".jpeg"),
+    "aptos": (aptos, "train.csv", ["id_code", "diagnosis"], lambda i, y: [i, "13"[y]], "train_images", ".png"),
+    "isic": (isic, "metadata.csv", ["isic_id", "benign_malignant"], lambda i, y: [i, ("benign", "malignant")[y]],
+             "images", ".jpg"),
+    "ham10000": (ham10000, "HAM10000_metadata.csv", ["lesion_id", "image_id", "dx"],
+                 lambda i, y: [f"HAM_{i[:1]}", i, ("nv", "mel")[y]], "HAM10000_images_part_2", ".jpg"),
+}
+
+
+@pytest.mark.parametrize("layout", ID_LAYOUTS)
+def test_metadata_ids_are_found_with_or_without_their_extension_never_doubled(tmp_path, layout):
+    loader, csv_name, header, row, folder, ext = ID_LAYOUTS[layout]
+    # id as listed → file on disk: bare id; id with the extension; an upper-case extension in the
+    # metadata only; an upper-case extension on disk only
+    files = {"a": f"a{ext}", f"b{ext}": f"b{ext}", f"c{ext.upper()}": f"c{ext}", "d": f"d{ext.upper()}"}
+    write_csv(tmp_path / csv_name, header, [row(i, k % 2) for k, i in enumerate(files)])
+    for name in files.values():
+        write_image(tmp_path / folder / name, "RGB")
+    train, _ = loader(tmp_path)
+    assert [p.relative_to(tmp_path.resolve()).as_posix() for p in train.paths] == [f"{folder}/{f}" for f in files.values()]
+    assert train.targets.tolist() == [0, 1, 0, 1]
+    assert train[3][0].shape == (3, H, H)  # the upper-case file decodes as any other
+
+    write_csv(tmp_path / csv_name, header, [row(i, k % 2) for k, i in enumerate([*files, f"e{ext}"])])
+    with pytest.raises(DataError, match=rf"1 of 5 listed images are missing, first \S*/e\{ext}; complete") as e:
+        loader(tmp_path)
+    assert f"{ext}{ext}" not in str(e.value)
+
+
+def test_kaggle_patient_is_the_same_with_or_without_the_extension():
+    assert patient_of("10_left.jpeg") == patient_of("10_right") == patient_of("10_LEFT.JPEG") == "10"
+    assert patient_of("scan.7.png") == "scan.7" and patient_of("1.2.840") == "1.2.840"  # only image extensions go
+
+
+def test_nih_test_list_matches_ids_with_or_without_the_extension(tmp_path):
+    make_nih(tmp_path)
+    rows = [[nih_name(i).removesuffix(".png") if i % 2 else nih_name(i), f, str(i + 1)]
+            for i, f in enumerate(NIH_FINDINGS)]  # every other Image Index without .png
+    write_csv(tmp_path / "Data_Entry_2017.csv", ["Image Index", "Finding Labels", "Patient ID"], rows)
+    # the test list spells row 2 with .png (its CSV id has none) and row 5 without (its CSV id has one)
+    (tmp_path / "test_list.txt").write_text(f"{nih_name(1)}\n{nih_name(4).removesuffix('.png')}\n")
+    train, test = nih_chestxray14(tmp_path)
+    assert [p.name for p in test.paths] == [nih_name(1), nih_name(4)]
+    assert len(train) == 3 and test.class_counts() == {"No Finding": 1, "Pneumothorax": 1}
 
 
 # ------------------------------------------------------------------------------------ class folders

@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import pytest
 from sklearn.model_selection import train_test_split
@@ -94,7 +95,7 @@ def test_nih_without_test_list_keeps_each_patient_on_one_side(tmp_path, seed):
     splits = load_dataset("chestxray2", make_nih(tmp_path), source="nih", seed=seed)
     assert_grouped(splits, "Patient ID", 100)
     assert splits.info["official_test_split"] is False and splits.info["dropped_rows"] == 5
-    assert sum(c["Pneumothorax"] for c in splits.counts().values()) == N_POSITIVE
+    assert sum(c["pneumothorax"] for c in splits.counts().values()) == N_POSITIVE
 
 
 def test_nih_test_list_keeps_its_role_and_advtrain_advtest_are_split_by_patient(tmp_path):
@@ -229,7 +230,7 @@ def make_ham10000(root: Path) -> Path:
 def test_ham10000_keeps_each_lesion_on_one_side(tmp_path, seed):
     splits = load_dataset("dermoscopy", make_ham10000(tmp_path), source="ham10000", seed=seed)
     assert_grouped(splits, "lesion_id", 100)
-    assert splits.classes == ["nv", "mel"] and splits.info["dropped_rows"] == 6
+    assert splits.classes == ["benign naevus", "melanoma"] and splits.info["dropped_rows"] == 6
 
 
 def test_ham10000_names_a_missing_lesion_column_and_a_path_outside(tmp_path):
@@ -295,13 +296,114 @@ def test_without_groups_the_split_is_the_per_image_one():
 def test_too_few_patients_of_a_class_is_one_line():
     data = ArrayDataset(np.zeros((6, 1, 1), np.uint8), [0, 0, 0, 0, 1, 1], ["no", "yes"])
     data.grouped_by("Patient ID", ["a", "b", "c", "d", "e", "e"])  # both positives: one patient
-    with pytest.raises(DataError, match=r"validation split by Patient ID .*'yes': 1.*at least 2 groups") as e:
+    with pytest.raises(DataError, match=r"^cannot make a validation split by Patient ID: Patient ID 'e' holds all 2 "
+                                        r"'yes' images \(100\.0 %\), and a class needs images of at least 2 Patient ID "
+                                        r"values .*; remove or correct that Patient ID's rows") as e:
         stratified_split(data, 0.5, 0, what="validation split")
     assert "\n" not in str(e.value)
     ten = ArrayDataset(np.zeros((10, 1, 1), np.uint8), [0] * 5 + [1] * 5, ["no", "yes"])
     ten.grouped_by("Patient ID", [str(i) for i in range(10)])  # ten folds for 10 %, but 5 images a class
     with pytest.raises(DataError, match="cannot make a validation split by Patient ID of 10 images"):
         stratified_split(ten, 0.1, 0, what="validation split")
+    six = ArrayDataset(np.zeros((6, 1, 1), np.uint8), [0, 1] * 3, ["no", "yes"]).grouped_by("Patient ID", list("abcdef"))
+    with pytest.raises(DataError, match="into 10 folds of whole groups: only 6 Patient ID values in all"):
+        stratified_split(six, 0.1, 0, what="validation split")
+
+
+def lesions(big: int, rest: int, melanomas: int = 300) -> ArrayDataset:
+    """``big`` benign naevus images of lesion HAM_0001234, ``rest`` more of one lesion each, and
+    ``melanomas`` melanoma images of one lesion each."""
+    y = [0] * (big + rest) + [1] * melanomas
+    ids = ["HAM_0001234"] * big + [f"HAM_{i:07d}" for i in range(rest + melanomas)]
+    return ArrayDataset(np.zeros((len(y), 1, 1), np.uint8), y, ["benign naevus", "melanoma"]).grouped_by("lesion_id", ids)
+
+
+def test_a_lesion_holding_most_of_a_class_is_named_with_its_share():
+    """One lesion with 2,226 of 2,300 naevus images: whichever side it falls on, the 20 % side holds
+    at least 96.8 % of the naevi or at most 3.2 %, so the split is refused, naming the lesion."""
+    with pytest.raises(DataError) as e:
+        stratified_split(lesions(2226, 74), 0.2, 0, what="train/test split")
+    assert str(e.value) == (
+        "cannot make a train/test split by lesion_id: lesion_id 'HAM_0001234' holds 2,226 of the 2,300 'benign naevus' "
+        "images (96.8 %), so the smaller side, asked for about 20 % of them, would hold at least 96.8 % or at most "
+        "3.2 %; remove or correct that lesion_id's rows, add 'benign naevus' images of other lesion_id values, or "
+        "split per image with a source that names none (`source` medmnist)")
+    # The limit: more than 1 - 1/(2k) of the class, below half the smaller side's share on the side without it.
+    for fraction, limit in ((0.2, 2070), (0.1, 2185), (0.5, 1725)):  # k = 5: 90 %; k = 10: 95 %; k = 2: 75 %
+        with pytest.raises(DataError, match=rf"holds {limit + 1:,} of the 2,300 'benign naevus' images"):
+            stratified_split(lesions(limit + 1, 2299 - limit), fraction, 0)
+        rest, part = stratified_split(lesions(limit, 2300 - limit), fraction, 0)
+        assert not set(rest.groups) & set(part.groups)
+
+
+# ----------------------------------------------------------------------- class names, whatever the source
+
+def make_class_folders(root: Path) -> Path:
+    """The cohort as Kermany-style folders in other spellings: ``Pneumonia/`` sorts before ``normal/``."""
+    touch(root, [f"{'Pneumonia' if y else 'normal'}/{i}.jpeg" for i, (_, _, y) in enumerate(COHORT)])
+    return root
+
+
+def make_isic(root: Path) -> Path:
+    rows = [[f"ISIC_{i:07d}", "malignant" if y else "benign", f"IL_{p:07d}"] for i, (p, _, y) in enumerate(COHORT)]
+    write_csv(root / "metadata.csv", ["isic_id", "benign_malignant", "lesion_id"], rows)
+    touch(root / "images", [f"{row[0]}.jpg" for row in rows])
+    return root
+
+
+@pytest.mark.parametrize("dataset, source, make", [
+    ("chestxray2", "nih", make_nih), ("chestxray2", "chexpert", make_chexpert),
+    ("fundoscopy", "kaggle-dr", make_kaggle_dr), ("fundoscopy", "aptos", make_aptos),
+    ("dermoscopy", "isic", make_isic), ("dermoscopy", "ham10000", make_ham10000),
+    ("pneumonia", "class-folders", make_class_folders),
+])
+def test_every_source_names_the_classes_as_the_task_does(tmp_path, dataset, source, make):
+    """Each layout's own labels (NIH's ``No Finding``, HAM10000's ``nv``, a folder ``Pneumonia``
+    that sorts first) become the task's names in the task's order, the positives still label 1."""
+    from medart.data import TASKS
+
+    splits = load_dataset(dataset, make(tmp_path), source=source, seed=0)
+    assert splits.classes == list(TASKS[dataset].classes)
+    assert all(getattr(splits, part).classes == splits.classes for part in PARTS)
+    positives = sum(int(getattr(splits, part).targets.sum()) for part in PARTS)
+    assert positives == sum(c[splits.classes[1]] for c in splits.counts().values()) == (30 if source == "kaggle-dr"
+                                                                                         else N_POSITIVE)
+
+
+def test_a_class_the_task_does_not_know_is_named(tmp_path):
+    make_class_folders(tmp_path)
+    touch(tmp_path, ["COVID-19/x.png", "COVID-19/y.png"])
+    with pytest.raises(DataError, match=r"class 'COVID-19' is not one of the task's classes \(normal, pneumonia\); "
+                                        "remove it or choose the dataset it belongs to"):
+        load_dataset("pneumonia", tmp_path, source="class-folders")
+    (tmp_path / "COVID-19").rename(tmp_path / "NORMAL")  # "normal" itself matches exactly: NORMAL is the extra one
+    with pytest.raises(DataError, match="class 'NORMAL' is not one of the task's classes"):
+        load_dataset("pneumonia", tmp_path, source="class-folders")
+    (tmp_path / "normal").rename(tmp_path / "Normal")  # no exact match, two ignoring case
+    with pytest.raises(DataError, match=r"2 classes named 'normal' among 'NORMAL', 'Normal', 'Pneumonia'; expected "
+                                        "exactly one"):
+        load_dataset("pneumonia", tmp_path, source="class-folders")
+
+
+def test_the_cli_names_the_lesion_that_makes_a_split_impossible(tracking_store, tmp_path):
+    from click.testing import CliRunner
+
+    from medart.cli import main
+
+    root = make_ham10000(tmp_path / "ham")
+    rows = list(csv.reader(open(root / "HAM10000_metadata.csv")))
+    for row in rows[1:]:
+        if row[2] == "mel":
+            row[0] = "HAM_0001234"  # every melanoma image now shows one lesion
+    write_csv(root / "HAM10000_metadata.csv", rows[0], rows[1:])
+    result = CliRunner().invoke(main, ["train", "--dataset", "dermoscopy", "--source", "ham10000", "--data-dir",
+                                       str(root), "--arch", "smallcnn", "--pretrained", "none", "--no-progress"])
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output and result.output.count("\n") == 1
+    assert result.output.startswith(
+        "Error: cannot make a train/test split by lesion_id: lesion_id 'HAM_0001234' holds all 32 'melanoma' images "
+        "(100.0 %)")
+    assert result.output.rstrip().endswith("or split per image with a source that names none (--source medmnist)")
 
 
 # ------------------------------------------------------------------------------------ medart datasets
@@ -327,3 +429,38 @@ def test_medart_datasets_lists_each_layout_with_its_columns_and_grouping():
         assert f"columns: {columns}" in block[1] and f"grouping: {grouping}" in block[2], block
     assert "sources: medmnist (chestmnist), nih, chexpert" in result.output
     assert "sources: medmnist (dermamnist), isic, ham10000" in result.output
+    assert "classes: benign naevus = nv, melanoma = mel" in result.output.split("\n  ham10000 ", 1)[1]
+
+
+@pytest.mark.slow
+def test_a_model_trained_on_ham10000_is_measured_on_dermamnist_under_the_same_names(tracking_store, tmp_path, write_npz):
+    """Trained from a HAM10000 tree (``dx`` codes nv/mel), evaluated on a DermaMNIST file: the model's
+    classes fit the file's task, and both runs log recall under the task's class names."""
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from medart.cli import main
+    from medart.models.sources import load_model
+    from medart.stages.target import ModelSource
+
+    root = make_ham10000(tmp_path / "ham")
+    rng = np.random.default_rng(0)
+    for path in root.glob("HAM10000_images_part_*/*.jpg"):  # real pixels this time: training decodes them
+        Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(path)
+    common = ["--dataset", "dermoscopy", "--max-eval", "16"]
+    result = CliRunner().invoke(main, ["train", *common, "--source", "ham10000", "--data-dir", str(root), "--arch",
+                                       "smallcnn", "--pretrained", "none", "--image-size", "28", "--max-train", "32",
+                                       "--epochs", "1", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "(recall: benign_naevus " in result.output
+    labels = {split: np.array([4, 5, 0] * n) for split, n in (("train", 8), ("val", 4), ("test", 12))}  # 4 mel, 5 nv
+    data = write_npz("dermamnist.npz", labels, channels=3).parent
+    result = CliRunner().invoke(main, ["evaluate", *common, "--model-uri", "models:/medart-dermoscopy/1", "--data-dir",
+                                       str(data)])
+    assert result.exit_code == 0, result.output
+    runs = {r.info.run_name.split("-")[0]: r for r in mlflow.search_runs(search_all_experiments=True, output_format="list")}
+    assert runs["train"].data.params["source"] == "ham10000" and runs["evaluate"].data.params["dataset"] == "dermoscopy"
+    for run in (runs["train"], runs["evaluate"]):
+        assert {k for k in run.data.metrics if k.startswith("test_recall_")} == {"test_recall_benign_naevus",
+                                                                                 "test_recall_melanoma"}
+    assert load_model(ModelSource("models:/medart-dermoscopy/1")).classes == ["benign naevus", "melanoma"]

@@ -9,7 +9,8 @@ from medart.cli import main
 
 @main.command()
 def datasets() -> None:
-    """List the named datasets, the sources each is read from, and what each layout reads and groups by."""
+    """List the named datasets, the sources each is read from, and what each layout reads, groups by and
+    calls each class."""
     from medart.data.sources import LAYOUTS
     from medart.data.tasks import MEDMNIST_GROUPING, TASKS
 
@@ -24,3 +25,5 @@ def datasets() -> None:
         click.echo(f"  {'':14s} columns: {layout.columns}")
         click.echo(f"  {'':14s} grouping: {layout.grouping}")
         click.echo(f"  {'':14s} official test split: {layout.official_test}")
+        if layout.labels:  # what each of the task's class names is called in these files
+            click.echo(f"  {'':14s} classes: " + ", ".join(f"{task} = {own}" for task, own in layout.labels.items()))

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -112,6 +112,34 @@ class MedicalImageDataset(Dataset):
 
     def subset(self, indices: Sequence[int] | np.ndarray) -> "Subset":
         return Subset(self, np.asarray(indices, dtype=np.int64))
+
+    def as_classes(self, classes: Sequence[str], own: Mapping[str, str], where: str) -> "MedicalImageDataset":
+        """Relabel to ``classes`` (a task's names, in the task's order); returns self.
+
+        ``own`` maps a task class to this dataset's name for it where the two differ (a layout's
+        ``labels``, e.g. ``benign naevus`` → HAM10000's ``nv``); other names match ignoring case
+        (Kermany's folder ``NORMAL`` is ``normal``). Every class of the dataset must be one of the
+        task's, and every task class found: else a :class:`DataError` naming the class.
+        """
+        found = []
+        for name in classes:
+            wanted = own.get(name, name)
+            match = [i for i, c in enumerate(self.classes) if c == wanted] or [
+                i for i, c in enumerate(self.classes) if c.casefold() == wanted.casefold()]
+            if len(match) != 1:
+                task_name = "" if wanted == name else f" (the task's {name!r})"
+                raise DataError(f"{where}: {len(match) or 'no'} classes named {wanted!r}{task_name} among "
+                                f"{', '.join(map(repr, self.classes))}; expected exactly one — check the labels, or "
+                                "choose the dataset that matches the files")
+            found.append(match[0])
+        extra = [c for i, c in enumerate(self.classes) if i not in found]
+        if extra:
+            raise DataError(f"{where}: class {extra[0]!r} is not one of the task's classes ({', '.join(classes)}); "
+                            "remove it or choose the dataset it belongs to")
+        remap = np.empty(len(self.classes), dtype=np.int64)
+        remap[found] = np.arange(len(found))
+        self.targets, self.classes = remap[self.targets], list(classes)
+        return self
 
     def grouped_by(self, grouping: str, groups: Sequence[str] | np.ndarray) -> "MedicalImageDataset":
         """Record that image ``i`` shows patient (or lesion) ``groups[i]``, read from ``grouping``; returns self."""

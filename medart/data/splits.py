@@ -57,15 +57,32 @@ def group_split(
     size, each with class proportions as near the whole's as whole groups allow. The smaller side
     is one fold, about ``1/k`` of the images (``fraction`` itself for 0.1, 0.2, 0.25, 0.5 …): the
     first, in fold order, that leaves every class on both sides.
+
+    Refused with a one-line :class:`DataError` naming the group, its class and its share of that
+    class's images, before any dealing, where one group holds more than ``1 - 1/(2k)`` of a
+    class's images (all of them, where the class has one group): whichever side it falls on, the
+    smaller side would hold more than the larger side's share of that class, or less than half its own.
     """
     targets, name = dataset.targets, dataset.grouping or "group"
-    _, groups = np.unique(dataset.groups, return_inverse=True)
-    n_groups, k = int(groups.max(initial=-1)) + 1, max(2, round(1 / min(fraction, 1 - fraction)))
+    ids, groups = np.unique(dataset.groups, return_inverse=True)
+    n_groups, k = len(ids), max(2, round(1 / min(fraction, 1 - fraction)))
     present = np.flatnonzero(np.bincount(targets, minlength=dataset.num_classes))
-    per_class = {dataset.classes[c]: len(np.unique(groups[targets == c])) for c in present}
-    if n_groups < k or min(per_class.values(), default=0) < 2:
-        raise DataError(f"cannot make a {what} by {name} into {k} folds of whole groups: {n_groups} groups, per class "
-                        f"{per_class}; every class needs images of at least 2 groups, and at least {k} groups in all")
+    largest = {c: _largest_group(targets, groups, c) for c in present}  # class → (group, its images, class's images)
+    worst = max(present, key=lambda c: largest[c][1] / largest[c][2], default=None)
+    if worst is not None and 2 * k * largest[worst][1] > (2 * k - 1) * largest[worst][2]:  # share > 1 - 1/(2k), exactly
+        g, n, total = largest[worst]
+        share = 100 * n / total
+        held = (f"holds all {total:,} {dataset.classes[worst]!r} images (100.0 %), and a class needs images of at "
+                f"least 2 {name} values to sit on both sides" if n == total else
+                f"holds {n:,} of the {total:,} {dataset.classes[worst]!r} images ({share:.1f} %), so the smaller "
+                f"side, asked for about {100 / k:.0f} % of them, would hold at least {share:.1f} % or at most "
+                f"{100 - share:.1f} %")
+        raise DataError(f"cannot make a {what} by {name}: {name} {str(ids[g])!r} {held}; remove or correct that "
+                        f"{name}'s rows, add {dataset.classes[worst]!r} images of other {name} values, or split per "
+                        "image with a source that names none (`source` medmnist)")
+    if n_groups < k:
+        raise DataError(f"cannot make a {what} by {name} into {k} folds of whole groups: only {n_groups} {name} "
+                        f"values in all; use more data or a larger fraction")
     splitter = StratifiedGroupKFold(k, shuffle=True, random_state=seed)
     with warnings.catch_warnings():  # "least populated class has fewer members than n_splits": checked below
         warnings.simplefilter("ignore", UserWarning)
@@ -79,8 +96,18 @@ def group_split(
         if all(np.isin(present, targets[side]).all() for side in (in_fold, ~in_fold)):
             small, large = np.flatnonzero(in_fold), np.flatnonzero(~in_fold)
             return (large, small) if fraction <= 0.5 else (small, large)
-    raise DataError(f"cannot make a {what} by {name} with every class on both sides (groups per class {per_class}); "
-                    "use more data or another `seed`")
+    per_class = {dataset.classes[c]: len(np.unique(groups[targets == c])) for c in present}
+    g, n, total = largest[worst]
+    raise DataError(f"cannot make a {what} by {name} with every class on both sides ({name} values per class "
+                    f"{per_class}; the largest {dataset.classes[worst]!r} one, {str(ids[g])!r}, holds {n:,} of its "
+                    f"{total:,} images); use more data or another `seed`")
+
+
+def _largest_group(targets: np.ndarray, groups: np.ndarray, c: int) -> tuple[int, int, int]:
+    """The group (index into the sorted ids) holding most images of class ``c``, how many, and the class's count."""
+    counts = np.bincount(groups[targets == c])
+    g = int(counts.argmax())
+    return g, int(counts[g]), int(counts.sum())
 
 
 def subsample(dataset: MedicalImageDataset, n: int | None, seed: int) -> MedicalImageDataset:

@@ -11,6 +11,9 @@
 | retinamnist, dermamnist | the files' own 5 / 7 classes  | itself          | — |
 
 ChestX-ray tasks keep only single-label images ("no finding" = all 14 labels zero), as the paper did.
+Whatever the source, the splits' classes are the task's names in the task's order (a layout's own
+labels, e.g. NIH's ``No Finding`` or HAM10000's ``nv``, are translated by its ``Layout.labels``),
+so a model trained on one source is measured on another under the same class and metric names.
 """
 
 from __future__ import annotations
@@ -86,11 +89,16 @@ class Task:
 
 
 _CXR = ("no finding", "pneumothorax", "mass", "nodule")
-_NIH = ("No Finding", "Pneumothorax", "Mass", "Nodule")
+_DERM = ("benign naevus", "melanoma")
+
+
+def _own(layout: str, classes: tuple[str, ...]) -> list[str]:
+    """The layout's own labels of a task's ``classes``, for the loaders that select rows by them."""
+    return [sources.LAYOUTS[layout].labels.get(name, name) for name in classes]
 
 
 def _nih(k: int) -> Loader:
-    return lambda root, image_size: sources.nih_chestxray14(root, classes=_NIH[:k], image_size=image_size)
+    return lambda root, image_size: sources.nih_chestxray14(root, _own("nih", _CXR[:k]), image_size)
 
 
 TASKS: dict[str, Task] = {
@@ -108,9 +116,9 @@ TASKS: dict[str, Task] = {
         Task("fundoscopy", ("non-referable", "referable"), "retinamnist", _referable_dr,
              {"kaggle-dr": sources.kaggle_dr, "aptos": sources.aptos},
              "fundus photographs, referable diabetic retinopathy (grade >= 2) vs rest"),
-        Task("dermoscopy", ("benign naevus", "melanoma"), "dermamnist", _melanoma_vs_naevus,
+        Task("dermoscopy", _DERM, "dermamnist", _melanoma_vs_naevus,
              {"isic": lambda root, image_size: sources.isic(root, image_size=image_size),
-              "ham10000": lambda root, image_size: sources.ham10000(root, ("nv", "mel"), image_size)},
+              "ham10000": lambda root, image_size: sources.ham10000(root, _own("ham10000", _DERM), image_size)},
              "dermoscopy, melanoma vs benign naevus"),
         Task("retinamnist", tuple(medmnist.CLASSES["retinamnist"]), "retinamnist", _identity, {},
              "RetinaMNIST's own 5 DR grades"),
@@ -202,19 +210,22 @@ def _load_layout(
     val_fraction: float,
     test_fraction: float,
 ) -> ProtocolSplits:
-    """``task`` read from layout ``source`` (``original``: the first it accepts). The train/test
-    split, where the layout has no official one, keeps each patient on one side as the later
-    splits do."""
+    """``task`` read from layout ``source`` (``original``: the first it accepts), its classes
+    renamed to the task's. The train/test split, where the layout has no official one, keeps
+    each patient on one side as the later splits do."""
     layout = next(iter(task.layouts)) if source == "original" else source
     root = resolve_data_dir(data_dir)
     if not root.is_dir():
         raise DataError(f"{root} is not a folder; point `data_dir` at the {task.name} dataset's root folder")
     train, test = task.layouts[layout](root, image_size)
+    described = sources.LAYOUTS[layout]
+    for part in (train, test):
+        if part is not None:
+            part.as_classes(task.classes, described.labels, f"{root} ({described.title})")
     official_test, dropped = test is not None, getattr(train, "dropped", 0)
     if test is None:
         train, test = stratified_split(train, test_fraction, seed, what="train/test split")
     # Why there is no grouping, which protocol_splits replaces with the grouping where the loader found ids.
-    described = sources.LAYOUTS[layout]
     none = described.grouping
     if not none.startswith("none:"):  # a layout whose files may or may not name patients (ISIC)
         none = f"none: this {described.title} file names no patient"

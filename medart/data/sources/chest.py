@@ -15,7 +15,8 @@ import os
 from pathlib import Path, PurePosixPath
 from typing import Sequence
 
-from medart.data.sources.files import ImageFileDataset, Layout, existing_dir, images_folder, read_csv
+from medart.data.sources.files import (ImageFileDataset, Layout, existing_dir, find_image, images_folder, read_csv,
+                                       strip_extension)
 from medart.errors import ConfigError, DataError
 
 # ------------------------------------------------------------------------------------------ NIH
@@ -27,6 +28,7 @@ NIH_LAYOUT = Layout(
     columns="Image Index, Finding Labels, Patient ID",
     grouping="Patient ID",
     official_test="test_list.txt if present (NIH's own patient-wise split), else none",
+    labels={"no finding": "No Finding", "pneumothorax": "Pneumothorax", "mass": "Mass", "nodule": "Nodule"},
 )
 
 
@@ -42,6 +44,9 @@ def nih_chestxray14(
     ``classes``; grouped by ``Patient ID``.
     Split by the official ``root/test_list.txt`` when present (everything else is train), else
     returns ``(all, None)``.
+
+    ``Image Index`` names a PNG with or without its ``.png`` (``.PNG`` files are found too), as
+    may ``test_list.txt``, independently of the CSV.
     """
     classes = list(classes)
     if len(classes) < 2 or len(set(classes)) != len(classes):
@@ -72,10 +77,10 @@ def nih_chestxray14(
             "check the spelling against the CSV (e.g. 'No Finding', 'Pneumothorax')"
         )
     test_list = root / "test_list.txt"
-    test_names = set(test_list.read_text().split()) if test_list.is_file() else None
+    test_names = {strip_extension(n) for n in test_list.read_text().split()} if test_list.is_file() else None
 
     def part(keep: list[int], where: Path, dropped: int = 0) -> ImageFileDataset:
-        paths = [image_dir / names[i] for i in keep]
+        paths = [find_image(root, image_dir, names[i], (".png",)) for i in keep]
         dataset = ImageFileDataset(root, paths, [labels[i] for i in keep], classes, image_size, where=str(where),
                                    dropped=dropped)
         return dataset.grouped_by(NIH_LAYOUT.grouping, [patients[i] for i in keep])
@@ -83,7 +88,7 @@ def nih_chestxray14(
     dropped = len(rows) - len(names)  # multi-label rows and other findings, counted with train
     if test_names is None:
         return part(list(range(len(names))), csv_path, dropped), None
-    in_test = [n in test_names for n in names]
+    in_test = [strip_extension(n) in test_names for n in names]
     return (part([i for i, t in enumerate(in_test) if not t], csv_path, dropped),
             part([i for i, t in enumerate(in_test) if t], test_list))
 
@@ -97,9 +102,10 @@ CHEXPERT_LAYOUT = Layout(
     columns="Path, Frontal/Lateral, No Finding, Pneumothorax",
     grouping="patient folder in Path",
     official_test="none (valid.csv is too small to split and is not read)",
+    labels={"no finding": "No Finding", "pneumothorax": "Pneumothorax"},
 )
 CHEXPERT_FOLDERS = ("CheXpert-v1.0-small", "CheXpert-v1.0")  # the downsampled and the full-size release
-CHEXPERT_CLASSES = ["No Finding", "Pneumothorax"]
+CHEXPERT_CLASSES = ["No Finding", "Pneumothorax"]  # the CSV's columns, and the loader's class names
 CHEXPERT_VALUES = {"1": 1, "1.0": 1, "0": 0, "0.0": 0, "-1": -1, "-1.0": -1, "": 0}  # blank: not mentioned
 
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import csv
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 from PIL import Image
@@ -32,6 +32,11 @@ class Layout:
 
     ``name`` is its ``source`` value; ``grouping`` says what keeps one patient's (or lesion's)
     images on one side of every split, or starts with ``"none:"`` where the files carry no id.
+    ``labels`` maps a task's class name to the layout's own label for it (NIH's ``No Finding`` for
+    ``no finding``, HAM10000's ``nv`` for ``benign naevus``); a name without an entry matches the
+    layout's ignoring case (a class folder ``NORMAL`` is ``normal``). It is the one place a
+    layout's labels are translated, so that every source of a task yields the task's class names
+    in the task's order (:meth:`~medart.data.base.MedicalImageDataset.as_classes`).
     """
 
     name: str
@@ -40,6 +45,7 @@ class Layout:
     columns: str
     grouping: str
     official_test: str
+    labels: Mapping[str, str] = field(default_factory=dict, compare=False)
 
 
 class ImageFileDataset(MedicalImageDataset):
@@ -144,9 +150,29 @@ def images_folder(root: Path) -> Path:
     return Path("images") if (root / "images").is_dir() else Path()
 
 
-def find_image(root: Path, stem: Path, extensions: Sequence[str]) -> Path:
-    """``<stem><ext>`` (relative to ``root``) for the first extension that exists, else the first one."""
-    for ext in extensions:
-        if os.path.exists(root / f"{stem}{ext}"):
-            return Path(f"{stem}{ext}")
-    return Path(f"{stem}{extensions[0]}")  # reported as missing by ImageFileDataset
+def strip_extension(image_id: str) -> str:
+    """``image_id`` without its image extension (``.jpg``, ``.PNG`` …: one of :data:`IMAGE_EXTENSIONS`,
+    any case), if it ends in one: ``ISIC_0024306.jpg`` → ``ISIC_0024306``; ``1.2.840`` stays."""
+    stem, suffix = os.path.splitext(image_id)
+    return stem if suffix.lower() in IMAGE_EXTENSIONS else image_id
+
+
+def image_names(image_id: str, extensions: Sequence[str]) -> list[str]:
+    """The file names the image a metadata file calls ``image_id`` may have, most likely first.
+
+    Metadata name an image with or without its extension (HAM10000's own CSV says
+    ``ISIC_0024306``, re-shared copies ``ISIC_0024306.jpg``), so an id that already ends in an
+    image extension is tried as written, then its stem with each of the layout's ``extensions``,
+    as given and in upper case (``.JPG``): never ``ISIC_0024306.jpg.jpg``.
+    """
+    stem = strip_extension(image_id)
+    names = [image_id] if stem != image_id else []
+    names += [stem + e for ext in extensions for e in (ext, ext.upper())]
+    return list(dict.fromkeys(names))
+
+
+def find_image(root: Path, folder: Path, image_id: str, extensions: Sequence[str]) -> Path:
+    """``folder / name`` (relative to ``root``) for the first of :func:`image_names` that exists,
+    else for the first name, which :class:`ImageFileDataset` then reports as missing."""
+    names = image_names(image_id, extensions)
+    return folder / next((n for n in names if os.path.exists(root / folder / n)), names[0])

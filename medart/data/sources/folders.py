@@ -12,7 +12,7 @@ FOLDERS_LAYOUT = Layout(
     name="class-folders",
     title="class folders",
     files="<class>/<image> or train/<class>/, test/<class>/",
-    columns="(folder names are the classes)",
+    columns="(folder names are the classes, matched to the task's ignoring case: NORMAL is normal)",
     grouping="none: class folders carry no patient id",
     official_test="train/ + test/ when both exist",
 )

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from medart.data.sources.files import ImageFileDataset, Layout, existing_dir, find_image, read_csv
+from medart.data.sources.files import ImageFileDataset, Layout, existing_dir, find_image, read_csv, strip_extension
 from medart.errors import DataError
 
 # ------------------------------------------------------------------------------------------ Kaggle DR
@@ -25,13 +25,16 @@ REFERABLE = ["non-referable", "referable"]
 
 
 def patient_of(image: str) -> str:
-    """``"10_left"`` → ``"10"``: both eyes of a patient share a number; other names stand alone."""
+    """``"10_left"`` (or ``"10_left.jpeg"``) → ``"10"``: both eyes of a patient share a number; other
+    names stand alone, without their extension."""
+    image = strip_extension(image)
     stem, _, eye = image.rpartition("_")
     return stem if stem and eye.lower() in ("left", "right") else image
 
 
 def kaggle_dr(root: str | os.PathLike, image_size: int | None = None) -> tuple[ImageFileDataset, None]:
-    """Kaggle Diabetic Retinopathy: ``root/trainLabels.csv`` (``image,level``), ``root/train/<image>.jpeg``.
+    """Kaggle Diabetic Retinopathy: ``root/trainLabels.csv`` (``image,level``), ``root/train/<image>.jpeg``
+    (``image`` with or without its extension; ``.jpg`` and ``.png`` files are found too).
 
     Label = referable DR (``level >= 2``); the two eyes of one patient are one group. The
     competition's test labels were never part of the download, so there is no official split:
@@ -48,7 +51,7 @@ def kaggle_dr(root: str | os.PathLike, image_size: int | None = None) -> tuple[I
         level, image = row["level"].strip(), row["image"].strip()
         if level not in ("0", "1", "2", "3", "4"):
             raise DataError(f"{csv_path} line {line}: level {level!r} is not a DR grade 0-4; fix that row")
-        paths.append(find_image(root, Path("train") / image, (".jpeg", ".jpg", ".png")))
+        paths.append(find_image(root, Path("train"), image, (".jpeg", ".jpg", ".png")))
         labels.append(int(int(level) >= 2))
         patients.append(patient_of(image))
     dataset = ImageFileDataset(root, paths, labels, REFERABLE, image_size, where=str(csv_path))
@@ -68,7 +71,8 @@ APTOS_LAYOUT = Layout(
 
 
 def aptos(root: str | os.PathLike, image_size: int | None = None) -> tuple[ImageFileDataset, None]:
-    """APTOS 2019: ``root/train.csv`` (``id_code,diagnosis``), images ``root/train_images/<id_code>.png``.
+    """APTOS 2019: ``root/train.csv`` (``id_code,diagnosis``), images ``root/train_images/<id_code>.png``
+    (``id_code`` with or without its extension; ``.jpg`` files are found too).
 
     Label = referable DR (``diagnosis >= 2``), as for Kaggle DR. The file names no patient, so
     splits are per image. The competition's ``test.csv`` has no labels: returns ``(all, None)``.
@@ -81,6 +85,6 @@ def aptos(root: str | os.PathLike, image_size: int | None = None) -> tuple[Image
         grade = row["diagnosis"].strip()
         if grade not in ("0", "1", "2", "3", "4"):
             raise DataError(f"{csv_path} line {line}: diagnosis {grade!r} is not a DR grade 0-4; fix that row")
-        paths.append(find_image(root, Path("train_images") / row["id_code"].strip(), (".png", ".jpg", ".jpeg")))
+        paths.append(find_image(root, Path("train_images"), row["id_code"].strip(), (".png", ".jpg", ".jpeg")))
         labels.append(int(int(grade) >= 2))
     return ImageFileDataset(root, paths, labels, REFERABLE, image_size, where=str(csv_path)), None

@@ -6,7 +6,8 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from medart.data.sources.files import ImageFileDataset, Layout, existing_dir, images_folder, read_csv
+from medart.data.sources.files import (ImageFileDataset, Layout, existing_dir, find_image, image_names, images_folder,
+                                       read_csv, strip_extension)
 from medart.errors import ConfigError, DataError
 
 # ------------------------------------------------------------------------------------------ ISIC
@@ -18,8 +19,12 @@ ISIC_LAYOUT = Layout(
     columns="isic_id | image_name | image; benign_malignant | target; patient_id | lesion_id if present",
     grouping="patient_id, else lesion_id, where the CSV has one; else none",
     official_test="none",
+    # benign_malignant is broader than dermoscopy's names: "benign" holds other benign lesions
+    # than naevi, "malignant" other cancers than melanoma (ISIC 2020's target: melanoma only)
+    labels={"benign naevus": "benign", "melanoma": "malignant"},
 )
 ISIC_GROUP_COLUMNS = ("patient_id", "lesion_id")  # a patient holds several lesions: the wider group first
+ISIC_EXTENSIONS = (".jpg", ".jpeg", ".png")  # the archive's JPEGs; .png: resized copies shared on Kaggle
 
 
 def isic(
@@ -28,7 +33,8 @@ def isic(
     image_size: int | None = None,
     label_column: str | None = None,
 ) -> tuple[ImageFileDataset, None]:
-    """ISIC archive: a metadata CSV and images ``<id>.jpg`` in ``root/images/`` (else ``root/``).
+    """ISIC archive: a metadata CSV and images ``<id>.jpg`` in ``root/images/`` (else ``root/``); the id
+    may carry its extension, and ``.JPG``, ``.jpeg`` and ``.png`` files are found too.
 
     Id column: the first of ``isic_id``, ``image_name``, ``image``. Label column: ``label_column``,
     else ``benign_malignant`` (benign/malignant, any case), else ``target`` (0/1, ISIC 2020). Rows
@@ -52,9 +58,9 @@ def isic(
         label = values.get(row[label_column].strip().lower())
         if label is not None:
             image = row[id_column].strip()
-            paths.append(image_dir / f"{image}.jpg")
+            paths.append(find_image(root, image_dir, image, ISIC_EXTENSIONS))
             labels.append(label)
-            groups.append((group_column and row[group_column].strip()) or f"image {image}")
+            groups.append((group_column and row[group_column].strip()) or f"image {strip_extension(image)}")
     dropped = len(rows) - len(labels)
     classes = ["benign", "malignant"]
     dataset = ImageFileDataset(root, paths, labels, classes, image_size, where=str(csv_path), dropped=dropped)
@@ -70,6 +76,7 @@ HAM10000_LAYOUT = Layout(
     columns="image_id, dx, lesion_id",
     grouping="lesion_id",
     official_test="none (the ISIC 2018 test images are not in this layout)",
+    labels={"benign naevus": "nv", "melanoma": "mel"},  # dx codes
 )
 DX = ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")  # the seven diagnoses in `dx`
 # The official archive unpacks to the two part folders; Kaggle's copy adds lower-case duplicates.
@@ -91,7 +98,8 @@ def _ham10000_images(root: Path) -> dict[str, Path]:
 def ham10000(
     root: str | os.PathLike, classes: Sequence[str] = ("nv", "mel"), image_size: int | None = None
 ) -> tuple[ImageFileDataset, None]:
-    """HAM10000: ``root/HAM10000_metadata.csv`` and ``<image_id>.jpg`` in the two part folders.
+    """HAM10000: ``root/HAM10000_metadata.csv`` and ``<image_id>.jpg`` in the two part folders
+    (``image_id`` with or without ``.jpg``; ``.JPG`` files are found too).
 
     Keeps the images whose ``dx`` is one of ``classes`` (codes from :data:`DX`; default naevus
     ``nv`` vs melanoma ``mel``, DermaMNIST's pair for ``dermoscopy``), label = position in
@@ -112,10 +120,11 @@ def ham10000(
         label = index.get(row["dx"].strip())
         if label is None:
             continue
-        name, lesion = f"{row['image_id'].strip()}.jpg", row[HAM10000_LAYOUT.grouping].strip()
+        names, lesion = image_names(row["image_id"].strip(), (".jpg",)), row[HAM10000_LAYOUT.grouping].strip()
         if not lesion:
             raise DataError(f"{csv_path} line {line}: empty lesion_id; fill it in or remove that row")
-        paths.append(folders.get(name, Path(HAM10000_FOLDERS[0])) / name)  # a missing image is reported by the dataset
+        name = next((n for n in names if n in folders), names[0])  # a missing image is reported by the dataset
+        paths.append(folders.get(name, Path(HAM10000_FOLDERS[0])) / name)
         labels.append(label)
         lesions.append(lesion)
     found = set(labels)
