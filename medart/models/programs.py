@@ -25,6 +25,7 @@ from typing import Iterator
 
 import torch
 from torch import nn
+from torch.utils import _pytree as pytree  # torch's own walk over nested outputs
 
 from medart.errors import ModelError
 from medart.models.adapter import Layout
@@ -107,11 +108,24 @@ def from_torchscript(module: torch.jit.ScriptModule, example: torch.Tensor) -> t
     graph.lint()
     network.recompile()
     with torch.no_grad():
-        same = torch.allclose(network.eval()(example), module(example), rtol=1e-4, atol=1e-5)
+        same = _same_outputs(network.eval()(example), module(example))
     if not same:
-        raise ModelError("the TorchScript model converted for feature taps computes other logits than the script; "
+        raise ModelError("the TorchScript model converted for feature taps computes other outputs than the script; "
                          "export the network with torch.export or give its weights and a model card instead")
     return network, Layout(taps=taps, linears=tuple(linears), penultimate=penultimate)
+
+
+def _same_outputs(ours, theirs) -> bool:
+    """Whether two outputs hold the same values (tensors to float tolerance) in the same order: a
+    tensor, or a dict, tuple or list of them (the converted program returns immutable copies)."""
+    ours, theirs = pytree.tree_leaves(ours), pytree.tree_leaves(theirs)
+    return len(ours) == len(theirs) and all(_same(a, b) for a, b in zip(ours, theirs))
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
+        return a.shape == b.shape and torch.allclose(a, b, rtol=1e-4, atol=1e-5)
+    return not isinstance(a, torch.Tensor) and not isinstance(b, torch.Tensor) and a == b
 
 
 @contextlib.contextmanager
