@@ -119,13 +119,14 @@ class Layout:
     """How to read a network that is not an ordinary module tree (a reloaded graph program).
 
     ``taps``: tap name → the module whose output it is (default: the network's named modules);
-    ``linears``: names of its linear layers (default: its ``nn.Linear`` modules); ``penultimate``:
-    a module whose output is the penultimate features (default: the input of the last linear
-    layer run); ``fixed_batch``: 1 when the program was exported for single images only."""
+    ``linears``: names of its linear layers, in the order the program runs them (default: its
+    ``nn.Linear`` modules); ``inputs``: linear layer name → a module whose output is that layer's
+    input (default: a pre-hook on the ``nn.Linear`` itself); ``fixed_batch``: 1 when the program
+    was exported for single images only."""
 
     taps: Mapping[str, nn.Module] | None = None
     linears: tuple[str, ...] | None = None
-    penultimate: nn.Module | None = None
+    inputs: Mapping[str, nn.Module] | None = None
     fixed_batch: int | None = None
 
 
@@ -182,16 +183,15 @@ def _describe(out: Any) -> tuple[str, dict[str, Any]]:
     """What a network returned, in words (``a dict with keys 'logits', 'aux'``), and its entries by
     the ``output_key`` that picks each: dict keys, sequence indices, tensor attributes."""
     kind = _COLLECTIONS.get(type(out).__name__, type(out).__name__)
+    kind = f"{'an' if kind[0].lower() in 'aeiou' else 'a'} {kind}"
     if isinstance(out, Mapping):
         entries = {str(k): v for k, v in out.items()}
-        return f"a {kind} with keys {', '.join(repr(k) for k in entries)}", entries
+        return f"{kind} with keys {', '.join(repr(k) for k in entries)}", entries
     if isinstance(out, (tuple, list)):
         items = ", ".join(f"tensor {tuple(v.shape)}" if isinstance(v, torch.Tensor) else type(v).__name__ for v in out)
-        return f"a {kind} of {len(out)} items ({items})", {str(i): v for i, v in enumerate(out)}
+        return f"{kind} of {len(out)} items ({items})", {str(i): v for i, v in enumerate(out)}
     entries = {k: v for k, v in vars(out).items() if isinstance(v, torch.Tensor)} if hasattr(out, "__dict__") else {}
-    if isinstance(getattr(type(out), "logits", None), property):
-        entries.setdefault("logits", out.logits)
-    return f"a {kind}" + (f" with tensor attributes {', '.join(entries)}" if entries else ""), entries
+    return kind + (f" with tensor attributes {', '.join(entries)}" if entries else ""), entries
 
 
 def output_picker(out: Any, key: str | None, what: str) -> Callable[[Any], torch.Tensor] | None:
@@ -268,9 +268,10 @@ class AdaptedClassifier(nn.Module):
             "penultimate": penultimate, "output_key": output_key, "fixed_batch": layout.fixed_batch}
         side = contract.size or PROBE_SIDE
         probe = torch.full((2, 3, side, side), 0.5)
-        self._probed, raw = self._probe(probe)
+        raw, linear_outputs, finished = self._probe(probe)
         self._pick: Callable[[Any], torch.Tensor] | None = None
         self._check_output(probe, raw)
+        self._probed = _Probed.of(self._logits(raw), linear_outputs, finished, self._weighted(finished))
         self._routed = self._route_penultimate()
 
     # -- medart's model interface -------------------------------------------------------------
@@ -349,16 +350,16 @@ class AdaptedClassifier(nn.Module):
 
     def _route_penultimate(self) -> bool:
         """Hook the penultimate features through ``self.dfeat``: the output of the named
-        `penultimate` layer, else of the graph program's tap before its last linear layer, else the
-        input of the last ``nn.Linear`` the probe batch ran. ``False`` when there is none: only
-        asking for ``dfeat`` is then an error (attacks and evaluation never ask)."""
-        named = self.config["penultimate"]
+        `penultimate` layer, else the input of the linear layer computing the logits (see
+        :class:`_Probed`). ``False`` when there is none: only asking for ``dfeat`` is then an error
+        (attacks and evaluation never ask)."""
+        named, linear = self.config["penultimate"], self._probed.linear
         if named is not None:
             module, where = self._taps[named], "output"
-        elif self._layout.penultimate is not None:
-            module, where = self._layout.penultimate, "output"
-        elif self._probed.linear is not None:
-            module, where = dict(self.network.named_modules())[self._probed.linear], "input"
+        elif linear is not None and self._layout.inputs is not None:
+            module, where = self._layout.inputs[linear], "output"
+        elif linear is not None:
+            module, where = dict(self.network.named_modules())[linear], "input"
         else:
             return False
         hook = _Through(self.dfeat)
@@ -370,21 +371,25 @@ class AdaptedClassifier(nn.Module):
         when a `penultimate` layer was named: that layer keeps its stage)."""
         if self.config["penultimate"] is not None:
             return None
-        if self._layout.penultimate is not None:
-            return (self._layout.linears or [None])[-1]
         return self._probed.linear or self._probed.last_weighted
 
-    def _probe(self, probe: torch.Tensor) -> tuple["_Probed", Any]:
+    def _probe(self, probe: torch.Tensor) -> tuple[Any, dict[str, torch.Tensor], list[str]]:
         """Run ``probe`` through the network once (one image of it for a program exported for
-        single images), recording the linear layers it enters and the order in which the taps
-        finish; returns that and what the network returned."""
-        linears = self._layout.linears
+        single images): what the network returned, the output of each linear layer (in the order
+        they finished) and the taps in the order they finished."""
+        graph = self._layout.taps is not None  # a graph program: a linear layer's output is its tap's
         named = dict(self.network.named_modules())
-        names = [n for n in linears if n in named] if linears is not None else [
+        linears = self._layout.linears if self._layout.linears is not None else [
             n for n, m in named.items() if isinstance(m, nn.Linear)]
-        entered: list[str] = []
+        modules = {n: self._taps[n] if graph else named[n] for n in linears if n in (self._taps if graph else named)}
+        outputs: dict[str, torch.Tensor] = {}
         finished: list[str] = []
-        handles = [named[n].register_forward_pre_hook(lambda *_a, n=n: entered.append(n)) for n in names]
+
+        def linear_done(name: str, out: torch.Tensor) -> None:
+            outputs.pop(name, None)  # a layer run twice counts where it ran last
+            outputs[name] = out
+
+        handles = [m.register_forward_hook(lambda _m, _a, out, n=n: linear_done(n, out)) for n, m in modules.items()]
         handles += [m.register_forward_hook(lambda *_a, n=n: finished.append(n)) for n, m in self._taps.items()]
         try:
             with torch.no_grad():
@@ -394,9 +399,12 @@ class AdaptedClassifier(nn.Module):
         finally:
             for handle in handles:
                 handle.remove()
-        graph = self._layout.taps is not None  # a graph program's taps are its weighted layers
-        weighted = [n for n in finished if graph or any(True for _ in self._taps[n].parameters(recurse=False))]
-        return _Probed(entered[-1] if entered else None, weighted[-1] if weighted else None, tuple(finished)), raw
+        return raw, outputs, finished
+
+    def _weighted(self, finished: Sequence[str]) -> list[str]:
+        """The taps of ``finished`` that are layers with weights (a graph program's taps all are)."""
+        graph = self._layout.taps is not None
+        return [n for n in finished if graph or any(True for _ in self._taps[n].parameters(recurse=False))]
 
     def _no_penultimate(self) -> ModelError:
         """No linear layer: suggest the layers that finish last before the classifier's stage starts."""
@@ -441,9 +449,18 @@ class AdaptedClassifier(nn.Module):
 
 @dataclass(frozen=True)
 class _Probed:
-    """What the probe batch ran: the last linear layer it entered, the last weighted layer (or
-    graph tap) that finished, and every tap in the order it finished."""
+    """What the probe batch ran: the linear layer computing the logits, the last weighted layer
+    (or graph tap) that finished, and every tap in the order it finished."""
 
     linear: str | None
     last_weighted: str | None
     finished: tuple[str, ...]
+
+    @classmethod
+    def of(cls, logits: torch.Tensor, linear_outputs: Mapping[str, torch.Tensor], finished: Sequence[str],
+           weighted: Sequence[str]) -> "_Probed":
+        """The linear layer whose output *is* the ``logits`` tensor, else the last one to finish:
+        with several heads (a dict or tuple output), the logits' own head, not the last one run."""
+        last = list(linear_outputs)[-1] if linear_outputs else None
+        linear = next((n for n, out in reversed(linear_outputs.items()) if out is logits), last)
+        return cls(linear, weighted[-1] if weighted else None, tuple(finished))

@@ -94,14 +94,14 @@ def from_torchscript(module: torch.jit.ScriptModule, example: torch.Tensor) -> t
     network = torch.fx.GraphModule(flat, graph)  # a plain GraphModule: .eval()/.train() work
     taps: dict[str, nn.Module] = {}
     linears: list[str] = []
-    penultimate = None
+    inputs: dict[str, nn.Module] = {}
     for index, node in enumerate(list(graph.nodes)):
         owner = _owner(node)
         if _is(node, "dropout"):
             _replace(network, node, nn.Dropout(float(node.args[1])), f"dropout_{index}")
         elif owner is not None:
             if _is(node, "linear"):
-                penultimate = _tap_before(network, node, f"{owner}.input")
+                inputs[owner] = _tap_before(network, node, f"{owner}.input")
                 linears.append(owner)
             out = next((u for u in node.users if u.target is operator.getitem and u.args[1] == 0), node)
             taps[owner] = _tap_after(network, out, owner)
@@ -112,7 +112,7 @@ def from_torchscript(module: torch.jit.ScriptModule, example: torch.Tensor) -> t
     if not same:
         raise ModelError("the TorchScript model converted for feature taps computes other outputs than the script; "
                          "export the network with torch.export or give its weights and a model card instead")
-    return network, Layout(taps=taps, linears=tuple(linears), penultimate=penultimate)
+    return network, Layout(taps=taps, linears=tuple(linears), inputs=inputs)
 
 
 def _same_outputs(ours, theirs) -> bool:
