@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-import itertools
 import operator
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence
