@@ -1,11 +1,14 @@
 """Bring your own model: networks logged with plain MLflow / torch calls (not medart's), attacked,
 detected and evaluated through medart on the real chest X-ray file; trust rules; ε in pixels;
-ART-native equality; one-line errors for what medart cannot use."""
+ART-native equality; one-line errors for what medart cannot use; models returning a dict, tuple
+or object (``output_key``); networks without a linear layer (penultimate features asked for only
+by the stages that read them)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Dict, Tuple
 
 import mlflow
 import numpy as np
@@ -80,6 +83,57 @@ class Planted(nn.Module):
     def __setstate__(self, state) -> None:
         Path(state["marker"]).write_text("payload ran")
         super().__setstate__(state)
+
+
+class TwoHeads(nn.Module):
+    """A small classifier of 28-px images with an auxiliary head, returning both heads' outputs in a dict."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                                  nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten())
+        self.head = nn.Sequential(nn.Linear(784, 16), nn.ReLU(), nn.Linear(16, 2))
+        self.aux = nn.Linear(784, 2)
+
+    def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+        z = self.body(x)
+        return {"logits": self.head(z), "aux": self.aux(z)}
+
+
+class TwoHeadsTuple(TwoHeads):
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        z = self.body(x)
+        return self.head(z), self.aux(z)
+
+
+class TwoHeadsPlain(TwoHeads):
+    """The same weights, returning the logits tensor itself."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
+
+
+class Output:
+    """What a HuggingFace-style model returns: an object with a ``logits`` attribute."""
+
+    def __init__(self, logits: torch.Tensor, hidden: torch.Tensor) -> None:
+        self.logits, self.hidden = logits, hidden
+
+
+class TwoHeadsObject(TwoHeads):
+    def forward(self, x: torch.Tensor) -> Output:
+        z = self.body(x)
+        return Output(self.head(z), z)
+
+
+def _two_heads(x: torch.Tensor, y: torch.Tensor) -> dict[str, nn.Module]:
+    """One trained network in each output form, all with the same weights."""
+    torch.manual_seed(0)
+    plain = _trained(TwoHeadsPlain(), x, y, steps=60)
+    forms = {"plain": plain, "dict": TwoHeads(), "tuple": TwoHeadsTuple(), "object": TwoHeadsObject()}
+    for network in forms.values():
+        network.load_state_dict(plain.state_dict())
+    return {name: network.eval() for name, network in forms.items()}
 
 
 def _images(shared_data: Path, side: int = 28, n: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
@@ -342,3 +396,173 @@ def test_weights_file_and_card_of_a_timm_network(tracking_store, shared_data, tm
     assert target.model.stage_taps()[-1] == "layer4" and "fc" not in target.model.stage_taps()
     out = attack(target, make_spec("fgsm", EPS), RUN)
     assert out.metrics["linf_max"] <= EPS + 1e-6 and out.metrics["n"] == 8
+
+
+def test_dict_tuple_and_object_outputs_are_picked_with_output_key_or_refused_in_one_line(shared_data, tmp_path):
+    from medart.attacks import cache
+    from medart.models.cards import ModelCard
+    from medart.models.sources import load_model
+
+    x, y = _images(shared_data, n=128)
+    forms = _two_heads(x, y)
+    x, y = x[:16], y[:16]
+    torch.jit.script(forms["dict"]).save(str(tmp_path / "two-heads.pt"))  # before an adapter hooks its layers
+    contract = InputContract(size=28)
+    plain = AdaptedClassifier(forms["plain"], ["normal", "pneumonia"], contract)
+    errors = []
+    for form, key, says in (("dict", "logits", "a dict with keys 'logits', 'aux' instead of a logits tensor"),
+                            ("tuple", "0", r"a tuple of 2 items \(tensor \(2, 2\), tensor \(2, 2\)\) instead of a logits tensor"),
+                            ("object", "logits", "an Output with tensor attributes logits, hidden instead of a logits tensor")):
+        with pytest.raises(ModelError, match=f"returns {says}; pick one with `output_key`={key}$") as e:
+            AdaptedClassifier(forms[form], contract=contract)
+        errors.append(e.value)
+        model = AdaptedClassifier(forms[form], ["normal", "pneumonia"], contract, output_key=key)
+        assert model.config["output_key"] == key
+        assert torch.equal(model(x), plain(x))  # the logits tensor, wherever the model is called
+        taps, plain_taps = (m.features(x[:4], ["dfeat", "logits"]) for m in (model, plain))
+        assert torch.equal(taps["logits"], plain_taps["logits"])
+        assert torch.equal(taps["dfeat"], plain_taps["dfeat"]) and taps["dfeat"].shape == (4, 16)  # the logits' head's input
+        for backend in ("art", "torchattacks"):
+            spec = make_spec("bim", EPS)
+            ours, theirs = (make_attack(m, spec, 2, backend, 16, "cpu").generate(x, y) for m in (model, plain))
+            assert torch.equal(ours, theirs), (form, backend)
+        # the same weights read at another output are another model: the attack cache tells them apart
+        assert cache.weights_digest(model) != cache.weights_digest(plain)
+    other = AdaptedClassifier(forms["dict"], ["normal", "pneumonia"], contract, output_key="aux")
+    assert cache.weights_digest(other) != cache.weights_digest(AdaptedClassifier(forms["dict"], contract=contract, output_key="logits"))
+    for network, key, says in ((forms["dict"], "logit", "which has no 'logit'; `output_key` must be one of logits, aux"),
+                               (forms["tuple"], "2", "which has no '2'; `output_key` must be an index from 0 to 1"),
+                               (forms["object"], "scores", "which has no 'scores'; `output_key` must be one of logits, hidden"),
+                               (forms["plain"], "logits", "returns a tensor, which needs no `output_key`; drop `output_key`=logits")):
+        with pytest.raises(ModelError, match=says) as e:
+            AdaptedClassifier(network, contract=contract, output_key=key)
+        errors.append(e.value)
+
+    # a TorchScript file, its key from the card or the option (a contradiction is an error)
+    card = tmp_path / "card.json"
+    card.write_text(json.dumps({"weights": "two-heads.pt", "input": {"size": 28}, "output_key": "logits"}))
+    scripted = load_model(ModelSource(str(card)))
+    assert torch.allclose(scripted(x), plain(x), atol=1e-5)
+    assert torch.allclose(scripted.features(x, ["dfeat"])["dfeat"], plain.features(x, ["dfeat"])["dfeat"], atol=1e-5)
+    assert torch.allclose(load_model(ModelSource(str(tmp_path / "two-heads.pt"), output_key="logits"), 28)(x), plain(x), atol=1e-5)
+    with pytest.raises(ConfigError, match="declares output_key 'logits', but `output_key` gives 'aux'; drop `output_key`") as e:
+        load_model(ModelSource(str(card), output_key="aux"))
+    errors.append(e.value)
+    assert ModelCard.from_dict({"output_key": 0}, "card").output_key == "0" and ModelSource(output_key=0).output_key == "0"
+    with pytest.raises(ConfigError, match="`output_key` must be the logits' key, attribute or index"):
+        ModelCard.from_dict({"output_key": ["logits"]}, "card")
+    assert all("\n" not in str(error) for error in errors)
+
+
+def test_a_torchscript_dict_model_is_one_line_and_exit_2_from_medart_attack(tracking_store, shared_data, tmp_path):
+    from medart.cli import main
+
+    x, y = _images(shared_data, n=16)
+    torch.jit.script(_two_heads(x, y)["dict"]).save(str(tmp_path / "two-heads.pt"))
+    done = CliRunner().invoke(main, ["attack", "--model-uri", str(tmp_path / "two-heads.pt"), "--attack", "fgsm",
+                                     "--data-dir", str(shared_data), "--max-examples", "8", "--no-progress"])
+    assert done.exit_code == 2 and "Traceback" not in done.output, done.output
+    errors = [line for line in done.output.splitlines() if line.startswith("Error:")]
+    assert errors == ["Error: torchscript TwoHeads returns a dict with keys 'logits', 'aux' instead of a logits tensor; "
+                      "pick one with --output-key=logits"], done.output
+    assert not mlflow.search_runs(search_all_experiments=True, output_format="list")  # refused before any run
+
+
+@pytest.mark.slow
+def test_torchscript_dict_and_tuple_models_attacked_with_output_key_as_the_plain_model(tracking_store, shared_data, tmp_path):
+    from medart.cli import main
+
+    forms = _two_heads(*_images(shared_data, n=128))
+    printed = {}
+    for form, key in (("plain", None), ("dict", "logits"), ("tuple", "0")):
+        torch.jit.script(forms[form]).save(str(tmp_path / f"{form}.pt"))
+        done = CliRunner().invoke(main, ["attack", "--model-uri", str(tmp_path / f"{form}.pt"), "--attack", "bim",
+                                         "--eps", "4/255", "--data-dir", str(shared_data), "--max-examples", "16",
+                                         "--no-progress", *(["--output-key", key] if key else [])])
+        assert done.exit_code == 0, done.output
+        lines = [line for line in done.output.splitlines() if line.startswith(("run ", "accuracy "))]
+        assert "from cache" not in lines[0] and "on 16 images" in lines[0], done.output  # each attacked afresh
+        printed[form] = lines[1]
+        run = mlflow.get_run(lines[0].split()[1].rstrip(":"))
+        if key:
+            assert torch.equal(*(torch.from_numpy(np.load(mlflow.artifacts.download_artifacts(
+                run_id=r, artifact_path="adversarial/adv_test.npz", dst_path=str(tmp_path / f"{r}-{form}")))["delta"]
+                .astype(np.float32)) for r in (run.info.run_id, plain_run)))  # the same examples as the plain model's
+        else:
+            plain_run = run.info.run_id
+    assert printed["dict"] == printed["tuple"] == printed["plain"], printed
+    assert " -> " in printed["plain"]
+
+
+@pytest.mark.slow
+def test_a_dict_model_logged_as_pt2_is_adapted_with_output_key(tracking_store, shared_data):
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
+    from medart.models.sources import load_model
+
+    x, y = _images(shared_data, n=128)
+    forms = _two_heads(x, y)
+    signature = ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 3, 28, 28))]))  # MLflow infers none for a dict
+    with mlflow.start_run():
+        info = mlflow.pytorch.log_model(forms["dict"], name="model", signature=signature, input_example=x[:2].numpy(),
+                                        pip_requirements=["torch"])
+    with pytest.raises(ModelError, match="pt2 program returns a dict with keys 'logits', 'aux' instead of a logits tensor; "
+                                         "pick one with `output_key`=logits$"):
+        load_model(ModelSource(info.model_uri))
+    model = load_model(ModelSource(info.model_uri, output_key="logits"))
+    plain = AdaptedClassifier(forms["plain"], contract=InputContract(size=28))
+    assert torch.allclose(model(x[:16]), plain(x[:16]), atol=1e-5)
+    assert torch.allclose(model.features(x[:16], ["dfeat"])["dfeat"], plain.features(x[:16], ["dfeat"])["dfeat"], atol=1e-5)
+
+
+def test_a_network_without_a_linear_layer_loads_and_dfeat_suggests_layers_before_its_classifier(tracking_store, shared_data, tmp_path):
+    from medart.cli import main
+
+    torch.manual_seed(0)
+    network = torchvision.models.squeezenet1_1(num_classes=2).eval()  # its classifier is a 1x1 convolution
+    model = AdaptedClassifier(network, ["normal", "pneumonia"], InputContract(size=28), name="squeezenet1_1")
+    x = torch.rand(4, 3, 28, 28)
+    assert model(x).shape == (4, 2) and model.stage_taps() == ["features"]  # the classifier's stage is not a stage
+    says = (r"squeezenet1_1 runs no nn.Linear layer, so its penultimate features \(dfeat\) cannot be found; name the layer "
+            r"whose output they are with `penultimate`, e\.g\. features, features\.12, features\.12\.expand3x3_activation "
+            r"\(what feeds 'classifier', which computes the logits\)$")
+    with pytest.raises(ModelError, match=says):
+        model.features(x, ["dfeat"])
+    for name in ("kd", "dfeat", "lid", "mahalanobis"):  # the detectors ask when their settings are checked
+        with pytest.raises(ModelError, match=says):
+            make_detector(name, model).set_params()
+    with pytest.raises(ModelError, match=says):
+        make_detector("art_binary", model)
+    named = AdaptedClassifier(network, ["normal", "pneumonia"], InputContract(size=28), penultimate="features")
+    assert torch.equal(named.features(x, ["dfeat"])["dfeat"], network.features(x))
+    make_detector("kd", named).set_params()
+
+    # from the command line: detect refuses before its first attack, nothing logged
+    torch.save(network.state_dict(), tmp_path / "squeezenet.pt")
+    card = tmp_path / "card.json"
+    card.write_text(json.dumps({"architecture": "squeezenet1_1", "weights": "squeezenet.pt", "input": {"size": 28}}))
+    done = CliRunner().invoke(main, ["detect", "--model-uri", str(card), "--attacks", "fgsm", "--detectors", "kd",
+                                     "--data-dir", str(shared_data), "--max-examples", "8", "--reference-size", "8",
+                                     "--no-progress"])
+    assert done.exit_code == 2 and "Traceback" not in done.output, done.output
+    errors = [line for line in done.output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and "with --penultimate, e.g. features, features.12" in errors[0], done.output
+    assert not mlflow.search_runs(search_all_experiments=True, output_format="list")
+
+
+@pytest.mark.slow
+def test_attack_evaluate_and_sweep_of_a_network_without_a_linear_layer_need_no_penultimate(tracking_store, shared_data, tmp_path):
+    from medart.cli import main
+
+    torch.manual_seed(0)
+    torch.save(torchvision.models.squeezenet1_1(num_classes=2).state_dict(), tmp_path / "squeezenet.pt")
+    card = tmp_path / "card.json"
+    card.write_text(json.dumps({"architecture": "squeezenet1_1", "weights": "squeezenet.pt", "input": {"size": 28}}))
+    common = ["--model-uri", str(card), "--data-dir", str(shared_data), "--no-progress"]
+    for command in (["attack", "--attack", "pgd", "--max-examples", "8"], ["evaluate", "--attacks", "fgsm", "--max-eval", "8"],
+                    ["sweep", "--attacks", "fgsm", "--eps", "1/255,2/255", "--max-examples", "8"]):
+        done = CliRunner().invoke(main, [*command, *common])
+        assert done.exit_code == 0, (command[0], done.output)
+    runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    assert runs and all(r.info.status == "FINISHED" for r in runs)

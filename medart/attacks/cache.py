@@ -26,10 +26,15 @@ ARTIFACT_DIR = "adversarial"
 
 
 def weights_digest(model: torch.nn.Module) -> str:
+    """A hash of ``model``'s tensors and, for a network whose logits are one of several outputs,
+    of which one (``config["output_key"]``): the same weights read at another output are another model."""
     h = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
         h.update(name.encode())
         h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    key = getattr(model, "config", {}).get("output_key")
+    if key is not None:  # absent otherwise, so that the digests of earlier runs (and their caches) still match
+        h.update(f"output_key={key}".encode())
     return h.hexdigest()
 
 

@@ -121,7 +121,11 @@ model_options = stack(
     click.option("--classes", default=None,
                  help="Comma-separated class names in logit order. Default: its card's, else the dataset's when the counts agree."),
     click.option("--penultimate", default=None,
-                 help="Layer whose output are the penultimate features (dfeat). Default: the input of its last linear layer."),
+                 help="Layer whose output are the penultimate features (dfeat), which only the detectors and analyses "
+                      "read. Default: the input of its last linear layer."),
+    click.option("--output-key", default=None, metavar="KEY|INDEX",
+                 help="For a model returning a dict, tuple/list or object (e.g. a HuggingFace output) instead of a "
+                      "logits tensor: the key, index or attribute holding the logits. Default: its card's, else none."),
     click.option("--trusted-pickle", is_flag=True,
                  help="Allow a model that must be unpickled (an MLflow pickle-format model; for pipeline also a "
                       "--pretrained file): unpickling runs code it carries, so only for models you trust."),

@@ -7,7 +7,7 @@ import torch
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.svm import SVC
 
-from medart.detectors.activations import activations
+from medart.detectors.activations import activations, resolve_layers
 from medart.detectors.base import FeatureDetector
 from medart.errors import ConfigError
 
@@ -27,6 +27,7 @@ class DeepFeatures(FeatureDetector):
         self.layer, self.n_estimators = layer, n_estimators
 
     def _check_params(self) -> None:
+        resolve_layers(self.model, [self.layer])
         if self.n_estimators < 1:
             raise ConfigError(f"n_estimators must be >= 1, got {self.n_estimators}")
 
@@ -53,6 +54,7 @@ class QuantizedFeatures(DeepFeatures):
         self.levels, self.C = levels, C
 
     def _check_params(self) -> None:
+        resolve_layers(self.model, [self.layer])
         if self.levels not in (2, 3):
             raise ConfigError(f"QFeat levels must be 2 (binary) or 3 (ternary), got {self.levels}")
         if not self.C > 0:

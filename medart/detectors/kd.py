@@ -16,7 +16,7 @@ import torch
 from sklearn.linear_model import LogisticRegression
 
 from medart.detectors.base import FeatureDetector, as_tensor
-from medart.detectors.activations import activations
+from medart.detectors.activations import activations, resolve_layers
 from medart.detectors.distances import squared_distances
 from medart.errors import ConfigError, DataError
 
@@ -87,6 +87,7 @@ class KernelDensity(FeatureDetector):
         self.bandwidth, self.layer, self.reference, self.standardize = bandwidth, layer, reference, standardize
 
     def _check_params(self) -> None:
+        resolve_layers(self.model, [self.layer])
         if self.bandwidth != "auto" and not (isinstance(self.bandwidth, (int, float)) and self.bandwidth > 0):
             raise ConfigError(f"KD bandwidth must be > 0 or 'auto', got {self.bandwidth!r}")
         if self.reference not in REFERENCES:

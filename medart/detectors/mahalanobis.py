@@ -7,7 +7,7 @@ import torch
 from sklearn.covariance import LedoitWolf
 from sklearn.linear_model import LogisticRegression
 
-from medart.detectors.activations import activations
+from medart.detectors.activations import activations, resolve_layers
 from medart.detectors.base import FeatureDetector, as_tensor
 from medart.errors import DataError
 
@@ -25,6 +25,9 @@ class Mahalanobis(FeatureDetector):
     def __init__(self, model, layer: str = "dfeat", **kwargs) -> None:
         super().__init__(model, **kwargs)
         self.layer = layer
+
+    def _check_params(self) -> None:
+        resolve_layers(self.model, [self.layer])
 
     def _classifier(self):
         return LogisticRegression(random_state=self.random_state)

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import operator
 from dataclasses import asdict, dataclass
-from typing import Any, Iterator, Mapping, Protocol, Sequence
+from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence
 
 import torch
 from torch import nn
@@ -117,13 +118,14 @@ class Layout:
     """How to read a network that is not an ordinary module tree (a reloaded graph program).
 
     ``taps``: tap name → the module whose output it is (default: the network's named modules);
-    ``linears``: names of its linear layers (default: its ``nn.Linear`` modules); ``penultimate``:
-    a module whose output is the penultimate features (default: the input of the last linear
-    layer run); ``fixed_batch``: 1 when the program was exported for single images only."""
+    ``linears``: names of its linear layers, in the order the program runs them (default: its
+    ``nn.Linear`` modules); ``inputs``: linear layer name → a module whose output is that layer's
+    input (default: a pre-hook on the ``nn.Linear`` itself); ``fixed_batch``: 1 when the program
+    was exported for single images only."""
 
     taps: Mapping[str, nn.Module] | None = None
     linears: tuple[str, ...] | None = None
-    penultimate: nn.Module | None = None
+    inputs: Mapping[str, nn.Module] | None = None
     fixed_batch: int | None = None
 
 
@@ -173,26 +175,82 @@ def _top_groups(names: Sequence[str]) -> dict[str, list[str]]:
     return groups
 
 
+_COLLECTIONS = {"immutable_dict": "dict", "immutable_list": "sequence"}  # what a converted TorchScript program returns
+
+
+def _describe(out: Any) -> tuple[str, dict[str, Any]]:
+    """What a network returned, in words (``a dict with keys 'logits', 'aux'``), and its entries by
+    the ``output_key`` that picks each: dict keys, sequence indices, tensor attributes."""
+    kind = _COLLECTIONS.get(type(out).__name__, type(out).__name__)
+    kind = f"{'an' if kind[0].lower() in 'aeiou' else 'a'} {kind}"
+    if isinstance(out, Mapping):
+        entries = {str(k): v for k, v in out.items()}
+        return f"{kind} with keys {', '.join(repr(k) for k in entries)}", entries
+    if isinstance(out, (tuple, list)):
+        items = ", ".join(f"tensor {tuple(v.shape)}" if isinstance(v, torch.Tensor) else type(v).__name__ for v in out)
+        return f"{kind} of {len(out)} items ({items})", {str(i): v for i, v in enumerate(out)}
+    entries = {k: v for k, v in vars(out).items() if isinstance(v, torch.Tensor)} if hasattr(out, "__dict__") else {}
+    return kind + (f" with tensor attributes {', '.join(entries)}" if entries else ""), entries
+
+
+def output_picker(out: Any, key: str | None, what: str) -> Callable[[Any], torch.Tensor] | None:
+    """How to take the logits from ``out``, what a network returned for a probe batch: ``None`` for
+    a tensor (it is the logits); else the item ``key`` of a dict (or a HuggingFace ``ModelOutput``),
+    the item at index ``key`` of a tuple or list, or the attribute ``key`` of another object.
+    ``what`` starts the one-line :class:`~medart.errors.ModelError` (``"resnet18 returns"``) when
+    ``key`` is missing, does not fit ``out`` or picks no tensor; medart never guesses the key."""
+    if isinstance(out, torch.Tensor):
+        if key is not None:
+            raise ModelError(f"{what} a tensor, which needs no `output_key`; drop `output_key`={key}")
+        return None
+    described, entries = _describe(out)
+    tensors = [k for k, v in entries.items() if isinstance(v, torch.Tensor)]
+    if key is None:
+        if not tensors:
+            raise ModelError(f"{what} {described}, not a tensor of (N, K) logits; wrap it to return the logits")
+        logits = [k for k in tensors if entries[k].ndim == 2]
+        suggest = "logits" if "logits" in tensors else (logits or tensors)[0]
+        raise ModelError(f"{what} {described} instead of a logits tensor; pick one with `output_key`={suggest}")
+    if key not in entries:
+        where = f"an index from 0 to {len(entries) - 1}" if isinstance(out, (tuple, list)) else f"one of {', '.join(entries)}"
+        raise ModelError(f"{what} {described}, which has no {key!r}; `output_key` must be {where}")
+    if not isinstance(entries[key], torch.Tensor):
+        raise ModelError(f"{what} {described}, whose {key!r} is a {type(entries[key]).__name__}, not a tensor of logits; "
+                         f"pick another `output_key`")
+    if isinstance(out, Mapping):
+        return operator.itemgetter(next(k for k in out if str(k) == key))
+    if isinstance(out, (tuple, list)):
+        return operator.itemgetter(int(key))
+    return operator.attrgetter(key)
+
+
 class AdaptedClassifier(nn.Module):
     """A classifier ``network`` (float32 ``(N, C, S, S)`` in the network's own units → logits
-    ``(N, K)``) with its input contract inside, so that it takes medart's [0, 1] pixels.
+    ``(N, K)``, or a dict, tuple or object holding them) with its input contract inside, so that
+    it takes medart's [0, 1] pixels and returns the logits tensor.
 
     Args:
         network: any ``nn.Module`` (also a reloaded ``torch.export`` program, see :class:`Layout`).
         classes: class names, index = logit; ``None``: the dataset's, if the counts agree.
         contract: the network's input (:class:`InputContract`).
         penultimate: the tap whose output is the penultimate features ``dfeat``; default: the
-            input of the last ``nn.Linear`` the network runs (found with a probe batch).
+            input of the last ``nn.Linear`` the network runs (found with the probe batch). A
+            network without one is an error only when ``dfeat`` is asked for (the detectors and
+            analyses ask; attacks and evaluation never do).
         name: what the network is (``config["arch"]``), e.g. ``resnet18``.
         source: where it came from (a URI or path), for the record.
         layout: how to read a graph program (:class:`Layout`).
+        output_key: where the logits are when the network returns a dict (a key), a tuple or
+            list (an index, as text: ``"0"``) or another object (an attribute), see
+            :func:`output_picker`; ``None`` for a network returning the logits tensor.
 
     A probe batch of two images checks that the output is ``(N, K)`` logits: a
     :class:`~medart.errors.ModelError` otherwise.
     """
 
     def __init__(self, network: nn.Module, classes: Sequence[str] | None = None, contract: InputContract = InputContract(),
-                 penultimate: str | None = None, name: str = "custom", source: str = "", layout: Layout = Layout()) -> None:
+                 penultimate: str | None = None, name: str = "custom", source: str = "", layout: Layout = Layout(),
+                 output_key: str | None = None) -> None:
         super().__init__()
         self.network, self.contract, self._layout = network, contract, layout
         self.dfeat = nn.Identity()  # the penultimate features pass through here (see _Through)
@@ -201,11 +259,19 @@ class AdaptedClassifier(nn.Module):
             self.register_buffer("std", torch.tensor(contract.std).view(1, -1, 1, 1))
         self._taps = dict(layout.taps) if layout.taps is not None else {
             n: m for n, m in network.named_modules() if n}
+        if penultimate is not None and penultimate not in self._taps:
+            raise unknown_tap(penultimate, list(self._taps), "penultimate layer")
         self.config: dict[str, Any] = {
             "arch": name, "source": source, "classes": list(classes) if classes is not None else None,
             "classes_declared": classes is not None, "image_size": contract.size, "input": contract.as_dict(),
-            "penultimate": penultimate, "fixed_batch": layout.fixed_batch}
-        self._head = self._route_penultimate(penultimate)
+            "penultimate": penultimate, "output_key": output_key, "fixed_batch": layout.fixed_batch}
+        side = contract.size or PROBE_SIDE
+        probe = torch.full((2, 3, side, side), 0.5)
+        raw, linear_outputs, finished = self._probe(probe)
+        self._pick: Callable[[Any], torch.Tensor] | None = None
+        self._check_output(probe, raw)
+        self._probed = _Probed.of(self._logits(raw), linear_outputs, finished, self._weighted(finished))
+        self._routed = self._route_penultimate()
 
     # -- medart's model interface -------------------------------------------------------------
 
@@ -225,7 +291,12 @@ class AdaptedClassifier(nn.Module):
         return [INPUT, *self._taps, PENULTIMATE, LOGITS]
 
     def layer_for(self, tap: str) -> tuple[nn.Module, str]:
+        """The module whose ``"output"`` is ``tap``. Asking for ``dfeat`` finds the penultimate
+        features (a one-line :class:`~medart.errors.ModelError` when the network runs no linear
+        layer and no `penultimate` layer was named)."""
         if tap == PENULTIMATE:
+            if not self._routed:
+                raise self._no_penultimate()
             return self.dfeat, "output"
         if tap == LOGITS:
             return self, "output"
@@ -240,14 +311,18 @@ class AdaptedClassifier(nn.Module):
         graph = self._layout.taps is not None
         names = list(self._taps) if graph else [n for n, m in self.network.named_modules() if n and any(True for _ in m.parameters())]
         groups = _top_groups(names)
-        head = next((g for g in groups if self._head and (self._head == g or self._head.startswith(g + "."))), None)
+        classifier = self._classifier_layer()
+        head = next((g for g in groups if classifier and (classifier == g or classifier.startswith(g + "."))), None)
         return [members[-1] if graph else group for group, members in groups.items() if group != head]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.prepare(x)
         if self._layout.fixed_batch == 1 and len(x) != 1:  # a program exported for single images
-            return torch.cat([self.network(x[i : i + 1]) for i in range(len(x))])
-        return self.network(x)
+            return torch.cat([self._logits(self.network(x[i : i + 1])) for i in range(len(x))])
+        return self._logits(self.network(x))
+
+    def _logits(self, out: Any) -> torch.Tensor:
+        return out if self._pick is None else self._pick(out)
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
         """medart's pixels ``(N, 3, S, S)`` in [0, 1] → what the network takes (channels, normalisation)."""
@@ -272,60 +347,95 @@ class AdaptedClassifier(nn.Module):
 
     # -- finding the penultimate features and checking the output ------------------------------
 
-    def _route_penultimate(self, penultimate: str | None) -> str | None:
-        """Check the output on a probe batch and hook the penultimate features through
-        ``self.dfeat``; returns the name of the final linear layer (``None`` when not searched)."""
-        side = self.contract.size or PROBE_SIDE
-        probe = torch.full((2, 3, side, side), 0.5)
-        self._check_output(probe)
-        if penultimate is not None:
-            if penultimate not in self._taps:
-                raise unknown_tap(penultimate, list(self._taps), "penultimate layer")
-            module, where, owner = self._taps[penultimate], "output", penultimate
-        elif self._layout.penultimate is not None:
-            module, where, owner = self._layout.penultimate, "output", (self._layout.linears or [None])[-1]
+    def _route_penultimate(self) -> bool:
+        """Hook the penultimate features through ``self.dfeat``: the output of the named
+        `penultimate` layer, else the input of the linear layer computing the logits (see
+        :class:`_Probed`). ``False`` when there is none: only asking for ``dfeat`` is then an error
+        (attacks and evaluation never ask)."""
+        named, linear = self.config["penultimate"], self._probed.linear
+        if named is not None:
+            module, where = self._taps[named], "output"
+        elif linear is not None and self._layout.inputs is not None:
+            module, where = self._layout.inputs[linear], "output"
+        elif linear is not None:
+            module, where = dict(self.network.named_modules())[linear], "input"
         else:
-            module, owner = self._last_linear(probe)
-            where = "input"
+            return False
         hook = _Through(self.dfeat)
         module.register_forward_pre_hook(hook) if where == "input" else module.register_forward_hook(hook)
-        return owner if penultimate is None else None  # a named layer keeps its stage
+        return True
 
-    def _last_linear(self, probe: torch.Tensor) -> tuple[nn.Module, str]:
-        linears = self._layout.linears
+    def _classifier_layer(self) -> str | None:
+        """The name of the layer computing the logits, whose stage is the classifier's (``None``
+        when a `penultimate` layer was named: that layer keeps its stage)."""
+        if self.config["penultimate"] is not None:
+            return None
+        return self._probed.linear or self._probed.last_weighted
+
+    def _probe(self, probe: torch.Tensor) -> tuple[Any, dict[str, torch.Tensor], list[str]]:
+        """Run ``probe`` through the network once (one image of it for a program exported for
+        single images): what the network returned, the output of each linear layer (in the order
+        they finished) and the taps in the order they finished."""
+        graph = self._layout.taps is not None  # a graph program: a linear layer's output is its tap's
         named = dict(self.network.named_modules())
-        names = [n for n in linears if n in named] if linears is not None else [
+        linears = self._layout.linears if self._layout.linears is not None else [
             n for n, m in named.items() if isinstance(m, nn.Linear)]
-        called: list[str] = []
-        handles = [named[n].register_forward_pre_hook(lambda *_a, n=n: called.append(n)) for n in names]
+        modules = {n: self._taps[n] if graph else named[n] for n in linears if n in (self._taps if graph else named)}
+        outputs: dict[str, torch.Tensor] = {}
+        finished: list[str] = []
+
+        def linear_done(name: str, out: torch.Tensor) -> None:
+            outputs.pop(name, None)  # a layer run twice counts where it ran last
+            outputs[name] = out
+
+        handles = [m.register_forward_hook(lambda _m, _a, out, n=n: linear_done(n, out)) for n, m in modules.items()]
+        handles += [m.register_forward_hook(lambda *_a, n=n: finished.append(n)) for n, m in self._taps.items()]
         try:
             with torch.no_grad():
-                self.network.eval()(self.prepare(probe[:1] if self._layout.fixed_batch == 1 else probe))
+                raw = self.eval().network(self.prepare(probe[:1] if self._layout.fixed_batch == 1 else probe))
         except Exception as exc:  # noqa: BLE001 - whatever the network raises, the user gets one line
             raise self._probe_error(probe, exc) from exc
         finally:
             for handle in handles:
                 handle.remove()
-        if not called:
-            last = f" (e.g. {', '.join(list(self._taps)[-3:])})" if self._taps else ""
-            raise ModelError(f"{self.config['arch']} runs no nn.Linear layer, so its penultimate features cannot be "
-                             f"found; name the layer whose output they are with `penultimate`{last}")
-        return named[called[-1]], called[-1]
+        return raw, outputs, finished
+
+    def _weighted(self, finished: Sequence[str]) -> list[str]:
+        """The taps of ``finished`` that are layers with weights (a graph program's taps all are)."""
+        graph = self._layout.taps is not None
+        return [n for n in finished if graph or any(True for _ in self._taps[n].parameters(recurse=False))]
+
+    def _no_penultimate(self) -> ModelError:
+        """No linear layer: suggest the layers that finish last before the classifier's stage starts."""
+        groups = _top_groups(list(self._taps))
+        last = self._probed.last_weighted
+        head = next((g for g in groups if last and (last == g or last.startswith(g + "."))), None)
+        before = [n for n in reversed(dict.fromkeys(self._probed.finished))
+                  if head is None or not (n == head or n.startswith(head + "."))]
+        example = f", e.g. {', '.join(before[:3])} (what feeds {head!r}, which computes the logits)" if before else ""
+        return ModelError(f"{self.config['arch']} runs no nn.Linear layer, so its penultimate features (dfeat) cannot be "
+                          f"found; name the layer whose output they are with `penultimate`{example}")
 
     def _probe_error(self, probe: torch.Tensor, exc: Exception) -> ModelError:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         return ModelError(f"{self.config['arch']} fails on a probe batch of {tuple(probe.shape)} pixels "
                           f"({type(exc).__name__}: {first[:200]}); give its input with `input_channels`, `input_size`")
 
-    def _check_output(self, probe: torch.Tensor) -> None:
-        try:
-            with torch.no_grad():
-                out = self.eval()(probe)
-        except Exception as exc:  # noqa: BLE001
-            raise self._probe_error(probe, exc) from exc
+    def _check_output(self, probe: torch.Tensor, raw: Any) -> None:
+        """Pick the logits from what the network returned for ``probe`` (``raw``; see
+        ``output_key``) and check them."""
+        key = self.config["output_key"]
         what = f"{self.config['arch']} returns"
-        if not isinstance(out, torch.Tensor):
-            raise ModelError(f"{what} a {type(out).__name__}, not a tensor of (N, K) logits; wrap it to return the logits")
+        self._pick = output_picker(raw, key, what)
+        if self._layout.fixed_batch == 1:  # ``raw`` is one image's: the whole probe, image by image
+            try:
+                with torch.no_grad():
+                    out = self.eval()(probe)
+            except Exception as exc:  # noqa: BLE001
+                raise self._probe_error(probe, exc) from exc
+        else:
+            out = self._logits(raw)
+        what += f" as {key!r}" if key is not None else ""
         if out.ndim != 2 or out.shape[0] != len(probe) or out.shape[1] < 2:
             raise ModelError(f"{what} shape {tuple(out.shape)} for {len(probe)} images, not (N, K) logits with K >= 2")
         if (out >= 0).all() and torch.allclose(out.sum(1), torch.ones(len(out)), atol=1e-5):
@@ -334,3 +444,22 @@ class AdaptedClassifier(nn.Module):
         if classes is not None and len(classes) != out.shape[1]:
             raise ModelError(f"{what} {out.shape[1]} logits but {len(classes)} class names were given: {classes}")
         self.config["num_classes"] = int(out.shape[1])
+
+
+@dataclass(frozen=True)
+class _Probed:
+    """What the probe batch ran: the linear layer computing the logits, the last weighted layer
+    (or graph tap) that finished, and every tap in the order it finished."""
+
+    linear: str | None
+    last_weighted: str | None
+    finished: tuple[str, ...]
+
+    @classmethod
+    def of(cls, logits: torch.Tensor, linear_outputs: Mapping[str, torch.Tensor], finished: Sequence[str],
+           weighted: Sequence[str]) -> "_Probed":
+        """The linear layer whose output *is* the ``logits`` tensor, else the last one to finish:
+        with several heads (a dict or tuple output), the logits' own head, not the last one run."""
+        last = list(linear_outputs)[-1] if linear_outputs else None
+        linear = next((n for n, out in reversed(linear_outputs.items()) if out is logits), last)
+        return cls(linear, weighted[-1] if weighted else None, tuple(finished))

@@ -6,7 +6,8 @@ A card (``medart-card.json``) says what a weights file is::
      "weights": "resnet18-cxr.pt",            # beside the card: a tensor-only state_dict or a TorchScript file
      "classes": ["normal", "pneumonia"],
      "input": {"channels": 3, "size": 64, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},
-     "penultimate": null}                     # optional: the layer whose output is the penultimate features
+     "penultimate": null,                     # optional: the layer whose output is the penultimate features
+     "output_key": null}                      # optional: the key/index/attribute of the logits in a dict, tuple or object output
 
 Trust: a state_dict is read with ``weights_only=True`` (tensors only; anything else is refused,
 never unpickled) and a TorchScript file with ``torch.jit.load``, which runs no Python code.
@@ -48,6 +49,7 @@ class ModelCard:
     classes: tuple[str, ...] | None = None
     input: Mapping[str, Any] | None = None
     penultimate: str | None = None
+    output_key: str | None = None
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any], where: str) -> "ModelCard":
@@ -60,7 +62,11 @@ class ModelCard:
             raise ConfigError(f"{where}: `classes` must be a list of class names, got {classes!r}")
         if values.get("input") is not None and not isinstance(values["input"], Mapping):
             raise ConfigError(f"{where}: `input` must be an object with channels, size, mean, std")
-        return cls(**{**values, "classes": tuple(classes) if classes is not None else None})
+        key = values.get("output_key")
+        if key is not None and (isinstance(key, bool) or not isinstance(key, (str, int))):
+            raise ConfigError(f"{where}: `output_key` must be the logits' key, attribute or index, got {key!r}")
+        return cls(**{**values, "classes": tuple(classes) if classes is not None else None,
+                      "output_key": str(key) if key is not None else None})
 
     @classmethod
     def read(cls, path: str | Path) -> "ModelCard":

@@ -25,6 +25,7 @@ from typing import Iterator
 
 import torch
 from torch import nn
+from torch.utils import _pytree as pytree  # torch's own walk over nested outputs
 
 from medart.errors import ModelError
 from medart.models.adapter import Layout
@@ -93,25 +94,38 @@ def from_torchscript(module: torch.jit.ScriptModule, example: torch.Tensor) -> t
     network = torch.fx.GraphModule(flat, graph)  # a plain GraphModule: .eval()/.train() work
     taps: dict[str, nn.Module] = {}
     linears: list[str] = []
-    penultimate = None
+    inputs: dict[str, nn.Module] = {}
     for index, node in enumerate(list(graph.nodes)):
         owner = _owner(node)
         if _is(node, "dropout"):
             _replace(network, node, nn.Dropout(float(node.args[1])), f"dropout_{index}")
         elif owner is not None:
             if _is(node, "linear"):
-                penultimate = _tap_before(network, node, f"{owner}.input")
+                inputs[owner] = _tap_before(network, node, f"{owner}.input")
                 linears.append(owner)
             out = next((u for u in node.users if u.target is operator.getitem and u.args[1] == 0), node)
             taps[owner] = _tap_after(network, out, owner)
     graph.lint()
     network.recompile()
     with torch.no_grad():
-        same = torch.allclose(network.eval()(example), module(example), rtol=1e-4, atol=1e-5)
+        same = _same_outputs(network.eval()(example), module(example))
     if not same:
-        raise ModelError("the TorchScript model converted for feature taps computes other logits than the script; "
+        raise ModelError("the TorchScript model converted for feature taps computes other outputs than the script; "
                          "export the network with torch.export or give its weights and a model card instead")
-    return network, Layout(taps=taps, linears=tuple(linears), penultimate=penultimate)
+    return network, Layout(taps=taps, linears=tuple(linears), inputs=inputs)
+
+
+def _same_outputs(ours, theirs) -> bool:
+    """Whether two outputs hold the same values (tensors to float tolerance) in the same order: a
+    tensor, or a dict, tuple or list of them (the converted program returns immutable copies)."""
+    ours, theirs = pytree.tree_leaves(ours), pytree.tree_leaves(theirs)
+    return len(ours) == len(theirs) and all(_same(a, b) for a, b in zip(ours, theirs))
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
+        return a.shape == b.shape and torch.allclose(a, b, rtol=1e-4, atol=1e-5)
+    return not isinstance(a, torch.Tensor) and not isinstance(b, torch.Tensor) and a == b
 
 
 @contextlib.contextmanager

@@ -13,8 +13,8 @@ TorchScript file                       ``torch.jit.load`` → converted for taps
 model card + weights                   torchvision/timm network + state_dict, adapted      tensor-only weights
 =====================================  ==================================================  =========================
 
-The input contract (channels, side, normalisation), the class names and the penultimate layer
-come from the model card (a card file, or ``metadata={"medart": {...}}`` of an MLflow model), else
+The input contract (channels, side, normalisation), the class names, the penultimate layer and
+the ``output_key`` (where the logits are in a dict, tuple or object output) come from the model card (a card file, or ``metadata={"medart": {...}}`` of an MLflow model), else
 from what the model declares (its MLflow signature, its program's input shape), else from the
 caller's :class:`~medart.stages.target.ModelSource`; an option contradicting the model is an error.
 """
@@ -61,10 +61,11 @@ def _load(path: Path, source: "ModelSource", side: int | None) -> nn.Module:
         if is_torchscript(path):
             return adapt(load_torchscript(path), ModelCard(), source, side)
     elif (folder := registry.medart_folder(path)) is not None:
-        given = [f"`{name}`" for name in ("input_channels", "input_size", "normalize", "classes", "penultimate")
+        given = [f"`{name}`" for name in ("input_channels", "input_size", "normalize", "classes", "penultimate", "output_key")
                  if getattr(source, name) is not None]
         if given:
-            raise ConfigError(f"'{uri}' is a medart model, which knows its own input, classes and features; drop {', '.join(given)}")
+            raise ConfigError(f"'{uri}' is a medart model, which knows its own input, classes, features and output; "
+                              f"drop {', '.join(given)}")
         return registry.load_files(folder / registry.CONFIG, folder / registry.WEIGHTS, "cpu", source.trusted_pickle)
     else:
         for sub in (path, path / "artifacts"):
@@ -78,9 +79,13 @@ def _load(path: Path, source: "ModelSource", side: int | None) -> nn.Module:
 def adapt(network: Any, card: ModelCard, source: "ModelSource", side: int | None = None,
           declared: Mapping[str, Any] | None = None) -> AdaptedClassifier:
     """``network`` (a module, a TorchScript module or an exported program) with its input contract,
-    classes and penultimate layer from ``card``, ``declared`` (what the model itself says) and
-    ``source`` (the caller's options), in that order."""
+    classes, penultimate layer and ``output_key`` from ``card``, ``declared`` (what the model itself
+    says) and ``source`` (the caller's options), in that order; an ``output_key`` option that
+    contradicts the card's is an error."""
     contract = _contract(card, declared or {}, source, side)
+    if None not in (card.output_key, source.output_key) and card.output_key != source.output_key:
+        raise ConfigError(f"'{source.model_uri}' declares output_key {card.output_key!r}, but `output_key` gives "
+                          f"{source.output_key!r}; drop `output_key`")
     layout, name = Layout(), card.architecture
     if isinstance(network, torch.jit.ScriptModule):
         example = torch.rand(2, contract.channels, contract.size, contract.size)
@@ -93,7 +98,8 @@ def adapt(network: Any, card: ModelCard, source: "ModelSource", side: int | None
         raise ModelError(f"'{source.model_uri}' holds a {type(network).__name__}, not a torch.nn.Module")
     classes = card.classes or source.classes
     return AdaptedClassifier(network, classes, contract, card.penultimate or source.penultimate,
-                             name or type(network).__name__, source.model_uri or "", layout).eval()
+                             name or type(network).__name__, source.model_uri or "", layout,
+                             card.output_key or source.output_key).eval()
 
 
 def _contract(card: ModelCard, declared: Mapping[str, Any], source: "ModelSource", side: int | None) -> InputContract:

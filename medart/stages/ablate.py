@@ -39,6 +39,7 @@ from medart.analysis.saliency import input_gradient
 from medart.attacks import make_spec
 from medart.attacks.difficulty import EpsBracket, least_successful_eps
 from medart.catalog import BACKENDS
+from medart.detectors import make_detector
 from medart.errors import ConfigError, DataError
 from medart.models.evaluation import classification_metrics, predict
 from medart.models.resnet import imagenet_unavailable, parameter_count
@@ -222,10 +223,13 @@ def run_given(target: Target, settings: AblationSettings, run: RunOptions = RunO
 
 def load_given(data: DataSpec, settings: AblationSettings) -> dict[Cell, Target]:
     """Each of ``settings.models``, loaded once with ``settings.model_options``, as its cell (its input
-    side, init ``given``, its URI): a model that cannot be read is a one-line error before any run."""
+    side, init ``given``, its URI): a model that cannot be read, or whose layers the detectors cannot
+    read (e.g. no penultimate features), is a one-line error before any run."""
     given = {}
     for source in settings.sources():
         target = Target.load(source, data, settings.max_examples, settings.reference_size)
+        for name in settings.detectors:
+            make_detector(name, target.model).set_params()  # ART's hook: runs the detector's _check_params
         given[Cell(target.side, GIVEN, source.model_uri)] = target
     return given
 

@@ -24,7 +24,9 @@ from medart.analysis import embedding, gradcam, landscape, saliency, stages
 from medart.attacks import AttackSpec, make_spec, parse_eps, parse_names
 from medart.catalog import FIGURES
 from medart.errors import ConfigError
+from medart.detectors.activations import resolve_layers
 from medart.models import registry
+from medart.models.adapter import PENULTIMATE
 from medart.models.evaluation import device_of
 from medart.models.training import TrainConfig
 from medart.render import analysis as render
@@ -348,6 +350,7 @@ def _gradcam(a: _Analysis) -> None:
         a.log_figure(render.gradcam_figure(im.x[s], x_adv[s], clean_cam[s], adv_cam[s], iou[s], captions, title), "gradcam")
 
 
+READS_PENULTIMATE = {"stages", "embedding"}  # the figures that read dfeat
 DRAW: dict[str, Callable[[_Analysis], None]] = {
     "eps_curves": _eps_curves, "saliency": _saliency, "stages": _stages, "landscape": _landscape,
     "embedding": _embedding, "gradcam": _gradcam,
@@ -364,6 +367,8 @@ def analyze(target: Target, request: AnalysisRequest = AnalysisRequest(), run: R
     """
     started = time.perf_counter()
     model, attacks = target.model, request.attacks
+    if READS_PENULTIMATE & set(request.figures):  # a model whose penultimate features cannot be found: one line now
+        resolve_layers(model, [PENULTIMATE])
     name = f"analyze-{'+'.join(attacks)}-eps{eps_label(request.eps)}-{run.backend}"
     with tracking.start_run(tracking.experiment_name(target.dataset, "analysis"), name, run.parent_run_id) as mlflow_run:
         mlflow.log_params({"model_uri": target.model_uri, "dataset": target.dataset, "attacks": ",".join(attacks),

@@ -25,7 +25,9 @@ from medart import tracking
 from medart.attacks import AttackSpec, make_spec, parse_eps, parse_names
 from medart.catalog import ATTACKS, DETECTORS, PAPER_ATTACKS
 from medart.detectors import NEEDS_REFERENCES, make_detector
+from medart.detectors.activations import resolve_layers
 from medart.errors import ConfigError, DataError
+from medart.models.adapter import PENULTIMATE
 from medart.models.evaluation import predict
 from medart.attacks.adaptive import LOGITS
 from medart.models.sanity import ModelCheck
@@ -234,6 +236,7 @@ def _checked(target: Target, request: DetectRequest) -> tuple[DetectRequest, dic
     if not specs:
         raise ConfigError(f"`attacks` is empty; choose from {', '.join(ATTACKS)}")
     if request.adaptive:
+        resolve_layers(target.model, [PENULTIMATE])  # feature matching pulls on the penultimate features
         for spec in specs.values():
             if spec.step_size is None:
                 raise ConfigError(f"`adaptive` attacks take {spec.name}'s budget with a loss of their own, which only the "

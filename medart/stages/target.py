@@ -80,8 +80,10 @@ class ModelSource:
     ``MEAN;STD`` with comma-separated per-channel values, or ``m,s``), ``classes`` (names, comma-
     separated text or a tuple; default: the dataset's when the counts agree) and ``penultimate``
     (the layer whose output is the penultimate features; default: the input of the last linear
-    layer). ``trusted_pickle`` allows an MLflow ``pickle`` model, which runs code when it loads,
-    for this URI only."""
+    layer), ``output_key`` (for a network returning a dict, tuple/list or object: the key, index
+    or attribute holding the logits; default: none, the network returns the logits tensor).
+    ``trusted_pickle`` allows an MLflow ``pickle`` model, which runs code when it loads, for this
+    URI only."""
 
     model_uri: str | None = None
     trusted_pickle: bool = False
@@ -90,8 +92,11 @@ class ModelSource:
     normalize: str | None = None
     classes: str | tuple[str, ...] | None = None
     penultimate: str | None = None
+    output_key: str | None = None
 
     def __post_init__(self) -> None:
+        if self.output_key is not None:  # an index given as a number from Python is the same key as from the CLI
+            object.__setattr__(self, "output_key", str(self.output_key))
         if isinstance(self.classes, str):
             names = tuple(c.strip() for c in self.classes.split(",") if c.strip())
             object.__setattr__(self, "classes", names or None)
