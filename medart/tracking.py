@@ -135,7 +135,7 @@ def _adopt_project_run() -> mlflow.ActiveRun:
     stage runs outside a project. :func:`end_project_run` ends it.
     """
     run = mlflow.start_run()  # resumes $MLFLOW_RUN_ID (and unsets it, so the stage's run is new)
-    _PROJECT |= {"run": run, "stages": []}
+    _PROJECT.update(run=run, stages=[])
     return run
 
 
