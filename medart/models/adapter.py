@@ -119,12 +119,16 @@ class Layout:
     ``taps``: tap name → the module whose output it is (default: the network's named modules);
     ``linears``: names of its linear layers (default: its ``nn.Linear`` modules); ``penultimate``:
     a module whose output is the penultimate features (default: the input of the last linear
-    layer run); ``fixed_batch``: 1 when the program was exported for single images only."""
+    layer run); ``fixed_batch``: 1 when the program was exported for single images only;
+    ``format``: how the network was stored (``pt2``, ``torchscript``, ``pickle``, ``state_dict``;
+    ``module``: handed over in Python), part of what makes two models the same network
+    (:func:`medart.attacks.cache.network_digest`)."""
 
     taps: Mapping[str, nn.Module] | None = None
     linears: tuple[str, ...] | None = None
     penultimate: nn.Module | None = None
     fixed_batch: int | None = None
+    format: str = "module"
 
 
 class _Through:
@@ -204,7 +208,7 @@ class AdaptedClassifier(nn.Module):
         self.config: dict[str, Any] = {
             "arch": name, "source": source, "classes": list(classes) if classes is not None else None,
             "classes_declared": classes is not None, "image_size": contract.size, "input": contract.as_dict(),
-            "penultimate": penultimate, "fixed_batch": layout.fixed_batch}
+            "penultimate": penultimate, "fixed_batch": layout.fixed_batch, "format": layout.format}
         self._head = self._route_penultimate(penultimate)
 
     # -- medart's model interface -------------------------------------------------------------
