@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import operator
 import tempfile
 import types
 from pathlib import Path
@@ -26,6 +27,7 @@ from torch import nn
 
 from medart.attacks.specs import AttackSpec
 from medart.errors import DataError
+from medart.models.adapter import _Through
 
 CACHE_TAG = "medart.cache_key"
 ARTIFACT_DIR = "adversarial"
@@ -82,13 +84,11 @@ def _describe(model: nn.Module) -> Iterator[Any]:
 
 
 def _module(name: str, module: nn.Module) -> Iterator[Any]:
-    from medart.models.adapter import _Through  # medart's own identity routing of the penultimate features
-
     cls = type(module)
     yield f"{name}: {cls.__module__}.{cls.__qualname__}({module.extra_repr()})"
     yield json.dumps({k: v for k, v in sorted(vars(module).items()) if not k.startswith("_") and k != "training"
                       and (isinstance(v, _SIMPLE) or isinstance(v, (tuple, list)) and all(isinstance(e, _SIMPLE) for e in v))})
-    for hooks in (module._forward_pre_hooks, module._forward_hooks):
+    for hooks in (module._forward_pre_hooks, module._forward_hooks):  # but the adapter's identity routing of dfeat
         yield [_qualname(hook) for hook in hooks.values() if not isinstance(hook, _Through)]
     graph = getattr(module, "graph", None)
     if isinstance(graph, torch.fx.Graph):
@@ -126,10 +126,10 @@ def _qualname(hook: Any) -> str:
 
 
 def _attr(module: nn.Module, dotted: str) -> Any:
-    value: Any = module
-    for part in dotted.split("."):
-        value = getattr(value, part, None)
-    return value
+    try:
+        return operator.attrgetter(dotted)(module)
+    except AttributeError:
+        return None
 
 
 def cache_key(network: str, data: dict, indices: dict[str, np.ndarray], spec: AttackSpec, backend: str, seed: int) -> str:
