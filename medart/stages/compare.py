@@ -5,7 +5,7 @@ figure (``medart eps-curves``), each logged as a run of its own.
 Every finished attack run (``medart attack``, ``sweep``, ``detect``, ``evaluate``, ``mlflow run``)
 logs ``attack.name``, ``attack.eps``, ``backend``, ``dataset``, ``model_uri`` and the metrics
 ``clean_acc`` / ``adv_acc``; :func:`collect` finds them with ``mlflow.search_runs``. Runs that
-repeat the same measurement (same ``medart.cache_key``: weights, data, spec, backend, seed) count
+repeat the same measurement (same ``medart.cache_key``: network, data, spec, backend, seed) count
 once, the latest.
 
 RobustBench keeps one JSON per model (``model_info/<dataset>/<threat model>/<name>.json``) with
