@@ -198,7 +198,7 @@ class RayExecutor(Executor):
         self.address, self.workers, self.retries = address, workers, retries
         self.cpus_per_task, self.gpus_per_task = cpus_per_task, gpus_per_task
         self._started = self._connected = False
-        self._actors: tuple[str, list] | None = None  # (weights digest, actors holding those weights)
+        self._actors: tuple[str, list] | None = None  # (network digest, actors holding that network)
 
     def _connect(self):
         ray = self._ray
@@ -292,7 +292,7 @@ class RayExecutor(Executor):
         return self._gather(refs, progress, "cells", outcome)
 
     def _shard_workers(self, model: torch.nn.Module, count: int, loader: Callable[[], nn.Module] | None) -> list:
-        from medart.attacks.cache import weights_digest
+        from medart.attacks.cache import network_digest
         from medart.models.resnet import MedResNet
 
         own = isinstance(model, MedResNet)
@@ -300,7 +300,7 @@ class RayExecutor(Executor):
             raise ConfigError(f"an attack on Ray needs a way to load {model.config['arch']} in its workers; attack it "
                               "through `medart attack`, which passes one, or with `executor`='in-process'")
         ray = self._ray
-        digest = weights_digest(model)
+        digest = network_digest(model)
         if self._actors is not None and self._actors[0] == digest and len(self._actors[1]) >= count:
             return self._actors[1][:count]
         self._kill_actors()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import mlflow
 import pytest
 import torch
@@ -34,7 +36,7 @@ def test_attack_run_logs_metrics_and_reuses_cached_examples(registered, shared_d
     assert again.cached and "seconds" not in again.metrics
     assert client.get_run(again.run_id).data.tags["medart.cached_from"] == first.run_id
     for part in ("adv_train", "adv_test"):
-        assert torch.allclose(again.adversarial[part], first.adversarial[part], atol=2e-6)  # float16 deltas
+        assert torch.equal(again.adversarial[part], first.adversarial[part])  # stored losslessly
     assert again.metrics["adv_acc"] == m["adv_acc"]
     # another backend or seed is another cache entry
     other = attack(target, spec, RunOptions(backend="art", progress=False))
@@ -61,10 +63,15 @@ def test_sweep_makes_nested_runs_a_figure_and_a_table(registered, shared_data):
 
 def test_cli_attack(registered, shared_data):
     runner = CliRunner()
-    ok = runner.invoke(main, ["attack", "--model-uri", registered, "--dataset", "pneumonia", "--data-dir", str(shared_data),
-                              "--attack", "fgsm", "--eps", "1/255", "--max-examples", "10", "--no-progress"])
+    command = ["attack", "--model-uri", registered, "--dataset", "pneumonia", "--data-dir", str(shared_data),
+               "--attack", "fgsm", "--eps", "1/255", "--max-examples", "10", "--no-progress"]
+    ok = runner.invoke(main, command)
     assert ok.exit_code == 0, ok.output
     assert "fgsm-eps1/255 via art on 10 images" in ok.output and "max L∞ 1.0000/255" in ok.output
+    assert "from cache" not in ok.output
+    made = re.search(r"^run ([0-9a-f]+): ", ok.output, re.M)[1]
+    again = runner.invoke(main, command)  # a cache hit names the run that made the examples
+    assert again.exit_code == 0 and f"(examples from cache of run {made}): fgsm-eps1/255" in again.output, again.output
     for args, fragment in (
         (["--attack", "bim", "--eps", "3"], "ε must be in (0, 1]"),
         (["--attack", "zoo"], "Invalid value for '--attack': 'zoo' is not one of"),

@@ -427,9 +427,9 @@ def test_dict_tuple_and_object_outputs_are_picked_with_output_key_or_refused_in_
             ours, theirs = (make_attack(m, spec, 2, backend, 16, "cpu").generate(x, y) for m in (model, plain))
             assert torch.equal(ours, theirs), (form, backend)
         # the same weights read at another output are another model: the attack cache tells them apart
-        assert cache.weights_digest(model) != cache.weights_digest(plain)
+        assert cache.network_digest(model) != cache.network_digest(plain)
     other = AdaptedClassifier(forms["dict"], ["normal", "pneumonia"], contract, output_key="aux")
-    assert cache.weights_digest(other) != cache.weights_digest(AdaptedClassifier(forms["dict"], contract=contract, output_key="logits"))
+    assert cache.network_digest(other) != cache.network_digest(AdaptedClassifier(forms["dict"], contract=contract, output_key="logits"))
     for network, key, says in ((forms["dict"], "logit", "which has no 'logit'; `output_key` must be one of logits, aux"),
                                (forms["tuple"], "2", "which has no '2'; `output_key` must be an index from 0 to 1"),
                                (forms["object"], "scores", "which has no 'scores'; `output_key` must be one of logits, hidden"),

@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from torch.utils.data import TensorDataset
 
 from medart import catalog
+from medart.attacks import cache
 from medart.cli import main
 from medart.detectors import DETECTORS
 from medart.errors import ConfigError
@@ -169,8 +170,13 @@ def test_adaptive_detect_logs_a_child_run_per_attackable_detector(target):
         params = child.data.params
         assert (params["adaptive.steps"], params["adaptive.restarts"], params["attack.steps"]) == ("4", "2", "5")
         assert params["adaptive.attack"] == row.adaptive
+        # its examples, stored as the attack stage stores its own (tests/test_stored_examples.py reads them back)
+        assert [a.path for a in client.list_artifacts(row.run_id, "adversarial")] == ["adversarial/adv_test.npz"]
     matched = [r for r in out.adaptive if r.adaptive == "feature-match"]
     assert len({r.success_adaptive for r in matched}) == 1  # the same examples for every detector
+    stored = [cache.read(r.run_id, "adv_test") for r in matched]
+    assert all(np.array_equal(s["x_adv"], stored[0]["x_adv"]) for s in stored)
+    assert np.isin(stored[0]["indices"], target.indices["adv_test"]).all()  # the attacked AdvTest images it kept as pairs
     table = mlflow.artifacts.load_text(f"runs:/{out.run_id}/adaptive.md")
     assert "| KD | BIM | 8/255 | detector-aware |" in table and "| DFEAT | BIM | 8/255 | feature-match |" in table
     artifacts = {f.path for f in client.list_artifacts(out.run_id, "figures")}

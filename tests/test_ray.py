@@ -16,7 +16,7 @@ import torch
 from click.testing import CliRunner
 
 import medart
-from medart.attacks import make_spec
+from medart.attacks import cache, make_spec
 from medart.cli import main
 from medart.errors import ConfigError
 from medart.mlproject import run as run_entry
@@ -58,17 +58,12 @@ def children(parent: str) -> dict[str, mlflow.entities.Run]:
     return {r.info.run_name: r for r in runs if r.info.status == "FINISHED"}
 
 
-def examples(run_id: str, tmp_path: Path) -> dict[str, np.ndarray]:
-    out = {}
-    for part in ("adv_train", "adv_test"):
-        path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=f"adversarial/{part}.npz", dst_path=str(tmp_path))
-        with np.load(path) as npz:
-            out[part] = npz["delta"]
-    return out
+def examples(run_id: str) -> dict[str, np.ndarray]:
+    return {part: cache.read(run_id, part)["x_adv"] for part in ("adv_train", "adv_test")}
 
 
 @pytest.mark.slow  # two sweeps of four cells: ~35 s
-def test_ray_sweep_logs_what_the_in_process_sweep_logs(ray_instance, registered, shared_data, tmp_path):
+def test_ray_sweep_logs_what_the_in_process_sweep_logs(ray_instance, registered, shared_data):
     here = sweep(Target.load(registered, DataSpec("pneumonia", shared_data), max_examples=10), ATTACKS, EPS, QUIET)
     done = CliRunner().invoke(main, [
         "sweep", "--executor", "ray", "--model-uri", registered, "--dataset", "pneumonia", "--data-dir", str(shared_data),
@@ -96,7 +91,7 @@ def test_ray_sweep_logs_what_the_in_process_sweep_logs(ray_instance, registered,
         assert set(theirs.data.metrics) == set(mine.data.metrics)
         assert {k: v for k, v in theirs.data.metrics.items() if k not in TIMING} == \
                {k: v for k, v in mine.data.metrics.items() if k not in TIMING}, name
-        ours, remote = examples(mine.info.run_id, tmp_path / name / "here"), examples(theirs.info.run_id, tmp_path / name / "ray")
+        ours, remote = examples(mine.info.run_id), examples(theirs.info.run_id)
         assert all(np.array_equal(ours[p], remote[p]) for p in ours), name  # the same examples, PGD's random starts too
 
 

@@ -8,6 +8,7 @@ Nothing heavy is imported here: torch, MLflow and the stages load when a command
 
 from __future__ import annotations
 
+import logging
 import re
 import sys
 import warnings
@@ -109,6 +110,16 @@ def main() -> None:
             click.echo(f"Warning: {message}", err=True)
 
     warnings.showwarning = show
+    # The stages' notes (which run made the cached examples; a degenerate model) on stderr, a line each
+    notes = logging.getLogger("medart")
+    if not any(isinstance(h, _Notes) for h in notes.handlers):
+        notes.addHandler(_Notes())
+    notes.setLevel(logging.INFO)
+
+
+class _Notes(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        click.echo(record.getMessage(), err=True)
 
 
 from medart.cli import (  # noqa: E402, F401  (each module adds its command to `main`)

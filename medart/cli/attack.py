@@ -46,7 +46,7 @@ def attack(**opts) -> None:
         target = Target.load(from_options(ModelSource, opts), from_options(DataSpec, opts), opts["max_examples"])
         out = run_attack(target, spec, from_options(RunOptions, opts, executor=executor), opts["shards"])
     m = out.metrics
-    click.echo(run_line("attack", out.run_id, f"{spec.label()} via {opts['backend']} on {int(m['n'])} images"
-                                              f"{' (examples from cache)' if out.cached else ''}"))
+    cached = f" (examples from cache of run {out.cached_from})" if out.cached else ""
+    click.echo(run_line("attack", out.run_id, f"{spec.label()} via {opts['backend']} on {int(m['n'])} images{cached}"))
     click.echo(f"accuracy {m['clean_acc'] * 100:.2f} % -> {m['adv_acc'] * 100:.2f} %, AUC {m['clean_auc'] * 100:.2f} % -> "
                f"{m['adv_auc'] * 100:.2f} %, success rate {m['success_rate'] * 100:.2f} %, max L∞ {m['linf_max'] * 255:.4f}/255")

@@ -121,12 +121,15 @@ class Layout:
     ``linears``: names of its linear layers, in the order the program runs them (default: its
     ``nn.Linear`` modules); ``inputs``: linear layer name → a module whose output is that layer's
     input (default: a pre-hook on the ``nn.Linear`` itself); ``fixed_batch``: 1 when the program
-    was exported for single images only."""
+    was exported for single images only; ``format``: how the network was stored (``pt2``,
+    ``torchscript``, ``pickle``, ``state_dict``; ``module``: handed over in Python), part of what
+    makes two models the same network (:func:`medart.attacks.cache.network_digest`)."""
 
     taps: Mapping[str, nn.Module] | None = None
     linears: tuple[str, ...] | None = None
     inputs: Mapping[str, nn.Module] | None = None
     fixed_batch: int | None = None
+    format: str = "module"
 
 
 class _Through:
@@ -264,7 +267,8 @@ class AdaptedClassifier(nn.Module):
         self.config: dict[str, Any] = {
             "arch": name, "source": source, "classes": list(classes) if classes is not None else None,
             "classes_declared": classes is not None, "image_size": contract.size, "input": contract.as_dict(),
-            "penultimate": penultimate, "output_key": output_key, "fixed_batch": layout.fixed_batch}
+            "penultimate": penultimate, "output_key": output_key, "fixed_batch": layout.fixed_batch,
+            "format": layout.format}
         side = contract.size or PROBE_SIDE
         probe = torch.full((2, 3, side, side), 0.5)
         raw, linear_outputs, finished = self._probe(probe)

@@ -155,7 +155,7 @@ def load_card(path: Path, source: "ModelSource", side: int | None = None) -> nn.
         raise ConfigError(f"{path}: a state_dict needs its `architecture` (a torchvision name, or timm:<name>)")
     else:
         network = build_architecture(card.architecture, load_state_dict_file(weights, source.trusted_pickle), str(weights))
-    return adapt(network, card, source, side)
+    return adapt(network, card, source, side, stored_as="state_dict")
 
 
 def register(weights: str | Path, card: str | Path, name: str, alias: str | None = None) -> tuple[str, str]:

@@ -22,6 +22,7 @@ caller's :class:`~medart.stages.target.ModelSource`; an option contradicting the
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import threading
 from pathlib import Path
@@ -77,23 +78,26 @@ def _load(path: Path, source: "ModelSource", side: int | None) -> nn.Module:
 
 
 def adapt(network: Any, card: ModelCard, source: "ModelSource", side: int | None = None,
-          declared: Mapping[str, Any] | None = None) -> AdaptedClassifier:
+          declared: Mapping[str, Any] | None = None, stored_as: str = "module") -> AdaptedClassifier:
     """``network`` (a module, a TorchScript module or an exported program) with its input contract,
     classes, penultimate layer and ``output_key`` from ``card``, ``declared`` (what the model itself
     says) and ``source`` (the caller's options), in that order; an ``output_key`` option that
-    contradicts the card's is an error."""
+    contradicts the card's is an error. ``stored_as``: how a module was stored (``pickle``,
+    ``state_dict``; a program's format is its own: ``pt2``, ``torchscript``)."""
     contract = _contract(card, declared or {}, source, side)
     if None not in (card.output_key, source.output_key) and card.output_key != source.output_key:
         raise ConfigError(f"'{source.model_uri}' declares output_key {card.output_key!r}, but `output_key` gives "
                           f"{source.output_key!r}; drop `output_key`")
-    layout, name = Layout(), card.architecture
+    layout, name = Layout(format=stored_as), card.architecture
     if isinstance(network, torch.jit.ScriptModule):
         example = torch.rand(2, contract.channels, contract.size, contract.size)
         name = name or f"torchscript {network.original_name}"
         network, layout = programs.from_torchscript(network, example)
+        layout = dataclasses.replace(layout, format="torchscript")
     elif isinstance(network, torch.export.ExportedProgram):
         name = name or "pt2 program"
         network, layout = programs.from_exported(network)
+        layout = dataclasses.replace(layout, format="pt2")
     elif not isinstance(network, nn.Module):
         raise ModelError(f"'{source.model_uri}' holds a {type(network).__name__}, not a torch.nn.Module")
     classes = card.classes or source.classes
@@ -145,7 +149,7 @@ def _from_mlflow(folder: Path, source: "ModelSource", side: int | None) -> nn.Mo
                              "refused: pass `trusted_pickle`=True only if you trust its author (or log it as pt2)")
         with _pickle_allowed():
             network = _mlflow_load(str(folder))
-        return adapt(network, card, source, side, declared)
+        return adapt(network, card, source, side, declared, stored_as="pickle")
     raise ModelError(f"'{uri}' is an MLflow pytorch model without model.pt2 or model.pth; medart reads {FORMATS}")
 
 

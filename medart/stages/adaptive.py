@@ -12,8 +12,11 @@ pulls each AdvTest image's penultimate features towards those of a clean AdvTrai
 class the model ranks second, and every fitted detector scores the result. It does not read the
 classifier's decision, so its success rate is measured, not assumed.
 
-One MLflow child run per (detector, attack at ε, adaptive attack); the parent gets ``adaptive.md``,
-metrics and ``figures/adaptive.png`` (:func:`log_adaptive`).
+One MLflow child run per (detector, attack at ε, adaptive attack), holding its examples as the
+attack stage stores its own (``adversarial/adv_test.npz``: ``x_adv``, ``labels``, ``indices`` of
+the AdvTest images, plus the detector's ``scores``; :mod:`medart.attacks.cache`), so every number
+of the run can be rebuilt and scored again after it; the parent gets ``adaptive.md``, metrics and
+``figures/adaptive.png`` (:func:`log_adaptive`).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import dataclasses
 import time
 import warnings
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import mlflow
 import numpy as np
@@ -30,7 +34,7 @@ from sklearn.metrics import roc_auc_score
 from torch.utils.data import TensorDataset
 
 from medart import tracking
-from medart.attacks import AttackSpec, make_attack
+from medart.attacks import AttackSpec, cache, make_attack
 from medart.attacks.adaptive import LOGITS, DetectorHead, detector_head
 from medart.attacks.feature_matching import FeatureMatching, choose_guides
 from medart.attacks.losses import DetectorAwareLoss
@@ -38,6 +42,9 @@ from medart.errors import ConfigError
 from medart.models.evaluation import predict
 from medart.render.detection import adaptive_figure, adaptive_table
 from medart.stages.target import RunOptions, Target
+
+if TYPE_CHECKING:
+    from medart.stages.detect import Pairs
 
 FALSE_POSITIVES = 0.05  # the operating point: 5 % of clean AdvTest images flagged
 # A logit margin of 3: the CW term keeps the example misclassified while the detector term pulls
@@ -192,21 +199,24 @@ def adaptive_rows(target: Target, spec: AttackSpec, fitted: dict, pairs: dict, r
                 continue
             adaptive, scores = adaptive_examples(target, spec, detector, head, test, run, budget, plain[name][1][:len(test)])
             fooled = _fooled(target.model, adaptive, test.labels, run)
-            rows.append(_row(target, spec, run, budget, name, plain[name], (fooled, scores), DETECTOR_AWARE, start))
+            rows.append(_row(target, spec, run, budget, name, plain[name], (fooled, scores),
+                             dataclasses.replace(test, adversarial=adaptive), DETECTOR_AWARE, start))
     start = time.perf_counter()
     matched = feature_match_examples(target, spec, pairs, run, budget)
     fooled, seconds = _fooled(target.model, matched, test.labels, run), time.perf_counter() - start
     for name, detector in fitted.items():
         start = time.perf_counter() - seconds  # each row's time: making the examples, then its own scoring
         rows.append(_row(target, spec, run, budget, name, plain[name], (fooled, _scores(detector, test.clean, matched)),
-                         FEATURE_MATCH, start))
+                         dataclasses.replace(test, adversarial=matched), FEATURE_MATCH, start))
     return rows
 
 
 def _row(target: Target, spec: AttackSpec, run: RunOptions, budget: AdaptiveBudget, name: str,
-         plain: tuple[np.ndarray, np.ndarray], adaptive: tuple[np.ndarray, np.ndarray], kind: str, start: float) -> AdaptiveRow:
+         plain: tuple[np.ndarray, np.ndarray], adaptive: tuple[np.ndarray, np.ndarray], examples: Pairs, kind: str,
+         start: float) -> AdaptiveRow:
     """One row from (fooled ``(n,)``, scores ``(2n,)``) of the plain and the adaptive examples,
-    logged as a child run of the active run; ``start`` the ``perf_counter`` its time counts from."""
+    logged as a child run of the active run with the adaptive ``examples`` (AdvTest pairs) and
+    their scores; ``start`` the ``perf_counter`` its time counts from."""
     y = np.r_[np.zeros(len(plain[0])), np.ones(len(plain[0]))]
     success, undetected = undetected_success(*plain)
     success_a, undetected_a = undetected_success(*adaptive)
@@ -219,6 +229,7 @@ def _row(target: Target, spec: AttackSpec, run: RunOptions, budget: AdaptiveBudg
             "n_test_pairs": len(plain[0]), "model_uri": target.model_uri})
         mlflow.log_metrics({m: getattr(row, m) for m in ("auc", "auc_adaptive", "success", "success_adaptive",
                                                           "undetected", "undetected_adaptive", "seconds")})
+        cache.save("adv_test", examples.adversarial, examples.labels, examples.indices, scores=adaptive[1])
     return row
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -25,9 +26,13 @@ from medart.stages.target import ModelSource, RunOptions, Target
 class AttackOutcome:
     run_id: str
     metrics: dict[str, float]
-    cached: bool
+    cached_from: str | None  # the run that made the examples, when they come from the cache
     adversarial: dict[str, torch.Tensor]  # part → x_adv, float32 (N, 3, S, S)
     clean: dict[str, tuple[torch.Tensor, torch.Tensor]]  # part → (x, y)
+
+    @property
+    def cached(self) -> bool:
+        return self.cached_from is not None
 
 
 def attack(target: Target, spec: AttackSpec, run: RunOptions = RunOptions(), shards: int = 1) -> AttackOutcome:
@@ -38,14 +43,17 @@ def attack(target: Target, spec: AttackSpec, run: RunOptions = RunOptions(), sha
     ``success_rate``, ``linf_mean``/``linf_max``, ``l2_mean``/``l2_max`` (pixel units),
     ``seconds`` and ``image_steps_per_second`` of the generation, and for ``autoattack`` made in
     this process ``broken_by.<part>``, the images each part broke first. The examples are logged as
-    artifacts and reused by a later run with the same model, data, spec, backend and seed.
+    artifacts (``adversarial/<part>.npz``: ``x_adv``, ``labels``, ``indices``; :mod:`medart.attacks.cache`)
+    and reused, bit for bit, by a later run with the same network, data, spec, backend and seed:
+    such a run is tagged ``medart.cached_from`` with the run that made them, and says so on the
+    ``medart`` logger.
     Targeted specs aim each image at class ``(y + 1) mod K``. ``run.executor`` (default: this
     process) makes the examples in ``shards`` shards of whole batches, the same examples as one
     piece (:mod:`medart.executors`). The run carries the degenerate-model guard's tag and metrics
     (:func:`medart.stages.guard.guard`).
     """
     model, clean, indices, backend, seed = target.model, target.clean, target.indices, run.backend, target.seed
-    key = cache.cache_key(target.weights_digest, target.splits.info, indices, spec, backend, seed)
+    key = cache.cache_key(target.network_digest, target.splits.info, indices, spec, backend, seed)
     cached_run = cache.find(key) if run.cache else None
     generator = make_attack(model, spec, target.num_classes, backend, run.batch_size, run.device)
     executor = run.executor or InProcessExecutor()
@@ -57,20 +65,21 @@ def attack(target: Target, spec: AttackSpec, run: RunOptions = RunOptions(), sha
                                               "batch_size": run.batch_size, "shards": shards})
         mlflow.log_params({f"n_{part}": len(x) for part, (x, _) in clean.items()})
         mlflow.set_tags({cache.CACHE_TAG: key, "medart.cached": str(cached_run is not None).lower()})
+        if cached_run is not None:
+            mlflow.set_tag("medart.cached_from", cached_run)
+            logging.getLogger("medart").info(f"{spec.label()} via {backend}: examples from cache of run {cached_run}")
         guard(target, run)
         adversarial, seconds = {}, 0.0
         for part, (x, y) in clean.items():
             aim = (y + 1) % target.num_classes if spec.targeted else y
             if cached_run is not None:
-                adversarial[part] = cache.load(cached_run, part, x, spec.eps)
+                adversarial[part] = cache.load(cached_run, part, indices[part])
             else:
                 start = time.perf_counter()
                 adversarial[part] = executor.generate(generator, x, aim, seed=seed, shards=shards, progress=run.progress,
                                                       loader=_loader(target))
                 seconds += time.perf_counter() - start
-            cache.save(part, x, adversarial[part], y, indices[part])
-        if cached_run is not None:
-            mlflow.set_tag("medart.cached_from", cached_run)
+            cache.save(part, adversarial[part], y, indices[part])
 
         x_all = torch.cat([clean[p][0] for p in clean])
         y_all = torch.cat([clean[p][1] for p in clean]).numpy()
@@ -83,7 +92,7 @@ def attack(target: Target, spec: AttackSpec, run: RunOptions = RunOptions(), sha
             if not executor.remote:  # a remote executor's shards ran on copies of the generator
                 metrics |= generator.metrics()
         mlflow.log_metrics(metrics)
-    return AttackOutcome(mlflow_run.info.run_id, metrics, cached_run is not None, adversarial, clean)
+    return AttackOutcome(mlflow_run.info.run_id, metrics, cached_run, adversarial, clean)
 
 
 def _load_again(source: ModelSource, side: int, tracking_uri: str) -> torch.nn.Module:

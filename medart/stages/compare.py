@@ -5,7 +5,7 @@ figure (``medart eps-curves``), each logged as a run of its own.
 Every finished attack run (``medart attack``, ``sweep``, ``detect``, ``evaluate``, ``mlflow run``)
 logs ``attack.name``, ``attack.eps``, ``backend``, ``dataset``, ``model_uri`` and the metrics
 ``clean_acc`` / ``adv_acc``; :func:`collect` finds them with ``mlflow.search_runs``. Runs that
-repeat the same measurement (same ``medart.cache_key``: weights, data, spec, backend, seed) count
+repeat the same measurement (same ``medart.cache_key``: network, data, spec, backend, seed) count
 once, the latest.
 
 RobustBench keeps one JSON per model (``model_info/<dataset>/<threat model>/<name>.json``) with
@@ -270,6 +270,7 @@ def compare(request: CompareRequest = CompareRequest()) -> CompareOutcome:
 # -- the ε curves of several sweeps -------------------------------------------------------------
 
 _ROW_KEYS = ("attack", "eps", "run_id", "cached")
+_NOT_METRICS = (*_ROW_KEYS, "cached_from")
 
 
 def sweep_rows(run_id: str) -> list[SweepRow]:
@@ -278,7 +279,9 @@ def sweep_rows(run_id: str) -> list[SweepRow]:
         with tempfile.TemporaryDirectory() as tmp:
             path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="sweep.json", dst_path=tmp)
             records = json.loads(Path(path).read_text())["rows"]
-        return [SweepRow.from_metrics(*(r[k] for k in _ROW_KEYS), {k: v for k, v in r.items() if k not in _ROW_KEYS})
+        # cached_from is absent from sweeps logged before it was recorded
+        return [SweepRow.from_metrics(*(r[k] for k in _ROW_KEYS), {k: v for k, v in r.items() if k not in _NOT_METRICS},
+                                      r.get("cached_from"))
                 for r in records]
     except (MlflowException, OSError, KeyError, TypeError) as exc:
         raise ConfigError(f"run {run_id} has no readable sweep.json ({type(exc).__name__}); "
@@ -286,8 +289,9 @@ def sweep_rows(run_id: str) -> list[SweepRow]:
 
 
 def sweep_record(row: SweepRow) -> dict:
-    """A sweep row as ``sweep.json`` writes it: attack, eps, run_id, cached and the attack metrics."""
-    return {"attack": row.attack, "eps": row.eps, "run_id": row.run_id, "cached": row.cached, **row.metrics}
+    """A sweep row as ``sweep.json`` writes it: attack, eps, run_id, cached, cached_from and the attack metrics."""
+    return {"attack": row.attack, "eps": row.eps, "run_id": row.run_id, "cached": row.cached, "cached_from": row.cached_from,
+            **row.metrics}
 
 
 def sweep_label(run_id: str) -> str:

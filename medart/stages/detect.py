@@ -82,18 +82,21 @@ class DetectionOutcome:
 
 @dataclass
 class Pairs:
-    """Clean images ``(n, C, H, W)``, their adversarial versions, and their class labels ``(n,)``."""
+    """Clean images ``(n, C, H, W)``, their adversarial versions, their class labels ``(n,)`` and,
+    for pairs of one split part, the clean images' indices in it ``(n,)``."""
 
     clean: torch.Tensor
     adversarial: torch.Tensor
     labels: np.ndarray
+    indices: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def take(self, rows: np.ndarray) -> "Pairs":
         index = torch.from_numpy(rows)
-        return Pairs(self.clean[index], self.adversarial[index], self.labels[rows])
+        return Pairs(self.clean[index], self.adversarial[index], self.labels[rows],
+                     None if self.indices is None else self.indices[rows])
 
     def xy(self) -> tuple[torch.Tensor, np.ndarray]:
         """Detector inputs (clean then adversarial) and their 0/1 labels."""
@@ -102,9 +105,10 @@ class Pairs:
 
 
 def detection_pairs(model, clean: tuple[torch.Tensor, torch.Tensor], x_adv: torch.Tensor, only_successful: bool = False,
-                    run: RunOptions = RunOptions(), what: str = "") -> Pairs:
+                    run: RunOptions = RunOptions(), what: str = "", indices: np.ndarray | None = None) -> Pairs:
     """The pairs of the clean images ``(x, y)`` that ``model`` classifies correctly (and, with
-    ``only_successful``, whose adversarial version in ``x_adv`` it misclassifies, as in Ma et al. 2018)."""
+    ``only_successful``, whose adversarial version in ``x_adv`` it misclassifies, as in Ma et al. 2018);
+    ``indices``: the images' indices in their split part, kept with the pairs."""
     x, y = clean
     labels = y.numpy()
     keep = predict(model, TensorDataset(x, y), run.batch_size, run.device)[0].argmax(1) == labels
@@ -114,12 +118,14 @@ def detection_pairs(model, clean: tuple[torch.Tensor, torch.Tensor], x_adv: torc
         which = "classified correctly and attacked successfully" if only_successful else "classified correctly"
         raise DataError(f"only {int(keep.sum())} {what} images are {which}; detection needs at least 2: "
                         "attack more images (raise `max_examples`) or a stronger attack")
-    return Pairs(x[torch.from_numpy(keep)], x_adv[torch.from_numpy(keep)], labels[keep])
+    return Pairs(x[torch.from_numpy(keep)], x_adv[torch.from_numpy(keep)], labels[keep],
+                 None if indices is None else np.asarray(indices)[keep])
 
 
 def resplit(fit: Pairs, test: Pairs, repeat: int, seed: int) -> tuple[Pairs, Pairs]:
     """Repeat 0: AdvTrain / AdvTest as given. Repeat r > 0: both pooled and split again at the same
-    sizes, stratified by class, seeded by ``seed + r`` (pairs stay together)."""
+    sizes, stratified by class, seeded by ``seed + r`` (pairs stay together; their indices, of two
+    split parts, are dropped)."""
     if repeat == 0:
         return fit, test
     pooled = Pairs(torch.cat([fit.clean, test.clean]), torch.cat([fit.adversarial, test.adversarial]),
@@ -185,7 +191,7 @@ def detect(target: Target, request: DetectRequest, run: RunOptions = RunOptions(
         out = attack(target, spec, dataclasses.replace(run, parent_run_id=None))
         attack_runs[name] = out.run_id
         pairs[name] = {part: detection_pairs(target.model, out.clean[part], out.adversarial[part], request.only_successful,
-                                             run, what=f"{part} {name}") for part in PARTS}
+                                             run, f"{part} {name}", target.indices[part]) for part in PARTS}
 
     bar = tqdm(total=len(specs) * len(request.detectors) * request.repeats, desc="detectors", disable=not run.progress)
     label = f"detect-eps{eps_label(request.eps)}-{run.backend}"

@@ -39,12 +39,14 @@ class SweepRow:
     linf_max: float
     metrics: dict  # every metric of the attack run, timings included
     clean_balanced_acc: float = float("nan")
+    cached_from: str | None = None  # the run that made a cached cell's examples
 
     @classmethod
-    def from_metrics(cls, attack: str, eps: float, run_id: str, cached: bool, metrics: dict) -> "SweepRow":
+    def from_metrics(cls, attack: str, eps: float, run_id: str, cached: bool, metrics: dict,
+                     cached_from: str | None = None) -> "SweepRow":
         return cls(attack, eps, run_id, cached, int(metrics["n"]), metrics["clean_acc"], metrics["clean_auc"],
                    metrics["adv_acc"], metrics["adv_auc"], metrics["success_rate"], metrics["linf_max"], dict(metrics),
-                   metrics["clean_balanced_acc"])
+                   metrics["clean_balanced_acc"], cached_from)
 
 
 @dataclass(frozen=True)
@@ -91,7 +93,7 @@ def run_cell(target: Target, cell: tuple[str, float], run: RunOptions) -> SweepR
     """One (attack, ε) cell, paper settings otherwise, as a child run of ``run.parent_run_id``."""
     name, eps = cell
     out = attack(target, make_spec(name, eps), run)
-    return SweepRow.from_metrics(name, eps, out.run_id, out.cached, out.metrics)
+    return SweepRow.from_metrics(name, eps, out.run_id, out.cached, out.metrics, out.cached_from)
 
 
 def sweep(target: Target, attacks: Sequence[str], eps_values: Sequence[float], run: RunOptions = RunOptions()) -> SweepOutcome:
@@ -141,5 +143,6 @@ def sweep(target: Target, attacks: Sequence[str], eps_values: Sequence[float], r
 
 
 def _row_dict(row: SweepRow) -> dict:
-    # sweep.json keeps its earlier flat layout: attack, eps, run_id, cached and the attack metrics
-    return {"attack": row.attack, "eps": row.eps, "run_id": row.run_id, "cached": row.cached, **row.metrics}
+    # sweep.json keeps its earlier flat layout: attack, eps, run_id, cached, cached_from and the attack metrics
+    return {"attack": row.attack, "eps": row.eps, "run_id": row.run_id, "cached": row.cached, "cached_from": row.cached_from,
+            **row.metrics}

@@ -218,14 +218,20 @@ class Target:
 
     @property
     def indices(self) -> dict[str, "np.ndarray"]:
-        """part → the attacked images' indices in the dataset's test split parts."""
-        return {part: ds.indices for part, ds in self.parts.items()}
+        """part → the attacked images' indices in that part of the splits (``splits.adv_train``,
+        ``splits.adv_test``): ``splits.<part>[i]`` is image ``i`` again."""
+        import numpy as np
+
+        # an uncapped part is the split part itself, whose own indices point into the file's split
+        return {part: np.arange(len(ds)) if ds is getattr(self.splits, part) else ds.indices
+                for part, ds in self.parts.items()}
 
     @cached_property
-    def weights_digest(self) -> str:
+    def network_digest(self) -> str:
+        """What makes the model the network it is (:func:`medart.attacks.cache.network_digest`)."""
         from medart.attacks import cache
 
-        return cache.weights_digest(self.model)
+        return cache.network_digest(self.model)
 
     @cached_property
     def reference(self) -> tuple["torch.Tensor", "torch.Tensor"] | None:
