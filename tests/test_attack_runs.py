@@ -69,9 +69,9 @@ def test_cli_attack(registered, shared_data):
     assert ok.exit_code == 0, ok.output
     assert "fgsm-eps1/255 via art on 10 images" in ok.output and "max L∞ 1.0000/255" in ok.output
     assert "from cache" not in ok.output
-    made = re.search(r"^run ([0-9a-f]+): ", ok.output, re.M)[1]
+    made = re.search(r"^attack run ([0-9a-f]+) in sqlite:///\S+: ", ok.output, re.M)[1]
     again = runner.invoke(main, command)  # a cache hit names the run that made the examples
-    assert again.exit_code == 0 and f"(examples from cache of run {made}): fgsm-eps1/255" in again.output, again.output
+    assert again.exit_code == 0 and f"on 10 images (examples from cache of run {made})" in again.output, again.output
     for args, fragment in (
         (["--attack", "bim", "--eps", "3"], "ε must be in (0, 1]"),
         (["--attack", "zoo"], "Invalid value for '--attack': 'zoo' is not one of"),
