@@ -86,7 +86,7 @@ def test_interrupted_attack_is_never_reused_and_a_rerun_completes(registered, tr
     assert done.exit_code == 0, done.output[-2000:]
     assert "examples from cache" not in done.output  # the killed run's examples were not taken as complete
     again = _rerun(base, tracking_store, shared_data)
-    made = re.search(r"^run ([0-9a-f]+): ", done.output, re.M)[1]
+    made = re.search(r"^attack run ([0-9a-f]+) in ", done.output, re.M)[1]
     assert again.exit_code == 0 and f"(examples from cache of run {made})" in again.output, again.output[-2000:]
     statuses = sorted(r.info.status for r in _runs("medart/pneumonia/attack"))
     assert statuses == ["FINISHED", "FINISHED", "KILLED"]
