@@ -8,6 +8,7 @@ Nothing heavy is imported here: torch, MLflow and the stages load when a command
 
 from __future__ import annotations
 
+import logging
 import re
 import sys
 import warnings
@@ -95,6 +96,23 @@ def main() -> None:
             click.echo(f"Warning: {message}", err=True)
 
     warnings.showwarning = show
+    # medart's own log lines (the degenerate-model guard's, said by every run it tags) once each
+    # too: a detect command's attack runs and its parent run say the same line.
+    logging.getLogger("medart").handlers = [_OnceHandler()]
+
+
+class _OnceHandler(logging.Handler):
+    """Each distinct message on stderr once, as it is (one handler per command invocation)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shown: set[str] = set()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if message not in self.shown:
+            self.shown.add(message)
+            click.echo(message, err=True)
 
 
 from medart.cli import (  # noqa: E402, F401  (each module adds its command to `main`)

@@ -23,6 +23,8 @@ CHANCE_MARGIN = 0.10
 #: One answer given to at least this share of the images is "almost everything", unless the labels
 #: themselves are that lopsided (then the balanced-accuracy test still catches a constant model).
 CONSTANT_SHARE = 0.95
+#: The tag a guarded run (and a registered model version) carries: ``true`` or ``false``.
+DEGENERATE_TAG = "medart.degenerate"
 
 
 @dataclass(frozen=True)
@@ -50,8 +52,8 @@ class ModelCheck:
                 f"robustness: train it longer or check its data")
 
     def tags(self) -> dict[str, str]:
-        return {"medart.degenerate": str(self.degenerate).lower()} | ({"medart.degenerate_reason": self.reason}
-                                                                      if self.degenerate else {})
+        return {DEGENERATE_TAG: str(self.degenerate).lower()} | ({f"{DEGENERATE_TAG}_reason": self.reason}
+                                                                 if self.degenerate else {})
 
     def metrics(self) -> dict[str, float]:
         """The check's numbers as logged (fractions): ``guard.clean_acc``, ``guard.clean_balanced_acc``,

@@ -194,10 +194,8 @@ class Target:
     def model_check(self, run: RunOptions = RunOptions()) -> "ModelCheck":
         """Whether the model is degenerate on the ``clean`` images
         (:func:`medart.models.sanity.check_predictions`), predicted on ``run``'s device once per
-        target; the first time it fires, its one-line warning goes to the ``medart`` logger (stderr)."""
+        target (:func:`medart.stages.guard.guard` records it and warns on each run)."""
         if self._check is None:
-            import logging
-
             import torch
             from torch.utils.data import TensorDataset
 
@@ -207,8 +205,6 @@ class Target:
             x, y = (torch.cat(t) for t in zip(*self.clean.values()))
             probs, labels = predict(self.model, TensorDataset(x, y), run.batch_size, run.device)
             self._check = check_predictions(probs.argmax(1), labels, self.splits.classes)
-            if self._check.degenerate:
-                logging.getLogger("medart").warning(self._check.warning())
         return self._check
 
     @property
