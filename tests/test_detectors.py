@@ -271,3 +271,39 @@ def test_kd_standardize_scales_features_by_the_references(tiny):
     assert kd._features(x[:8])[:, 0] == pytest.approx(expected, rel=1e-9)
     with pytest.raises(ConfigError, match="KD reference must be"):
         make_detector("kd", model, reference="test").fit(x[:8], np.r_[np.zeros(4), np.ones(4)], x_ref=x, y_ref=y)
+
+
+def test_kd_regression_follows_the_density_rank_not_its_tail():
+    """KD's log densities from the main job's ResNet-50 (PGD 8/255, the detect stage's 147/36 pairs;
+    ``tests/data/kd_main_job_densities.npz``). A few clean images far from every reference make a
+    long lower tail that sets the class means a regression fits: min–max scaled, it takes the wrong
+    sign at σ auto (AUC 40.97 % where the density itself ranks at 59.03 %) and at σ = 3.7 the means
+    meet, lbfgs stops at its start and the coefficient is exactly 0 — one score for every input,
+    once printed as "AUC 50.00". KD's ranks follow the density."""
+    from pathlib import Path
+
+    from sklearn.metrics import roc_auc_score
+    from sklearn.pipeline import Pipeline
+
+    from medart.detectors.base import FeatureDetector
+    from medart.detectors.fit_check import classifier_check, detection_auc
+
+    data = np.load(Path(__file__).parent / "data" / "kd_main_job_densities.npz")
+    y_fit, y_test = data["y_fit"], data["y_test"]
+    kd = make_detector("kd", None)
+    got = {}
+    for sigma in ("auto", "3.7"):
+        fit, test = data[f"fit_{sigma}"][:, None], data[f"test_{sigma}"][:, None]
+        assert len(fit) == 2 * 147 and len(test) == 2 * 36
+        for name, scaler in (("min-max", FeatureDetector._scaler(kd, len(fit))), ("kd", kd._scaler(len(fit)))):
+            pipeline = Pipeline([("scale", scaler), ("classify", kd._classifier())]).fit(fit, y_fit)
+            reason = classifier_check(pipeline[-1], pipeline.decision_function(fit))
+            got[sigma, name] = (float(pipeline[-1].coef_[0, 0]), detection_auc(y_test, pipeline.decision_function(test), reason))
+        assert got[sigma, "kd"][0] < 0  # a lower density is the adversarial side
+        assert got[sigma, "kd"][1] == (roc_auc_score(y_test, -test[:, 0]), "")  # ranks: the density's own AUC
+    assert data["sigma_auto"] == pytest.approx(2.1908, abs=1e-4)
+    assert got["auto", "min-max"][0] > 0 and got["auto", "min-max"][1][0] == pytest.approx(0.4097, abs=1e-4)
+    assert got["auto", "kd"][1][0] == pytest.approx(0.5903, abs=1e-4)
+    coef, (auc, reason) = got["3.7", "min-max"]
+    assert coef == 0.0 and math.isnan(auc) and reason.startswith("its LogisticRegression's coefficients are all 0")
+    assert got["3.7", "kd"][1][0] == pytest.approx(0.6759, abs=1e-4)

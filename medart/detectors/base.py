@@ -4,7 +4,8 @@ Every detector subclasses ART's ``EvasionDetector``, so code written for ART's d
 ``fit(x, y)`` with ``y`` = 1 for adversarial and 0 for clean inputs, ``detect(x)`` returning
 ``(report, is_adversarial)`` where ``report["scores"]`` holds the per-example scores (higher =
 more likely adversarial). ``score(x, y)`` is the ROC-AUC of those scores. Features are scaled to
-[0, 1] by a ``MinMaxScaler`` fitted inside ``fit`` only, on the data ``fit`` was given. After the
+[0, 1] by a ``MinMaxScaler`` (KD: a ``QuantileTransformer``, their ranks) fitted inside ``fit``
+only, on the data ``fit`` was given. After the
 fit, ``degenerate_fit_`` says why the classifier ignores its features ('' when it does not:
 :mod:`medart.detectors.fit_check`).
 """
@@ -17,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 from art.defences.detector.evasion import EvasionDetector
-from sklearn.base import ClassifierMixin
+from sklearn.base import ClassifierMixin, TransformerMixin
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import MinMaxScaler
 from torch import nn
@@ -69,6 +70,10 @@ class FeatureDetector(EvasionDetector):
     def _classifier(self) -> ClassifierMixin:
         """A fresh scikit-learn classifier for the scaled features."""
 
+    def _scaler(self, n: int) -> TransformerMixin:
+        """A fresh scaler for ``n`` rows of fit features: each feature min–max scaled to [0, 1]."""
+        return MinMaxScaler()
+
     @abstractmethod
     def _features(self, x: torch.Tensor, **kwargs) -> np.ndarray:
         """Detector features ``(N, F)`` of ``x``, using only what ``_prepare`` learnt (and the
@@ -91,7 +96,7 @@ class FeatureDetector(EvasionDetector):
         self._prepare(x, y, **kwargs)
         features, labels = self._fit_features(x, y, **kwargs)
         features = self._finite(features)
-        self.pipeline_ = Pipeline([("scale", MinMaxScaler()), ("classify", self._classifier())])
+        self.pipeline_ = Pipeline([("scale", self._scaler(len(features))), ("classify", self._classifier())])
         self.pipeline_.fit(features, labels)
         self.degenerate_fit_ = classifier_check(self.pipeline_[-1], self._decision(features))
 
