@@ -248,3 +248,28 @@ def test_a_degenerate_fit_is_reported_as_such_never_as_an_auc(target, tmp_path, 
     assert "<td>KD</td><td>PGD</td><td>degenerate</td>" in page and '<td class="num">degenerate</td>' in page
     words = re.sub(r"base64,[A-Za-z0-9+/=]+", "", page)  # the figures' bytes spell anything
     assert not any(re.search(r"\bnan\b", text, re.IGNORECASE) for text in (*texts.values(), words))
+
+
+def test_a_nan_auc_renders_as_degenerate_everywhere():
+    """Every table and figure that shows a detection AUC reads NaN (a degenerate fit) as
+    "degenerate", never as "nan" or a number; a model's NaN AUC (one class in the labels) is no fit's."""
+    from medart.render.detection import adaptive_table, auc_figure, auc_table, roc_figure, transfer_figure, transfer_table
+    from medart.render.report import metric_rows
+    from medart.stages.adaptive import AdaptiveRow
+
+    nan = float("nan")
+    auc = {"fgsm": {"kd": nan, "dfeat": 0.9}, "pgd": {"kd": nan, "dfeat": 0.95}}
+    table = auc_table(auc, {"fgsm": {"kd": nan, "dfeat": 0.01}, "pgd": {"kd": nan, "dfeat": 0.02}}).splitlines()
+    assert table[2] == "| KD | degenerate | degenerate |" and table[3] == "| DFEAT | 90.00 ± 1.00 | 95.00 ± 2.00 |"
+    transfer = {"kd": {"fgsm": {"fgsm": nan, "pgd": nan}, "pgd": {"fgsm": nan, "pgd": nan}}}
+    assert "| FGSM | degenerate | degenerate |" in transfer_table(transfer)
+    row = AdaptiveRow("kd", "bim", 8 / 255, nan, nan, 1.0, 1.0, nan, nan, 1.0, "run")
+    assert "| KD | BIM | 8/255 | detector-aware | degenerate | degenerate | 100.00 | 100.00 | degenerate | degenerate |" \
+        in adaptive_table([row])
+    for figure in (auc_figure(auc, "t"), transfer_figure(transfer, "t"),
+                   roc_figure({"kd": (np.array([0.0, 1.0]), np.array([0.0, 1.0]), nan)}, "t")):
+        texts = [t.get_text() for ax in figure.axes for t in ax.texts] + [
+            t.get_text() for ax in figure.axes if ax.get_legend() for t in ax.get_legend().get_texts()]
+        assert any("degenerate" in t for t in texts) and not any("nan" in t.lower() for t in texts)
+    rows = dict(metric_rows({"auc_kd": nan, "pgd.auc_kd": nan, "clean_auc": nan, "auc_dfeat": 0.9}))
+    assert rows == {"auc_kd (%)": "degenerate", "pgd.auc_kd (%)": "degenerate", "clean_auc (%)": "—", "auc_dfeat (%)": "90.00"}

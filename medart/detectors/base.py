@@ -5,9 +5,8 @@ Every detector subclasses ART's ``EvasionDetector``, so code written for ART's d
 ``(report, is_adversarial)`` where ``report["scores"]`` holds the per-example scores (higher =
 more likely adversarial). ``score(x, y)`` is the ROC-AUC of those scores. Features are scaled to
 [0, 1] by a ``MinMaxScaler`` (KD: a ``QuantileTransformer``, their ranks) fitted inside ``fit``
-only, on the data ``fit`` was given. After the
-fit, ``degenerate_fit_`` says why the classifier ignores its features ('' when it does not:
-:mod:`medart.detectors.fit_check`).
+only, on the data ``fit`` was given. After the fit, ``degenerate_fit_`` says why the classifier
+ignores its features ('' when it does not: :mod:`medart.detectors.fit_check`).
 """
 
 from __future__ import annotations

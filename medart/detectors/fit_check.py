@@ -24,7 +24,7 @@ logger = logging.getLogger("medart")
 
 
 def constant(scores: np.ndarray) -> bool:
-    """Whether ``scores`` ``(N,)`` are all equal within :data:`SCORE_TOLERANCE` (relative, at least 1 absolute unit)."""
+    """Whether ``scores`` ``(N,)`` all lie within :data:`SCORE_TOLERANCE` × max(1, their largest magnitude)."""
     scores = np.asarray(scores, dtype=np.float64)
     return bool(np.ptp(scores) <= SCORE_TOLERANCE * max(1.0, float(np.abs(scores).max())))
 
@@ -33,7 +33,7 @@ def classifier_check(classifier, scores: np.ndarray) -> str:
     """Why a fitted scikit-learn ``classifier`` ignores its features ('' when it does not), given its
     decision ``scores`` ``(N,)`` on the inputs it was fitted on: its coefficients are all 0 (a linear
     model), or it gives all N of them one score."""
-    coef = getattr(classifier, "coef_", None)
+    coef = getattr(classifier, "coef_", None)  # on features scaled to [0, 1]: |w| ≤ 1e-9 moves no score
     if coef is not None and not np.any(np.abs(coef) > SCORE_TOLERANCE):
         return (f"its {type(classifier).__name__}'s coefficients are all 0 (w = {np.ravel(coef)[:4].tolist()}): "
                 f"one score for every input")

@@ -1,10 +1,11 @@
 """The degenerate-model guard: has the model learnt anything on the images it is attacked on?
 
 A model that answers one class for nearly every image still "falls to 0 % under attack" and its
-attacks are still "detected" at high AUC, numbers that say nothing about robustness. Before a
-stage attacks or detects, :func:`check_predictions` looks at the model's answers on the clean
-evaluation images; the stages (:mod:`medart.stages.guard`) warn, tag the run and print clean and
-balanced accuracy beside every number when it fires.
+attacks are still "detected" at high AUC, numbers that say nothing about robustness. After
+training (on the test predictions), and before a stage attacks or detects (on the clean images it
+attacks), :func:`check_predictions` looks at the model's answers; the stages
+(:mod:`medart.stages.guard`) warn, tag the run and print clean and balanced accuracy beside every
+number when it fires, and training never moves the registry alias to such a model.
 """
 
 from __future__ import annotations
