@@ -173,7 +173,9 @@ def detect(target: Target, request: DetectRequest, run: RunOptions = RunOptions(
     clean and balanced accuracy of the attacked images beside the AUCs. The target's
     ``reference`` clean Train images serve KD, LID and Mahalanobis as their clean reference set.
     With ``adaptive``, :func:`medart.stages.adaptive.adaptive_rows` adds the adaptive attacks'
-    child runs and the parent's ``adaptive.md`` and ``figures/adaptive.png``.
+    child runs and the parent's ``adaptive.md`` and ``figures/adaptive.png``. A degenerate fit
+    (:mod:`medart.detectors.fit_check`) is warned about, tagged ``medart.degenerate_fit.<detector>``
+    on the child run, and its AUC is NaN everywhere (shown as ``degenerate``).
     Every setting is checked before the first attack runs.
     """
     request, specs = _checked(target, request)

@@ -148,7 +148,8 @@ class Target:
             uri = champion(data.dataset)
             if uri is None:
                 raise ConfigError(f"no `model_uri` given and no {registry.registered_name(data.dataset)}@champion is "
-                                  "registered in this tracking store: train one (medart train) or give `model_uri`")
+                                  "registered in this tracking store: train one (medart train; a model it flags as "
+                                  "degenerate is registered but never champion) or give `model_uri`")
             source = dataclasses.replace(source, model_uri=uri)
         loaded = sources.load_model(source, side=data.side())
         splits = data.load(loaded.config.get("image_size") or data.size)
