@@ -7,6 +7,7 @@ by the stages that read them)."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Dict, Tuple
 
@@ -168,7 +169,10 @@ def _every_stage(source: ModelSource, shared_data: Path, detectors=ALL_DETECTORS
     request = DetectRequest(attacks=("fgsm",), eps=EPS, detectors=detectors, params={d: SMALL[d] for d in SMALL if d in detectors},
                             transfer=False)
     found = detect(target, request, RUN)
-    assert set(found.auc["fgsm"]) == set(detectors) and all(0 <= v <= 1 for v in found.auc["fgsm"].values())
+    assert set(found.auc["fgsm"]) == set(detectors)
+    # an AUC, or NaN for a fit that measured nothing (on a few pairs KD may find no direction), tagged as such
+    tags = mlflow.MlflowClient().get_run(found.child_runs["fgsm"]).data.tags
+    assert all(0 <= v <= 1 or (math.isnan(v) and f"medart.degenerate_fit.{d}" in tags) for d, v in found.auc["fgsm"].items())
     metrics = evaluate(target, ("fgsm",), (EPS,), RUN).metrics()
     assert 0 <= metrics["test_acc"] <= 1 and "adv_acc.fgsm.eps2" in metrics
     return target

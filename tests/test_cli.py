@@ -65,7 +65,7 @@ def test_unknown_model_uri(tracking_store, shared_data):
 def test_train_then_evaluate_from_the_registry(tracking_store, shared_data):
     result = run(
         "train", "--dataset", "pneumonia", "--arch", "resnet18", "--pretrained", "none", "--epochs", "1",
-        "--batch-size", "32", "--max-train", "64", "--balance", "sampler",
+        "--batch-size", "32", "--max-train", "256", "--balance", "sampler",
         "--monitor", "val_balanced_acc", "--no-progress", env={"MEDART_DATA_DIR": str(shared_data)},
     )
     assert result.exit_code == 0, result.output

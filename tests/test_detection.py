@@ -217,3 +217,65 @@ def test_cli_detect_and_its_errors(registered, shared_data):
     ):
         bad = runner.invoke(main, [*base, *args])
         assert bad.exit_code == 2 and "Traceback" not in bad.output and fragment in bad.output, bad.output
+
+
+def test_a_degenerate_fit_is_reported_as_such_never_as_an_auc(target, tmp_path, caplog):
+    """KD at σ = 1e10: every log density rounds to log 1 = 0, one feature value for every input, and
+    the regression puts weight 0 on it. Its AUC is NaN on every run and in every table (the
+    pipeline's summary, Tables 4 and 5, the report), shown as "degenerate", with a warning and a
+    tag; DFeat beside it is measured as usual."""
+    import logging
+
+    from medart.stages import pipeline
+    from medart.stages.report import report_run
+
+    request = DetectRequest(("fgsm", "pgd"), 1 / 255, ("kd", "dfeat"), {"kd": {"bandwidth": 1e10}, "dfeat": {"n_estimators": 10}})
+    with caplog.at_level(logging.WARNING, logger="medart"):
+        out = pipeline(target.data, request, target.model_uri, max_examples=40, reference_size=64,
+                       run=RunOptions(progress=False)).detection
+    fits = [r.getMessage() for r in caplog.records if r.getMessage().startswith("warning: degenerate fit of KD on ")]
+    assert len(fits) == 2 and "its LogisticRegression's coefficients are all 0" in fits[0] and "\n" not in fits[0]
+    assert all(np.isnan(out.auc[a]["kd"]) and 0 <= out.auc[a]["dfeat"] <= 1 for a in ("fgsm", "pgd"))
+    client = mlflow.MlflowClient()
+    child = client.get_run(out.child_runs["pgd"]).data
+    assert child.tags["medart.degenerate_fit.kd"].startswith("its LogisticRegression's coefficients are all 0 (w = [0.0])")
+    assert "medart.degenerate_fit.dfeat" not in child.tags
+    assert np.isnan(child.metrics["auc_kd"]) and np.isnan(child.metrics["detect_acc_kd"]) and child.metrics["auc_dfeat"] >= 0
+    assert np.isnan(client.get_run(out.run_id).data.metrics["pgd.auc_kd"])
+    assert all(np.isnan(v) for v in out.transfer["kd"]["fgsm"].values())
+
+    main_run = client.get_run(out.run_id).data.tags["mlflow.parentRunId"]
+    texts = {name: mlflow.artifacts.load_text(f"runs:/{run_id}/{name}") for run_id, name in
+             ((main_run, "summary.md"), (out.run_id, "detection_auc.md"), (out.run_id, "transfer.md"))}
+    assert texts["summary.md"].splitlines()[2].endswith(f"| degenerate | {out.auc['fgsm']['dfeat'] * 100:.2f} |")
+    assert texts["detection_auc.md"].splitlines()[2].startswith("| KD | degenerate | degenerate |")
+    assert "| FGSM | degenerate | degenerate |" in texts["transfer.md"]
+    page = report_run(main_run, tmp_path / "report.html", log=False).read_text()
+    assert "<td>KD</td><td>PGD</td><td>degenerate</td>" in page and '<td class="num">degenerate</td>' in page
+    words = re.sub(r"base64,[A-Za-z0-9+/=]+", "", page)  # the figures' bytes spell anything
+    assert not any(re.search(r"\bnan\b", text, re.IGNORECASE) for text in (*texts.values(), words))
+
+
+def test_a_nan_auc_renders_as_degenerate_everywhere():
+    """Every table and figure that shows a detection AUC reads NaN (a degenerate fit) as
+    "degenerate", never as "nan" or a number; a model's NaN AUC (one class in the labels) is no fit's."""
+    from medart.render.detection import adaptive_table, auc_figure, auc_table, roc_figure, transfer_figure, transfer_table
+    from medart.render.report import metric_rows
+    from medart.stages.adaptive import AdaptiveRow
+
+    nan = float("nan")
+    auc = {"fgsm": {"kd": nan, "dfeat": 0.9}, "pgd": {"kd": nan, "dfeat": 0.95}}
+    table = auc_table(auc, {"fgsm": {"kd": nan, "dfeat": 0.01}, "pgd": {"kd": nan, "dfeat": 0.02}}).splitlines()
+    assert table[2] == "| KD | degenerate | degenerate |" and table[3] == "| DFEAT | 90.00 ± 1.00 | 95.00 ± 2.00 |"
+    transfer = {"kd": {"fgsm": {"fgsm": nan, "pgd": nan}, "pgd": {"fgsm": nan, "pgd": nan}}}
+    assert "| FGSM | degenerate | degenerate |" in transfer_table(transfer)
+    row = AdaptiveRow("kd", "bim", 8 / 255, nan, nan, 1.0, 1.0, nan, nan, 1.0, "run")
+    assert "| KD | BIM | 8/255 | detector-aware | degenerate | degenerate | 100.00 | 100.00 | degenerate | degenerate |" \
+        in adaptive_table([row])
+    for figure in (auc_figure(auc, "t"), transfer_figure(transfer, "t"),
+                   roc_figure({"kd": (np.array([0.0, 1.0]), np.array([0.0, 1.0]), nan)}, "t")):
+        texts = [t.get_text() for ax in figure.axes for t in ax.texts] + [
+            t.get_text() for ax in figure.axes if ax.get_legend() for t in ax.get_legend().get_texts()]
+        assert any("degenerate" in t for t in texts) and not any("nan" in t.lower() for t in texts)
+    rows = dict(metric_rows({"auc_kd": nan, "pgd.auc_kd": nan, "clean_auc": nan, "auc_dfeat": 0.9}))
+    assert rows == {"auc_kd (%)": "degenerate", "pgd.auc_kd (%)": "degenerate", "clean_auc (%)": "—", "auc_dfeat (%)": "90.00"}

@@ -97,7 +97,12 @@ def test_identical_inputs_score_half_and_separable_inputs_score_one(tiny, name):
     # "adversarial" = the very same images: nothing to find
     same = _fit(name, model, torch.cat([x[clean_fit]] * 2), labels(32), x[ref], y[ref])
     assert isinstance(same, EvasionDetector)
-    assert same.score(torch.cat([x[clean_test]] * 2), labels(32)) == pytest.approx(0.5, abs=1e-9)
+    same_auc = same.score(torch.cat([x[clean_test]] * 2), labels(32))
+    if name in ("dfeat", "art_binary"):  # scores that vary from image to image, tied within each pair
+        assert same_auc == pytest.approx(0.5, abs=1e-9)
+    else:  # a classifier that put no weight on its features: a degenerate fit, never "AUC 50 %"
+        assert np.isnan(same_auc) and same.degenerate_fit_.startswith(("its LogisticRegression's coefficients are all 0",
+                                                                       "its SVC gives all 64 fit inputs one score"))
     # "adversarial" = copies with strong pixel noise: off the images' smooth manifold, trivially apart
     noise = 0.3 * torch.randn(x.shape, generator=torch.Generator().manual_seed(2))
     noisy = lambda s: (x[s] + noise[s]).clamp(0, 1)  # noqa: E731
@@ -222,7 +227,9 @@ def test_lid_batch_mode_matches_ma_et_al_computed_directly(tiny, reference):
                     assert got[row, j] == pytest.approx(-1.0 / np.mean(np.log(r / r[-1])), rel=1e-6)
     same = make_detector("lid", model, layers=layers, k=5, reference=reference, reference_size=20)
     same.fit(torch.cat([clean, clean]), np.r_[np.zeros(50), np.ones(50)], x_clean=clean)
-    assert same.score(torch.cat([clean, clean]), np.r_[np.zeros(50), np.ones(50)], x_clean=clean) == pytest.approx(0.5)
+    # nothing to find: the regression puts no weight on the features, a degenerate fit (not "AUC 50 %")
+    assert np.isnan(same.score(torch.cat([clean, clean]), np.r_[np.zeros(50), np.ones(50)], x_clean=clean))
+    assert same.degenerate_fit_.startswith("its LogisticRegression's coefficients are all 0")
     with pytest.raises(DataError, match="pass x_clean"):
         detector.detect(adv)
     with pytest.raises(DataError, match="blocks aligned row by row"):
@@ -264,3 +271,39 @@ def test_kd_standardize_scales_features_by_the_references(tiny):
     assert kd._features(x[:8])[:, 0] == pytest.approx(expected, rel=1e-9)
     with pytest.raises(ConfigError, match="KD reference must be"):
         make_detector("kd", model, reference="test").fit(x[:8], np.r_[np.zeros(4), np.ones(4)], x_ref=x, y_ref=y)
+
+
+def test_kd_regression_follows_the_density_rank_not_its_tail():
+    """KD's log densities from the main job's ResNet-50 (PGD 8/255, the detect stage's 147/36 pairs;
+    ``tests/data/kd_main_job_densities.npz``). A few clean images far from every reference make a
+    long lower tail that sets the class means a regression fits: min–max scaled, it takes the wrong
+    sign at σ auto (AUC 40.97 % where the density itself ranks at 59.03 %) and at σ = 3.7 the means
+    meet, lbfgs stops at its start and the coefficient is exactly 0 — one score for every input,
+    once printed as "AUC 50.00". KD's ranks follow the density."""
+    from pathlib import Path
+
+    from sklearn.metrics import roc_auc_score
+    from sklearn.pipeline import Pipeline
+
+    from medart.detectors.base import FeatureDetector
+    from medart.detectors.fit_check import classifier_check, detection_auc
+
+    data = np.load(Path(__file__).parent / "data" / "kd_main_job_densities.npz")
+    y_fit, y_test = data["y_fit"], data["y_test"]
+    kd = make_detector("kd", None)
+    got = {}
+    for sigma in ("auto", "3.7"):
+        fit, test = data[f"fit_{sigma}"][:, None], data[f"test_{sigma}"][:, None]
+        assert len(fit) == 2 * 147 and len(test) == 2 * 36
+        for name, scaler in (("min-max", FeatureDetector._scaler(kd, len(fit))), ("kd", kd._scaler(len(fit)))):
+            pipeline = Pipeline([("scale", scaler), ("classify", kd._classifier())]).fit(fit, y_fit)
+            reason = classifier_check(pipeline[-1], pipeline.decision_function(fit))
+            got[sigma, name] = (float(pipeline[-1].coef_[0, 0]), detection_auc(y_test, pipeline.decision_function(test), reason))
+        assert got[sigma, "kd"][0] < 0  # a lower density is the adversarial side
+        assert got[sigma, "kd"][1] == (roc_auc_score(y_test, -test[:, 0]), "")  # ranks: the density's own AUC
+    assert data["sigma_auto"] == pytest.approx(2.1908, abs=1e-4)
+    assert got["auto", "min-max"][0] > 0 and got["auto", "min-max"][1][0] == pytest.approx(0.4097, abs=1e-4)
+    assert got["auto", "kd"][1][0] == pytest.approx(0.5903, abs=1e-4)
+    coef, (auc, reason) = got["3.7", "min-max"]
+    assert coef == 0.0 and math.isnan(auc) and reason.startswith("its LogisticRegression's coefficients are all 0")
+    assert got["3.7", "kd"][1][0] == pytest.approx(0.6759, abs=1e-4)

@@ -83,17 +83,22 @@ def test_guard_fires_on_a_constant_model_and_stays_quiet_on_a_trained_one(tracki
         target = Target("test", model, data, splits, max_examples=60)
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="medart"):
-            for _ in range(2):  # two stages on one target: one check, one warning, both runs tagged
+            # two stages on one target: one check, both runs tagged and each saying so; a child
+            # run is tagged too, its parent's warning covering it
+            for _ in range(2):
                 with mlflow.start_run() as run:
                     check = guard(target)
-                logged = mlflow.get_run(run.info.run_id).data
-                assert logged.tags["medart.degenerate"] == str(degenerate).lower()
-                assert logged.metrics["guard.clean_balanced_acc"] == check.balanced_acc
-                assert logged.metrics["guard.clean_acc"] == check.acc
+                    with mlflow.start_run(nested=True) as child:
+                        assert guard(target) is check
+                for logged in (mlflow.get_run(r.info.run_id).data for r in (run, child)):
+                    assert logged.tags["medart.degenerate"] == str(degenerate).lower()
+                    assert logged.metrics["guard.clean_balanced_acc"] == check.balanced_acc
+                    assert logged.metrics["guard.clean_acc"] == check.acc
         warnings = [r.getMessage() for r in caplog.records]
         if degenerate:
             assert check.balanced_acc == 0.5 and check.top_share == 1.0 and "medart.degenerate_reason" in logged.tags
-            assert len(warnings) == 1 and "\n" not in warnings[0] and warnings[0].startswith("warning: degenerate model (")
+            assert len(warnings) == 2 and warnings[0] == warnings[1]
+            assert "\n" not in warnings[0] and warnings[0].startswith("warning: degenerate model (")
         else:
             assert check.balanced_acc > 0.5 + CHANCE_MARGIN and warnings == []
 
@@ -119,3 +124,81 @@ def test_tables_and_report_print_clean_and_balanced_accuracy_beside_the_numbers(
     assert "<td>KD</td><td>BIM</td><td>99.00</td><td>100.00</td><td>50.00</td><td>50.00</td>" in page
     assert "Degenerate model</b>: balanced accuracy 50.0 %" in degenerate_banner([attack, detect])
     assert degenerate_banner([RunView("q", "quiet", "FINISHED", 0, {}, {}, {"medart.degenerate": "false"})]) == ""
+
+
+def _degenerate_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("warning: degenerate model (")]
+
+
+def test_train_never_moves_the_alias_to_a_degenerate_model(tracking_store, shared_data):
+    """A small CNN that learns (1 epoch at lr 0.1) becomes champion; one that cannot (lr 1e-6) is
+    registered as version 2, tagged degenerate, said so on stderr and in the summary, and the alias
+    stays on version 1 although its validation accuracy may be no lower."""
+    from click.testing import CliRunner
+
+    from medart.cli import main
+    from medart.models import registry
+    from medart.stages import ModelRequest, RunOptions, train
+
+    request = ModelRequest(arch="smallcnn", pretrained="none", max_train=512, max_eval=32)
+    good = train(DataSpec("pneumonia", shared_data), request, TrainConfig(epochs=1, batch_size=32, lr=0.1),
+                 RunOptions(progress=False))
+    assert not good.check.degenerate and good.promoted and good.check.n == 64
+    common = ["--dataset", "pneumonia", "--data-dir", str(shared_data), "--arch", "smallcnn", "--pretrained", "none",
+              "--max-train", "64", "--max-eval", "32", "--epochs", "1", "--no-progress"]
+    done = CliRunner().invoke(main, ["train", *common, "--lr", "1e-6"])
+    assert done.exit_code == 0, done.output
+    assert len(_degenerate_lines(done.stderr)) == 1
+    assert "DEGENERATE MODEL: balanced accuracy" in done.stdout
+    assert "registered models:/medart-pneumonia/2 (alias 'champion' not moved: the model is degenerate)" in done.stdout
+    client = mlflow.MlflowClient()
+    assert str(client.get_model_version_by_alias("medart-pneumonia", "champion").version) == "1"
+    assert client.get_model_version("medart-pneumonia", "2").tags["medart.degenerate"] == "true"
+    assert client.get_model_version("medart-pneumonia", "1").tags["medart.degenerate"] == "false"
+    run = mlflow.search_runs(search_all_experiments=True, output_format="list", max_results=1,
+                             order_by=["attributes.start_time DESC"])[0]
+    assert run.data.tags["medart.degenerate"] == "true" and run.data.tags["alias_promoted"] == "False"
+    assert run.data.tags["medart.alias_withheld"] == "'champion' not moved to a degenerate model"
+    assert run.data.metrics["guard.clean_balanced_acc"] == run.data.metrics["test_balanced_acc"] <= 0.5 + CHANCE_MARGIN
+    # whatever the metric says, the degenerate version never takes it …
+    assert not registry.promote_if_best("medart-pneumonia", "2", "champion", "val_acc", 2.0)
+    # … and a sound version takes it from a degenerate holder even with a lower metric
+    registry.tag_version("medart-pneumonia", "1", {"medart.degenerate": "true"})
+    registry.tag_version("medart-pneumonia", "2", {"medart.degenerate": "false"})
+    assert registry.promote_if_best("medart-pneumonia", "2", "champion", "val_acc", 0.0)
+    assert str(client.get_model_version_by_alias("medart-pneumonia", "champion").version) == "2"
+
+
+def test_attack_warns_on_every_run_cached_or_not(tracking_store, shared_data, caplog):
+    """The warning once per run that is tagged, not once per loaded model: a second attack on the
+    same target (its examples from the cache) says it again, and so does the command line."""
+    from click.testing import CliRunner
+
+    from medart.attacks import make_spec
+    from medart.cli import main
+    from medart.stages import ModelRequest, RunOptions, attack, train
+
+    data = DataSpec("pneumonia", shared_data)
+    # a small CNN that learnt nothing
+    degenerate = train(data, ModelRequest(arch="smallcnn", pretrained="none", max_train=64, max_eval=16),
+                       TrainConfig(epochs=1, batch_size=32, lr=1e-6), RunOptions(progress=False))
+    assert degenerate.check.degenerate
+    target = Target(degenerate.model_uri, degenerate.model, data, data.load(), max_examples=16)
+    spec = make_spec("fgsm", 1 / 255)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="medart"):
+        runs = [attack(target, spec, RunOptions(progress=False)) for _ in range(2)]
+    assert [r.cached for r in runs] == [False, True]
+    assert len([r for r in caplog.records if r.getMessage().startswith("warning: degenerate model (")]) == 2
+    assert all(mlflow.get_run(r.run_id).data.tags["medart.degenerate"] == "true" for r in runs)
+
+    # the command line, loading the model: one line per command, cached examples or not
+    outputs = []
+    for _ in range(2):
+        done = CliRunner().invoke(main, ["attack", "--model-uri", degenerate.model_uri, "--dataset", "pneumonia",
+                                         "--data-dir", str(shared_data), "--attack", "bim", "--eps", "1/255",
+                                         "--max-examples", "16", "--no-progress"])
+        assert done.exit_code == 0, done.output
+        outputs.append(done)
+    assert "(examples from cache)" not in outputs[0].stdout and "(examples from cache)" in outputs[1].stdout
+    assert [len(_degenerate_lines(o.stderr)) for o in outputs] == [1, 1]

@@ -16,6 +16,7 @@ so a stand-in that points the wrong way makes the attack weaker, never the repor
 from __future__ import annotations
 
 import torch
+from sklearn.preprocessing import QuantileTransformer
 from torch import nn
 
 from medart.detectors.activations import activations
@@ -23,11 +24,39 @@ from medart.errors import ConfigError
 
 
 def scaled(pipeline, features: torch.Tensor) -> torch.Tensor:
-    """``features`` ``(N, F)`` through the fitted ``MinMaxScaler`` (step ``scale``) of a medart
-    detector's pipeline, in torch, in the features' dtype and device."""
+    """``features`` ``(N, F)`` through the fitted scaler (step ``scale``) of a medart detector's
+    pipeline — a ``MinMaxScaler``, or KD's ``QuantileTransformer`` (:func:`ranks`) — in torch, in
+    the features' dtype and device."""
     scale = pipeline.named_steps["scale"]
     as_tensor = lambda a: torch.as_tensor(a, dtype=features.dtype, device=features.device)  # noqa: E731
+    if isinstance(scale, QuantileTransformer):
+        references = as_tensor(scale.references_)
+        return torch.stack([ranks(features[:, j], as_tensor(scale.quantiles_[:, j]), references)
+                            for j in range(features.shape[1])], dim=1)
     return features * as_tensor(scale.scale_) + as_tensor(scale.min_)
+
+
+def ranks(x: torch.Tensor, quantiles: torch.Tensor, references: torch.Tensor) -> torch.Tensor:
+    """scikit-learn's ``QuantileTransformer`` (uniform output) of one feature ``x`` ``(N,)``: the
+    piecewise-linear map of its fitted ``quantiles`` ``(Q,)`` onto ``references`` ``(Q,)``, the
+    mean of the map read upwards and downwards (tied quantiles), 0 and 1 beyond the ends. The value
+    is exact; the gradient beyond the ends is the end segment's slope, so an attack started out
+    there still sees which way the rank rises (a clamp would give it none)."""
+    up = _interp(x, quantiles, references)
+    down = -_interp(-x, -quantiles.flip(0), -references.flip(0))
+    line = 0.5 * (up + down)
+    exact = torch.where(x >= quantiles[-1], torch.ones_like(x), torch.where(x <= quantiles[0], torch.zeros_like(x), line))
+    return line + (exact - line).detach()
+
+
+def _interp(x: torch.Tensor, xp: torch.Tensor, fp: torch.Tensor) -> torch.Tensor:
+    """``np.interp(x, xp, fp)`` inside ``[xp[0], xp[-1]]`` for non-decreasing ``xp`` (the upper
+    of tied points), and the end segments extended beyond it."""
+    i = torch.searchsorted(xp, x.detach().contiguous(), right=True).clamp(1, len(xp) - 1)
+    x0, x1, y0, y1 = xp[i - 1], xp[i], fp[i - 1], fp[i]
+    width = x1 - x0
+    slope = torch.where(width > 0, (y1 - y0) / torch.where(width > 0, width, torch.ones_like(width)), torch.zeros_like(width))
+    return y0 + slope * (x - x0)
 
 
 def fitted(detector) -> None:

@@ -110,16 +110,25 @@ def main() -> None:
             click.echo(f"Warning: {message}", err=True)
 
     warnings.showwarning = show
-    # The stages' notes (which run made the cached examples; a degenerate model) on stderr, a line each
-    notes = logging.getLogger("medart")
-    if not any(isinstance(h, _Notes) for h in notes.handlers):
-        notes.addHandler(_Notes())
-    notes.setLevel(logging.INFO)
+    # The stages' notes (which run made the cached examples; the degenerate-model guard's warning,
+    # said by every run it tags) on stderr, each distinct line once: a detect command's attack runs
+    # and its parent run say the same line.
+    logging.getLogger("medart").handlers = [_OnceHandler()]
+    logging.getLogger("medart").setLevel(logging.INFO)
 
 
-class _Notes(logging.Handler):
+class _OnceHandler(logging.Handler):
+    """Each distinct message on stderr once, as it is (one handler per command invocation)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shown: set[str] = set()
+
     def emit(self, record: logging.LogRecord) -> None:
-        click.echo(record.getMessage(), err=True)
+        message = record.getMessage()
+        if message not in self.shown:
+            self.shown.add(message)
+            click.echo(message, err=True)
 
 
 from medart.cli import (  # noqa: E402, F401  (each module adds its command to `main`)

@@ -56,10 +56,17 @@ def train(**opts) -> None:
     recalls = ", ".join(f"{k.removeprefix('recall_')} {v * 100:.2f} %" for k, v in out.test.items() if k.startswith("recall_"))
     click.echo(run_line("train", out.run_id, f"best epoch {out.best_epoch}, test acc {out.test['acc'] * 100:.2f} %, "
                f"balanced acc {out.test['balanced_acc'] * 100:.2f} % (recall: {recalls}), "
-               f"test AUC {out.test['auc'] * 100:.2f} %, {out.seconds_per_epoch:.1f} s/epoch"))
+               f"test AUC {out.test['auc'] * 100:.2f} % on {out.check.n} test images, {out.seconds_per_epoch:.1f} s/epoch"))
+    if out.check.degenerate:
+        click.echo(f"DEGENERATE MODEL: {out.check.reason}")
     if out.version is not None:
         alias = opts["alias"]
-        where = f"@{alias}" if out.promoted else f" (alias '{alias}' kept on a better version)"
+        if out.promoted:
+            where = f"@{alias}"
+        elif out.check.degenerate:
+            where = f" (alias '{alias}' not moved: the model is degenerate)"
+        else:
+            where = f" (alias '{alias}' kept on a better version)"
         click.echo(f"registered {out.model_uri}{where}")
     else:
         click.echo(f"model at {out.model_uri}")

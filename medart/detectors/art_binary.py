@@ -19,10 +19,10 @@ import numpy as np
 import torch
 from art.defences.detector.evasion import BinaryActivationDetector, EvasionDetector
 from art.estimators.classification import PyTorchClassifier
-from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from medart.detectors.base import as_tensor, check_fit_labels
+from medart.detectors.fit_check import detection_auc, warn
 from medart.errors import ConfigError
 from medart.models.evaluation import device_of, resolve_device
 
@@ -110,9 +110,13 @@ class ARTBinaryActivation(BinaryActivationDetector):
         return report | {"scores": logits[:, 1] - logits[:, 0]}, flagged
 
     def score(self, x: np.ndarray | torch.Tensor, y_is_adv: np.ndarray) -> float:
-        """ROC-AUC of the detection scores against the true 0/1 labels."""
+        """ROC-AUC of the detection scores against the true 0/1 labels; NaN, with a warning, when
+        the scores are constant (:func:`medart.detectors.fit_check.detection_auc`)."""
         y = check_fit_labels(as_tensor(x), y_is_adv)
-        return float(roc_auc_score(y, self.detect(x)[0]["scores"]))
+        auc, reason = detection_auc(y, self.detect(x)[0]["scores"])
+        if reason:
+            warn(self.name, f"{len(y)} inputs", reason)
+        return auc
 
     def get_params(self) -> dict[str, Any]:
         return {p: getattr(self, p) for p in self.defence_params}

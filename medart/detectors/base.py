@@ -4,7 +4,9 @@ Every detector subclasses ART's ``EvasionDetector``, so code written for ART's d
 ``fit(x, y)`` with ``y`` = 1 for adversarial and 0 for clean inputs, ``detect(x)`` returning
 ``(report, is_adversarial)`` where ``report["scores"]`` holds the per-example scores (higher =
 more likely adversarial). ``score(x, y)`` is the ROC-AUC of those scores. Features are scaled to
-[0, 1] by a ``MinMaxScaler`` fitted inside ``fit`` only, on the data ``fit`` was given.
+[0, 1] by a ``MinMaxScaler`` (KD: a ``QuantileTransformer``, their ranks) fitted inside ``fit``
+only, on the data ``fit`` was given. After the fit, ``degenerate_fit_`` says why the classifier
+ignores its features ('' when it does not: :mod:`medart.detectors.fit_check`).
 """
 
 from __future__ import annotations
@@ -15,12 +17,12 @@ from typing import Any
 import numpy as np
 import torch
 from art.defences.detector.evasion import EvasionDetector
-from sklearn.base import ClassifierMixin
-from sklearn.metrics import roc_auc_score
+from sklearn.base import ClassifierMixin, TransformerMixin
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import MinMaxScaler
 from torch import nn
 
+from medart.detectors.fit_check import classifier_check, detection_auc, warn
 from medart.errors import ConfigError, DataError
 
 
@@ -61,10 +63,15 @@ class FeatureDetector(EvasionDetector):
         super().__init__()
         self.model, self.batch_size, self.device, self.random_state = model, batch_size, device, random_state
         self.pipeline_: Pipeline | None = None
+        self.degenerate_fit_ = ""  # why the fitted classifier ignores its features ('' when it does not)
 
     @abstractmethod
     def _classifier(self) -> ClassifierMixin:
         """A fresh scikit-learn classifier for the scaled features."""
+
+    def _scaler(self, n: int) -> TransformerMixin:
+        """A fresh scaler for ``n`` rows of fit features: each feature min–max scaled to [0, 1]."""
+        return MinMaxScaler()
 
     @abstractmethod
     def _features(self, x: torch.Tensor, **kwargs) -> np.ndarray:
@@ -87,8 +94,10 @@ class FeatureDetector(EvasionDetector):
         y = check_fit_labels(x, y)
         self._prepare(x, y, **kwargs)
         features, labels = self._fit_features(x, y, **kwargs)
-        self.pipeline_ = Pipeline([("scale", MinMaxScaler()), ("classify", self._classifier())])
-        self.pipeline_.fit(self._finite(features), labels)
+        features = self._finite(features)
+        self.pipeline_ = Pipeline([("scale", self._scaler(len(features))), ("classify", self._classifier())])
+        self.pipeline_.fit(features, labels)
+        self.degenerate_fit_ = classifier_check(self.pipeline_[-1], self._decision(features))
 
     def detect(self, x: np.ndarray | torch.Tensor, batch_size: int = 128, **kwargs) -> tuple[dict, np.ndarray]:
         """``({"scores": (N,) float}, is_adversarial (N,) bool)``; keyword arguments go to the
@@ -96,14 +105,23 @@ class FeatureDetector(EvasionDetector):
         if self.pipeline_ is None:
             raise ConfigError(f"{type(self).__name__} is not fitted; call fit first")
         features = self._finite(self._features(as_tensor(x), **kwargs))
-        classify = self.pipeline_
-        scores = classify.decision_function(features) if hasattr(classify[-1], "decision_function") else classify.predict_proba(features)[:, 1]
-        return {"scores": np.asarray(scores, dtype=np.float64)}, classify.predict(features).astype(bool)
+        return {"scores": self._decision(features)}, self.pipeline_.predict(features).astype(bool)
 
     def score(self, x: np.ndarray | torch.Tensor, y_is_adv: np.ndarray, **kwargs) -> float:
-        """ROC-AUC of the detection scores against the true 0/1 labels."""
+        """ROC-AUC of the detection scores against the true 0/1 labels; NaN, with a warning, when
+        the fit is degenerate (``degenerate_fit_``) or the scores are constant
+        (:func:`medart.detectors.fit_check.detection_auc`)."""
         y = check_fit_labels(as_tensor(x), y_is_adv)
-        return float(roc_auc_score(y, self.detect(x, **kwargs)[0]["scores"]))
+        auc, reason = detection_auc(y, self.detect(x, **kwargs)[0]["scores"], self.degenerate_fit_)
+        if reason:
+            warn(self.name, f"{len(y)} inputs", reason)
+        return auc
+
+    def _decision(self, features: np.ndarray) -> np.ndarray:
+        """The fitted classifier's scores ``(N,)`` of ``features`` (higher = more likely adversarial)."""
+        classify = self.pipeline_
+        scores = classify.decision_function(features) if hasattr(classify[-1], "decision_function") else classify.predict_proba(features)[:, 1]
+        return np.asarray(scores, dtype=np.float64)
 
     def get_params(self) -> dict[str, Any]:
         return {p: getattr(self, p) for p in self.defence_params}

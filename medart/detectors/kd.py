@@ -14,6 +14,7 @@ import math
 import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import QuantileTransformer
 
 from medart.detectors.base import FeatureDetector, as_tensor
 from medart.detectors.activations import activations, resolve_layers
@@ -98,6 +99,15 @@ class KernelDensity(FeatureDetector):
 
     def _classifier(self):
         return LogisticRegression(random_state=self.random_state)
+
+    def _scaler(self, n: int) -> QuantileTransformer:
+        """The log densities' ranks among the fit inputs', in [0, 1]. The log density falls with the
+        squared distance to the references, so a few far-off inputs make a long lower tail: the
+        regression fits the class means, which that tail sets — on the main job's model it gave the
+        density the wrong sign, or a coefficient of exactly 0 when the means met (lbfgs stops at its
+        start, w = 0): one score for every input. Ranks give the tail no more weight than the bulk,
+        and the sign is the one that orders the fit inputs best (docs/detection-protocol.md)."""
+        return QuantileTransformer(n_quantiles=min(n, 1000), random_state=self.random_state)
 
     def _prepare(self, x, y, x_ref=None, y_ref=None, x_clean=None, **kwargs) -> None:
         if self.reference == "batch":

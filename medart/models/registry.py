@@ -28,6 +28,7 @@ from mlflow.types import Schema, TensorSpec
 
 from medart.errors import ModelError
 from medart.models.resnet import MedResNet, load_state_dict_file
+from medart.models.sanity import DEGENERATE_TAG
 
 WEIGHTS, CONFIG = "weights.pt", "medart.json"
 ARTIFACT_NAME = "model"
@@ -183,20 +184,37 @@ def logged_model_id(uri: str) -> str | None:
     return version.model_id or (source.removeprefix("models:/") if source.startswith("models:/m-") else None)
 
 
+def tag_version(name: str, version: str | int, tags: dict[str, str]) -> None:
+    """Set ``tags`` on a registered model version (e.g. the degenerate-model guard's ``medart.degenerate``)."""
+    client = mlflow.MlflowClient()
+    for key, value in tags.items():
+        client.set_model_version_tag(name, str(version), key, value)
+
+
 def promote_if_best(name: str, version: str | int, alias: str, metric: str, value: float, higher_is_better: bool = True) -> bool:
     """Point ``alias`` at ``version`` if its ``metric`` beats the version the alias holds now.
 
-    The metric is kept as a version tag, so the comparison needs no run lookups.
+    The metric is kept as a version tag, so the comparison needs no run lookups. A version tagged
+    ``medart.degenerate=true`` (:func:`tag_version`) never gets the alias, and a version that is not
+    takes it from one that is, whatever their metrics: a model that learnt nothing can score a
+    high validation accuracy on lopsided labels.
     """
     client = mlflow.MlflowClient()
     client.set_model_version_tag(name, str(version), metric, str(value))
+    if _degenerate(client.get_model_version(name, str(version))):
+        return False
     try:
         current = client.get_model_version_by_alias(name, alias)
     except MlflowException:
         current = None
-    if current is not None and str(current.version) != str(version) and metric in current.tags:
+    if (current is not None and str(current.version) != str(version) and metric in current.tags
+            and not _degenerate(current)):
         old = float(current.tags[metric])
         if not np.isnan(old) and (np.isnan(value) or (value < old if higher_is_better else value > old)):
             return False
     client.set_registered_model_alias(name, alias, str(version))
     return True
+
+
+def _degenerate(version) -> bool:
+    return version.tags.get(DEGENERATE_TAG) == "true"

@@ -1,10 +1,11 @@
 """The degenerate-model guard: has the model learnt anything on the images it is attacked on?
 
 A model that answers one class for nearly every image still "falls to 0 % under attack" and its
-attacks are still "detected" at high AUC, numbers that say nothing about robustness. Before a
-stage attacks or detects, :func:`check_predictions` looks at the model's answers on the clean
-evaluation images; the stages (:mod:`medart.stages.guard`) warn, tag the run and print clean and
-balanced accuracy beside every number when it fires.
+attacks are still "detected" at high AUC, numbers that say nothing about robustness. After
+training (on the test predictions), and before a stage attacks or detects (on the clean images it
+attacks), :func:`check_predictions` looks at the model's answers; the stages
+(:mod:`medart.stages.guard`) warn, tag the run and print clean and balanced accuracy beside every
+number when it fires, and training never moves the registry alias to such a model.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ CHANCE_MARGIN = 0.10
 #: One answer given to at least this share of the images is "almost everything", unless the labels
 #: themselves are that lopsided (then the balanced-accuracy test still catches a constant model).
 CONSTANT_SHARE = 0.95
+#: The tag a guarded run (and a registered model version) carries: ``true`` or ``false``.
+DEGENERATE_TAG = "medart.degenerate"
 
 
 @dataclass(frozen=True)
@@ -50,8 +53,8 @@ class ModelCheck:
                 f"robustness: train it longer or check its data")
 
     def tags(self) -> dict[str, str]:
-        return {"medart.degenerate": str(self.degenerate).lower()} | ({"medart.degenerate_reason": self.reason}
-                                                                      if self.degenerate else {})
+        return {DEGENERATE_TAG: str(self.degenerate).lower()} | ({f"{DEGENERATE_TAG}_reason": self.reason}
+                                                                 if self.degenerate else {})
 
     def metrics(self) -> dict[str, float]:
         """The check's numbers as logged (fractions): ``guard.clean_acc``, ``guard.clean_balanced_acc``,

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 from matplotlib.figure import Figure
 from matplotlib.ticker import FormatStrFormatter
 
-from medart.render.numbers import eps_label, pct
+from medart.render.numbers import DEGENERATE, eps_label, pct
 
 if TYPE_CHECKING:  # the types only: rendering imports no torch
     from matplotlib.axes import Axes
@@ -31,6 +31,11 @@ def _duration(seconds: float) -> str:
 
 def _pct(value: float | None) -> str:
     return "—" if value is None or not math.isfinite(value) else pct(value, 1)
+
+
+def _auc(value: float) -> str:
+    """A detection AUC as :func:`_pct`, NaN (a degenerate fit) as ``degenerate``."""
+    return DEGENERATE if math.isnan(value) else _pct(value)
 
 
 def _millions(n: int) -> str:
@@ -62,7 +67,7 @@ def _measured_cells(m: CellMetrics, settings: AblationSettings) -> list[str]:
     cells = [f"{_pct(m.test_acc)} / {_pct(m.test_auc)}"]
     cells += [" / ".join(_pct(m.adv_acc[a][e]) for a in settings.attacks) for e in settings.eps]
     cells += [m.least_eps.text(), f"{m.sharpness:.3g} / {m.sharpness_median:.3g}", f"{_pct(m.vanishing_fraction)} %"]
-    return cells + [_pct(m.detection_auc[d]) for d in settings.detectors]
+    return cells + [_auc(m.detection_auc[d]) for d in settings.detectors]
 
 
 def ablation_table(rows: Sequence[CellResult], settings: AblationSettings) -> str:
@@ -203,7 +208,8 @@ def _chain(rows: Sequence[CellResult], settings: AblationSettings) -> str:
              + arrow(f"{_pct(m.adv_acc[settings.bisect_attack][eps])} %" for m in measured),
              f"sharpness at {eps_label(settings.sharpness_radius)} " + arrow(f"{m.sharpness:.3g}" for m in measured) + " nats",
              "test accuracy " + arrow(f"{_pct(m.test_acc)} %" for m in measured)]
-    parts += [f"{d.upper()} AUC " + arrow(f"{_pct(m.detection_auc[d])} %" for m in measured) for d in settings.detectors]
+    parts += [f"{d.upper()} AUC " + arrow(_auc(m.detection_auc[d]) + ("" if math.isnan(m.detection_auc[d]) else " %")
+                                          for m in measured) for d in settings.detectors]
     parts.append("vanishing gradients " + arrow(f"{_pct(m.vanishing_fraction)} %" for m in measured))
     return "; ".join(parts)
 

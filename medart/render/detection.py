@@ -3,12 +3,13 @@
 
 from __future__ import annotations
 
+import math
 from typing import Mapping
 
 import numpy as np
 from matplotlib.figure import Figure
 
-from medart.render.numbers import pct
+from medart.render.numbers import DEGENERATE, auc_pct, pct
 
 #: attack → detector → ROC-AUC in [0, 1]
 AUCByAttack = Mapping[str, Mapping[str, float]]
@@ -17,7 +18,8 @@ Transfer = Mapping[str, Mapping[str, Mapping[str, float]]]
 
 
 def auc_table(auc: AUCByAttack, std: AUCByAttack | None = None, clean=None) -> str:
-    """Table 4 layout: a row per detector, a column per attack, AUC in % (± the std over repeats).
+    """Table 4 layout: a row per detector, a column per attack, AUC in % (± the std over repeats),
+    ``degenerate`` where it is NaN (a degenerate fit: :mod:`medart.detectors.fit_check`).
 
     With ``clean`` (a :class:`~medart.models.sanity.ModelCheck` of the attacked images), each row
     also shows the model's clean accuracy and balanced accuracy, and a degenerate model's note
@@ -27,7 +29,8 @@ def auc_table(auc: AUCByAttack, std: AUCByAttack | None = None, clean=None) -> s
     lines = ["| AUC (%) by detector | " + " | ".join(a.upper() for a in attacks) + " |" + extra,
              "|---" * (len(attacks) + 1 + 2 * bool(extra)) + "|"]
     for d in next(iter(auc.values())):
-        cells = [pct(auc[a][d]) + (f" ± {pct(std[a][d])}" if std else "") for a in attacks]
+        cells = [auc_pct(auc[a][d]) + (f" ± {pct(std[a][d])}" if std and not math.isnan(auc[a][d]) else "")
+                 for a in attacks]
         if clean is not None:
             cells += [pct(clean.acc), pct(clean.balanced_acc)]
         lines.append(f"| {d.upper()} | " + " | ".join(cells) + " |")
@@ -38,14 +41,14 @@ def auc_table(auc: AUCByAttack, std: AUCByAttack | None = None, clean=None) -> s
 
 def transfer_table(transfer: Transfer, clean=None) -> str:
     """Table 5 layout: per detector, a row per attack it was fitted on, a column per attack scored,
-    AUC in %; with ``clean`` (a :class:`~medart.models.sanity.ModelCheck`), its note under the tables."""
+    AUC in % (``degenerate`` where NaN); with ``clean`` (a :class:`~medart.models.sanity.ModelCheck`), its note under the tables."""
     blocks = []
     for name, matrix in transfer.items():
         attacks = list(matrix)
         lines = [f"| {name.upper()} AUC (%): fitted on ↓ scored on → | " + " | ".join(a.upper() for a in attacks) + " |",
                  "|---" * (len(attacks) + 1) + "|"]
         for fit_attack in attacks:
-            lines.append(f"| {fit_attack.upper()} | " + " | ".join(pct(matrix[fit_attack][t]) for t in attacks) + " |")
+            lines.append(f"| {fit_attack.upper()} | " + " | ".join(auc_pct(matrix[fit_attack][t]) for t in attacks) + " |")
         blocks.append("\n".join(lines))
     if clean is not None:
         blocks.append(clean.note())
@@ -57,7 +60,7 @@ def roc_figure(curves: Mapping[str, tuple[np.ndarray, np.ndarray, float]], title
     fig = Figure(figsize=(5, 5))
     ax = fig.subplots()
     for name, (fpr, tpr, auc) in curves.items():
-        ax.plot(fpr, tpr, label=f"{name.upper()} (AUC {pct(auc, 1)})")
+        ax.plot(fpr, tpr, label=f"{name.upper()} (AUC {auc_pct(auc, 1)})")
     ax.plot([0, 1], [0, 1], color="grey", ls="--", lw=0.8)
     ax.set_xlabel("false positive rate (clean flagged)")
     ax.set_ylabel("true positive rate (adversarial flagged)")
@@ -80,7 +83,8 @@ def transfer_figure(transfer: Transfer, title: str) -> Figure:
 
 def _heatmaps(matrices: Mapping[str, Mapping[str, Mapping[str, float]]], xlabel: str, ylabel: str, title: str) -> Figure:
     """One annotated heatmap per matrix (rows → columns → AUC in [0, 1]), four to a row, on a shared
-    50–100 % colour scale (lower values show in the darkest colour, with their number)."""
+    50–100 % colour scale (lower values show in the darkest colour, with their number; NaN blank,
+    marked ``degenerate``)."""
     ncols = min(4, len(matrices))
     nrows = -(-len(matrices) // ncols)
     sample = next(iter(matrices.values()))
@@ -97,8 +101,9 @@ def _heatmaps(matrices: Mapping[str, Mapping[str, Mapping[str, float]]], xlabel:
         rows, cols = list(matrix), list(next(iter(matrix.values())))
         values = np.array([[matrix[r][c] * 100 for c in cols] for r in rows])
         image = ax.imshow(values, vmin=50, vmax=100, cmap="viridis")
-        for (i, j), v in np.ndenumerate(values):
-            ax.text(j, i, f"{v:.1f}", ha="center", va="center", color="white" if v < 80 else "black", fontsize=8)
+        for (i, j), v in np.ndenumerate(values):  # a NaN cell (a degenerate fit) stays blank, and says so
+            ax.text(j, i, DEGENERATE if np.isnan(v) else f"{v:.1f}", ha="center", va="center",
+                    color="black" if np.isnan(v) or v >= 80 else "white", fontsize=5 if np.isnan(v) else 8)
         ax.set_xticks(range(len(cols)), [c.upper() for c in cols])
         ax.set_yticks(range(len(rows)), [r.upper() for r in rows])
         ax.set_xlabel(xlabel)
@@ -133,9 +138,9 @@ def adaptive_table(rows) -> str:
     lines = ["| detector | attack | ε | adaptive attack | AUC (%) | adaptive AUC (%) | success (%) | adaptive success (%) | "
              "undetected success (%) | adaptive undetected success (%) | seconds |", "|---" * 11 + "|"]
     for r in rows:
-        lines.append(f"| {r.detector.upper()} | {r.attack.upper()} | {r.eps * 255:.3g}/255 | {r.adaptive} | {pct(r.auc)} | "
-                     f"{pct(r.auc_adaptive)} | {pct(r.success)} | {pct(r.success_adaptive)} | {pct(r.undetected)} | "
-                     f"{pct(r.undetected_adaptive)} | {r.seconds:.1f} |")
+        lines.append(f"| {r.detector.upper()} | {r.attack.upper()} | {r.eps * 255:.3g}/255 | {r.adaptive} | {auc_pct(r.auc)} | "
+                     f"{auc_pct(r.auc_adaptive)} | {pct(r.success)} | {pct(r.success_adaptive)} | {auc_pct(r.undetected)} | "
+                     f"{auc_pct(r.undetected_adaptive)} | {r.seconds:.1f} |")
     return "\n".join(lines) + "\n"
 
 

@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import math
+
+#: What a detection AUC logged as NaN reads as: its fit was degenerate (:mod:`medart.detectors.fit_check`).
+DEGENERATE = "degenerate"
+
 
 def pct(fraction: float, digits: int = 2) -> str:
     """A fraction in [0, 1] as a percentage without the sign: ``0.8912`` → ``89.12``."""
     return f"{fraction * 100:.{digits}f}"
+
+
+def auc_pct(fraction: float, digits: int = 2) -> str:
+    """A detection AUC in [0, 1] as :func:`pct` does, and NaN — the AUC of a degenerate fit — as ``degenerate``."""
+    return DEGENERATE if math.isnan(fraction) else pct(fraction, digits)
 
 
 def eps_label(eps: float) -> str:

@@ -11,12 +11,13 @@ from __future__ import annotations
 import base64
 import datetime
 import html
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
-from medart.render.numbers import pct
+from medart.render.numbers import DEGENERATE, auc_pct, pct
 
 # Ma et al. 2021 (PAPER.md). Table 2: ε = 1/255, (accuracy %, AUC %) of the 2-class models.
 PAPER_TABLE2 = {
@@ -175,7 +176,7 @@ def _detection_rows(task: str, runs: Sequence[RunView]) -> list[tuple]:
                 name = key.removeprefix("auc_")
                 if key.startswith("auc_") and not key.endswith("_std") and name in PAPER_TABLE4[task]:
                     paper = PAPER_TABLE4[task][name][TABLE4_ATTACKS.index(p["attack.name"])]
-                    rows.append((name.upper(), p["attack.name"].upper(), pct(value), f"{paper:.2f}", *_clean_cells(m)))
+                    rows.append((name.upper(), p["attack.name"].upper(), auc_pct(value), f"{paper:.2f}", *_clean_cells(m)))
     return rows
 
 
@@ -239,8 +240,20 @@ def is_percent(metric: str) -> bool:
 
 
 def metric_rows(metrics: dict[str, float]) -> list[tuple[str, str]]:
-    """(name, value) per metric, sorted by name: accuracies/AUCs in % with "(%)" after the name."""
-    return [(f"{k} (%)", pct(v)) if is_percent(k) else (k, f"{v:.4g}") for k, v in sorted(metrics.items())]
+    """(name, value) per metric, sorted by name: accuracies/AUCs in % with "(%)" after the name; a
+    detection AUC logged as NaN (a degenerate fit) as ``degenerate``, any other NaN as ``—``."""
+    def value(name: str, v: float) -> str:
+        if math.isnan(v):
+            return DEGENERATE if is_detection_auc(name) else "—"
+        return pct(v) if is_percent(name) else f"{v:.4g}"
+
+    return [(f"{k} (%)" if is_percent(k) else k, value(k, v)) for k, v in sorted(metrics.items())]
+
+
+def is_detection_auc(metric: str) -> bool:
+    """Whether a metric is a detector's AUC (``auc_kd``, ``fgsm.auc_lid``, ``auc_kd_std``, an
+    adaptive row's ``auc``/``auc_adaptive`` and ``undetected*``), not a model's (``clean_auc``, ``val_auc``)."""
+    return bool(re.search(r"(^|\.)(auc_|auc$|undetected)", metric))
 
 
 def _heading(level: int) -> str:
@@ -319,4 +332,4 @@ def experiment_page(experiment: str, runs: Sequence[RunView], tracking_uri: str)
 
 
 __all__ = ["FIGURE_ORDER", "PAPER_TASKS", "RunView", "child_section", "degenerate_banner", "experiment_page", "html_table",
-           "is_percent", "markdown_tables", "metric_rows", "page", "paper_comparison", "run_body", "run_page"]
+           "is_detection_auc", "is_percent", "markdown_tables", "metric_rows", "page", "paper_comparison", "run_body", "run_page"]

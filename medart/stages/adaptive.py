@@ -30,7 +30,6 @@ from typing import TYPE_CHECKING
 import mlflow
 import numpy as np
 import torch
-from sklearn.metrics import roc_auc_score
 from torch.utils.data import TensorDataset
 
 from medart import tracking
@@ -38,6 +37,7 @@ from medart.attacks import AttackSpec, cache, make_attack
 from medart.attacks.adaptive import LOGITS, DetectorHead, detector_head
 from medart.attacks.feature_matching import FeatureMatching, choose_guides
 from medart.attacks.losses import DetectorAwareLoss
+from medart.detectors import fit_check
 from medart.errors import ConfigError
 from medart.models.evaluation import predict
 from medart.render.detection import adaptive_figure, adaptive_table
@@ -199,30 +199,39 @@ def adaptive_rows(target: Target, spec: AttackSpec, fitted: dict, pairs: dict, r
                 continue
             adaptive, scores = adaptive_examples(target, spec, detector, head, test, run, budget, plain[name][1][:len(test)])
             fooled = _fooled(target.model, adaptive, test.labels, run)
-            rows.append(_row(target, spec, run, budget, name, plain[name], (fooled, scores),
+            rows.append(_row(target, spec, run, budget, detector, plain[name], (fooled, scores),
                              dataclasses.replace(test, adversarial=adaptive), DETECTOR_AWARE, start))
     start = time.perf_counter()
     matched = feature_match_examples(target, spec, pairs, run, budget)
     fooled, seconds = _fooled(target.model, matched, test.labels, run), time.perf_counter() - start
     for name, detector in fitted.items():
         start = time.perf_counter() - seconds  # each row's time: making the examples, then its own scoring
-        rows.append(_row(target, spec, run, budget, name, plain[name], (fooled, _scores(detector, test.clean, matched)),
+        rows.append(_row(target, spec, run, budget, detector, plain[name], (fooled, _scores(detector, test.clean, matched)),
                          dataclasses.replace(test, adversarial=matched), FEATURE_MATCH, start))
     return rows
 
 
-def _row(target: Target, spec: AttackSpec, run: RunOptions, budget: AdaptiveBudget, name: str,
+def _row(target: Target, spec: AttackSpec, run: RunOptions, budget: AdaptiveBudget, detector,
          plain: tuple[np.ndarray, np.ndarray], adaptive: tuple[np.ndarray, np.ndarray], examples: Pairs, kind: str,
          start: float) -> AdaptiveRow:
-    """One row from (fooled ``(n,)``, scores ``(2n,)``) of the plain and the adaptive examples,
-    logged as a child run of the active run with the adaptive ``examples`` (AdvTest pairs) and
-    their scores; ``start`` the ``perf_counter`` its time counts from."""
+    """One row of the fitted ``detector`` from (fooled ``(n,)``, scores ``(2n,)``) of the plain and
+    the adaptive examples, logged as a child run of the active run with the adaptive ``examples``
+    (AdvTest pairs) and their scores; ``start`` the ``perf_counter`` its time counts from. A
+    degenerate fit (:mod:`medart.detectors.fit_check`) leaves its AUCs and undetected success rates
+    NaN and tags the run ``medart.degenerate_fit.<detector>``."""
+    name = detector.name
     y = np.r_[np.zeros(len(plain[0])), np.ones(len(plain[0]))]
     success, undetected = undetected_success(*plain)
     success_a, undetected_a = undetected_success(*adaptive)
+    fit_reason = getattr(detector, "degenerate_fit_", "")
+    (auc, reason), (auc_a, reason_a) = (fit_check.detection_auc(y, scores, fit_reason) for scores in (plain[1], adaptive[1]))
+    if fit_reason:  # a detector that measured nothing flags nothing: no undetected rate to speak of
+        undetected = undetected_a = float("nan")
     label = f"{'adaptive' if kind == DETECTOR_AWARE else kind}-{name}-{spec.label()}-{run.backend}"
     with tracking.start_run(tracking.experiment_name(target.dataset, "detect"), label) as child:
-        row = AdaptiveRow(name, spec.name, spec.eps, float(roc_auc_score(y, plain[1])), float(roc_auc_score(y, adaptive[1])),
+        if reason or reason_a:
+            mlflow.set_tag(f"{fit_check.TAG}.{name}", reason or f"on the {kind} examples: {reason_a}")
+        row = AdaptiveRow(name, spec.name, spec.eps, auc, auc_a,
                           success, success_a, undetected, undetected_a, time.perf_counter() - start, child.info.run_id, kind)
         mlflow.log_params(spec.as_params() | budget.params() | {
             "detector": name, "backend": run.backend, "adaptive.attack": kind, "adaptive.kappa": KAPPA,

@@ -16,7 +16,7 @@ from typing import Any, Mapping, Sequence
 import mlflow
 import numpy as np
 import torch
-from sklearn.metrics import roc_auc_score, roc_curve
+from sklearn.metrics import roc_curve
 from sklearn.model_selection import train_test_split
 from torch.utils.data import TensorDataset
 from tqdm.auto import tqdm
@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from medart import tracking
 from medart.attacks import AttackSpec, make_spec, parse_eps, parse_names
 from medart.catalog import ATTACKS, DETECTORS, PAPER_ATTACKS
-from medart.detectors import NEEDS_REFERENCES, make_detector
+from medart.detectors import NEEDS_REFERENCES, fit_check, make_detector
 from medart.detectors.activations import resolve_layers
 from medart.errors import ConfigError, DataError
 from medart.models.adapter import PENULTIMATE
@@ -181,7 +181,9 @@ def detect(target: Target, request: DetectRequest, run: RunOptions = RunOptions(
     clean and balanced accuracy of the attacked images beside the AUCs. The target's
     ``reference`` clean Train images serve KD, LID and Mahalanobis as their clean reference set.
     With ``adaptive``, :func:`medart.stages.adaptive.adaptive_rows` adds the adaptive attacks'
-    child runs and the parent's ``adaptive.md`` and ``figures/adaptive.png``.
+    child runs and the parent's ``adaptive.md`` and ``figures/adaptive.png``. A degenerate fit
+    (:mod:`medart.detectors.fit_check`) is warned about, tagged ``medart.degenerate_fit.<detector>``
+    on the child run, and its AUC is NaN everywhere (shown as ``degenerate``).
     Every setting is checked before the first attack runs.
     """
     request, specs = _checked(target, request)
@@ -287,7 +289,11 @@ def _detect_attack(target: Target, request: DetectRequest, run: RunOptions, spec
             scored = _fit_and_score(name, target, request, run, pairs, bar)
             study.fitted[name] = scored.first
             curves[name] = (*scored.curve, scored.auc[0])
+            # a degenerate repeat makes the mean NaN too: no number averages a fit that measured nothing
             study.auc[name], study.auc_std[name] = float(np.mean(scored.auc)), float(np.std(scored.auc))
+            if reason := scored.degenerate():
+                fit_check.warn(name, f"{spec.label()}, {len(test_pairs)} AdvTest pairs", reason)
+                mlflow.set_tag(f"{fit_check.TAG}.{name}", reason)
             mlflow.log_metrics({f"detect_acc_{name}": scored.accuracy, f"seconds_{name}": scored.seconds})
             mlflow.log_params({f"{name}.{k}": _loggable(v) for k, v in scored.last.get_params().items()})
             mlflow.log_metrics({f"auc_{name}": study.auc[name]}
@@ -302,8 +308,9 @@ def _detect_attack(target: Target, request: DetectRequest, run: RunOptions, spec
 
 @dataclass
 class _Scored:
-    """One detector on one attack: ROC-AUC per repeat; on split 0 its fitted detector, ROC curve
-    (false and true positive rates), accuracy of its flags and seconds to fit and score."""
+    """One detector on one attack: ROC-AUC per repeat (NaN where the fit was degenerate, ``reasons``
+    saying why, '' elsewhere); on split 0 its fitted detector, ROC curve (false and true positive
+    rates), accuracy of its flags (NaN for a degenerate fit) and seconds to fit and score."""
 
     auc: list[float]
     first: Any  # the detector fitted on split 0: scored again on the other attacks (transfer)
@@ -311,23 +318,34 @@ class _Scored:
     curve: tuple[np.ndarray, np.ndarray]
     accuracy: float
     seconds: float
+    reasons: list[str] = field(default_factory=list)
+
+    def degenerate(self) -> str:
+        """Why the fit was degenerate, with the repeats where it was when there are several ('' when never)."""
+        found = [(r, why) for r, why in enumerate(self.reasons) if why]
+        if len(self.reasons) == 1 or not found:
+            return found[0][1] if found else ""
+        return "; ".join(f"repeat {r}: {why}" for r, why in found)
 
 
 def _fit_and_score(name: str, target: Target, request: DetectRequest, run: RunOptions, pairs: dict[str, Pairs],
                    bar: tqdm) -> _Scored:
     """Split 0 is AdvTrain / AdvTest; further repeats re-draw it (:func:`resplit`)."""
     values: list[float] = []
+    reasons: list[str] = []
     for repeat in range(request.repeats):
         start = time.perf_counter()
         fit, test = resplit(pairs["adv_train"], pairs["adv_test"], repeat, target.seed)
         detector = _fit(name, target, request.params.get(name, {}), fit, run)
         y, scores, flagged = _scores(detector, test)
-        values.append(_auc(y, scores))
+        auc, reason = _auc(detector, y, scores)
+        values.append(auc)
+        reasons.append(reason)
         if repeat == 0:
-            first = _Scored([], detector, detector, tuple(roc_curve(y, scores)[:2]), float((flagged == y).mean()),
-                            time.perf_counter() - start)
+            accuracy = float("nan") if reason else float((flagged == y).mean())
+            first = _Scored([], detector, detector, tuple(roc_curve(y, scores)[:2]), accuracy, time.perf_counter() - start)
         bar.update()
-    return dataclasses.replace(first, auc=values, last=detector)
+    return dataclasses.replace(first, auc=values, last=detector, reasons=reasons)
 
 
 def _fit(name: str, target: Target, params: Mapping[str, Any], fit: Pairs, run: RunOptions):
@@ -346,8 +364,9 @@ def _scores(detector, pairs: Pairs) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     return y, report["scores"], flagged
 
 
-def _auc(y: np.ndarray, scores: np.ndarray) -> float:
-    return float(roc_auc_score(y, scores))
+def _auc(detector, y: np.ndarray, scores: np.ndarray) -> tuple[float, str]:
+    """ROC-AUC of ``detector``'s ``scores``, or NaN and why when its fit is degenerate (:mod:`medart.detectors.fit_check`)."""
+    return fit_check.detection_auc(y, scores, getattr(detector, "degenerate_fit_", ""))
 
 
 def _loggable(value: Any) -> Any:
@@ -370,7 +389,8 @@ def _log_auc(target: Target, request: DetectRequest, run: RunOptions, auc: dict[
 def _transfer(detectors: Sequence[str], fitted: dict[str, dict[str, Any]],
               pairs: dict[str, dict[str, Pairs]]) -> dict[str, dict[str, dict[str, float]]]:
     """Detector → fitted on attack (split 0) → scored on attack's AdvTest pairs → ROC-AUC."""
-    return {name: {fit_attack: {test_attack: _auc(*_scores(fitted[fit_attack][name], pairs[test_attack]["adv_test"])[:2])
+    return {name: {fit_attack: {test_attack: _auc(fitted[fit_attack][name],
+                                                  *_scores(fitted[fit_attack][name], pairs[test_attack]["adv_test"])[:2])[0]
                                 for test_attack in pairs}
                    for fit_attack in pairs}
             for name in detectors}

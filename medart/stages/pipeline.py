@@ -10,7 +10,7 @@ import mlflow
 from medart import tracking
 from medart.errors import MedartError
 from medart.models.training import TrainConfig
-from medart.render.numbers import eps_label
+from medart.render.numbers import auc_pct, eps_label
 from medart.stages.detect import DetectionOutcome, DetectRequest, detect
 from medart.stages.guard import guard
 from medart.stages.target import DataSpec, ModelSource, RunOptions, Target, champion
@@ -66,7 +66,7 @@ def pipeline(data: DataSpec, detection: DetectRequest, model_uri: "str | ModelSo
             mlflow.log_metrics({f"{prefix}auc_{d}": v for d, v in out.auc[name].items()})
             lines.append(f"| {name.upper()} | {m['clean_acc'] * 100:.2f} | {m['clean_balanced_acc'] * 100:.2f} | "
                          f"{m['adv_acc'] * 100:.2f} | "
-                         f"{m['success_rate'] * 100:.2f} | " + " | ".join(f"{out.auc[name][d] * 100:.2f}"
+                         f"{m['success_rate'] * 100:.2f} | " + " | ".join(auc_pct(out.auc[name][d])
                                                                           for d in detection.detectors) + " |")
         if check.degenerate:
             lines += ["", check.note()]

@@ -153,7 +153,8 @@ class Target:
             uri = champion(data.dataset)
             if uri is None:
                 raise ConfigError(f"no `model_uri` given and no {registry.registered_name(data.dataset)}@champion is "
-                                  "registered in this tracking store: train one (medart train) or give `model_uri`")
+                                  "registered in this tracking store: train one (medart train; a model it flags as "
+                                  "degenerate is registered but never champion) or give `model_uri`")
             source = dataclasses.replace(source, model_uri=uri)
         loaded = sources.load_model(source, side=data.side())
         splits = data.load(loaded.config.get("image_size") or data.size)
@@ -199,10 +200,8 @@ class Target:
     def model_check(self, run: RunOptions = RunOptions()) -> "ModelCheck":
         """Whether the model is degenerate on the ``clean`` images
         (:func:`medart.models.sanity.check_predictions`), predicted on ``run``'s device once per
-        target; the first time it fires, its one-line warning goes to the ``medart`` logger (stderr)."""
+        target (:func:`medart.stages.guard.guard` records it and warns on each run)."""
         if self._check is None:
-            import logging
-
             import torch
             from torch.utils.data import TensorDataset
 
@@ -212,8 +211,6 @@ class Target:
             x, y = (torch.cat(t) for t in zip(*self.clean.values()))
             probs, labels = predict(self.model, TensorDataset(x, y), run.batch_size, run.device)
             self._check = check_predictions(probs.argmax(1), labels, self.splits.classes)
-            if self._check.degenerate:
-                logging.getLogger("medart").warning(self._check.warning())
         return self._check
 
     @property

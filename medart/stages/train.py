@@ -18,8 +18,10 @@ from medart.data import ProtocolSplits, subsample
 from medart.models import registry
 from medart.models.evaluation import classification_metrics, predict
 from medart.models.resnet import MedResNet, build_model, parameter_count
+from medart.models.sanity import ModelCheck, check_predictions
 from medart.models.training import TrainConfig, fit, seed_everything
 from medart.render.training import training_figure
+from medart.stages.guard import record
 from medart.stages.target import DataSpec, RunOptions
 
 
@@ -53,6 +55,7 @@ class TrainOutcome:
     seconds_per_epoch: float
     best_epoch: int
     model: MedResNet  # the best checkpoint, in memory
+    check: ModelCheck  # the degenerate-model guard on the test predictions
 
 
 def _log_splits(splits: ProtocolSplits) -> None:
@@ -75,8 +78,11 @@ def train(data: DataSpec, request: ModelRequest = ModelRequest(), config: TrainC
 
     Logs params (with the model's ``n_parameters``), the dataset inputs and split, per-epoch
     metrics, a training-curve figure, the test-split metrics of the best checkpoint (``test_acc``,
-    ``test_auc``, ``test_balanced_acc``, ``test_recall_<class>``) and the model; registers it as ``medart-<dataset>`` and points
-    ``request.alias`` at it when it is the best version so far on the monitored validation metric.
+    ``test_auc``, ``test_balanced_acc``, ``test_recall_<class>``), the degenerate-model guard on
+    its test predictions (:func:`medart.stages.guard.record`: tag ``medart.degenerate``, a warning)
+    and the model; registers it as ``medart-<dataset>`` (the version tagged ``medart.degenerate``
+    too) and points ``request.alias`` at it when it is the best version so far on the monitored
+    validation metric, never when it is degenerate (then tag ``medart.alias_withheld``).
     The outcome carries the trained model, so a caller attacks it without reading it back.
     """
     config = config or TrainConfig()
@@ -104,6 +110,8 @@ def train(data: DataSpec, request: ModelRequest = ModelRequest(), config: TrainC
         probs, labels = predict(model, test, progress=run.progress, desc="test")
         test_metrics = classification_metrics(probs, labels, splits.classes)
         mlflow.log_metrics({f"test_{k}": v for k, v in test_metrics.items()})
+        check = check_predictions(probs.argmax(1), labels, splits.classes)
+        record(check)
         mlflow.log_metrics({f"best_{k}": v for k, v in result.best.items()} | {"best_epoch": result.best_epoch,
                             "seconds_per_epoch": result.seconds_per_epoch})
         tracking.log_figure(training_figure(result.history, result.best_epoch), "figures/training.png")
@@ -114,12 +122,15 @@ def train(data: DataSpec, request: ModelRequest = ModelRequest(), config: TrainC
         version, promoted = None, False
         if name is not None:
             version = str(info.registered_model_version)
+            registry.tag_version(name, version, check.tags())  # promote_if_best never aliases a degenerate version
             promoted = registry.promote_if_best(
                 name, version, request.alias, config.monitor, result.best[config.monitor], MONITORS[config.monitor] > 0
             )
             mlflow.set_tags({"registered_model": name, "registered_version": version, "alias_promoted": str(promoted)})
+            if check.degenerate:
+                mlflow.set_tag("medart.alias_withheld", f"'{request.alias}' not moved to a degenerate model")
         model_uri = f"models:/{name}/{version}" if name else f"runs:/{mlflow_run.info.run_id}/{registry.ARTIFACT_NAME}"
     return TrainOutcome(mlflow_run.info.run_id, model_uri, name, version, promoted, test_metrics,
-                        result.seconds_per_epoch, result.best_epoch, model)
+                        result.seconds_per_epoch, result.best_epoch, model, check)
 
 
