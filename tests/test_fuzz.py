@@ -134,13 +134,13 @@ def test_mlproject_parameters(drawn):
         assert "\n" not in message, message
 
 
-def test_a_missing_required_parameter_is_one_line(capsys):
-    """`mlflow run -e attack` without ``-P attack``: one line naming the parameter and its choices."""
+def test_a_value_outside_the_choices_is_one_line(capsys):
+    """`mlflow run -e attack -P attack=zoo`: one line naming the parameter and its choices."""
     from medart.mlproject import run
 
-    assert run("attack", ["attack=none"]) == 2
+    assert run("attack", ["attack=zoo"]) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
-    assert line.startswith("Error: Missing option -P attack") and "fgsm" in line
+    assert line.startswith("Error: Invalid value for -P attack: 'zoo' is not one of") and "fgsm" in line
 
 
 def _valid_npz(n: int = 4) -> bytes:

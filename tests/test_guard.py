@@ -200,5 +200,5 @@ def test_attack_warns_on_every_run_cached_or_not(tracking_store, shared_data, ca
                                          "--max-examples", "16", "--no-progress"])
         assert done.exit_code == 0, done.output
         outputs.append(done)
-    assert "(examples from cache)" not in outputs[0].stdout and "(examples from cache)" in outputs[1].stdout
+    assert "examples from cache" not in outputs[0].stdout and "(examples from cache of run " in outputs[1].stdout
     assert [len(_degenerate_lines(o.stderr)) for o in outputs] == [1, 1]
