@@ -1,11 +1,20 @@
 """Same results through any refactoring: a fixed small pipeline — train, attack, evaluate, sweep,
-detect, and the MLproject's main chain — must log bit-identical metrics to the ones recorded in
+detect, and the MLproject's main chain — must log the metrics recorded in
 ``tests/data/same_results.json``.
 
-The recorded values came from the code before the stage rebuild (issue 14). Only timings are left
-out; metrics a later change adds under new names are not compared (the recorded ones must stay). To record them again on purpose (a change that is meant to move numbers), run
-``MEDART_RECORD_SAME_RESULTS=1 python -m pytest tests/test_same_results.py`` and commit the file
-with the reason.
+Only timings are left out; metrics a later change adds under new names are not compared (the
+recorded ones must stay). Every metric that counts images (accuracies, success rates, recalls,
+numbers of images) must match bit for bit. Those computed from floating-point sums over pixels or
+probabilities (:data:`FLOAT_SENSITIVE`: norms, losses, AUCs) differ between CPUs, whose BLAS kernels
+add in other orders: main's code at 149a09e on an AVX-512 machine moved 9 of the 341 recorded
+metrics, all of these kinds, by at most 2.6e-4 relative. They are compared to
+:data:`RELATIVE` on another machine, and bit for bit with ``MEDART_SAME_RESULTS_EXACT=1`` on the
+machine that recorded the file (which a refactoring's check uses).
+
+To record them again on purpose (a change that is meant to move numbers), run
+``MEDART_RECORD_SAME_RESULTS=1 python -m pytest -m slow tests/test_same_results.py`` and commit
+the file with the reason. Recorded last (issue 24) on an AVX-512 machine: evaluate's clean numbers
+on the attacked images, KD's rank scaling, the degenerate-model guard's tags.
 """
 
 from __future__ import annotations
@@ -22,6 +31,8 @@ RECORD = ROOT / "tests" / "data" / "same_results.json"
 # By version: the small CNN the numbers were recorded with answers one class (the degenerate-model
 # guard fires), so `train` registers it without making it champion (issue 24)
 MODEL = "models:/medart-pneumonia/1"
+FLOAT_SENSITIVE = ("auc", "loss", "l2_", "linf_", "sharpness", "scores")  # metric name fragments
+RELATIVE = 1e-3
 
 
 def _steps(data: Path) -> list[list[str]]:
@@ -91,7 +102,15 @@ def test_a_fixed_small_pipeline_logs_the_recorded_metrics(tmp_path, migrated_sto
         pytest.skip(f"recorded {sum(map(len, metrics.values()))} metrics of {len(metrics)} runs in {RECORD}")
     expected = json.loads(RECORD.read_text())
     assert sorted(metrics) == sorted(expected), "the pipeline logged other runs than recorded"
+    exact = bool(os.environ.get("MEDART_SAME_RESULTS_EXACT"))
     for run, values in expected.items():
-        # every recorded metric bit for bit; metrics added later (balanced accuracy, per-class recall,
-        # the degenerate-model guard's, issue 16) are new names beside them, not changes
-        assert {k: metrics[run].get(k) for k in values} == values, f"{run}: metrics moved"
+        # every recorded metric; metrics added later (balanced accuracy, per-class recall, the
+        # degenerate-model guard's, issue 16) are new names beside them, not changes
+        logged = {k: metrics[run].get(k) for k in values}
+        if exact:
+            assert logged == values, f"{run}: metrics moved"
+            continue
+        counted = {k: v for k, v in values.items() if not any(f in k for f in FLOAT_SENSITIVE)}
+        assert {k: logged[k] for k in counted} == counted, f"{run}: metrics that count images moved"
+        for k in set(values) - set(counted):
+            assert logged[k] == pytest.approx(values[k], rel=RELATIVE, nan_ok=True), f"{run}: {k} moved"
