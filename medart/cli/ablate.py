@@ -68,9 +68,10 @@ def ablate(**opts) -> None:
     Your model beside a trained ResNet-18: medart ablate --resolutions 64 --inits none --archs resnet18 --models models:/my-cxr@prod
     """
     from medart import tracking
+    from medart.models.loading import ModelSource
     from medart.models.training import TrainConfig
     from medart.stages.ablate import AblationSettings, ablate as run_ablate, make_grid
-    from medart.stages.target import DataSpec, ModelSource, RunOptions, from_options
+    from medart.stages.target import DataSpec, RunOptions, from_options
 
     cells = make_grid(opts["resolutions"], opts["inits"], opts["archs"])
     settings = from_options(AblationSettings, opts, train=from_options(TrainConfig, opts),

@@ -48,9 +48,10 @@ def analyze(**opts) -> None:
     Example: medart analyze --model-uri models:/medart-pneumonia@champion --dataset pneumonia --attacks pgd --eps 1/255 --max-examples 64
     """
     from medart import tracking
+    from medart.models.loading import ModelSource
     from medart.stages.analyze import AnalysisRequest, analyze as run_analysis
     from medart.stages.report import report_run
-    from medart.stages.target import DataSpec, ModelSource, RunOptions, Target, from_options
+    from medart.stages.target import DataSpec, RunOptions, Target, from_options
 
     tracking.configure(opts["tracking_uri"])
     request = from_options(AnalysisRequest, opts)  # checks the settings before the model loads

@@ -69,10 +69,11 @@ def adaptive(**opts) -> None:
 
 def _run(opts: dict) -> None:
     from medart import tracking
+    from medart.models.loading import ModelSource
     from medart.render.detection import auc_table, transfer_table
     from medart.stages.detect import DetectRequest, parse_detector_params
     from medart.stages.detect import detect as run_detect
-    from medart.stages.target import DataSpec, ModelSource, RunOptions, Target, from_options
+    from medart.stages.target import DataSpec, RunOptions, Target, from_options
 
     tracking.configure(opts["tracking_uri"])
     request = from_options(DetectRequest, opts, params=parse_detector_params(opts["params"], opts["detectors"]))

@@ -10,8 +10,9 @@ from typing import Any, Sequence
 from medart.attacks import parse_eps, parse_names
 from medart.catalog import ARCHS, ATTACKS, DETECTORS, INITS, PAPER_ATTACKS
 from medart.errors import ConfigError
+from medart.models.loading import ModelSource
 from medart.models.training import TrainConfig
-from medart.stages.target import ModelSource, RunOptions
+from medart.stages.target import RunOptions
 
 GIVEN = "given"  # the init of a cell whose model is given (loaded from its URI), not trained
 NO_ARCHS = ("", "none")  # `archs` that train no model: the grid is the given models only
