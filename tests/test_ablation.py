@@ -14,7 +14,7 @@ import torch
 from click.testing import CliRunner
 from torch import nn
 
-from medart.attacks.difficulty import EpsBracket, adversarial_accuracy, least_successful_eps
+from medart.attacks.difficulty import adversarial_accuracy, least_successful_eps
 from medart.cli import main
 from medart.detectors import make_detector
 from medart.errors import ConfigError, ModelError
@@ -23,7 +23,8 @@ from medart.models import registry
 from medart.models.resnet import build_model, parameter_count
 from medart.models.training import TrainConfig
 from medart.render.ablation import compare_brackets
-from medart.stages.ablate import AblationSettings, Cell, CellMetrics, ablate, make_grid, run_cell
+from medart.results import Cell, CellMetrics, EpsBracket
+from medart.stages.ablate import AblationSettings, ablate, make_grid, run_cell
 from medart.stages.target import DataSpec, RunOptions
 
 TINY = ["--epochs", "1", "--max-train", "32", "--max-eval", "16", "--max-examples", "20", "--attacks", "pgd", "--eps", "2/255",

@@ -10,7 +10,6 @@ starts, for the paper's iterative attacks, whose ε-balls are nested.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Mapping
 
 import torch
@@ -21,38 +20,7 @@ from tqdm.auto import tqdm
 from medart.attacks import make_attack, make_spec
 from medart.errors import ConfigError
 from medart.models.evaluation import predict
-
-
-@dataclass
-class EpsBracket:
-    """Where the least successful ε lies, in [0, 1] pixel units.
-
-    ``lo``: the largest ε tried whose accuracy stayed ≥ ``threshold`` (0 when none below ``hi``);
-    ``hi``: the smallest ε tried whose accuracy fell below it, or ``None`` when even ``eps_max``
-    did not (then ε* > ``eps_max`` = ``lo``). ``evaluations``: every ``(ε, accuracy)`` used, in
-    ascending ε, including ``known`` points passed in.
-    """
-
-    attack: str
-    threshold: float
-    eps_max: float
-    lo: float
-    hi: float | None
-    evaluations: list[tuple[float, float]] = field(default_factory=list)
-
-    @property
-    def reached(self) -> bool:
-        return self.hi is not None
-
-    @property
-    def midpoint(self) -> float | None:
-        return None if self.hi is None else (self.lo + self.hi) / 2
-
-    def text(self, scale: float = 255.0) -> str:
-        """``"[lo, hi]"`` or ``"> eps_max"`` in units of 1/``scale`` (grey levels by default)."""
-        if self.hi is None:
-            return f"> {self.eps_max * scale:.3g}"
-        return f"[{self.lo * scale:.3g}, {self.hi * scale:.3g}]"
+from medart.results import EpsBracket
 
 
 def adversarial_accuracy(

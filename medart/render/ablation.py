@@ -1,5 +1,8 @@
 """The ablation's table, figure and generated text, every number from the typed rows
-(:class:`~medart.stages.ablate.CellResult`); percentages for people, ε in grey levels (×1/255)."""
+(:class:`~medart.results.CellResult`); percentages for people, ε in grey levels (×1/255).
+
+``settings`` is the ablation's :class:`~medart.stages.ablation_grid.AblationSettings`, read but not
+imported: render stands below the stages."""
 
 from __future__ import annotations
 
@@ -9,13 +12,12 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 from matplotlib.figure import Figure
 from matplotlib.ticker import FormatStrFormatter
 
-from medart.render.numbers import DEGENERATE, eps_label, pct
+from medart.numbers import DEGENERATE, eps_label, pct
 
 if TYPE_CHECKING:  # the types only: rendering imports no torch
     from matplotlib.axes import Axes
 
-    from medart.attacks.difficulty import EpsBracket
-    from medart.stages.ablate import AblationSettings, CellMetrics, CellResult
+    from medart.results import CellMetrics, CellResult, EpsBracket
 
 INIT_NAMES = {"none": "from scratch", "imagenet": "ImageNet", "given": "given, not trained"}
 
@@ -53,7 +55,7 @@ def _trained(rows: Sequence[CellResult]) -> list[CellResult]:
     return [r for r in rows if not r.cell.given]
 
 
-def cell_summary(row: CellResult, settings: AblationSettings) -> str:
+def cell_summary(row: CellResult, settings) -> str:
     """One line on how a cell ended, e.g. for a progress log."""
     if row.status != "finished":
         return f"{row.status} ({row.reason})"
@@ -62,7 +64,7 @@ def cell_summary(row: CellResult, settings: AblationSettings) -> str:
             f"ε {m.least_eps.text()}/255, sharpness {m.sharpness:.3g} nats")
 
 
-def _measured_cells(m: CellMetrics, settings: AblationSettings) -> list[str]:
+def _measured_cells(m: CellMetrics, settings) -> list[str]:
     """The table cells of a finished row between its init and its wall time."""
     cells = [f"{_pct(m.test_acc)} / {_pct(m.test_auc)}"]
     cells += [" / ".join(_pct(m.adv_acc[a][e]) for a in settings.attacks) for e in settings.eps]
@@ -70,7 +72,7 @@ def _measured_cells(m: CellMetrics, settings: AblationSettings) -> list[str]:
     return cells + [_auc(m.detection_auc[d]) for d in settings.detectors]
 
 
-def ablation_table(rows: Sequence[CellResult], settings: AblationSettings) -> str:
+def ablation_table(rows: Sequence[CellResult], settings) -> str:
     """Markdown: one row per cell, side by side (percentages; ε in grey levels, ×1/255)."""
     attacks = "/".join(a.upper() for a in settings.attacks)
     head = (["model (parameters)", "input", "init", "test acc / AUC"]
@@ -98,7 +100,7 @@ def ablation_table(rows: Sequence[CellResult], settings: AblationSettings) -> st
     return "\n".join(lines) + "\n" + (note if n else "")
 
 
-def ablation_columns(rows: Sequence[CellResult], settings: AblationSettings) -> dict[str, list]:
+def ablation_columns(rows: Sequence[CellResult], settings) -> dict[str, list]:
     """The rows as columns for an MLflow table (fractions; ``None`` where a cell did not finish)."""
     measured: dict[str, Callable[[CellMetrics], Any]] = {
         "n_parameters": lambda m: m.n_parameters, "test_acc": lambda m: m.test_acc, "test_auc": lambda m: m.test_auc,
@@ -116,7 +118,7 @@ def ablation_columns(rows: Sequence[CellResult], settings: AblationSettings) -> 
     return columns
 
 
-def _panels(settings: AblationSettings) -> list[tuple[str, Callable[[CellMetrics], float] | None]]:
+def _panels(settings) -> list[tuple[str, Callable[[CellMetrics], float] | None]]:
     """(title, value of a cell's metrics) of each panel; ``None``: the least-ε bracket."""
     attack = settings.bisect_attack.upper()
     panels: list[tuple[str, Callable[[CellMetrics], float] | None]] = [("test accuracy (%)", lambda m: m.test_acc * 100)]
@@ -145,7 +147,7 @@ def _plot_brackets(ax: Axes, xs: list[float], group: list[CellResult], style: di
     ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
 
 
-def ablation_figure(rows: Sequence[CellResult], settings: AblationSettings, dataset: str) -> Figure:
+def ablation_figure(rows: Sequence[CellResult], settings, dataset: str) -> Figure:
     """Each measured quantity against the input side, one line per (architecture, initialisation)."""
     done = _finished(rows)
     panels = _panels(settings)
@@ -199,7 +201,7 @@ def compare_brackets(a: EpsBracket, b: EpsBracket) -> str:
     return "unchanged"
 
 
-def _chain(rows: Sequence[CellResult], settings: AblationSettings) -> str:
+def _chain(rows: Sequence[CellResult], settings) -> str:
     """Other measured quantities along a sequence of cells, ``a → b → c``."""
     measured = [r.metrics for r in rows]
     arrow = " → ".join
@@ -214,7 +216,7 @@ def _chain(rows: Sequence[CellResult], settings: AblationSettings) -> str:
     return "; ".join(parts)
 
 
-def _sentence(rows: Sequence[CellResult], change: str, settings: AblationSettings) -> tuple[str, str]:
+def _sentence(rows: Sequence[CellResult], change: str, settings) -> tuple[str, str]:
     """The verdict of ``change`` (e.g. "upsampling 28 → 128 px") on the least successful ε between
     the first and last of ``rows``, and a sentence with it and the other quantities."""
     brackets = [r.metrics.least_eps for r in rows]
@@ -241,7 +243,7 @@ def _tally(verdicts: list[str], factor: str) -> str:
             f"{count['unchanged']} and above ε_max in {count['above']}.")
 
 
-def _resolution(done: list[CellResult], settings: AblationSettings) -> list[str]:
+def _resolution(done: list[CellResult], settings) -> list[str]:
     out, verdicts = ["## Input resolution", ""], []
     for arch, init in dict.fromkeys((r.cell.arch, r.cell.init) for r in done):
         group = sorted((r for r in done if (r.cell.arch, r.cell.init) == (arch, init)), key=lambda r: r.cell.resolution)
@@ -253,7 +255,7 @@ def _resolution(done: list[CellResult], settings: AblationSettings) -> list[str]
     return out + [_tally(verdicts, "upsampling") or "- not measured: no architecture finished at two resolutions.", ""]
 
 
-def _initialisation(rows: Sequence[CellResult], settings: AblationSettings) -> list[str]:
+def _initialisation(rows: Sequence[CellResult], settings) -> list[str]:
     done, out, verdicts = _finished(rows), ["## Initialisation", ""], []
     for arch, side in dict.fromkeys((r.cell.arch, r.cell.resolution) for r in done):
         pair = {r.cell.init: r for r in done if (r.cell.arch, r.cell.resolution) == (arch, side)}
@@ -269,7 +271,7 @@ def _initialisation(rows: Sequence[CellResult], settings: AblationSettings) -> l
                   or "- not measured: no cell finished with both initialisations.", ""]
 
 
-def _capacity(done: list[CellResult], settings: AblationSettings) -> list[str]:
+def _capacity(done: list[CellResult], settings) -> list[str]:
     out, verdicts = ["## Capacity", ""], []
     for side, init in dict.fromkeys((r.cell.resolution, r.cell.init) for r in done):
         group = sorted((r for r in done if (r.cell.resolution, r.cell.init) == (side, init)),
@@ -282,7 +284,7 @@ def _capacity(done: list[CellResult], settings: AblationSettings) -> list[str]:
     return out + [_tally(verdicts, "more parameters") or "- not measured: no resolution finished with two architectures.", ""]
 
 
-def _given(done: list[CellResult], settings: AblationSettings) -> list[str]:
+def _given(done: list[CellResult], settings) -> list[str]:
     """One line per finished given model: what it measured (it differs from the grid in more than one factor)."""
     if not done:
         return []
@@ -294,7 +296,7 @@ def _given(done: list[CellResult], settings: AblationSettings) -> list[str]:
     return out + [""]
 
 
-def findings(rows: Sequence[CellResult], settings: AblationSettings) -> str:
+def findings(rows: Sequence[CellResult], settings) -> str:
     """Markdown: per factor, the measured change between cells that differ in that factor only; a
     line per given model."""
     done, trained = _finished(rows), _trained(rows)

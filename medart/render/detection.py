@@ -9,7 +9,7 @@ from typing import Mapping
 import numpy as np
 from matplotlib.figure import Figure
 
-from medart.render.numbers import DEGENERATE, auc_pct, pct
+from medart.numbers import DEGENERATE, auc_pct, pct
 
 #: attack → detector → ROC-AUC in [0, 1]
 AUCByAttack = Mapping[str, Mapping[str, float]]

@@ -12,31 +12,12 @@ from medart.catalog import ARCHS, ATTACKS, DETECTORS, INITS, PAPER_ATTACKS
 from medart.errors import ConfigError
 from medart.models.loading import ModelSource
 from medart.models.training import TrainConfig
+from medart.results import Cell
 from medart.stages.target import RunOptions
 
-GIVEN = "given"  # the init of a cell whose model is given (loaded from its URI), not trained
 NO_ARCHS = ("", "none")  # `archs` that train no model: the grid is the given models only
 
 RESOLUTIONS = (8, 1024)  # allowed input sides; a model may refuse some (smallcnn: < 16 px) and fail its cell
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One point of the grid: the model's input side (px), its initialisation and its architecture.
-    A model given, not trained, is a cell of its own: its input side, init ``"given"`` and its URI
-    as ``arch`` (:meth:`AblationSettings.sources`)."""
-
-    resolution: int
-    init: str
-    arch: str
-
-    @property
-    def given(self) -> bool:
-        return self.init == GIVEN
-
-    def label(self) -> str:
-        """Run name, e.g. ``resnet50-128px-none``, ``models:/my-cxr@prod-64px-given``."""
-        return f"{self.arch}-{self.resolution}px-{self.init}"
 
 
 def parse_resolutions(value: str | Sequence[int]) -> list[int]:

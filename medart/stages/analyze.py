@@ -23,14 +23,14 @@ from medart import tracking
 from medart.analysis import embedding, gradcam, landscape, saliency, stages
 from medart.attacks import AttackSpec, make_spec, parse_eps, parse_names
 from medart.catalog import FIGURES
-from medart.errors import ConfigError
 from medart.detectors.activations import resolve_layers
+from medart.errors import ConfigError
 from medart.models import registry
 from medart.models.adapter import PENULTIMATE
 from medart.models.evaluation import device_of
 from medart.models.training import TrainConfig
+from medart.numbers import eps_label
 from medart.render import analysis as render
-from medart.render.numbers import eps_label
 from medart.stages.attack import attack
 from medart.stages.compare import sweep_label, sweep_record, sweep_rows
 from medart.stages.guard import guard

@@ -23,16 +23,16 @@ from tqdm.auto import tqdm
 
 from medart import tracking
 from medart.attacks import AttackSpec, make_spec, parse_eps, parse_names
+from medart.attacks.adaptive import LOGITS
 from medart.catalog import ATTACKS, DETECTORS, PAPER_ATTACKS
 from medart.detectors import NEEDS_REFERENCES, fit_check, make_detector
 from medart.detectors.activations import resolve_layers
 from medart.errors import ConfigError, DataError
 from medart.models.adapter import PENULTIMATE
 from medart.models.evaluation import predict
-from medart.attacks.adaptive import LOGITS
 from medart.models.sanity import ModelCheck
+from medart.numbers import eps_label
 from medart.render.detection import auc_figure, auc_table, roc_figure, transfer_figure, transfer_table
-from medart.render.numbers import eps_label
 from medart.stages.adaptive import WEIGHTS, AdaptiveBudget, adaptive_rows, log_adaptive
 from medart.stages.attack import attack
 from medart.stages.guard import guard

@@ -11,7 +11,7 @@ from medart import tracking
 from medart.errors import MedartError
 from medart.models.loading import ModelSource
 from medart.models.training import TrainConfig
-from medart.render.numbers import auc_pct, eps_label
+from medart.numbers import auc_pct, eps_label
 from medart.stages.detect import DetectionOutcome, DetectRequest, detect
 from medart.stages.guard import guard
 from medart.stages.target import DataSpec, RunOptions, Target, champion

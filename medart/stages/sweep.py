@@ -16,7 +16,7 @@ from medart.errors import MedartError
 from medart.executors import InProcessExecutor
 from medart.models.loading import ModelSource
 from medart.models.sanity import ModelCheck
-from medart.render.numbers import eps_label
+from medart.numbers import eps_label
 from medart.render.sweep import sweep_figure, sweep_table
 from medart.stages.attack import attack
 from medart.stages.guard import guard
