@@ -16,10 +16,11 @@ from medart import catalog
 from medart.attacks import cache
 from medart.cli import main
 from medart.detectors import DETECTORS
+from medart.detectors.pairs import Pairs
 from medart.errors import ConfigError
 from medart.models.evaluation import predict
 from medart.models.resnet import build_model
-from medart.stages.detect import DetectRequest, Pairs, detect, parse_detector_params, resplit
+from medart.stages.detect import DetectRequest, detect, parse_detector_params, resplit
 from medart.stages.target import DataSpec, RunOptions, Target
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*official MedMNIST MD5")

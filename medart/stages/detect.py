@@ -27,6 +27,7 @@ from medart.attacks.adaptive import LOGITS
 from medart.catalog import ATTACKS, DETECTORS, PAPER_ATTACKS
 from medart.detectors import NEEDS_REFERENCES, fit_check, make_detector
 from medart.detectors.activations import resolve_layers
+from medart.detectors.pairs import Pairs
 from medart.errors import ConfigError, DataError
 from medart.models.adapter import PENULTIMATE
 from medart.models.evaluation import predict
@@ -78,30 +79,6 @@ class DetectionOutcome:
     child_runs: dict[str, str] = field(default_factory=dict)
     check: ModelCheck | None = None  # the degenerate-model guard on the target
     adaptive: list = field(default_factory=list)  # AdaptiveRow per (detector, attack), with `adaptive`
-
-
-@dataclass
-class Pairs:
-    """Clean images ``(n, C, H, W)``, their adversarial versions, their class labels ``(n,)`` and,
-    for pairs of one split part, the clean images' indices in it ``(n,)``."""
-
-    clean: torch.Tensor
-    adversarial: torch.Tensor
-    labels: np.ndarray
-    indices: np.ndarray | None = None
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def take(self, rows: np.ndarray) -> "Pairs":
-        index = torch.from_numpy(rows)
-        return Pairs(self.clean[index], self.adversarial[index], self.labels[rows],
-                     None if self.indices is None else self.indices[rows])
-
-    def xy(self) -> tuple[torch.Tensor, np.ndarray]:
-        """Detector inputs (clean then adversarial) and their 0/1 labels."""
-        n = len(self)
-        return torch.cat([self.clean, self.adversarial]), np.r_[np.zeros(n, np.int64), np.ones(n, np.int64)]
 
 
 def detection_pairs(model, clean: tuple[torch.Tensor, torch.Tensor], x_adv: torch.Tensor, only_successful: bool = False,
@@ -405,4 +382,4 @@ def _log_transfer(target: Target, request: DetectRequest, transfer: dict[str, di
     tracking.log_figure(transfer_figure(transfer, title), "figures/transfer.png")
 
 
-__all__ = ["DetectRequest", "DetectionOutcome", "Pairs", "detect", "detection_pairs", "parse_detector_params", "resplit"]
+__all__ = ["DetectRequest", "DetectionOutcome", "detect", "detection_pairs", "parse_detector_params", "resplit"]
