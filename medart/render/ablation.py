@@ -60,7 +60,7 @@ def cell_summary(row: CellResult, settings) -> str:
     if row.status != "finished":
         return f"{row.status} ({row.reason})"
     m = row.metrics
-    return (f"finished in {_duration(row.seconds)}: test acc {_pct(m.test_acc)} %, least {settings.bisect_attack} "
+    return (f"finished in {_duration(row.seconds)}: test acc {_pct(m.test_acc)} %, least {settings.bisection.bisect_attack} "
             f"ε {m.least_eps.text()}/255, sharpness {m.sharpness:.3g} nats")
 
 
@@ -69,7 +69,7 @@ def _measured_cells(m: CellMetrics, settings) -> list[str]:
     cells = [f"{_pct(m.test_acc)} / {_pct(m.test_auc)}"]
     cells += [" / ".join(_pct(m.adv_acc[a][e]) for a in settings.attacks) for e in settings.eps]
     cells += [m.least_eps.text(), f"{m.sharpness:.3g} / {m.sharpness_median:.3g}", f"{_pct(m.vanishing_fraction)} %"]
-    return cells + [_auc(m.detection_auc[d]) for d in settings.detectors]
+    return cells + [_auc(m.detection_auc[d]) for d in settings.detection.detectors]
 
 
 def ablation_table(rows: Sequence[CellResult], settings) -> str:
@@ -77,11 +77,11 @@ def ablation_table(rows: Sequence[CellResult], settings) -> str:
     attacks = "/".join(a.upper() for a in settings.attacks)
     head = (["model (parameters)", "input", "init", "test acc / AUC"]
             + [f"acc @ {eps_label(e)}: {attacks}" for e in settings.eps]
-            + [f"least ε, {settings.bisect_attack.upper()} acc < {settings.threshold * 100:g} % (×1/255)",
+            + [f"least ε, {settings.bisection.bisect_attack.upper()} acc < {settings.bisection.threshold * 100:g} % (×1/255)",
                f"sharpness @ {eps_label(settings.sharpness_radius)} mean / median (nats)",
-               f"∇ < {settings.vanishing:g}"]
-            + [f"{d.upper()} AUC ({settings.detect_attack.upper()} {eps_label(settings.detect_eps)})"
-               for d in settings.detectors]
+               f"∇ < {settings.landscape.vanishing:g}"]
+            + [f"{d.upper()} AUC ({settings.detection.detect_attack.upper()} {eps_label(settings.detection.detect_eps)})"
+               for d in settings.detection.detectors]
             + ["wall time", "status"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
@@ -95,8 +95,8 @@ def ablation_table(rows: Sequence[CellResult], settings) -> str:
         lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
     n = next((r.metrics.n_attacked for r in _finished(rows)), None)
     note = (f"\nAccuracies in %, AUCs in %; attacks, bisection, sharpness and detection on {n} test images "
-            f"(AdvTrain + AdvTest); bisection over ε in (0, {eps_label(settings.eps_max)}] to a bracket of at most "
-            f"{eps_label(settings.eps_tolerance)}; ∇ < floor: share of those images whose input gradient vanishes.\n")
+            f"(AdvTrain + AdvTest); bisection over ε in (0, {eps_label(settings.bisection.eps_max)}] to a bracket of at most "
+            f"{eps_label(settings.bisection.eps_tolerance)}; ∇ < floor: share of those images whose input gradient vanishes.\n")
     return "\n".join(lines) + "\n" + (note if n else "")
 
 
@@ -108,7 +108,7 @@ def ablation_columns(rows: Sequence[CellResult], settings) -> dict[str, list]:
         "sharpness": lambda m: m.sharpness, "vanishing_fraction": lambda m: m.vanishing_fraction}
     measured |= {f"adv_acc.{a}.{eps_label(e)}": (lambda a, e: lambda m: m.adv_acc[a][e])(a, e)
                  for a in settings.attacks for e in settings.eps}
-    measured |= {f"auc_{d}": (lambda d: lambda m: m.detection_auc[d])(d) for d in settings.detectors}
+    measured |= {f"auc_{d}": (lambda d: lambda m: m.detection_auc[d])(d) for d in settings.detection.detectors}
     columns: dict[str, list] = {
         "arch": [r.cell.arch for r in rows], "resolution": [r.cell.resolution for r in rows],
         "init": [r.cell.init for r in rows], "status": [r.status for r in rows], "reason": [r.reason for r in rows],
@@ -120,15 +120,15 @@ def ablation_columns(rows: Sequence[CellResult], settings) -> dict[str, list]:
 
 def _panels(settings) -> list[tuple[str, Callable[[CellMetrics], float] | None]]:
     """(title, value of a cell's metrics) of each panel; ``None``: the least-ε bracket."""
-    attack = settings.bisect_attack.upper()
+    attack = settings.bisection.bisect_attack.upper()
     panels: list[tuple[str, Callable[[CellMetrics], float] | None]] = [("test accuracy (%)", lambda m: m.test_acc * 100)]
     panels += [(f"{attack} accuracy at ε = {eps_label(e)} (%)",
-                (lambda e: lambda m: m.adv_acc[settings.bisect_attack][e] * 100)(e)) for e in settings.eps]
-    panels += [(f"least ε with {attack} acc < {settings.threshold * 100:g} % (×1/255)", None),
+                (lambda e: lambda m: m.adv_acc[settings.bisection.bisect_attack][e] * 100)(e)) for e in settings.eps]
+    panels += [(f"least ε with {attack} acc < {settings.bisection.threshold * 100:g} % (×1/255)", None),
                (f"sharpness at {eps_label(settings.sharpness_radius)} (nats, mean)", lambda m: m.sharpness),
                ("inputs with vanishing ∇ (%)", lambda m: m.vanishing_fraction * 100)]
-    panels += [(f"{d.upper()} detection AUC (%), {settings.detect_attack.upper()} {eps_label(settings.detect_eps)}",
-                (lambda d: lambda m: m.detection_auc[d] * 100)(d)) for d in settings.detectors]
+    panels += [(f"{d.upper()} detection AUC (%), {settings.detection.detect_attack.upper()} {eps_label(settings.detection.detect_eps)}",
+                (lambda d: lambda m: m.detection_auc[d] * 100)(d)) for d in settings.detection.detectors]
     return panels
 
 
@@ -166,7 +166,7 @@ def ablation_figure(rows: Sequence[CellResult], settings, dataset: str) -> Figur
             style = dict(color=colours[arch], ls="-" if init == "none" else "--", label=f"{arch}, {INIT_NAMES[init]}",
                          marker="s" if init == "given" else "o")  # a given model: one point, at its own side
             if value is None:
-                _plot_brackets(ax, xs, group, style, settings.eps_max)
+                _plot_brackets(ax, xs, group, style, settings.bisection.eps_max)
             else:
                 ax.plot(xs, [value(r.metrics) for r in group], **style)
         if "(%)" in title:
@@ -206,12 +206,12 @@ def _chain(rows: Sequence[CellResult], settings) -> str:
     measured = [r.metrics for r in rows]
     arrow = " → ".join
     eps = settings.eps[0]
-    parts = [f"{settings.bisect_attack.upper()} accuracy at {eps_label(eps)} "
-             + arrow(f"{_pct(m.adv_acc[settings.bisect_attack][eps])} %" for m in measured),
+    parts = [f"{settings.bisection.bisect_attack.upper()} accuracy at {eps_label(eps)} "
+             + arrow(f"{_pct(m.adv_acc[settings.bisection.bisect_attack][eps])} %" for m in measured),
              f"sharpness at {eps_label(settings.sharpness_radius)} " + arrow(f"{m.sharpness:.3g}" for m in measured) + " nats",
              "test accuracy " + arrow(f"{_pct(m.test_acc)} %" for m in measured)]
     parts += [f"{d.upper()} AUC " + arrow(_auc(m.detection_auc[d]) + ("" if math.isnan(m.detection_auc[d]) else " %")
-                                          for m in measured) for d in settings.detectors]
+                                          for m in measured) for d in settings.detection.detectors]
     parts.append("vanishing gradients " + arrow(f"{_pct(m.vanishing_fraction)} %" for m in measured))
     return "; ".join(parts)
 
@@ -223,14 +223,14 @@ def _sentence(rows: Sequence[CellResult], change: str, settings) -> tuple[str, s
     first, last = brackets[0], brackets[-1]
     verdict = compare_brackets(first, last)
     path = " → ".join(b.text() for b in brackets)
-    what = f"the least ε at which {settings.bisect_attack.upper()} leaves accuracy below {settings.threshold * 100:g} %"
+    what = f"the least ε at which {settings.bisection.bisect_attack.upper()} leaves accuracy below {settings.bisection.threshold * 100:g} %"
     if verdict in ("lowers", "raises"):
         text = f"{change} {verdict} {what} from {first.text()} to {last.text()} ×1/255"
         text += f" (every step: {path})" if len(rows) > 2 else ""
     elif verdict == "unchanged":
         text = f"{change} leaves {what} unchanged within the bisection brackets ({path} ×1/255)"
     else:
-        text = f"{change} leaves {what} above ε_max = {eps_label(settings.eps_max)} ({path})"
+        text = f"{change} leaves {what} above ε_max = {eps_label(settings.bisection.eps_max)} ({path})"
     return verdict, f"{text}; {_chain(rows, settings)}."
 
 
@@ -291,7 +291,7 @@ def _given(done: list[CellResult], settings) -> list[str]:
     out = ["## Given models", ""]
     for r in done:
         out.append(f"- **{r.cell.arch}, {r.cell.resolution} px** ({_millions(r.metrics.n_parameters)} parameters): the least "
-                   f"ε at which {settings.bisect_attack.upper()} leaves accuracy below {settings.threshold * 100:g} % is "
+                   f"ε at which {settings.bisection.bisect_attack.upper()} leaves accuracy below {settings.bisection.threshold * 100:g} % is "
                    f"{r.metrics.least_eps.text()} ×1/255; {_chain([r], settings)}.")
     return out + [""]
 

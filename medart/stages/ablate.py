@@ -37,7 +37,7 @@ from medart import tracking
 from medart.analysis.landscape import sharpness
 from medart.analysis.saliency import input_gradient
 from medart.attacks import make_spec
-from medart.attacks.difficulty import least_successful_eps
+from medart.attacks.difficulty import Bisection, least_successful_eps
 from medart.catalog import BACKENDS
 from medart.detectors import make_detector
 from medart.errors import ConfigError, DataError
@@ -45,14 +45,14 @@ from medart.models.evaluation import classification_metrics, predict
 from medart.models.resnet import imagenet_unavailable, parameter_count
 from medart.render.ablation import ablation_columns, ablation_figure, ablation_table, cell_summary, findings
 from medart.results import GIVEN, Cell, CellMetrics, CellResult
-from medart.stages.ablation_grid import AblationSettings, make_grid, parse_resolutions
+from medart.stages.ablation_grid import AblationSettings, DetectionProbe, LandscapeProbe, make_grid, parse_resolutions
 from medart.stages.attack import attack
 from medart.stages.detect import DetectRequest, detect
 from medart.stages.target import DataSpec, RunOptions, Target
 from medart.stages.train import ModelRequest, train
 
-__all__ = ["AblationOutcome", "AblationSettings", "ablate", "make_grid", "load_given", "parse_resolutions", "run_cell",
-           "run_given"]
+__all__ = ["AblationOutcome", "AblationSettings", "Bisection", "DetectionProbe", "LandscapeProbe", "ablate", "make_grid",
+           "load_given", "parse_resolutions", "run_cell", "run_given"]
 
 
 @dataclass
@@ -96,9 +96,8 @@ def _measure(target: Target, settings: AblationSettings, run: RunOptions, second
     start = time.perf_counter()
     x = torch.cat([x for x, _ in target.clean.values()])
     y = torch.cat([y for _, y in target.clean.values()])
-    bracket = least_successful_eps(target.model, x, y, settings.bisect_attack, settings.eps_max, settings.eps_tolerance,
-                                   settings.threshold, adv_acc.get(settings.bisect_attack, {}), run.backend,
-                                   run.batch_size, target.seed, run.device, run.progress)
+    bracket = least_successful_eps(target.model, x, y, settings.bisection, adv_acc.get(settings.bisection.bisect_attack, {}),
+                                   run.backend, run.batch_size, target.seed, run.device, run.progress)
     seconds["bisection"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -107,14 +106,14 @@ def _measure(target: Target, settings: AblationSettings, run: RunOptions, second
     seconds["landscape"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    request = DetectRequest(attacks=(settings.detect_attack,), eps=settings.detect_eps, detectors=settings.detectors,
-                            transfer=False)
+    probe = settings.detection
+    request = DetectRequest(attacks=(probe.detect_attack,), eps=probe.detect_eps, detectors=probe.detectors, transfer=False)
     detection = detect(target, request, run)
     seconds["detection"] = time.perf_counter() - start
     return dict(n_parameters=parameter_count(target.model), n_attacked=len(y), clean_acc=clean_acc, adv_acc=adv_acc,
                 least_eps=bracket, sharpness=float(np.mean(sharp)), sharpness_median=float(np.median(sharp)),
-                vanishing_fraction=float((peak < settings.vanishing).float().mean()), grad_peak_median=float(peak.median()),
-                detection_auc=detection.auc[settings.detect_attack], detect_run_id=detection.run_id)
+                vanishing_fraction=float((peak < settings.landscape.vanishing).float().mean()), grad_peak_median=float(peak.median()),
+                detection_auc=detection.auc[probe.detect_attack], detect_run_id=detection.run_id)
 
 
 def _log(metrics: CellMetrics) -> CellMetrics:
@@ -167,7 +166,7 @@ def load_given(data: DataSpec, settings: AblationSettings) -> dict[Cell, Target]
     given = {}
     for source in settings.sources():
         target = Target.load(source, data, settings.max_examples, settings.reference_size)
-        for name in settings.detectors:
+        for name in settings.detection.detectors:
             make_detector(name, target.model).set_params()  # ART's hook: runs the detector's _check_params
         given[Cell(target.side, GIVEN, source.model_uri)] = target
     return given
