@@ -34,7 +34,7 @@ from medart.models.evaluation import predict
 from medart.models.sanity import ModelCheck
 from medart.numbers import eps_label
 from medart.render.detection import auc_figure, auc_table, roc_figure, transfer_figure, transfer_table
-from medart.stages.adaptive import WEIGHTS, AdaptiveBudget, adaptive_rows, log_adaptive
+from medart.stages.adaptive import AdaptiveBudget, adaptive_rows, log_adaptive
 from medart.stages.attack import attack
 from medart.stages.guard import guard
 from medart.stages.target import RunOptions, Target
@@ -60,12 +60,7 @@ class DetectRequest:
     steps: int | None = None  # attack steps; None: the paper's
     step_size: float | str | None = None  # pixels, or "k/255"; None: the paper's
     adaptive: bool = False  # also attack each differentiable detector on AdvTest (medart.stages.adaptive)
-    adaptive_weights: tuple[float, ...] = WEIGHTS  # λ search: weights of the detector's logit against the CW margin
-    adaptive_steps: int | None = None  # the adaptive attacks' steps; None: the plain attack's
-    adaptive_restarts: int = 1  # runs of the detector-aware attack per λ, the best kept per image (AdaptiveBudget)
-
-    def budget(self) -> AdaptiveBudget:
-        return AdaptiveBudget(tuple(self.adaptive_weights), self.adaptive_steps, self.adaptive_restarts)
+    budget: AdaptiveBudget = AdaptiveBudget()  # the adaptive attacks' λ weights, steps and restarts
 
 
 @dataclass
@@ -194,7 +189,7 @@ def detect(target: Target, request: DetectRequest, run: RunOptions = RunOptions(
             transfer = _transfer(request.detectors, {name: study.fitted for name, study in studies.items()}, pairs)
             _log_transfer(target, request, transfer, check)
         adaptive = [row for name, spec in specs.items() if request.adaptive
-                    for row in adaptive_rows(target, spec, studies[name].fitted, pairs[name], run, request.budget())]
+                    for row in adaptive_rows(target, spec, studies[name].fitted, pairs[name], run, request.budget)]
         if adaptive:
             log_adaptive(adaptive, f"plain and adaptive attacks, {target.dataset}, ε = {eps_label(request.eps)}, {run.backend}")
     counts = {a: {"fit": len(p["adv_train"]), "test": len(p["adv_test"])} for a, p in pairs.items()}
@@ -213,7 +208,7 @@ def _checked(target: Target, request: DetectRequest) -> tuple[DetectRequest, dic
         raise ConfigError(f"`repeats` must be >= 1, got {request.repeats}")
     if request.adaptive and not set(detectors) & set(LOGITS):
         raise ConfigError(f"`adaptive` attacks the {', '.join(LOGITS)} detectors; add one of them to `detectors`")
-    budget = request.budget()  # checks the adaptive settings
+    budget = request.budget
     if target.reference is None:
         raise ConfigError(f"`reference_size` must be >= 1 clean Train images, got {target.reference_size}")
     eps = parse_eps(request.eps)
