@@ -78,7 +78,8 @@ def _run(opts: dict) -> None:
 
     tracking.configure(opts["tracking_uri"])
     budget = AdaptiveBudget(opts["adaptive_weights"], opts["adaptive_steps"], opts["adaptive_restarts"])
-    request = from_options(DetectRequest, opts, params=parse_detector_params(opts["params"], opts["detectors"]), budget=budget)
+    request = from_options(DetectRequest, opts, params=parse_detector_params(opts["params"], opts["detectors"]),
+                           budget=budget)
     target = Target.load(from_options(ModelSource, opts), from_options(DataSpec, opts), opts["max_examples"], opts["reference_size"])
     out = run_detect(target, request, from_options(RunOptions, opts))
     pairs = ", ".join(f"{a} {c['fit']}/{c['test']}" for a, c in out.counts.items())

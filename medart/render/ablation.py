@@ -75,13 +75,13 @@ def _measured_cells(m: CellMetrics, settings) -> list[str]:
 def ablation_table(rows: Sequence[CellResult], settings) -> str:
     """Markdown: one row per cell, side by side (percentages; ε in grey levels, ×1/255)."""
     attacks = "/".join(a.upper() for a in settings.attacks)
+    bisection, probe = settings.bisection, settings.detection
     head = (["model (parameters)", "input", "init", "test acc / AUC"]
             + [f"acc @ {eps_label(e)}: {attacks}" for e in settings.eps]
-            + [f"least ε, {settings.bisection.bisect_attack.upper()} acc < {settings.bisection.threshold * 100:g} % (×1/255)",
+            + [f"least ε, {bisection.bisect_attack.upper()} acc < {bisection.threshold * 100:g} % (×1/255)",
                f"sharpness @ {eps_label(settings.sharpness_radius)} mean / median (nats)",
                f"∇ < {settings.landscape.vanishing:g}"]
-            + [f"{d.upper()} AUC ({settings.detection.detect_attack.upper()} {eps_label(settings.detection.detect_eps)})"
-               for d in settings.detection.detectors]
+            + [f"{d.upper()} AUC ({probe.detect_attack.upper()} {eps_label(probe.detect_eps)})" for d in probe.detectors]
             + ["wall time", "status"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
@@ -95,8 +95,8 @@ def ablation_table(rows: Sequence[CellResult], settings) -> str:
         lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
     n = next((r.metrics.n_attacked for r in _finished(rows)), None)
     note = (f"\nAccuracies in %, AUCs in %; attacks, bisection, sharpness and detection on {n} test images "
-            f"(AdvTrain + AdvTest); bisection over ε in (0, {eps_label(settings.bisection.eps_max)}] to a bracket of at most "
-            f"{eps_label(settings.bisection.eps_tolerance)}; ∇ < floor: share of those images whose input gradient vanishes.\n")
+            f"(AdvTrain + AdvTest); bisection over ε in (0, {eps_label(bisection.eps_max)}] to a bracket of at most "
+            f"{eps_label(bisection.eps_tolerance)}; ∇ < floor: share of those images whose input gradient vanishes.\n")
     return "\n".join(lines) + "\n" + (note if n else "")
 
 
@@ -120,15 +120,15 @@ def ablation_columns(rows: Sequence[CellResult], settings) -> dict[str, list]:
 
 def _panels(settings) -> list[tuple[str, Callable[[CellMetrics], float] | None]]:
     """(title, value of a cell's metrics) of each panel; ``None``: the least-ε bracket."""
-    attack = settings.bisection.bisect_attack.upper()
+    attack, probe = settings.bisection.bisect_attack.upper(), settings.detection
     panels: list[tuple[str, Callable[[CellMetrics], float] | None]] = [("test accuracy (%)", lambda m: m.test_acc * 100)]
     panels += [(f"{attack} accuracy at ε = {eps_label(e)} (%)",
                 (lambda e: lambda m: m.adv_acc[settings.bisection.bisect_attack][e] * 100)(e)) for e in settings.eps]
     panels += [(f"least ε with {attack} acc < {settings.bisection.threshold * 100:g} % (×1/255)", None),
                (f"sharpness at {eps_label(settings.sharpness_radius)} (nats, mean)", lambda m: m.sharpness),
                ("inputs with vanishing ∇ (%)", lambda m: m.vanishing_fraction * 100)]
-    panels += [(f"{d.upper()} detection AUC (%), {settings.detection.detect_attack.upper()} {eps_label(settings.detection.detect_eps)}",
-                (lambda d: lambda m: m.detection_auc[d] * 100)(d)) for d in settings.detection.detectors]
+    panels += [(f"{d.upper()} detection AUC (%), {probe.detect_attack.upper()} {eps_label(probe.detect_eps)}",
+                (lambda d: lambda m: m.detection_auc[d] * 100)(d)) for d in probe.detectors]
     return panels
 
 
@@ -223,7 +223,7 @@ def _sentence(rows: Sequence[CellResult], change: str, settings) -> tuple[str, s
     first, last = brackets[0], brackets[-1]
     verdict = compare_brackets(first, last)
     path = " → ".join(b.text() for b in brackets)
-    what = f"the least ε at which {settings.bisection.bisect_attack.upper()} leaves accuracy below {settings.bisection.threshold * 100:g} %"
+    what = f"the least ε at which {_goal(settings)}"
     if verdict in ("lowers", "raises"):
         text = f"{change} {verdict} {what} from {first.text()} to {last.text()} ×1/255"
         text += f" (every step: {path})" if len(rows) > 2 else ""
@@ -232,6 +232,12 @@ def _sentence(rows: Sequence[CellResult], change: str, settings) -> tuple[str, s
     else:
         text = f"{change} leaves {what} above ε_max = {eps_label(settings.bisection.eps_max)} ({path})"
     return verdict, f"{text}; {_chain(rows, settings)}."
+
+
+def _goal(settings) -> str:
+    """What the bisection looks for, e.g. ``PGD leaves accuracy below 1 %``."""
+    bisection = settings.bisection
+    return f"{bisection.bisect_attack.upper()} leaves accuracy below {bisection.threshold * 100:g} %"
 
 
 def _tally(verdicts: list[str], factor: str) -> str:
@@ -291,7 +297,7 @@ def _given(done: list[CellResult], settings) -> list[str]:
     out = ["## Given models", ""]
     for r in done:
         out.append(f"- **{r.cell.arch}, {r.cell.resolution} px** ({_millions(r.metrics.n_parameters)} parameters): the least "
-                   f"ε at which {settings.bisection.bisect_attack.upper()} leaves accuracy below {settings.bisection.threshold * 100:g} % is "
+                   f"ε at which {_goal(settings)} is "
                    f"{r.metrics.least_eps.text()} ×1/255; {_chain([r], settings)}.")
     return out + [""]
 

@@ -112,8 +112,9 @@ def _measure(target: Target, settings: AblationSettings, run: RunOptions, second
     seconds["detection"] = time.perf_counter() - start
     return dict(n_parameters=parameter_count(target.model), n_attacked=len(y), clean_acc=clean_acc, adv_acc=adv_acc,
                 least_eps=bracket, sharpness=float(np.mean(sharp)), sharpness_median=float(np.median(sharp)),
-                vanishing_fraction=float((peak < settings.landscape.vanishing).float().mean()), grad_peak_median=float(peak.median()),
-                detection_auc=detection.auc[probe.detect_attack], detect_run_id=detection.run_id)
+                vanishing_fraction=float((peak < settings.landscape.vanishing).float().mean()),
+                grad_peak_median=float(peak.median()), detection_auc=detection.auc[probe.detect_attack],
+                detect_run_id=detection.run_id)
 
 
 def _log(metrics: CellMetrics) -> CellMetrics:
