@@ -31,7 +31,7 @@ import click
 
 import benchlib
 from medart.catalog import ARCHS, BACKENDS, DETECTORS, PAPER_ATTACKS
-from medart.render.numbers import pct
+from medart.numbers import pct
 
 if TYPE_CHECKING:
     from medart.stages.sweep import SweepRow

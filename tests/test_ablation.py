@@ -14,7 +14,7 @@ import torch
 from click.testing import CliRunner
 from torch import nn
 
-from medart.attacks.difficulty import EpsBracket, adversarial_accuracy, least_successful_eps
+from medart.attacks.difficulty import Bisection, adversarial_accuracy, least_successful_eps
 from medart.cli import main
 from medart.detectors import make_detector
 from medart.errors import ConfigError, ModelError
@@ -23,7 +23,8 @@ from medart.models import registry
 from medart.models.resnet import build_model, parameter_count
 from medart.models.training import TrainConfig
 from medart.render.ablation import compare_brackets
-from medart.stages.ablate import AblationSettings, Cell, CellMetrics, ablate, make_grid, run_cell
+from medart.results import Cell, CellMetrics, EpsBracket
+from medart.stages.ablate import AblationSettings, DetectionProbe, LandscapeProbe, ablate, make_grid, run_cell
 from medart.stages.target import DataSpec, RunOptions
 
 TINY = ["--epochs", "1", "--max-train", "32", "--max-eval", "16", "--max-examples", "20", "--attacks", "pgd", "--eps", "2/255",
@@ -79,7 +80,7 @@ def linear_case():
 @pytest.mark.parametrize("attack, backend", [("fgsm", "art"), ("pgd", "art"), ("fgsm", "torchattacks")])
 def test_bisection_brackets_the_closed_form_threshold_of_a_linear_model(linear_case, attack, backend):
     model, x, y, eps_star = linear_case
-    bracket = least_successful_eps(model, x, y, attack, eps_max=0.1, tolerance=1e-3, backend=backend)
+    bracket = least_successful_eps(model, x, y, Bisection(attack, eps_max=0.1, eps_tolerance=1e-3), backend=backend)
     assert bracket.reached and bracket.lo <= eps_star <= bracket.hi
     assert bracket.hi - bracket.lo <= 1e-3
     assert len(bracket.evaluations) <= 1 + int(np.ceil(np.log2(0.1 / 1e-3)))
@@ -91,12 +92,12 @@ def test_bisection_brackets_the_closed_form_threshold_of_a_linear_model(linear_c
 
 def test_bisection_beyond_eps_max_and_from_known_points(linear_case):
     model, x, y, eps_star = linear_case
-    above = least_successful_eps(model, x, y, "fgsm", eps_max=eps_star / 2, tolerance=1e-4)
+    above = least_successful_eps(model, x, y, Bisection("fgsm", eps_max=eps_star / 2, eps_tolerance=1e-4))
     assert not above.reached and above.lo == eps_star / 2 and above.text() == f"> {eps_star / 2 * 255:.3g}"
     assert len(above.evaluations) == 1  # ε_max alone answers "never reached"
 
     known = {0.01: adversarial_accuracy(model, x, y, "fgsm", 0.01), 0.09: adversarial_accuracy(model, x, y, "fgsm", 0.09)}
-    seeded = least_successful_eps(model, x, y, "fgsm", eps_max=0.1, tolerance=1e-3, known=known)
+    seeded = least_successful_eps(model, x, y, Bisection("fgsm", eps_max=0.1, eps_tolerance=1e-3), known=known)
     assert seeded.lo <= eps_star <= seeded.hi and seeded.hi - seeded.lo <= 1e-3
     assert 0.1 not in dict(seeded.evaluations)  # a known success below ε_max spares that attack
     assert len(seeded.evaluations) - len(known) <= int(np.ceil(np.log2(0.08 / 1e-3)))
@@ -153,14 +154,15 @@ def test_small_cnn_goes_everywhere_a_model_goes(tracking_store):
     (lambda: make_grid("", "none", "smallcnn"), "the resolution list `resolutions` is empty"),
     (lambda: make_grid("28", "random", "smallcnn"), "unknown initialisation 'random'; choose from: none, imagenet"),
     (lambda: make_grid("28", "none", "vgg16"), "unknown architecture 'vgg16'"),
-    (lambda: AblationSettings(eps_max=1 / 255, eps_tolerance=2 / 255),
+    (lambda: Bisection(eps_max=1 / 255, eps_tolerance=2 / 255),
      "bisection tolerance `eps_tolerance` must be in (0, `eps_max`)"),
     (lambda: AblationSettings(eps=""), "the ε list `eps` is empty"),
     (lambda: AblationSettings(eps=("9/0",)), "cannot read ε from '9/0'"),
-    (lambda: AblationSettings(detectors=("kd", "foo")), "unknown detector 'foo'"),
+    (lambda: DetectionProbe(detectors=("kd", "foo")), "unknown detector 'foo'"),
     (lambda: AblationSettings(max_examples=4), "`max_examples` must be >= 10"),
-    (lambda: AblationSettings(threshold=0), "accuracy `threshold` must be in (0, 1]"),
-    (lambda: AblationSettings(attacks="fgsm", bisect_attack="pgd"), "`bisect_attack` 'pgd' is not among `attacks`"),
+    (lambda: Bisection(threshold=0), "accuracy `threshold` must be in (0, 1]"),
+    (lambda: LandscapeProbe(vanishing=0), "the vanishing-gradient floor `vanishing` must be > 0"),
+    (lambda: AblationSettings(attacks="fgsm", bisection=Bisection("pgd")), "`bisect_attack` 'pgd' is not among `attacks`"),
     (lambda: ablate(DataSpec("pneumonia"), make_grid("28", "none", "none")),
      "the ablation grid is empty; give at least one of each of `resolutions`, `inits` and `archs`, or `models`"),
 ])
@@ -181,12 +183,20 @@ def test_cli_and_project_refuse_a_bad_grid_before_any_run(tracking_store):
 
 
 def test_settings_read_text_as_the_command_line_gives_it():
-    settings = AblationSettings(attacks="pgd,fgsm,pgd", eps="4/255,1/255", eps_max="16/255", eps_tolerance="0.5/255",
-                                detect_eps="2/255", radius="1/255", detectors="kd")
-    assert settings.attacks == ("pgd", "fgsm") and settings.eps == (1 / 255, 4 / 255) and settings.detectors == ("kd",)
-    assert (settings.eps_max, settings.eps_tolerance, settings.detect_eps) == (16 / 255, 0.5 / 255, 2 / 255)
+    settings = AblationSettings(attacks="pgd,fgsm,pgd", eps="4/255,1/255",
+                                bisection=Bisection(eps_max="16/255", eps_tolerance="0.5/255"),
+                                detection=DetectionProbe(detect_eps="2/255", detectors="kd"), landscape=LandscapeProbe("1/255"))
+    assert settings.attacks == ("pgd", "fgsm") and settings.eps == (1 / 255, 4 / 255) and settings.detection.detectors == ("kd",)
+    bisection, detection = settings.bisection, settings.detection
+    assert (bisection.eps_max, bisection.eps_tolerance, detection.detect_eps) == (16 / 255, 0.5 / 255, 2 / 255)
     assert settings.sharpness_radius == 1 / 255
-    assert settings.as_params(RunOptions())["eps"] == "0.00392157,0.0156863"
+    params = settings.as_params(RunOptions())
+    assert params["eps"] == "0.00392157,0.0156863"
+    # the groups' fields are logged under their own names, in the order the flat settings had them
+    assert list(params)[:16] == ["max_train", "max_eval", "attacks", "eps", "bisect_attack", "eps_max", "eps_tolerance",
+                                 "threshold", "detect_attack", "detect_eps", "detectors", "radius", "vanishing",
+                                 "max_examples", "reference_size", "models"]
+    assert (params["eps_max"], params["detectors"], params["radius"]) == (16 / 255, "kd", 1 / 255)
 
 
 class CountingLoads:
@@ -204,8 +214,9 @@ def test_a_cell_attacks_its_trained_model_without_reading_it_back(tracking_store
     loads = CountingLoads(registry.load_model)
     monkeypatch.setattr(registry, "load_model", loads)
     settings = AblationSettings(train=TrainConfig(epochs=1, batch_size=32), max_train=32, max_eval=16, attacks=("pgd",),
-                                eps=(2 / 255,), eps_max=8 / 255, eps_tolerance=4 / 255, detect_eps=2 / 255,
-                                detectors=("dfeat",), max_examples=40, reference_size=8)
+                                eps=(2 / 255,), bisection=Bisection(eps_max=8 / 255, eps_tolerance=4 / 255),
+                                detection=DetectionProbe(detect_eps=2 / 255, detectors=("dfeat",)), max_examples=40,
+                                reference_size=8)
     with mlflow.start_run() as run:
         cell = run_cell(Cell(16, "none", "smallcnn"), DataSpec("pneumonia", shared_data), settings,
                         RunOptions(progress=False))
@@ -274,8 +285,8 @@ def tiny_grid(migrated_store, tmp_path_factory, shared_data):
     uri = tracking.configure(f"sqlite:///{folder / 'mlflow.db'}")
     cells = make_grid("8,16", "none", "smallcnn,resnet18") + [Cell(16, "imagenet", "smallcnn")]
     settings = AblationSettings(train=TrainConfig(epochs=1, lr=0.01, batch_size=32), max_train=64, max_eval=32,
-                                eps=(1 / 255,), eps_max=16 / 255, eps_tolerance=2 / 255, max_examples=40,
-                                reference_size=32)
+                                eps=(1 / 255,), bisection=Bisection(eps_max=16 / 255, eps_tolerance=2 / 255),
+                                max_examples=40, reference_size=32)
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(folder)  # artifacts land beside the store
         out = ablate(DataSpec("pneumonia", shared_data), cells, settings, RunOptions(progress=False))
@@ -338,9 +349,9 @@ def test_grid_numbers_are_consistent_and_the_text_is_computed_from_them(tiny_gri
         accuracy = dict(bracket.evaluations)
         assert accuracy[bracket.lo] >= 0.01 if bracket.lo > 0 else True
         if bracket.hi is not None:
-            assert accuracy[bracket.hi] < 0.01 and bracket.hi - bracket.lo <= settings.eps_tolerance
+            assert accuracy[bracket.hi] < 0.01 and bracket.hi - bracket.lo <= settings.bisection.eps_tolerance
         else:
-            assert bracket.lo == settings.eps_max and accuracy[settings.eps_max] >= 0.01
+            assert bracket.lo == settings.bisection.eps_max and accuracy[settings.bisection.eps_max] >= 0.01
         assert 0 <= m.vanishing_fraction <= 1 and np.isfinite(m.sharpness)
         assert all(0 <= v <= 1 for v in m.detection_auc.values())
         assert m.adv_acc["pgd"][1 / 255] <= m.clean_acc + 1e-9

@@ -16,12 +16,12 @@ from medart.attacks.adaptive import detector_head
 from medart.attacks.feature_matching import FeatureMatching, FeatureTap, choose_guides
 from medart.data import subsample
 from medart.detectors import make_detector
+from medart.detectors.pairs import Pairs
 from medart.errors import ConfigError, DataError
 from medart.models.resnet import build_model
 from medart.models.training import TrainConfig, fit
 from medart.render.detection import adaptive_figure
 from medart.stages.adaptive import AdaptiveBudget, AdaptiveRow, adaptive_examples, undetected_success
-from medart.stages.detect import Pairs
 from medart.stages.target import DataSpec, RunOptions, Target
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*official MedMNIST MD5")

@@ -226,19 +226,21 @@ def test_analysis_figures_are_pngs_made_without_pyplot():
 
 
 def test_analysis_request_reads_text_and_checks_settings_before_anything_runs():
-    from medart.stages.analyze import AnalysisRequest
+    from medart.stages.analyze import AnalysisRequest, LandscapeSettings, SurrogateSettings
 
     request = AnalysisRequest(attacks="PGD,fgsm,pgd", eps="1/255", figures="all", curve_eps="2/255,0.5/255")
     assert request.attacks == ("pgd", "fgsm") and request.eps == pytest.approx(1 / 255)
     assert request.figures == ("eps_curves", "saliency", "stages", "landscape", "embedding", "gradcam")
     assert request.curve_eps == pytest.approx((0.5 / 255, 2 / 255)) and request.sharpness_radius == request.eps
-    assert request.surrogate_count == 1 and AnalysisRequest(surrogate_uris=("models:/x/1",)).surrogate_count == 0
+    assert request.surrogate.count == 1 and SurrogateSettings(surrogate_uris=("models:/x/1",)).count == 0
+    assert LandscapeSettings(landscape_max_eps="4/255", radius="2/255").radius == pytest.approx(2 / 255)
     assert AnalysisRequest(figures=("gradcam", "saliency", "gradcam")).figures == ("gradcam", "saliency")
     for kwargs, fragment in (({"figures": "zoo"}, "unknown figure 'zoo'"),
-                             ({"figures": "landscape", "surrogates": 0}, "needs a separately trained surrogate"),
+                             ({"figures": "landscape", "surrogate": SurrogateSettings(surrogates=0)},
+                              "needs a separately trained surrogate"),
                              ({"show": 17}, "`show` must be between 1 and 16"),
                              ({"figures": "eps_curves", "curve_eps": ""}, "no ε values for the ε curves"),
-                             ({"figures": "landscape", "landscape_points": 1}, "at least 2 points")):
+                             ({"figures": "landscape", "landscape": LandscapeSettings(landscape_points=1)}, "at least 2 points")):
         with pytest.raises(ConfigError, match=fragment):
             AnalysisRequest(**kwargs)
 
@@ -276,7 +278,7 @@ def test_report_includes_grandchild_runs_and_shows_accuracies_in_percent(trackin
 def analysis_run(migrated_store, shared_data, tmp_path_factory):
     from medart.models.training import TrainConfig
     from medart.stages import DataSpec, ModelRequest, RunOptions, Target, train
-    from medart.stages.analyze import AnalysisRequest, analyze
+    from medart.stages.analyze import AnalysisRequest, LandscapeSettings, SurrogateSettings, analyze
 
     folder = tmp_path_factory.mktemp("analysis")
     shutil.copy(migrated_store, folder / "mlflow.db")
@@ -293,7 +295,8 @@ def analysis_run(migrated_store, shared_data, tmp_path_factory):
         target = Target.load("models:/medart-pneumonia@champion", data, max_examples=12)
         # ε curves at the analysis ε only: the sweep then reuses the attack runs' cached examples
         request = AnalysisRequest(attacks=("fgsm", "pgd"), eps=1 / 255, curve_eps=(1 / 255,),
-                                  surrogate_uris=(surrogate.model_uri,), landscape_points=3, show=2)
+                                  landscape=LandscapeSettings(landscape_points=3),
+                                  surrogate=SurrogateSettings(surrogate_uris=(surrogate.model_uri,)), show=2)
         with pytest.warns(UserWarning, match="1×1 map"):  # 28-px inputs: layer4 of a ResNet is 1 × 1
             out = analyze(target, request, quiet)
         yield out, folder

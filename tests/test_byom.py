@@ -25,8 +25,8 @@ from medart.attacks import make_attack, make_spec
 from medart.detectors import make_detector
 from medart.errors import ConfigError, ModelError
 from medart.models.adapter import AdaptedClassifier, InputContract
+from medart.models.loading import ModelSource
 from medart.stages import DataSpec, DetectRequest, RunOptions, Target, attack, detect, evaluate
-from medart.stages.target import ModelSource
 
 EPS = 2 / 255
 RUN = RunOptions(progress=False, batch_size=32)
@@ -273,7 +273,7 @@ def test_pickle_refusal_runs_no_payload(tracking_store, tmp_path):
         info = mlflow.pytorch.log_model(Planted(str(marker)), name="model", serialization_format="pickle",
                                         pip_requirements=["torch"])
     assert not marker.exists()
-    from medart.models.sources import load_model
+    from medart.models.loading import load_model
 
     with pytest.raises(ModelError, match="refused"):
         load_model(ModelSource(info.model_uri))
@@ -324,7 +324,7 @@ def test_art_native_equality_for_fgsm_and_bim(shared_data):
 
 
 def test_what_medart_cannot_use_is_one_line(tmp_path, shared_data):
-    from medart.models.sources import load_model
+    from medart.models.loading import load_model
 
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "notes.txt").write_text("no model here")
@@ -373,7 +373,7 @@ def test_adapter_taps_dfeat_stages_and_grey_channels():
 def test_a_grey_model_on_colour_images_is_one_line_before_any_attack():
     from medart.data.base import ArrayDataset
     from medart.data.splits import ProtocolSplits
-    from medart.models.sources import fit_to_dataset
+    from medart.models.loading import fit_to_dataset
 
     rng = np.random.default_rng(0)
     colour = ArrayDataset(rng.integers(0, 256, (8, 28, 28, 3), dtype=np.uint8), np.arange(8) % 2, ["benign", "melanoma"])
@@ -405,7 +405,7 @@ def test_weights_file_and_card_of_a_timm_network(tracking_store, shared_data, tm
 def test_dict_tuple_and_object_outputs_are_picked_with_output_key_or_refused_in_one_line(shared_data, tmp_path):
     from medart.attacks import cache
     from medart.models.cards import ModelCard
-    from medart.models.sources import load_model
+    from medart.models.loading import load_model
 
     x, y = _images(shared_data, n=128)
     forms = _two_heads(x, y)
@@ -503,7 +503,7 @@ def test_a_dict_model_logged_as_pt2_is_adapted_with_output_key(tracking_store, s
     from mlflow.models import ModelSignature
     from mlflow.types import Schema, TensorSpec
 
-    from medart.models.sources import load_model
+    from medart.models.loading import load_model
 
     x, y = _images(shared_data, n=128)
     forms = _two_heads(x, y)

@@ -130,3 +130,9 @@ def test_request_fields_and_cli_defaults_agree():
                 if isinstance(field.default, tuple) or field.name in ("eps", "size"):
                     continue  # given as text on the command line
                 assert default == field.default, (name, cls.__name__, field.name, default, field.default)
+    # the adaptive budget, a group of DetectRequest, is filled from the adaptive_* options
+    from medart.stages.adaptive import AdaptiveBudget
+
+    options, budget = {p.name: p.to_info_dict()["default"] for p in main.commands["adaptive"].params}, AdaptiveBudget()
+    assert (options["adaptive_steps"], options["adaptive_restarts"]) == (budget.steps, budget.restarts)
+    assert tuple(float(w) for w in options["adaptive_weights"].split(",")) == budget.weights

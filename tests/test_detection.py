@@ -16,10 +16,12 @@ from medart import catalog
 from medart.attacks import cache
 from medart.cli import main
 from medart.detectors import DETECTORS
+from medart.detectors.pairs import Pairs
 from medart.errors import ConfigError
 from medart.models.evaluation import predict
 from medart.models.resnet import build_model
-from medart.stages.detect import DetectRequest, Pairs, detect, parse_detector_params, resplit
+from medart.stages.adaptive import AdaptiveBudget
+from medart.stages.detect import DetectRequest, detect, parse_detector_params, resplit
 from medart.stages.target import DataSpec, RunOptions, Target
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*official MedMNIST MD5")
@@ -79,9 +81,8 @@ def test_settings_errors_come_before_any_attack_runs(tracking_store, shared_data
          "lid reference_size 100 exceeds the 40 clean reference images; raise `reference_size`"),
         (DetectRequest(detectors=("kd",), params={"kd": {"bandwith": 1}}), target, "bad parameter for detector 'kd'"),
         (DetectRequest(detectors=("art_binary",), adaptive=True), target, "`adaptive` attacks the kd, lid, mahalanobis, bu"),
-        (DetectRequest(attacks=("fgsm",), adaptive=True, adaptive_steps=5), target, "FGSM is a single step"),
+        (DetectRequest(attacks=("fgsm",), adaptive=True, budget=AdaptiveBudget(steps=5)), target, "FGSM is a single step"),
         (DetectRequest(attacks=("apgd-ce",), detectors=("kd",), adaptive=True), target, "use fgsm, bim, pgd or cw"),
-        (DetectRequest(adaptive_restarts=0), target, "`adaptive_restarts` must be >= 1"),
     ):
         with pytest.raises(ConfigError, match=re.escape(message)):
             detect(target_, request, RunOptions(progress=False))
@@ -151,7 +152,7 @@ def test_adaptive_detect_logs_a_child_run_per_attackable_detector(target):
     params = {"dfeat": {"n_estimators": 10}, "lid": {"reference": "batch", "k": 2, "reference_size": 4, "layers": ["dfeat"]}}
     with pytest.warns(UserWarning, match="adaptive: lid is left out: an adaptive attack needs LID with reference='train'"):
         out = detect(target, DetectRequest(("bim",), 8 / 255, ("kd", "mahalanobis", "dfeat", "lid"), params, transfer=False,
-                                           steps=5, adaptive=True, adaptive_steps=4, adaptive_restarts=2), run)
+                                           steps=5, adaptive=True, budget=AdaptiveBudget(steps=4, restarts=2)), run)
     aware = [r.detector for r in out.adaptive if r.adaptive == "detector-aware"]
     # dfeat through its surrogate; lid with batch references has no fixed function to attack and is left out
     assert aware == ["kd", "mahalanobis", "dfeat"] and all(r.attack == "bim" for r in out.adaptive)

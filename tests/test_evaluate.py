@@ -55,11 +55,11 @@ def test_cli_compares_champion_and_challenger(registered, shared_data):
 
 def test_evaluate_loads_the_model_once_however_many_attacks(registered, shared_data, monkeypatch):
     """A stage receives the loaded model: one load per model, not one per stage (it was 2 before)."""
-    from medart.models import sources
+    from medart.models import loading
 
     loads = []
-    real = sources.load_model
-    monkeypatch.setattr(sources, "load_model", lambda source, *a, **k: loads.append(source.model_uri) or real(source, *a, **k))
+    real = loading.load_model
+    monkeypatch.setattr(loading, "load_model", lambda source, *a, **k: loads.append(source.model_uri) or real(source, *a, **k))
     out = CliRunner().invoke(main, ["evaluate", "--model-uri", registered, "--dataset", "pneumonia", "--data-dir",
                                     str(shared_data), "--max-eval", "10", "--attacks", "fgsm,bim", "--eps", "1/255,2/255",
                                     "--no-progress"])

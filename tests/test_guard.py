@@ -14,7 +14,7 @@ from torch import nn
 from medart.data import subsample
 from medart.models.sanity import CHANCE_MARGIN, CONSTANT_SHARE, check_predictions
 from medart.models.training import TrainConfig, fit
-from medart.render.detection import auc_table, transfer_table
+from medart.render.detection import auc_table, summary_table, transfer_table
 from medart.render.report import RunView, degenerate_banner, paper_comparison
 from medart.render.sweep import sweep_table
 from medart.stages import DataSpec, Target
@@ -110,6 +110,11 @@ def test_tables_and_report_print_clean_and_balanced_accuracy_beside_the_numbers(
     assert table[0] == "| AUC (%) by detector | FGSM | PGD | clean acc (%) | clean balanced acc (%) |"
     assert table[2] == "| KD | 99.00 | 98.00 | 50.00 | 50.00 |" and "DEGENERATE MODEL: balanced accuracy" in table[-1]
     assert transfer_table({"kd": {"fgsm": {"fgsm": 0.9}}}, constant).splitlines()[-1] == constant.note()
+    measured = {"fgsm": {"clean_acc": 0.5, "clean_balanced_acc": 0.5, "adv_acc": 0.0, "success_rate": 1.0}}
+    summary = summary_table(measured, {"fgsm": {"kd": 0.99, "dfeat": float("nan")}}, ("kd", "dfeat"), constant).splitlines()
+    assert summary[0] == ("| attack | clean acc (%) | clean balanced acc (%) | adversarial acc (%) | success rate (%) | "
+                          "AUC KD (%) | AUC DFEAT (%) |")
+    assert summary[2] == "| FGSM | 50.00 | 50.00 | 0.00 | 100.00 | 99.00 | degenerate |" and summary[-1] == constant.note()
     rows = [SweepRow("fgsm", 1 / 255, "run", False, 40, 0.5, 0.61, 0.0, 0.02, 1.0, 1 / 255, {}, 0.5)]
     table = sweep_table(rows, clean=constant).splitlines()
     assert table[0].endswith("| clean acc / balanced acc (%) |") and table[3] == "| FGSM | 0.00 / 2.00 | 50.00 / 50.00 |"

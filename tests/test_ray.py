@@ -259,7 +259,7 @@ def test_shard_actors_load_a_model_brought_from_outside_medart(ray_instance, sha
     """A TorchScript classifier has no medart config to rebuild it from: each actor loads the file
     itself, and the shards still equal one piece."""
     from medart.executors import RayExecutor
-    from medart.stages.target import ModelSource
+    from medart.models.loading import ModelSource
 
     torch.manual_seed(0)
     network = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),

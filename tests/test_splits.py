@@ -440,8 +440,7 @@ def test_a_model_trained_on_ham10000_is_measured_on_dermamnist_under_the_same_na
     from PIL import Image
 
     from medart.cli import main
-    from medart.models.sources import load_model
-    from medart.stages.target import ModelSource
+    from medart.models.loading import ModelSource, load_model
 
     root = make_ham10000(tmp_path / "ham")
     rng = np.random.default_rng(0)

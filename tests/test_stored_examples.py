@@ -139,7 +139,7 @@ def test_registered_copies_share_examples_and_other_formats_do_not(tracking_stor
         with mlflow.start_run():
             mlflow.pytorch.log_model(network, name="model", input_example=example, registered_model_name=name,
                                      serialization_format=fmt, pip_requirements=["torch"])
-    from medart.stages.target import ModelSource
+    from medart.models.loading import ModelSource
 
     data, spec = DataSpec("pneumonia", shared_data), make_spec("fgsm", "1/255")
     out = {uri: attack(Target.load(ModelSource(uri, trusted_pickle=True), data, max_examples=16), spec, QUIET)

@@ -54,7 +54,7 @@ class ARTBackend(AttackBackend):
 
     def _generate_batch(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         spec = self.spec
-        if spec.adaptive:
+        if spec.autoattack_family:
             return self._autoattack_part(x, y)
         loss = CWLoss(spec.kappa, spec.targeted) if spec.name == "cw" else torch.nn.CrossEntropyLoss()
         classifier = self._classifier(x, loss if self.loss is None else self.loss)

@@ -127,11 +127,11 @@ class AttackBackend(ABC):
         self.model.to(self.device)
         out = []
         with frozen(self.model), seeded(seed, self.device):
-            for _ in range(start // self.batch_size if self.spec.random_start and not self.spec.adaptive else 0):
+            for _ in range(start // self.batch_size if self.spec.random_start and not self.spec.autoattack_family else 0):
                 self._draw_random_start(torch.Size((self.batch_size, *x.shape[1:])))
             batches = range(0, len(x), self.batch_size)
             for first in tqdm(batches, desc=f"{self.name} {self.spec.label()}", disable=not progress, leave=False):
-                if self.spec.adaptive:
+                if self.spec.autoattack_family:
                     torch.manual_seed(seed)
                     np.random.seed(seed % 2**32)
                 xb = x[first : first + self.batch_size].to(self.device)

@@ -21,7 +21,7 @@ from torch import nn
 
 from medart.analysis.saliency import input_gradient
 from medart.attacks.specs import AttackSpec, make_spec
-from medart.render.numbers import eps_label, pct
+from medart.numbers import eps_label, pct
 
 TOLERANCE_IMAGES = 1
 VANISHING = 1e-10  # an input gradient whose largest entry is below this has vanished (float32 underflow territory)

@@ -2,7 +2,7 @@
 
 The paper calls a model easy to attack when BIM, PGD or CW push its accuracy below 1 % at an L∞
 budget under 1/255. :func:`least_successful_eps` measures that budget by bisection over ε in
-(0, ε_max], and reports it as a bracket ``[lo, hi]``: accuracy was still ≥ the threshold at ``lo``
+(0, ε_max] (:class:`Bisection`), and reports it as a bracket ``[lo, hi]``: accuracy was still ≥ the threshold at ``lo``
 and below it at ``hi``. The bracket holds the threshold ε* exactly when accuracy falls
 monotonically with ε — true for FGSM on a linear model and, up to the randomness of random
 starts, for the paper's iterative attacks, whose ε-balls are nested.
@@ -10,7 +10,7 @@ starts, for the paper's iterative attacks, whose ε-balls are nested.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Mapping
 
 import torch
@@ -18,41 +18,11 @@ from torch import nn
 from torch.utils.data import TensorDataset
 from tqdm.auto import tqdm
 
-from medart.attacks import make_attack, make_spec
+from medart.attacks import make_attack, make_spec, parse_eps, parse_names
+from medart.catalog import ATTACKS
 from medart.errors import ConfigError
 from medart.models.evaluation import predict
-
-
-@dataclass
-class EpsBracket:
-    """Where the least successful ε lies, in [0, 1] pixel units.
-
-    ``lo``: the largest ε tried whose accuracy stayed ≥ ``threshold`` (0 when none below ``hi``);
-    ``hi``: the smallest ε tried whose accuracy fell below it, or ``None`` when even ``eps_max``
-    did not (then ε* > ``eps_max`` = ``lo``). ``evaluations``: every ``(ε, accuracy)`` used, in
-    ascending ε, including ``known`` points passed in.
-    """
-
-    attack: str
-    threshold: float
-    eps_max: float
-    lo: float
-    hi: float | None
-    evaluations: list[tuple[float, float]] = field(default_factory=list)
-
-    @property
-    def reached(self) -> bool:
-        return self.hi is not None
-
-    @property
-    def midpoint(self) -> float | None:
-        return None if self.hi is None else (self.lo + self.hi) / 2
-
-    def text(self, scale: float = 255.0) -> str:
-        """``"[lo, hi]"`` or ``"> eps_max"`` in units of 1/``scale`` (grey levels by default)."""
-        if self.hi is None:
-            return f"> {self.eps_max * scale:.3g}"
-        return f"[{self.lo * scale:.3g}, {self.hi * scale:.3g}]"
+from medart.results import EpsBracket
 
 
 def adversarial_accuracy(
@@ -68,14 +38,37 @@ def adversarial_accuracy(
     return float((probs.argmax(1) == labels).mean())
 
 
+@dataclass(frozen=True)
+class Bisection:
+    """What :func:`least_successful_eps` searches for: the least ε in (0, ``eps_max``] at which
+    ``bisect_attack`` (paper settings, seeded) leaves accuracy below ``threshold``, bisected until
+    the bracket is at most ``eps_tolerance`` wide. ε in [0, 1] pixel units, a number or text
+    (``"32/255"``); ``threshold`` in (0, 1] (0.01: the paper's "below 1 %"). Each field is the
+    same-named option of ``medart ablate``."""
+
+    bisect_attack: str = "pgd"
+    eps_max: float = 32 / 255
+    eps_tolerance: float = 0.25 / 255
+    threshold: float = 0.01
+
+    def __post_init__(self) -> None:
+        for name in ("eps_max", "eps_tolerance"):  # text is read (and range-checked) as ε; numbers by the checks below
+            value = getattr(self, name)
+            object.__setattr__(self, name, parse_eps(value) if isinstance(value, str) else float(value))
+        parse_names(self.bisect_attack, ATTACKS, "attack")
+        if not 0 < self.eps_max <= 1:
+            raise ConfigError(f"`eps_max` must be in (0, 1] pixel units, got {self.eps_max}")
+        if not 0 < self.eps_tolerance < self.eps_max:
+            raise ConfigError(f"the bisection tolerance `eps_tolerance` must be in (0, `eps_max`), got {self.eps_tolerance}")
+        if not 0 < self.threshold <= 1:
+            raise ConfigError(f"the accuracy `threshold` must be in (0, 1], got {self.threshold}")
+
+
 def least_successful_eps(
     model: nn.Module,
     x: torch.Tensor,
     y: torch.Tensor,
-    attack: str = "pgd",
-    eps_max: float = 32 / 255,
-    tolerance: float = 0.25 / 255,
-    threshold: float = 0.01,
+    bisection: Bisection = Bisection(),
     known: Mapping[float, float] | None = None,
     backend: str = "art",
     batch_size: int = 128,
@@ -83,21 +76,16 @@ def least_successful_eps(
     device: str = "auto",
     progress: bool = False,
 ) -> EpsBracket:
-    """Bisect for the least ε in (0, ``eps_max``] at which ``attack`` (paper settings, seeded)
-    leaves accuracy below ``threshold``, until the bracket is at most ``tolerance`` wide.
+    """Bisect as ``bisection`` says for the least ε at which its attack leaves accuracy below its
+    threshold, until the bracket is at most its tolerance wide.
 
-    ``x``: float32 ``(N, C, H, W)`` in [0, 1]; ``y``: int64 ``(N,)``; ε, ``eps_max`` and
-    ``tolerance`` in [0, 1] pixel units; ``threshold`` in (0, 1] (0.01: the paper's "below 1 %").
+    ``x``: float32 ``(N, C, H, W)`` in [0, 1]; ``y``: int64 ``(N,)``; ε in [0, 1] pixel units.
     ``known``: accuracies already measured with the same attack, images and seed (e.g. a sweep's
     ``{ε: accuracy}``); they narrow the starting bracket and are not recomputed. Costs about
-    ``1 + log2(eps_max / tolerance)`` attacks at most.
+    ``1 + log2(eps_max / eps_tolerance)`` attacks at most.
     """
-    if not 0 < eps_max <= 1:
-        raise ConfigError(f"ε_max must be in (0, 1] pixel units, got {eps_max}")
-    if not 0 < tolerance < eps_max:
-        raise ConfigError(f"the bisection tolerance must be in (0, ε_max = {eps_max:.4g}), got {tolerance}")
-    if not 0 < threshold <= 1:
-        raise ConfigError(f"the accuracy threshold must be in (0, 1], got {threshold}")
+    attack, eps_max, tolerance, threshold = (bisection.bisect_attack, bisection.eps_max, bisection.eps_tolerance,
+                                             bisection.threshold)
     seen = {float(e): float(a) for e, a in (known or {}).items() if 0 < e <= eps_max}
 
     def accuracy(eps: float) -> float:

@@ -105,8 +105,9 @@ class AttackSpec:
     restarts: int | None = None
 
     @property
-    def adaptive(self) -> bool:
-        """AutoAttack or one of its parts: no step size to tune, seeded by the library per batch."""
+    def autoattack_family(self) -> bool:
+        """AutoAttack or one of its parts: no step size to tune, seeded by the library per batch.
+        (Not "adaptive": in medart an adaptive attack is one that knows the detector.)"""
         return self.name not in PAPER_ATTACKS
 
     def __post_init__(self) -> None:
@@ -120,8 +121,8 @@ class AttackSpec:
             raise ConfigError(f"`kappa` must be >= 0, got {self.kappa}")
         if self.kappa and self.name != "cw":
             raise ConfigError(f"`kappa` applies to the cw attack only, not {self.name}")
-        if self.adaptive:
-            self._check_adaptive()
+        if self.autoattack_family:
+            self._check_autoattack()
         else:
             self._check_paper()
 
@@ -138,7 +139,7 @@ class AttackSpec:
         if self.restarts is not None:
             raise ConfigError(f"`restarts` applies to {', '.join(AUTOATTACK_PARTS)} and autoattack, not {self.name}")
 
-    def _check_adaptive(self) -> None:
+    def _check_autoattack(self) -> None:
         if self.step_size is not None:
             raise ConfigError(f"{self.name} sets its own step size (APGD starts at 2ε and halves it when the loss "
                               "stalls); leave `step_size` unset")

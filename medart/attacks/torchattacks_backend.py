@@ -99,7 +99,7 @@ class TorchattacksBackend(AttackBackend):
         return attack
 
     def _generate_batch(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return (self._autoattack_part() if self.spec.adaptive else self._attack())(x, y)
+        return (self._autoattack_part() if self.spec.autoattack_family else self._attack())(x, y)
 
     def _draw_random_start(self, shape: torch.Size) -> None:
         # torchattacks' PGD (and _LossPGD): torch.empty_like(images).uniform_(-ε, ε) on the device

@@ -68,13 +68,16 @@ def ablate(**opts) -> None:
     Your model beside a trained ResNet-18: medart ablate --resolutions 64 --inits none --archs resnet18 --models models:/my-cxr@prod
     """
     from medart import tracking
+    from medart.models.loading import ModelSource
     from medart.models.training import TrainConfig
-    from medart.stages.ablate import AblationSettings, ablate as run_ablate, make_grid
-    from medart.stages.target import DataSpec, ModelSource, RunOptions, from_options
+    from medart.stages.ablate import AblationSettings, Bisection, DetectionProbe, LandscapeProbe, make_grid
+    from medart.stages.ablate import ablate as run_ablate
+    from medart.stages.target import DataSpec, RunOptions, from_options
 
     cells = make_grid(opts["resolutions"], opts["inits"], opts["archs"])
     settings = from_options(AblationSettings, opts, train=from_options(TrainConfig, opts),
-                            model_options=from_options(ModelSource, opts))
+                            bisection=from_options(Bisection, opts), detection=from_options(DetectionProbe, opts),
+                            landscape=from_options(LandscapeProbe, opts), model_options=from_options(ModelSource, opts))
     # --batch-size is the training batch; the attacks, bisection and detectors run 128 images at a time, as always
     run = from_options(RunOptions, opts, batch_size=128)
     tracking.configure(opts["tracking_uri"])

@@ -48,12 +48,16 @@ def analyze(**opts) -> None:
     Example: medart analyze --model-uri models:/medart-pneumonia@champion --dataset pneumonia --attacks pgd --eps 1/255 --max-examples 64
     """
     from medart import tracking
-    from medart.stages.analyze import AnalysisRequest, analyze as run_analysis
+    from medart.models.loading import ModelSource
+    from medart.stages.analyze import AnalysisRequest, GradcamSettings, LandscapeSettings, SurrogateSettings
+    from medart.stages.analyze import analyze as run_analysis
     from medart.stages.report import report_run
-    from medart.stages.target import DataSpec, ModelSource, RunOptions, Target, from_options
+    from medart.stages.target import DataSpec, RunOptions, Target, from_options
 
     tracking.configure(opts["tracking_uri"])
-    request = from_options(AnalysisRequest, opts)  # checks the settings before the model loads
+    # the settings are checked before the model loads
+    request = from_options(AnalysisRequest, opts, landscape=from_options(LandscapeSettings, opts),
+                           surrogate=from_options(SurrogateSettings, opts), gradcam=from_options(GradcamSettings, opts))
     target = Target.load(from_options(ModelSource, opts), from_options(DataSpec, opts), opts["max_examples"])
     out = run_analysis(target, request, from_options(RunOptions, opts))
     click.echo(run_line("analysis", out.run_id, f"{out.seconds:.0f} s, {', '.join(out.figures)}, analysis.md, analysis.json"))

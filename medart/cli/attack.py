@@ -35,8 +35,9 @@ def attack(**opts) -> None:
     from medart import tracking
     from medart.attacks import make_spec
     from medart.executors import make_executor
+    from medart.models.loading import ModelSource
     from medart.stages.attack import attack as run_attack
-    from medart.stages.target import DataSpec, ModelSource, RunOptions, Target, from_options
+    from medart.stages.target import DataSpec, RunOptions, Target, from_options
 
     tracking.configure(opts["tracking_uri"])
     spec = make_spec(opts["attack"], opts["eps"], opts["steps"], opts["step_size"], opts["random_start"], opts["kappa"],

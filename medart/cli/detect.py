@@ -69,13 +69,17 @@ def adaptive(**opts) -> None:
 
 def _run(opts: dict) -> None:
     from medart import tracking
+    from medart.models.loading import ModelSource
     from medart.render.detection import auc_table, transfer_table
+    from medart.stages.adaptive import AdaptiveBudget
     from medart.stages.detect import DetectRequest, parse_detector_params
     from medart.stages.detect import detect as run_detect
-    from medart.stages.target import DataSpec, ModelSource, RunOptions, Target, from_options
+    from medart.stages.target import DataSpec, RunOptions, Target, from_options
 
     tracking.configure(opts["tracking_uri"])
-    request = from_options(DetectRequest, opts, params=parse_detector_params(opts["params"], opts["detectors"]))
+    budget = AdaptiveBudget(opts["adaptive_weights"], opts["adaptive_steps"], opts["adaptive_restarts"])
+    request = from_options(DetectRequest, opts, params=parse_detector_params(opts["params"], opts["detectors"]),
+                           budget=budget)
     target = Target.load(from_options(ModelSource, opts), from_options(DataSpec, opts), opts["max_examples"], opts["reference_size"])
     out = run_detect(target, request, from_options(RunOptions, opts))
     pairs = ", ".join(f"{a} {c['fit']}/{c['test']}" for a, c in out.counts.items())

@@ -38,10 +38,11 @@ def evaluate(**opts) -> None:
 
     from medart import tracking
     from medart.attacks.checklist import ChecklistPlan
+    from medart.models.loading import ModelSource
     from medart.render.checks import checklist_table
     from medart.render.tables import metric_columns
     from medart.stages.evaluate import evaluate as run_evaluate
-    from medart.stages.target import DataSpec, ModelSource, RunOptions, Target, from_options
+    from medart.stages.target import DataSpec, RunOptions, Target, from_options
 
     tracking.configure(opts["tracking_uri"])
     data, run, source = from_options(DataSpec, opts), from_options(RunOptions, opts), from_options(ModelSource, opts)

@@ -1,6 +1,6 @@
 """The options several commands share, each named as the field of the request it fills
 (:class:`~medart.stages.target.DataSpec`, :class:`~medart.stages.target.RunOptions`,
-:class:`~medart.stages.target.ModelSource`), with the choices of :mod:`medart.catalog` — one
+:class:`~medart.models.loading.ModelSource`), with the choices of :mod:`medart.catalog` — one
 definition per option, torch-free."""
 
 from __future__ import annotations

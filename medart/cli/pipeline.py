@@ -36,10 +36,11 @@ def pipeline(**opts) -> None:
     Example: MEDART_DATA_DIR=../shared/data medart pipeline --dataset pneumonia --attack bim --pretrained none
     """
     from medart import tracking
+    from medart.models.loading import ModelSource
     from medart.models.training import TrainConfig
     from medart.stages.detect import DetectRequest
     from medart.stages.pipeline import pipeline as run_pipeline
-    from medart.stages.target import DataSpec, ModelSource, RunOptions, from_options
+    from medart.stages.target import DataSpec, RunOptions, from_options
     from medart.stages.train import ModelRequest
 
     tracking.configure(opts["tracking_uri"])

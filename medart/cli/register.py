@@ -23,7 +23,7 @@ def register(**opts) -> None:
     Example: medart register --weights resnet18-cxr.pt --card card.json --name my-cxr --alias prod
     """
     from medart import tracking
-    from medart.models.cards import register as register_model
+    from medart.stages.register import register as register_model
 
     tracking.configure(opts["tracking_uri"])
     uri, version = register_model(opts["weights"], opts["card"], opts["name"], opts["alias"])

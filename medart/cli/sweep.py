@@ -25,9 +25,10 @@ def sweep(ctx, **opts) -> None:
     """
     from medart import tracking
     from medart.executors import make_executor
+    from medart.models.loading import ModelSource
     from medart.render.sweep import sweep_table
     from medart.stages.sweep import sweep as run_sweep
-    from medart.stages.target import DataSpec, ModelSource, RunOptions, Target, from_options
+    from medart.stages.target import DataSpec, RunOptions, Target, from_options
 
     tracking.configure(opts["tracking_uri"])
     with make_executor(opts["executor"], address=opts["address"], workers=opts["workers"], retries=opts["retries"],

@@ -2,7 +2,7 @@
 
 Nothing is pickled: MLflow stores this file, the card and the weights (a tensor-only state_dict
 or a TorchScript file), and ``mlflow.pyfunc.load_model`` / ``mlflow models serve`` rebuild the
-network with :func:`medart.models.cards.load_card`. Input: float32 ``(N, 3, H, W)`` in [0, 1];
+network with :func:`medart.models.loading.load_card`. Input: float32 ``(N, 3, H, W)`` in [0, 1];
 output: class probabilities ``(N, K)``.
 """
 
@@ -16,8 +16,7 @@ from mlflow.pyfunc import PythonModel
 
 class CardPyfunc(PythonModel):
     def load_context(self, context):
-        from medart.models.cards import load_card
-        from medart.stages.target import ModelSource
+        from medart.models.loading import ModelSource, load_card
 
         card = Path(context.artifacts["card"])
         self.model = load_card(card, ModelSource(str(card)))

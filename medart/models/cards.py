@@ -1,4 +1,4 @@
-"""Model cards: a plain weights file described by a small JSON file, and ``medart register``.
+"""Model cards: a plain weights file described by a small JSON file.
 
 A card (``medart-card.json``) says what a weights file is::
 
@@ -11,8 +11,10 @@ A card (``medart-card.json``) says what a weights file is::
 
 Trust: a state_dict is read with ``weights_only=True`` (tensors only; anything else is refused,
 never unpickled) and a TorchScript file with ``torch.jit.load``, which runs no Python code.
-:func:`register` logs the card and the weights as an MLflow model (a pyfunc "model from code",
-like medart's own) and registers it, so ``models:/<name>@<alias>`` reaches every stage.
+:func:`medart.models.loading.load_card` reads a card into a medart model;
+:func:`medart.stages.register.register` (``medart register``) logs the card and the weights as an
+MLflow model (a pyfunc "model from code", like medart's own) and registers it, so
+``models:/<name>@<alias>`` reaches every stage.
 """
 
 from __future__ import annotations
@@ -20,24 +22,19 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
-import shutil
-import tempfile
 import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any, Mapping
 
 import torch
 from torch import nn
 
 from medart.errors import ConfigError, ModelError
 
-if TYPE_CHECKING:
-    from medart.stages.target import ModelSource
-
 CARD = "medart-card.json"
-_PYFUNC_CODE = Path(__file__).with_name("card_pyfunc.py")
+PYFUNC_CODE = Path(__file__).with_name("card_pyfunc.py")  # the MLflow entry point stored with a card model
 
 
 @dataclass(frozen=True)
@@ -136,59 +133,3 @@ def build_architecture(architecture: str, state: Mapping[str, torch.Tensor], whe
         raise ModelError(f"{where} does not fit {architecture}: missing {missing[:3]}, unexpected {unexpected[:3]}; "
                          "check `architecture` and that the file is that network's state_dict")
     return network.eval()
-
-
-def load_card(path: Path, source: "ModelSource", side: int | None = None) -> nn.Module:
-    """The model a card at ``path`` describes, adapted (:func:`medart.models.sources.adapt`)."""
-    from medart.models.resnet import load_state_dict_file
-    from medart.models.sources import adapt
-
-    card = ModelCard.read(path)
-    if card.weights is None:
-        raise ConfigError(f"{path}: the card names no `weights` file")
-    weights = path.parent / card.weights
-    if not weights.is_file():
-        raise ModelError(f"{path}: its weights file {weights} is missing")
-    if is_torchscript(weights):
-        network = load_torchscript(weights)
-    elif card.architecture is None:
-        raise ConfigError(f"{path}: a state_dict needs its `architecture` (a torchvision name, or timm:<name>)")
-    else:
-        network = build_architecture(card.architecture, load_state_dict_file(weights, source.trusted_pickle), str(weights))
-    return adapt(network, card, source, side, stored_as="state_dict")
-
-
-def register(weights: str | Path, card: str | Path, name: str, alias: str | None = None) -> tuple[str, str]:
-    """Check that ``weights`` + ``card`` load and give logits, then log them as an MLflow model in
-    the experiment ``medart/register`` and register it as a new version of ``name`` (with
-    ``alias``). Returns ``(models:/ URI, version)``."""
-    import mlflow
-    import numpy as np
-    from mlflow.models import ModelSignature
-    from mlflow.types import Schema, TensorSpec
-
-    from medart import __version__, tracking
-    from medart.models.registry import quiet_downloads
-    from medart.stages.target import ModelSource
-
-    weights, described = Path(weights), ModelCard.read(card)
-    if not weights.is_file():
-        raise ModelError(f"weights file {weights} not found")
-    with tempfile.TemporaryDirectory(prefix="medart-card-") as tmp:
-        folder = Path(tmp)
-        shutil.copy(weights, folder / weights.name)
-        (folder / CARD).write_text(json.dumps(dataclasses.replace(described, weights=weights.name).as_dict(), indent=2))
-        model = load_card(folder / CARD, ModelSource(str(folder)))
-        size = model.config["image_size"] or -1
-        signature = ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 3, size, size))]),
-                                   outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, model.config["num_classes"]))]))
-        with tracking.start_run("medart/register", f"register-{name}"), quiet_downloads():
-            mlflow.log_params({"weights": weights.name, "architecture": model.config["arch"], "name": name})
-            info = mlflow.pyfunc.log_model(
-                name="model", python_model=str(_PYFUNC_CODE), signature=signature, registered_model_name=name,
-                artifacts={"card": str(folder / CARD), "weights": str(folder / weights.name)},
-                pip_requirements=[f"medart=={__version__}", f"torch=={torch.__version__.split('+')[0]}"])
-    version = str(info.registered_model_version)
-    if alias:
-        mlflow.MlflowClient().set_registered_model_alias(name, alias, version)
-    return f"models:/{name}/{version}", version

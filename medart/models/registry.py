@@ -5,7 +5,7 @@ its architecture as JSON (``medart.json``), wrapped as an MLflow pyfunc "model f
 registry, ``mlflow models serve`` and ``models:/`` URIs all work — and loading never unpickles
 arbitrary objects. (medart does not log its own models with ``mlflow.pytorch.log_model``: ``pickle``
 runs code on load, and ``pt2`` fixes the graph. Networks others logged that way are read by
-:mod:`medart.models.sources`.)
+:mod:`medart.models.loading`.)
 """
 
 from __future__ import annotations
@@ -120,7 +120,7 @@ def load_model(uri: str, device: str | torch.device = "cpu", trusted_pickle: boo
     ``runs:/<run_id>/model``, ``models:/<model_id>`` or a local folder holding its files.
 
     Weights are read tensor-only; ``trusted_pickle=True`` unpickles them in full, running any code
-    they carry — only for folders you made or trust. (Other networks: :mod:`medart.models.sources`.)"""
+    they carry — only for folders you made or trust. (Other networks: :mod:`medart.models.loading`.)"""
     with downloaded(uri) as folder:
         return _load_folder(folder, uri, device, trusted_pickle)
 

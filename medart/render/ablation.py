@@ -1,5 +1,8 @@
 """The ablation's table, figure and generated text, every number from the typed rows
-(:class:`~medart.stages.ablate.CellResult`); percentages for people, ε in grey levels (×1/255)."""
+(:class:`~medart.results.CellResult`); percentages for people, ε in grey levels (×1/255).
+
+``settings`` is the ablation's :class:`~medart.stages.ablation_grid.AblationSettings`, read but not
+imported: render stands below the stages."""
 
 from __future__ import annotations
 
@@ -9,13 +12,12 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 from matplotlib.figure import Figure
 from matplotlib.ticker import FormatStrFormatter
 
-from medart.render.numbers import DEGENERATE, eps_label, pct
+from medart.numbers import DEGENERATE, eps_label, pct
 
 if TYPE_CHECKING:  # the types only: rendering imports no torch
     from matplotlib.axes import Axes
 
-    from medart.attacks.difficulty import EpsBracket
-    from medart.stages.ablate import AblationSettings, CellMetrics, CellResult
+    from medart.results import CellMetrics, CellResult, EpsBracket
 
 INIT_NAMES = {"none": "from scratch", "imagenet": "ImageNet", "given": "given, not trained"}
 
@@ -53,33 +55,33 @@ def _trained(rows: Sequence[CellResult]) -> list[CellResult]:
     return [r for r in rows if not r.cell.given]
 
 
-def cell_summary(row: CellResult, settings: AblationSettings) -> str:
+def cell_summary(row: CellResult, settings) -> str:
     """One line on how a cell ended, e.g. for a progress log."""
     if row.status != "finished":
         return f"{row.status} ({row.reason})"
     m = row.metrics
-    return (f"finished in {_duration(row.seconds)}: test acc {_pct(m.test_acc)} %, least {settings.bisect_attack} "
+    return (f"finished in {_duration(row.seconds)}: test acc {_pct(m.test_acc)} %, least {settings.bisection.bisect_attack} "
             f"ε {m.least_eps.text()}/255, sharpness {m.sharpness:.3g} nats")
 
 
-def _measured_cells(m: CellMetrics, settings: AblationSettings) -> list[str]:
+def _measured_cells(m: CellMetrics, settings) -> list[str]:
     """The table cells of a finished row between its init and its wall time."""
     cells = [f"{_pct(m.test_acc)} / {_pct(m.test_auc)}"]
     cells += [" / ".join(_pct(m.adv_acc[a][e]) for a in settings.attacks) for e in settings.eps]
     cells += [m.least_eps.text(), f"{m.sharpness:.3g} / {m.sharpness_median:.3g}", f"{_pct(m.vanishing_fraction)} %"]
-    return cells + [_auc(m.detection_auc[d]) for d in settings.detectors]
+    return cells + [_auc(m.detection_auc[d]) for d in settings.detection.detectors]
 
 
-def ablation_table(rows: Sequence[CellResult], settings: AblationSettings) -> str:
+def ablation_table(rows: Sequence[CellResult], settings) -> str:
     """Markdown: one row per cell, side by side (percentages; ε in grey levels, ×1/255)."""
     attacks = "/".join(a.upper() for a in settings.attacks)
+    bisection, probe = settings.bisection, settings.detection
     head = (["model (parameters)", "input", "init", "test acc / AUC"]
             + [f"acc @ {eps_label(e)}: {attacks}" for e in settings.eps]
-            + [f"least ε, {settings.bisect_attack.upper()} acc < {settings.threshold * 100:g} % (×1/255)",
+            + [f"least ε, {bisection.bisect_attack.upper()} acc < {bisection.threshold * 100:g} % (×1/255)",
                f"sharpness @ {eps_label(settings.sharpness_radius)} mean / median (nats)",
-               f"∇ < {settings.vanishing:g}"]
-            + [f"{d.upper()} AUC ({settings.detect_attack.upper()} {eps_label(settings.detect_eps)})"
-               for d in settings.detectors]
+               f"∇ < {settings.landscape.vanishing:g}"]
+            + [f"{d.upper()} AUC ({probe.detect_attack.upper()} {eps_label(probe.detect_eps)})" for d in probe.detectors]
             + ["wall time", "status"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
@@ -93,12 +95,12 @@ def ablation_table(rows: Sequence[CellResult], settings: AblationSettings) -> st
         lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
     n = next((r.metrics.n_attacked for r in _finished(rows)), None)
     note = (f"\nAccuracies in %, AUCs in %; attacks, bisection, sharpness and detection on {n} test images "
-            f"(AdvTrain + AdvTest); bisection over ε in (0, {eps_label(settings.eps_max)}] to a bracket of at most "
-            f"{eps_label(settings.eps_tolerance)}; ∇ < floor: share of those images whose input gradient vanishes.\n")
+            f"(AdvTrain + AdvTest); bisection over ε in (0, {eps_label(bisection.eps_max)}] to a bracket of at most "
+            f"{eps_label(bisection.eps_tolerance)}; ∇ < floor: share of those images whose input gradient vanishes.\n")
     return "\n".join(lines) + "\n" + (note if n else "")
 
 
-def ablation_columns(rows: Sequence[CellResult], settings: AblationSettings) -> dict[str, list]:
+def ablation_columns(rows: Sequence[CellResult], settings) -> dict[str, list]:
     """The rows as columns for an MLflow table (fractions; ``None`` where a cell did not finish)."""
     measured: dict[str, Callable[[CellMetrics], Any]] = {
         "n_parameters": lambda m: m.n_parameters, "test_acc": lambda m: m.test_acc, "test_auc": lambda m: m.test_auc,
@@ -106,7 +108,7 @@ def ablation_columns(rows: Sequence[CellResult], settings: AblationSettings) -> 
         "sharpness": lambda m: m.sharpness, "vanishing_fraction": lambda m: m.vanishing_fraction}
     measured |= {f"adv_acc.{a}.{eps_label(e)}": (lambda a, e: lambda m: m.adv_acc[a][e])(a, e)
                  for a in settings.attacks for e in settings.eps}
-    measured |= {f"auc_{d}": (lambda d: lambda m: m.detection_auc[d])(d) for d in settings.detectors}
+    measured |= {f"auc_{d}": (lambda d: lambda m: m.detection_auc[d])(d) for d in settings.detection.detectors}
     columns: dict[str, list] = {
         "arch": [r.cell.arch for r in rows], "resolution": [r.cell.resolution for r in rows],
         "init": [r.cell.init for r in rows], "status": [r.status for r in rows], "reason": [r.reason for r in rows],
@@ -116,17 +118,17 @@ def ablation_columns(rows: Sequence[CellResult], settings: AblationSettings) -> 
     return columns
 
 
-def _panels(settings: AblationSettings) -> list[tuple[str, Callable[[CellMetrics], float] | None]]:
+def _panels(settings) -> list[tuple[str, Callable[[CellMetrics], float] | None]]:
     """(title, value of a cell's metrics) of each panel; ``None``: the least-ε bracket."""
-    attack = settings.bisect_attack.upper()
+    attack, probe = settings.bisection.bisect_attack.upper(), settings.detection
     panels: list[tuple[str, Callable[[CellMetrics], float] | None]] = [("test accuracy (%)", lambda m: m.test_acc * 100)]
     panels += [(f"{attack} accuracy at ε = {eps_label(e)} (%)",
-                (lambda e: lambda m: m.adv_acc[settings.bisect_attack][e] * 100)(e)) for e in settings.eps]
-    panels += [(f"least ε with {attack} acc < {settings.threshold * 100:g} % (×1/255)", None),
+                (lambda e: lambda m: m.adv_acc[settings.bisection.bisect_attack][e] * 100)(e)) for e in settings.eps]
+    panels += [(f"least ε with {attack} acc < {settings.bisection.threshold * 100:g} % (×1/255)", None),
                (f"sharpness at {eps_label(settings.sharpness_radius)} (nats, mean)", lambda m: m.sharpness),
                ("inputs with vanishing ∇ (%)", lambda m: m.vanishing_fraction * 100)]
-    panels += [(f"{d.upper()} detection AUC (%), {settings.detect_attack.upper()} {eps_label(settings.detect_eps)}",
-                (lambda d: lambda m: m.detection_auc[d] * 100)(d)) for d in settings.detectors]
+    panels += [(f"{d.upper()} detection AUC (%), {probe.detect_attack.upper()} {eps_label(probe.detect_eps)}",
+                (lambda d: lambda m: m.detection_auc[d] * 100)(d)) for d in probe.detectors]
     return panels
 
 
@@ -145,7 +147,7 @@ def _plot_brackets(ax: Axes, xs: list[float], group: list[CellResult], style: di
     ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
 
 
-def ablation_figure(rows: Sequence[CellResult], settings: AblationSettings, dataset: str) -> Figure:
+def ablation_figure(rows: Sequence[CellResult], settings, dataset: str) -> Figure:
     """Each measured quantity against the input side, one line per (architecture, initialisation)."""
     done = _finished(rows)
     panels = _panels(settings)
@@ -164,7 +166,7 @@ def ablation_figure(rows: Sequence[CellResult], settings: AblationSettings, data
             style = dict(color=colours[arch], ls="-" if init == "none" else "--", label=f"{arch}, {INIT_NAMES[init]}",
                          marker="s" if init == "given" else "o")  # a given model: one point, at its own side
             if value is None:
-                _plot_brackets(ax, xs, group, style, settings.eps_max)
+                _plot_brackets(ax, xs, group, style, settings.bisection.eps_max)
             else:
                 ax.plot(xs, [value(r.metrics) for r in group], **style)
         if "(%)" in title:
@@ -199,37 +201,43 @@ def compare_brackets(a: EpsBracket, b: EpsBracket) -> str:
     return "unchanged"
 
 
-def _chain(rows: Sequence[CellResult], settings: AblationSettings) -> str:
+def _chain(rows: Sequence[CellResult], settings) -> str:
     """Other measured quantities along a sequence of cells, ``a → b → c``."""
     measured = [r.metrics for r in rows]
     arrow = " → ".join
     eps = settings.eps[0]
-    parts = [f"{settings.bisect_attack.upper()} accuracy at {eps_label(eps)} "
-             + arrow(f"{_pct(m.adv_acc[settings.bisect_attack][eps])} %" for m in measured),
+    parts = [f"{settings.bisection.bisect_attack.upper()} accuracy at {eps_label(eps)} "
+             + arrow(f"{_pct(m.adv_acc[settings.bisection.bisect_attack][eps])} %" for m in measured),
              f"sharpness at {eps_label(settings.sharpness_radius)} " + arrow(f"{m.sharpness:.3g}" for m in measured) + " nats",
              "test accuracy " + arrow(f"{_pct(m.test_acc)} %" for m in measured)]
     parts += [f"{d.upper()} AUC " + arrow(_auc(m.detection_auc[d]) + ("" if math.isnan(m.detection_auc[d]) else " %")
-                                          for m in measured) for d in settings.detectors]
+                                          for m in measured) for d in settings.detection.detectors]
     parts.append("vanishing gradients " + arrow(f"{_pct(m.vanishing_fraction)} %" for m in measured))
     return "; ".join(parts)
 
 
-def _sentence(rows: Sequence[CellResult], change: str, settings: AblationSettings) -> tuple[str, str]:
+def _sentence(rows: Sequence[CellResult], change: str, settings) -> tuple[str, str]:
     """The verdict of ``change`` (e.g. "upsampling 28 → 128 px") on the least successful ε between
     the first and last of ``rows``, and a sentence with it and the other quantities."""
     brackets = [r.metrics.least_eps for r in rows]
     first, last = brackets[0], brackets[-1]
     verdict = compare_brackets(first, last)
     path = " → ".join(b.text() for b in brackets)
-    what = f"the least ε at which {settings.bisect_attack.upper()} leaves accuracy below {settings.threshold * 100:g} %"
+    what = f"the least ε at which {_goal(settings)}"
     if verdict in ("lowers", "raises"):
         text = f"{change} {verdict} {what} from {first.text()} to {last.text()} ×1/255"
         text += f" (every step: {path})" if len(rows) > 2 else ""
     elif verdict == "unchanged":
         text = f"{change} leaves {what} unchanged within the bisection brackets ({path} ×1/255)"
     else:
-        text = f"{change} leaves {what} above ε_max = {eps_label(settings.eps_max)} ({path})"
+        text = f"{change} leaves {what} above ε_max = {eps_label(settings.bisection.eps_max)} ({path})"
     return verdict, f"{text}; {_chain(rows, settings)}."
+
+
+def _goal(settings) -> str:
+    """What the bisection looks for, e.g. ``PGD leaves accuracy below 1 %``."""
+    bisection = settings.bisection
+    return f"{bisection.bisect_attack.upper()} leaves accuracy below {bisection.threshold * 100:g} %"
 
 
 def _tally(verdicts: list[str], factor: str) -> str:
@@ -241,7 +249,7 @@ def _tally(verdicts: list[str], factor: str) -> str:
             f"{count['unchanged']} and above ε_max in {count['above']}.")
 
 
-def _resolution(done: list[CellResult], settings: AblationSettings) -> list[str]:
+def _resolution(done: list[CellResult], settings) -> list[str]:
     out, verdicts = ["## Input resolution", ""], []
     for arch, init in dict.fromkeys((r.cell.arch, r.cell.init) for r in done):
         group = sorted((r for r in done if (r.cell.arch, r.cell.init) == (arch, init)), key=lambda r: r.cell.resolution)
@@ -253,7 +261,7 @@ def _resolution(done: list[CellResult], settings: AblationSettings) -> list[str]
     return out + [_tally(verdicts, "upsampling") or "- not measured: no architecture finished at two resolutions.", ""]
 
 
-def _initialisation(rows: Sequence[CellResult], settings: AblationSettings) -> list[str]:
+def _initialisation(rows: Sequence[CellResult], settings) -> list[str]:
     done, out, verdicts = _finished(rows), ["## Initialisation", ""], []
     for arch, side in dict.fromkeys((r.cell.arch, r.cell.resolution) for r in done):
         pair = {r.cell.init: r for r in done if (r.cell.arch, r.cell.resolution) == (arch, side)}
@@ -269,7 +277,7 @@ def _initialisation(rows: Sequence[CellResult], settings: AblationSettings) -> l
                   or "- not measured: no cell finished with both initialisations.", ""]
 
 
-def _capacity(done: list[CellResult], settings: AblationSettings) -> list[str]:
+def _capacity(done: list[CellResult], settings) -> list[str]:
     out, verdicts = ["## Capacity", ""], []
     for side, init in dict.fromkeys((r.cell.resolution, r.cell.init) for r in done):
         group = sorted((r for r in done if (r.cell.resolution, r.cell.init) == (side, init)),
@@ -282,19 +290,19 @@ def _capacity(done: list[CellResult], settings: AblationSettings) -> list[str]:
     return out + [_tally(verdicts, "more parameters") or "- not measured: no resolution finished with two architectures.", ""]
 
 
-def _given(done: list[CellResult], settings: AblationSettings) -> list[str]:
+def _given(done: list[CellResult], settings) -> list[str]:
     """One line per finished given model: what it measured (it differs from the grid in more than one factor)."""
     if not done:
         return []
     out = ["## Given models", ""]
     for r in done:
         out.append(f"- **{r.cell.arch}, {r.cell.resolution} px** ({_millions(r.metrics.n_parameters)} parameters): the least "
-                   f"ε at which {settings.bisect_attack.upper()} leaves accuracy below {settings.threshold * 100:g} % is "
+                   f"ε at which {_goal(settings)} is "
                    f"{r.metrics.least_eps.text()} ×1/255; {_chain([r], settings)}.")
     return out + [""]
 
 
-def findings(rows: Sequence[CellResult], settings: AblationSettings) -> str:
+def findings(rows: Sequence[CellResult], settings) -> str:
     """Markdown: per factor, the measured change between cells that differ in that factor only; a
     line per given model."""
     done, trained = _finished(rows), _trained(rows)

@@ -13,7 +13,7 @@ import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
-from medart.render.numbers import pct
+from medart.numbers import pct
 
 
 

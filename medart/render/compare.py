@@ -8,7 +8,7 @@ from typing import Sequence
 from matplotlib.figure import Figure
 
 from medart.catalog import PAPER_ATTACKS
-from medart.render.numbers import eps_label, pct
+from medart.numbers import eps_label, pct
 
 
 def short_model(model: str) -> str:

@@ -4,12 +4,12 @@
 from __future__ import annotations
 
 import math
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
 
-from medart.render.numbers import DEGENERATE, auc_pct, pct
+from medart.numbers import DEGENERATE, auc_pct, pct
 
 #: attack → detector → ROC-AUC in [0, 1]
 AUCByAttack = Mapping[str, Mapping[str, float]]
@@ -53,6 +53,22 @@ def transfer_table(transfer: Transfer, clean=None) -> str:
     if clean is not None:
         blocks.append(clean.note())
     return "\n\n".join(blocks) + "\n"
+
+
+def summary_table(metrics: Mapping[str, Mapping[str, float]], auc: AUCByAttack, detectors: Sequence[str], clean=None) -> str:
+    """The pipeline's summary: a row per attack with its run's ``metrics`` (clean accuracy and balanced
+    accuracy, accuracy under attack, success rate) and the AUC of each of ``detectors``, all in %
+    (``degenerate`` where an AUC is NaN); with ``clean`` (a :class:`~medart.models.sanity.ModelCheck`)
+    of a degenerate model, its note under the table."""
+    lines = ["| attack | clean acc (%) | clean balanced acc (%) | adversarial acc (%) | success rate (%) | "
+             + " | ".join(f"AUC {d.upper()} (%)" for d in detectors) + " |",
+             "|---" * (5 + len(detectors)) + "|"]
+    for name, m in metrics.items():
+        lines.append(f"| {name.upper()} | {pct(m['clean_acc'])} | {pct(m['clean_balanced_acc'])} | {pct(m['adv_acc'])} | "
+                     f"{pct(m['success_rate'])} | " + " | ".join(auc_pct(auc[name][d]) for d in detectors) + " |")
+    if clean is not None and clean.degenerate:
+        lines += ["", clean.note()]
+    return "\n".join(lines) + "\n"
 
 
 def roc_figure(curves: Mapping[str, tuple[np.ndarray, np.ndarray, float]], title: str) -> Figure:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
-from medart.render.numbers import DEGENERATE, auc_pct, pct
+from medart.numbers import DEGENERATE, auc_pct, pct
 
 # Ma et al. 2021 (PAPER.md). Table 2: ε = 1/255, (accuracy %, AUC %) of the 2-class models.
 PAPER_TABLE2 = {

@@ -6,7 +6,7 @@ from typing import Sequence
 
 from matplotlib.figure import Figure
 
-from medart.render.numbers import eps_label, pct
+from medart.numbers import eps_label, pct
 
 
 def sweep_figure(rows: Sequence, dataset: str, backend: str) -> Figure:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from medart.render.numbers import pct
+from medart.numbers import pct
 
 #: parts of metric names (between "_" and ".") that are not fractions, written as they are
 COUNTS_AND_LOSSES = ("n", "loss", "linf", "l2", "seconds", "epoch")

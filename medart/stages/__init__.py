@@ -3,7 +3,8 @@ model and the images it is measured on), :class:`RunOptions` (how it runs) and i
 logs one MLflow run (with child runs); none loads a model it was handed.
 """
 
-from medart.stages.target import DataSpec, ModelSource, RunOptions, Target, champion, from_options  # noqa: I001  (first: the others use it)
+from medart.models.loading import ModelSource
+from medart.stages.target import DataSpec, RunOptions, Target, champion, from_options  # noqa: I001  (first: the others use it)
 from medart.stages.train import ModelRequest, TrainOutcome, train
 from medart.stages.attack import AttackOutcome, attack
 from medart.stages.sweep import SweepOutcome, SweepRow, sweep

@@ -25,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 import time
 import traceback
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import mlflow
@@ -37,83 +37,22 @@ from medart import tracking
 from medart.analysis.landscape import sharpness
 from medart.analysis.saliency import input_gradient
 from medart.attacks import make_spec
-from medart.attacks.difficulty import EpsBracket, least_successful_eps
+from medart.attacks.difficulty import Bisection, least_successful_eps
 from medart.catalog import BACKENDS
 from medart.detectors import make_detector
 from medart.errors import ConfigError, DataError
 from medart.models.evaluation import classification_metrics, predict
 from medart.models.resnet import imagenet_unavailable, parameter_count
 from medart.render.ablation import ablation_columns, ablation_figure, ablation_table, cell_summary, findings
-from medart.render.numbers import eps_label
-from medart.stages.ablation_grid import GIVEN, AblationSettings, Cell, make_grid, parse_resolutions
+from medart.results import GIVEN, Cell, CellMetrics, CellResult
+from medart.stages.ablation_grid import AblationSettings, DetectionProbe, LandscapeProbe, make_grid, parse_resolutions
 from medart.stages.attack import attack
 from medart.stages.detect import DetectRequest, detect
 from medart.stages.target import DataSpec, RunOptions, Target
 from medart.stages.train import ModelRequest, train
 
-__all__ = ["AblationOutcome", "AblationSettings", "Cell", "CellMetrics", "CellResult", "ablate", "make_grid",
+__all__ = ["AblationOutcome", "AblationSettings", "Bisection", "DetectionProbe", "LandscapeProbe", "ablate", "make_grid",
            "load_given", "parse_resolutions", "run_cell", "run_given"]
-
-
-@dataclass
-class CellMetrics:
-    """What one finished cell measured: fractions in [0, 1], ε in [0, 1] pixel units."""
-
-    train_run_id: str | None  # None: a given model, not trained
-    model_uri: str  # a trained model's runs:/… (an ablation registers no model); a given model's URI
-    n_parameters: int
-    test_acc: float
-    test_auc: float
-    best_epoch: int | None  # None: a given model
-    n_attacked: int  # AdvTrain + AdvTest images attacked, bisected and measured
-    clean_acc: float
-    adv_acc: dict[str, dict[float, float]]  # attack → ε → accuracy under attack
-    least_eps: EpsBracket
-    sharpness: float  # nats, mean over the attacked images
-    sharpness_median: float
-    vanishing_fraction: float
-    grad_peak_median: float
-    detection_auc: dict[str, float]  # detector → ROC-AUC on AdvTest
-    detect_run_id: str
-    seconds_by_stage: dict[str, float]
-
-    def as_json(self) -> dict[str, Any]:
-        """The ``cell.json`` record (ε keys written as ``k/255``)."""
-        out = asdict(self)
-        b = self.least_eps
-        out["least_eps"] = {"attack": b.attack, "lo": b.lo, "hi": b.hi, "eps_max": b.eps_max, "threshold": b.threshold,
-                            "evaluations": b.evaluations}
-        out["adv_acc"] = {a: {eps_label(e): v for e, v in by_eps.items()} for a, by_eps in self.adv_acc.items()}
-        return out
-
-    def as_metrics(self) -> dict[str, float]:
-        """The cell run's MLflow metrics."""
-        b = self.least_eps
-        return {"test_acc": self.test_acc, "test_auc": self.test_auc, "clean_acc": self.clean_acc,
-                "n_parameters": self.n_parameters, "sharpness": self.sharpness, "sharpness_median": self.sharpness_median,
-                "vanishing_fraction": self.vanishing_fraction, "least_eps_lo": b.lo, "least_eps_reached": float(b.reached),
-                **({"least_eps_hi": b.hi} if b.reached else {}),
-                **{f"adv_acc.{a}.eps{e * 255:.3g}": v for a, by_eps in self.adv_acc.items() for e, v in by_eps.items()},
-                **{f"auc_{d}": v for d, v in self.detection_auc.items()},
-                **{f"seconds_{stage}": v for stage, v in self.seconds_by_stage.items()}}
-
-
-@dataclass
-class CellResult:
-    """One row of the ablation: a cell, how it ended and, when finished, what it measured."""
-
-    cell: Cell
-    status: str  # finished, failed or skipped
-    reason: str = ""  # why it failed or was skipped, one line
-    seconds: float = 0.0  # wall time of the cell's run
-    run_id: str | None = None  # the cell's MLflow run (None: skipped)
-    metrics: CellMetrics | None = None  # None unless finished
-
-    def as_json(self) -> dict[str, Any]:
-        """A row of ``ablation.json``."""
-        base = {"arch": self.cell.arch, "resolution": self.cell.resolution, "init": self.cell.init, "run_id": self.run_id}
-        measured = self.metrics.as_json() if self.metrics is not None else {}
-        return base | measured | {"status": self.status, "reason": self.reason, "seconds": self.seconds}
 
 
 @dataclass
@@ -157,9 +96,8 @@ def _measure(target: Target, settings: AblationSettings, run: RunOptions, second
     start = time.perf_counter()
     x = torch.cat([x for x, _ in target.clean.values()])
     y = torch.cat([y for _, y in target.clean.values()])
-    bracket = least_successful_eps(target.model, x, y, settings.bisect_attack, settings.eps_max, settings.eps_tolerance,
-                                   settings.threshold, adv_acc.get(settings.bisect_attack, {}), run.backend,
-                                   run.batch_size, target.seed, run.device, run.progress)
+    bracket = least_successful_eps(target.model, x, y, settings.bisection, adv_acc.get(settings.bisection.bisect_attack, {}),
+                                   run.backend, run.batch_size, target.seed, run.device, run.progress)
     seconds["bisection"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -168,14 +106,15 @@ def _measure(target: Target, settings: AblationSettings, run: RunOptions, second
     seconds["landscape"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    request = DetectRequest(attacks=(settings.detect_attack,), eps=settings.detect_eps, detectors=settings.detectors,
-                            transfer=False)
+    probe = settings.detection
+    request = DetectRequest(attacks=(probe.detect_attack,), eps=probe.detect_eps, detectors=probe.detectors, transfer=False)
     detection = detect(target, request, run)
     seconds["detection"] = time.perf_counter() - start
     return dict(n_parameters=parameter_count(target.model), n_attacked=len(y), clean_acc=clean_acc, adv_acc=adv_acc,
                 least_eps=bracket, sharpness=float(np.mean(sharp)), sharpness_median=float(np.median(sharp)),
-                vanishing_fraction=float((peak < settings.vanishing).float().mean()), grad_peak_median=float(peak.median()),
-                detection_auc=detection.auc[settings.detect_attack], detect_run_id=detection.run_id)
+                vanishing_fraction=float((peak < settings.landscape.vanishing).float().mean()),
+                grad_peak_median=float(peak.median()), detection_auc=detection.auc[probe.detect_attack],
+                detect_run_id=detection.run_id)
 
 
 def _log(metrics: CellMetrics) -> CellMetrics:
@@ -228,7 +167,7 @@ def load_given(data: DataSpec, settings: AblationSettings) -> dict[Cell, Target]
     given = {}
     for source in settings.sources():
         target = Target.load(source, data, settings.max_examples, settings.reference_size)
-        for name in settings.detectors:
+        for name in settings.detection.detectors:
             make_detector(name, target.model).set_params()  # ART's hook: runs the detector's _check_params
         given[Cell(target.side, GIVEN, source.model_uri)] = target
     return given

@@ -4,38 +4,21 @@ plus models given as they are — and the settings every cell is measured with."
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Sequence
 
 from medart.attacks import parse_eps, parse_names
+from medart.attacks.difficulty import Bisection
 from medart.catalog import ARCHS, ATTACKS, DETECTORS, INITS, PAPER_ATTACKS
 from medart.errors import ConfigError
+from medart.models.loading import ModelSource
 from medart.models.training import TrainConfig
-from medart.stages.target import ModelSource, RunOptions
+from medart.results import Cell
+from medart.stages.target import RunOptions
 
-GIVEN = "given"  # the init of a cell whose model is given (loaded from its URI), not trained
 NO_ARCHS = ("", "none")  # `archs` that train no model: the grid is the given models only
 
 RESOLUTIONS = (8, 1024)  # allowed input sides; a model may refuse some (smallcnn: < 16 px) and fail its cell
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One point of the grid: the model's input side (px), its initialisation and its architecture.
-    A model given, not trained, is a cell of its own: its input side, init ``"given"`` and its URI
-    as ``arch`` (:meth:`AblationSettings.sources`)."""
-
-    resolution: int
-    init: str
-    arch: str
-
-    @property
-    def given(self) -> bool:
-        return self.init == GIVEN
-
-    def label(self) -> str:
-        """Run name, e.g. ``resnet50-128px-none``, ``models:/my-cxr@prod-64px-given``."""
-        return f"{self.arch}-{self.resolution}px-{self.init}"
 
 
 def parse_resolutions(value: str | Sequence[int]) -> list[int]:
@@ -81,6 +64,39 @@ def _eps(value: str | float | None) -> float | None:
 
 
 @dataclass(frozen=True)
+class DetectionProbe:
+    """The detection AUCs of every cell: ``detectors`` fitted and scored on the examples of
+    ``detect_attack`` at ``detect_eps`` (a number or text such as ``"1/255"``; names as
+    comma-separated text or a sequence)."""
+
+    detect_attack: str = "pgd"
+    detect_eps: float = 1 / 255
+    detectors: tuple[str, ...] = ("kd", "dfeat")
+
+    def __post_init__(self) -> None:
+        parse_names(self.detect_attack, ATTACKS, "attack")
+        object.__setattr__(self, "detect_eps", parse_eps(self.detect_eps))
+        object.__setattr__(self, "detectors", _names(self.detectors, DETECTORS, "detector"))
+
+
+@dataclass(frozen=True)
+class LandscapeProbe:
+    """The loss landscape around every cell's attacked images: the sharpness within L∞ ``radius``
+    (``None``: the detection ε) and the share of images whose input gradient's largest entry is
+    below ``vanishing`` (gradient masking)."""
+
+    radius: float | None = None
+    vanishing: float = 1e-8
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "radius", _eps(self.radius))
+        if self.radius is not None and not 0 < self.radius <= 1:
+            raise ConfigError(f"the sharpness `radius` must be in (0, 1] pixel units, got {self.radius}")
+        if not self.vanishing > 0:
+            raise ConfigError(f"the vanishing-gradient floor `vanishing` must be > 0, got {self.vanishing}")
+
+
+@dataclass(frozen=True)
 class AblationSettings:
     """What every cell trains and measures (the cells are the grid). ε values may be numbers or text
     (``"1/255"``; ``eps`` also ``"1/255,4/255"``), names comma-separated text; they are stored parsed.
@@ -91,14 +107,11 @@ class AblationSettings:
         max_eval: validate and test on stratified subsets of this size (``None``: all).
         attacks: attacks run at every ε of ``eps`` (paper settings).
         eps: the fixed ε list, [0, 1] pixel units.
-        bisect_attack: the attack whose least successful ε is bisected.
-        eps_max: upper end of the bisection; beyond it the result is reported as "> eps_max".
-        eps_tolerance: the bisection stops when its bracket is at most this wide.
-        threshold: "successful" means accuracy below this (0.01: the paper's 1 %).
-        detect_attack, detect_eps, detectors: the detectors (KD and DFeat by default) and the
-            examples they are fitted and scored on.
-        radius: L∞ radius of the sharpness number (``None``: ``detect_eps``).
-        vanishing: an input gradient whose largest entry is below this counts as vanished.
+        bisection: the least successful ε of one of ``attacks``, bisected (its accuracies at
+            ``eps`` seed the bisection).
+        detection: the detectors (KD and DFeat by default) and the examples they are fitted and
+            scored on.
+        landscape: the sharpness radius and the vanishing-gradient floor.
         max_examples: test images attacked and measured (AdvTrain + AdvTest, stratified).
         reference_size: clean Train images KD measures against.
         models: models given, not trained, each a cell of its own (URIs, comma-separated text or a
@@ -114,15 +127,9 @@ class AblationSettings:
     max_eval: int | None = None
     attacks: tuple[str, ...] = PAPER_ATTACKS
     eps: tuple[float, ...] = (1 / 255, 4 / 255)
-    bisect_attack: str = "pgd"
-    eps_max: float = 32 / 255
-    eps_tolerance: float = 0.25 / 255
-    threshold: float = 0.01
-    detect_attack: str = "pgd"
-    detect_eps: float = 1 / 255
-    detectors: tuple[str, ...] = ("kd", "dfeat")
-    radius: float | None = None
-    vanishing: float = 1e-8
+    bisection: Bisection = Bisection()
+    detection: DetectionProbe = DetectionProbe()
+    landscape: LandscapeProbe = LandscapeProbe()
     max_examples: int | None = 100
     reference_size: int = 200
     models: tuple[str, ...] = ()
@@ -132,28 +139,14 @@ class AblationSettings:
         eps = [e for e in self.eps.split(",") if e.strip()] if isinstance(self.eps, str) else self.eps
         models = self.models.split(",") if isinstance(self.models, str) else self.models or ()
         parsed = {"attacks": _names(self.attacks, ATTACKS, "attack"), "eps": tuple(sorted({parse_eps(e) for e in eps})),
-                  "models": tuple(dict.fromkeys(m.strip() for m in models if m.strip())),
-                  "detectors": _names(self.detectors, DETECTORS, "detector"), "eps_max": _eps(self.eps_max),
-                  "eps_tolerance": _eps(self.eps_tolerance), "detect_eps": parse_eps(self.detect_eps),
-                  "radius": _eps(self.radius)}
+                  "models": tuple(dict.fromkeys(m.strip() for m in models if m.strip()))}
         for name, value in parsed.items():
             object.__setattr__(self, name, value)
         if not self.eps:
             raise ConfigError("the ε list `eps` is empty; give e.g. 1/255,4/255")
-        parse_names(f"{self.bisect_attack},{self.detect_attack}", ATTACKS, "attack")
-        if self.bisect_attack not in self.attacks:  # its accuracies at `eps` seed the bisection and are plotted
-            raise ConfigError(f"`bisect_attack` '{self.bisect_attack}' is not among `attacks` ({','.join(self.attacks)}); "
-                              "add it there")
-        if not 0 < self.eps_max <= 1:
-            raise ConfigError(f"`eps_max` must be in (0, 1] pixel units, got {self.eps_max}")
-        if not 0 < self.eps_tolerance < self.eps_max:
-            raise ConfigError(f"the bisection tolerance `eps_tolerance` must be in (0, `eps_max`), got {self.eps_tolerance}")
-        if not 0 < self.threshold <= 1:
-            raise ConfigError(f"the accuracy `threshold` must be in (0, 1], got {self.threshold}")
-        if self.radius is not None and not 0 < self.radius <= 1:
-            raise ConfigError(f"the sharpness `radius` must be in (0, 1] pixel units, got {self.radius}")
-        if not self.vanishing > 0:
-            raise ConfigError(f"the vanishing-gradient floor `vanishing` must be > 0, got {self.vanishing}")
+        if self.bisection.bisect_attack not in self.attacks:  # its accuracies at `eps` seed the bisection and are plotted
+            raise ConfigError(f"`bisect_attack` '{self.bisection.bisect_attack}' is not among `attacks` "
+                              f"({','.join(self.attacks)}); add it there")
         if self.max_examples is not None and self.max_examples < 10:
             raise ConfigError(f"`max_examples` must be >= 10 (a fifth of them score the detectors), got {self.max_examples}")
         for name, value in (("max_train", self.max_train), ("max_eval", self.max_eval)):
@@ -164,17 +157,23 @@ class AblationSettings:
 
     @property
     def sharpness_radius(self) -> float:
-        return self.radius or self.detect_eps
+        return self.landscape.radius or self.detection.detect_eps
 
     def sources(self) -> list[ModelSource]:
         """How to load each of ``models``: ``model_options`` with its URI."""
         return [dataclasses.replace(self.model_options, model_uri=uri) for uri in self.models]
 
     def as_params(self, run: RunOptions) -> dict[str, Any]:
-        """MLflow params: every field, the ``backend`` and ``batch_size`` the attacks ran with,
-        ``train.*`` for the training settings, ``model.*`` for the ``model_options`` given; tuples
-        comma-joined."""
-        params = {k: v for k, v in asdict(self).items() if k not in ("train", "model_options")}
+        """MLflow params: every field (each field of ``bisection``, ``detection`` and ``landscape``
+        under its own name), the ``backend`` and ``batch_size`` the attacks ran with, ``train.*`` for
+        the training settings, ``model.*`` for the ``model_options`` given; tuples comma-joined."""
+        params: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in ("bisection", "detection", "landscape"):
+                params |= asdict(value)
+            elif f.name not in ("train", "model_options"):
+                params[f.name] = value
         params |= {"backend": run.backend, "batch_size": run.batch_size}
         params |= {f"train.{k}": v for k, v in asdict(self.train).items()}
         params |= {f"model.{k}": v for k, v in asdict(self.model_options).items() if k != "model_uri" and v}

@@ -25,7 +25,6 @@ import dataclasses
 import time
 import warnings
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import mlflow
 import numpy as np
@@ -38,13 +37,11 @@ from medart.attacks.adaptive import LOGITS, DetectorHead, detector_head
 from medart.attacks.feature_matching import FeatureMatching, choose_guides
 from medart.attacks.losses import DetectorAwareLoss
 from medart.detectors import fit_check
+from medart.detectors.pairs import Pairs
 from medart.errors import ConfigError
 from medart.models.evaluation import predict
 from medart.render.detection import adaptive_figure, adaptive_table
 from medart.stages.target import RunOptions, Target
-
-if TYPE_CHECKING:
-    from medart.stages.detect import Pairs
 
 FALSE_POSITIVES = 0.05  # the operating point: 5 % of clean AdvTest images flagged
 # A logit margin of 3: the CW term keeps the example misclassified while the detector term pulls
@@ -162,7 +159,7 @@ def adaptive_examples(target: Target, spec: AttackSpec, detector, head: Detector
 def feature_match_examples(target: Target, spec: AttackSpec, pairs: dict, run: RunOptions,
                            budget: AdaptiveBudget) -> torch.Tensor:
     """Feature-matching examples of the clean AdvTest images of ``pairs`` (``{"adv_train",
-    "adv_test"}`` :class:`~medart.stages.detect.Pairs`) at ``budget``'s steps: each guided by a
+    "adv_test"}`` :class:`~medart.detectors.pairs.Pairs`) at ``budget``'s steps: each guided by a
     clean AdvTrain image (seeded choice) of the class the model ranks second on it (K = 2: the
     other class), or by a clean Train reference image of it where AdvTrain has none (only the
     images the model classifies correctly are pairs: a weak model may leave a class out)."""

@@ -23,14 +23,14 @@ from medart import tracking
 from medart.analysis import embedding, gradcam, landscape, saliency, stages
 from medart.attacks import AttackSpec, make_spec, parse_eps, parse_names
 from medart.catalog import FIGURES
-from medart.errors import ConfigError
 from medart.detectors.activations import resolve_layers
+from medart.errors import ConfigError
 from medart.models import registry
 from medart.models.adapter import PENULTIMATE
 from medart.models.evaluation import device_of
 from medart.models.training import TrainConfig
+from medart.numbers import eps_label
 from medart.render import analysis as render
-from medart.render.numbers import eps_label
 from medart.stages.attack import attack
 from medart.stages.compare import sweep_label, sweep_record, sweep_rows
 from medart.stages.guard import guard
@@ -38,7 +38,8 @@ from medart.stages.sweep import sweep
 from medart.stages.target import RunOptions, Target
 from medart.stages.train import ModelRequest, train
 
-__all__ = ["AnalysisOutcome", "AnalysisRequest", "analyze", "display_order"]
+__all__ = ["AnalysisOutcome", "AnalysisRequest", "GradcamSettings", "LandscapeSettings", "SurrogateSettings", "analyze",
+           "display_order"]
 
 
 def _text(value) -> str:
@@ -46,8 +47,63 @@ def _text(value) -> str:
 
 
 @dataclass(frozen=True)
+class LandscapeSettings:
+    """The loss landscape figure: loss surfaces over ``landscape_points``² points up to
+    ``landscape_max_eps`` along g and g⊥, and the sharpness number at ``radius`` (``None``: the
+    analysis ε). ε as numbers or text (``"8/255"``); each field is the same-named option."""
+
+    landscape_points: int = 9
+    landscape_max_eps: float = landscape.MAX_EPS
+    radius: float | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "landscape_max_eps", parse_eps(self.landscape_max_eps))
+        object.__setattr__(self, "radius", None if self.radius is None else parse_eps(self.radius))
+
+    @property
+    def eps_axis(self) -> np.ndarray:
+        """The landscape's ε values along each axis, ``(landscape_points,)``."""
+        return landscape.eps_axis(self.landscape_points, self.landscape_max_eps)
+
+
+@dataclass(frozen=True)
+class SurrogateSettings:
+    """The landscape's surrogate models, whose gradients give g⊥: those of ``surrogate_uris`` and
+    ``surrogates`` ResNets trained here (``surrogate_arch``, ``surrogate_epochs``, ``surrogate_lr``,
+    on ``surrogate_max_train`` images; default 1 unless ``surrogate_uris`` are given). Each field
+    is the same-named option."""
+
+    surrogate_uris: tuple[str, ...] = ()
+    surrogates: int | None = None
+    surrogate_arch: str = "resnet18"
+    surrogate_epochs: int = 2
+    surrogate_lr: float = 0.01
+    surrogate_max_train: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "surrogate_uris", tuple(self.surrogate_uris))
+        if self.surrogates is not None and self.surrogates < 0:
+            raise ConfigError(f"`surrogates` must be >= 0, got {self.surrogates}")
+
+    @property
+    def count(self) -> int:
+        """Surrogates to train here: ``surrogates``, by default 1 unless ``surrogate_uris`` are given."""
+        return (0 if self.surrogate_uris else 1) if self.surrogates is None else self.surrogates
+
+
+@dataclass(frozen=True)
+class GradcamSettings:
+    """Grad-CAM at ``gradcam_layer`` (on a network without the default ``layer4``: its last
+    stage), compared by the IoU of the top-``gradcam_top`` regions."""
+
+    gradcam_layer: str = "layer4"
+    gradcam_top: float = 0.2
+
+
+@dataclass(frozen=True)
 class AnalysisRequest:
-    """What ``medart analyze`` draws and measures; each field is the same-named option.
+    """What ``medart analyze`` draws and measures; each field (and each field of its groups) is the
+    same-named option.
 
     ``attacks`` at ``eps`` (the first attack is drawn in the per-image figures, all get numbers);
     names and ε may be given as text (``"fgsm,pgd"``, ``"1/255"``). ``figures`` (default all; text
@@ -58,14 +114,12 @@ class AnalysisRequest:
         ``saliency_share`` × the image's maximum, mean over images).
       - ``stages``: ``res3a_relu`` and ``res5b_relu`` clean vs adversarial; metrics
         ``stage_change.<layer>.<attack>`` (also for ``dfeat``).
-      - ``landscape``: loss surfaces of the shown images over ``landscape_points``² points up to
-        ``landscape_max_eps``, g⊥ from the models ``surrogate_uris`` plus ``surrogates`` ResNets
-        trained here (``surrogate_arch``, ``surrogate_epochs``, ``surrogate_lr``, on
-        ``surrogate_max_train`` images; default 1 unless ``surrogate_uris`` are given); metrics
-        ``sharpness`` (at ``radius``, default ``eps``), ``clean_loss``, ``surrogate_cosine``.
+      - ``landscape``: loss surfaces of the shown images (:class:`LandscapeSettings`), g⊥ from the
+        surrogate models (:class:`SurrogateSettings`); metrics ``sharpness`` (at ``radius``,
+        default ``eps``), ``clean_loss``, ``surrogate_cosine``.
       - ``embedding``: t-SNE of ``dfeat``, clean vs adversarial, one panel per attack.
-      - ``gradcam``: Grad-CAM at ``gradcam_layer`` clean vs adversarial; metrics
-        ``gradcam_iou.<attack>`` (IoU of the top-``gradcam_top`` regions).
+      - ``gradcam``: Grad-CAM clean vs adversarial (:class:`GradcamSettings`); metrics
+        ``gradcam_iou.<attack>``.
     ``show`` images (1 to 16) appear in the per-image figures. ε values are in [0, 1] pixel units.
     """
 
@@ -74,18 +128,10 @@ class AnalysisRequest:
     figures: tuple[str, ...] = FIGURES
     curve_eps: tuple[float, ...] = (0.5 / 255, 1 / 255, 2 / 255, 4 / 255)
     compare_sweeps: tuple[str, ...] = ()
-    surrogate_uris: tuple[str, ...] = ()
-    surrogates: int | None = None
-    surrogate_arch: str = "resnet18"
-    surrogate_epochs: int = 2
-    surrogate_lr: float = 0.01
-    surrogate_max_train: int | None = None
-    landscape_points: int = 9
-    landscape_max_eps: float = landscape.MAX_EPS
-    radius: float | None = None
     saliency_share: float = 0.5
-    gradcam_layer: str = "layer4"  # on a network without layer4 (by default only): its last stage
-    gradcam_top: float = 0.2
+    landscape: LandscapeSettings = LandscapeSettings()
+    surrogate: SurrogateSettings = SurrogateSettings()
+    gradcam: GradcamSettings = GradcamSettings()
     show: int = 4
 
     def __post_init__(self) -> None:
@@ -98,35 +144,20 @@ class AnalysisRequest:
         put("figures", FIGURES if figures.strip().lower() == "all" else tuple(dict.fromkeys(parse_names(figures, FIGURES, "figure"))))
         curve_eps = self.curve_eps.split(",") if isinstance(self.curve_eps, str) else self.curve_eps
         put("curve_eps", tuple(sorted(parse_eps(e) for e in curve_eps if str(e).strip())))
-        put("landscape_max_eps", parse_eps(self.landscape_max_eps))
-        put("radius", None if self.radius is None else parse_eps(self.radius))
         put("compare_sweeps", tuple(self.compare_sweeps))
-        put("surrogate_uris", tuple(self.surrogate_uris))
         if not 1 <= self.show <= 16:
             raise ConfigError(f"`show` must be between 1 and 16 images, got {self.show}")
         if "eps_curves" in self.figures and not self.curve_eps:
             raise ConfigError("no ε values for the ε curves; pass `curve_eps`, or leave eps_curves out of `figures`")
-        if self.surrogates is not None and self.surrogates < 0:
-            raise ConfigError(f"`surrogates` must be >= 0, got {self.surrogates}")
         if "landscape" in self.figures:
-            if self.surrogate_count == 0 and not self.surrogate_uris:
+            if self.surrogate.count == 0 and not self.surrogate.surrogate_uris:
                 raise ConfigError("the loss landscape needs a separately trained surrogate model for g⊥: pass "
                                   "`surrogate_uris` or `surrogates` (trains that many), or leave landscape out of `figures`")
-            landscape.eps_axis(self.landscape_points, self.landscape_max_eps)  # checks both
-
-    @property
-    def surrogate_count(self) -> int:
-        """Surrogates to train here: ``surrogates``, by default 1 unless ``surrogate_uris`` are given."""
-        return (0 if self.surrogate_uris else 1) if self.surrogates is None else self.surrogates
+            landscape.eps_axis(self.landscape.landscape_points, self.landscape.landscape_max_eps)  # checks both
 
     @property
     def sharpness_radius(self) -> float:
-        return self.eps if self.radius is None else self.radius
-
-    @property
-    def eps_axis(self) -> np.ndarray:
-        """The landscape's ε values along each axis, ``(landscape_points,)``."""
-        return landscape.eps_axis(self.landscape_points, self.landscape_max_eps)
+        return self.eps if self.landscape.radius is None else self.landscape.radius
 
 
 @dataclass
@@ -280,13 +311,13 @@ def _stages(a: _Analysis) -> None:
 def _surrogates(a: _Analysis) -> tuple[list, list[str]]:
     """The landscape's surrogate models: those of ``surrogate_uris``, then ``surrogates`` trained here
     (child runs, seeds ``seed + 1 …``); returns the models and the URIs of those trained."""
-    request, target = a.request, a.target
-    models = [registry.load_model(uri) for uri in request.surrogate_uris]
+    settings, target = a.request.surrogate, a.target
+    models = [registry.load_model(uri) for uri in settings.surrogate_uris]
     trained = []
-    model_request = ModelRequest(arch=request.surrogate_arch, pretrained="none", image_size=target.side,
-                                 max_train=request.surrogate_max_train, register=False)
-    for k in range(request.surrogate_count):
-        config = TrainConfig(epochs=request.surrogate_epochs, lr=request.surrogate_lr, seed=target.seed + 1 + k,
+    model_request = ModelRequest(arch=settings.surrogate_arch, pretrained="none", image_size=target.side,
+                                 max_train=settings.surrogate_max_train, register=False)
+    for k in range(settings.count):
+        config = TrainConfig(epochs=settings.surrogate_epochs, lr=settings.surrogate_lr, seed=target.seed + 1 + k,
                              device=a.run.device)
         out = train(target.data, model_request, config, a.run)
         trained.append(out.model_uri)
@@ -296,11 +327,11 @@ def _surrogates(a: _Analysis) -> tuple[list, list[str]]:
 
 def _landscape(a: _Analysis) -> None:
     request, im, model = a.request, a.images, a.target.model
-    batch, device, radius, axis = a.run.batch_size, a.run.device, request.sharpness_radius, request.eps_axis
+    settings, uris = request.landscape, request.surrogate.surrogate_uris
+    batch, device, radius, axis = a.run.batch_size, a.run.device, request.sharpness_radius, settings.eps_axis
     models, trained = _surrogates(a)
-    mlflow.log_params({"surrogate_uris": ",".join([*request.surrogate_uris, *trained]),
-                       "landscape_points": request.landscape_points, "landscape_max_eps": request.landscape_max_eps,
-                       "radius": radius})
+    mlflow.log_params({"surrogate_uris": ",".join([*uris, *trained]), "landscape_points": settings.landscape_points,
+                       "landscape_max_eps": settings.landscape_max_eps, "radius": radius})
     g = landscape.gradient_direction(model, im.x, im.y, batch, device)
     g_perp, cosine = landscape.surrogate_direction(models, im.x, im.y, g, True, batch, device)
     s = im.shown
@@ -311,7 +342,7 @@ def _landscape(a: _Analysis) -> None:
                   "clean_loss": _mean(clean_loss), "surrogate_cosine": _mean(cosine)}
     a.details["landscape"] = {"eps": axis.tolist(), "grid": grid.tolist(), "sharpness": sharp.tolist(),
                               "clean_loss": clean_loss.tolist(), "surrogate_cosine": cosine.tolist(),
-                              "surrogates": [*request.surrogate_uris, *trained]}
+                              "surrogates": [*uris, *trained]}
     classes = model.classes
     labels = [f"image {k} ({classes[im.labels[i]]}): sharpness {sharp[i]:.3f}" for k, i in enumerate(s)]
     title = (f"loss landscape x + ε1·g + ε2·g⊥ ({len(models)} surrogate(s)) — {a.subtitle}; mean sharpness at "
@@ -330,9 +361,9 @@ def _embedding(a: _Analysis) -> None:
 
 
 def _gradcam(a: _Analysis) -> None:
-    request, im, model = a.request, a.images, a.target.model
-    layer, top, batch, device = request.gradcam_layer, request.gradcam_top, a.run.batch_size, a.run.device
-    if layer == AnalysisRequest.gradcam_layer and layer not in model.tap_names() and spatial_stages(model):
+    settings, im, model = a.request.gradcam, a.images, a.target.model
+    layer, top, batch, device = settings.gradcam_layer, settings.gradcam_top, a.run.batch_size, a.run.device
+    if layer == GradcamSettings.gradcam_layer and layer not in model.tap_names() and spatial_stages(model):
         layer = spatial_stages(model)[-1]  # the default, layer4, on a network without one: its last stage
     clean_cam = gradcam.grad_cam(model, im.x, None, layer, batch, device)
     a.details["gradcam_iou"] = {}
@@ -393,5 +424,5 @@ def analyze(target: Target, request: AnalysisRequest = AnalysisRequest(), run: R
         mlflow.log_metrics(finite | {f"seconds.{k}": v for k, v in seconds.items()} | {"seconds": total})
         mlflow.log_dict(a.details | {"summary": a.summary, "seconds": seconds}, "analysis.json")
         mlflow.log_text(render.analysis_table(a.summary, attacks, request.saliency_share, request.sharpness_radius,
-                                              request.gradcam_top), "analysis.md")
+                                              request.gradcam.gradcam_top), "analysis.md")
     return AnalysisOutcome(mlflow_run.info.run_id, a.summary, a.figures, total)

@@ -16,10 +16,10 @@ from medart import tracking
 from medart.attacks import AttackSpec, cache, make_attack
 from medart.attacks.metrics import attack_metrics
 from medart.executors import InProcessExecutor
-from medart.models import sources
 from medart.models.evaluation import predict
+from medart.models.loading import ModelSource, load_model
 from medart.stages.guard import guard
-from medart.stages.target import ModelSource, RunOptions, Target
+from medart.stages.target import RunOptions, Target
 
 
 @dataclass
@@ -98,7 +98,7 @@ def attack(target: Target, spec: AttackSpec, run: RunOptions = RunOptions(), sha
 def _load_again(source: ModelSource, side: int, tracking_uri: str) -> torch.nn.Module:
     # runs in a worker process: the driver's tracking store, the model as the driver loaded it
     tracking.configure(tracking_uri)
-    return sources.load_model(source, side)
+    return load_model(source, side)
 
 
 def _loader(target: Target) -> Callable[[], torch.nn.Module] | None:

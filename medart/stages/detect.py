@@ -23,17 +23,18 @@ from tqdm.auto import tqdm
 
 from medart import tracking
 from medart.attacks import AttackSpec, make_spec, parse_eps, parse_names
+from medart.attacks.adaptive import LOGITS
 from medart.catalog import ATTACKS, DETECTORS, PAPER_ATTACKS
 from medart.detectors import NEEDS_REFERENCES, fit_check, make_detector
 from medart.detectors.activations import resolve_layers
+from medart.detectors.pairs import Pairs
 from medart.errors import ConfigError, DataError
 from medart.models.adapter import PENULTIMATE
 from medart.models.evaluation import predict
-from medart.attacks.adaptive import LOGITS
 from medart.models.sanity import ModelCheck
+from medart.numbers import eps_label
 from medart.render.detection import auc_figure, auc_table, roc_figure, transfer_figure, transfer_table
-from medart.render.numbers import eps_label
-from medart.stages.adaptive import WEIGHTS, AdaptiveBudget, adaptive_rows, log_adaptive
+from medart.stages.adaptive import AdaptiveBudget, adaptive_rows, log_adaptive
 from medart.stages.attack import attack
 from medart.stages.guard import guard
 from medart.stages.target import RunOptions, Target
@@ -59,12 +60,7 @@ class DetectRequest:
     steps: int | None = None  # attack steps; None: the paper's
     step_size: float | str | None = None  # pixels, or "k/255"; None: the paper's
     adaptive: bool = False  # also attack each differentiable detector on AdvTest (medart.stages.adaptive)
-    adaptive_weights: tuple[float, ...] = WEIGHTS  # λ search: weights of the detector's logit against the CW margin
-    adaptive_steps: int | None = None  # the adaptive attacks' steps; None: the plain attack's
-    adaptive_restarts: int = 1  # runs of the detector-aware attack per λ, the best kept per image (AdaptiveBudget)
-
-    def budget(self) -> AdaptiveBudget:
-        return AdaptiveBudget(tuple(self.adaptive_weights), self.adaptive_steps, self.adaptive_restarts)
+    budget: AdaptiveBudget = AdaptiveBudget()  # the adaptive attacks' λ weights, steps and restarts
 
 
 @dataclass
@@ -78,30 +74,6 @@ class DetectionOutcome:
     child_runs: dict[str, str] = field(default_factory=dict)
     check: ModelCheck | None = None  # the degenerate-model guard on the target
     adaptive: list = field(default_factory=list)  # AdaptiveRow per (detector, attack), with `adaptive`
-
-
-@dataclass
-class Pairs:
-    """Clean images ``(n, C, H, W)``, their adversarial versions, their class labels ``(n,)`` and,
-    for pairs of one split part, the clean images' indices in it ``(n,)``."""
-
-    clean: torch.Tensor
-    adversarial: torch.Tensor
-    labels: np.ndarray
-    indices: np.ndarray | None = None
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def take(self, rows: np.ndarray) -> "Pairs":
-        index = torch.from_numpy(rows)
-        return Pairs(self.clean[index], self.adversarial[index], self.labels[rows],
-                     None if self.indices is None else self.indices[rows])
-
-    def xy(self) -> tuple[torch.Tensor, np.ndarray]:
-        """Detector inputs (clean then adversarial) and their 0/1 labels."""
-        n = len(self)
-        return torch.cat([self.clean, self.adversarial]), np.r_[np.zeros(n, np.int64), np.ones(n, np.int64)]
 
 
 def detection_pairs(model, clean: tuple[torch.Tensor, torch.Tensor], x_adv: torch.Tensor, only_successful: bool = False,
@@ -217,7 +189,7 @@ def detect(target: Target, request: DetectRequest, run: RunOptions = RunOptions(
             transfer = _transfer(request.detectors, {name: study.fitted for name, study in studies.items()}, pairs)
             _log_transfer(target, request, transfer, check)
         adaptive = [row for name, spec in specs.items() if request.adaptive
-                    for row in adaptive_rows(target, spec, studies[name].fitted, pairs[name], run, request.budget())]
+                    for row in adaptive_rows(target, spec, studies[name].fitted, pairs[name], run, request.budget)]
         if adaptive:
             log_adaptive(adaptive, f"plain and adaptive attacks, {target.dataset}, ε = {eps_label(request.eps)}, {run.backend}")
     counts = {a: {"fit": len(p["adv_train"]), "test": len(p["adv_test"])} for a, p in pairs.items()}
@@ -236,7 +208,7 @@ def _checked(target: Target, request: DetectRequest) -> tuple[DetectRequest, dic
         raise ConfigError(f"`repeats` must be >= 1, got {request.repeats}")
     if request.adaptive and not set(detectors) & set(LOGITS):
         raise ConfigError(f"`adaptive` attacks the {', '.join(LOGITS)} detectors; add one of them to `detectors`")
-    budget = request.budget()  # checks the adaptive settings
+    budget = request.budget
     if target.reference is None:
         raise ConfigError(f"`reference_size` must be >= 1 clean Train images, got {target.reference_size}")
     eps = parse_eps(request.eps)
@@ -405,4 +377,4 @@ def _log_transfer(target: Target, request: DetectRequest, transfer: dict[str, di
     tracking.log_figure(transfer_figure(transfer, title), "figures/transfer.png")
 
 
-__all__ = ["DetectRequest", "DetectionOutcome", "Pairs", "detect", "detection_pairs", "parse_detector_params", "resplit"]
+__all__ = ["DetectRequest", "DetectionOutcome", "detect", "detection_pairs", "parse_detector_params", "resplit"]

@@ -9,11 +9,13 @@ import mlflow
 
 from medart import tracking
 from medart.errors import MedartError
+from medart.models.loading import ModelSource
 from medart.models.training import TrainConfig
-from medart.render.numbers import auc_pct, eps_label
+from medart.numbers import eps_label
+from medart.render.detection import summary_table
 from medart.stages.detect import DetectionOutcome, DetectRequest, detect
 from medart.stages.guard import guard
-from medart.stages.target import DataSpec, ModelSource, RunOptions, Target, champion
+from medart.stages.target import DataSpec, RunOptions, Target, champion
 from medart.stages.train import ModelRequest, train
 
 
@@ -54,9 +56,6 @@ def pipeline(data: DataSpec, detection: DetectRequest, model_uri: "str | ModelSo
         check = guard(target, run)
         out = detect(target, dataclasses.replace(detection, transfer=len(attacks) > 1), run)
         client, metrics = mlflow.MlflowClient(), {}
-        lines = ["| attack | clean acc (%) | clean balanced acc (%) | adversarial acc (%) | success rate (%) | "
-                 + " | ".join(f"AUC {d.upper()} (%)" for d in detection.detectors) + " |",
-                 "|---" * (5 + len(detection.detectors)) + "|"]
         for name, attack_run in out.attack_runs.items():
             m = client.get_run(attack_run).data.metrics
             metrics[name] = m
@@ -64,13 +63,7 @@ def pipeline(data: DataSpec, detection: DetectRequest, model_uri: "str | ModelSo
             mlflow.log_metrics({f"{prefix}{k}": m[k] for k in ("clean_acc", "clean_auc", "adv_acc", "adv_auc", "success_rate",
                                                                "clean_balanced_acc", "adv_balanced_acc")})
             mlflow.log_metrics({f"{prefix}auc_{d}": v for d, v in out.auc[name].items()})
-            lines.append(f"| {name.upper()} | {m['clean_acc'] * 100:.2f} | {m['clean_balanced_acc'] * 100:.2f} | "
-                         f"{m['adv_acc'] * 100:.2f} | "
-                         f"{m['success_rate'] * 100:.2f} | " + " | ".join(auc_pct(out.auc[name][d])
-                                                                          for d in detection.detectors) + " |")
-        if check.degenerate:
-            lines += ["", check.note()]
-        summary = "\n".join(lines) + "\n"
+        summary = summary_table(metrics, out.auc, detection.detectors, check)
         mlflow.log_text(summary, "summary.md")
         _copy_artifacts(out.run_id)
     return PipelineOutcome(parent.info.run_id, model_uri, trained, out, metrics, summary)

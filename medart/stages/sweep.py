@@ -14,12 +14,13 @@ from medart import tracking
 from medart.attacks import make_spec
 from medart.errors import MedartError
 from medart.executors import InProcessExecutor
+from medart.models.loading import ModelSource
 from medart.models.sanity import ModelCheck
-from medart.render.numbers import eps_label
+from medart.numbers import eps_label
 from medart.render.sweep import sweep_figure, sweep_table
 from medart.stages.attack import attack
 from medart.stages.guard import guard
-from medart.stages.target import DataSpec, ModelSource, RunOptions, Target
+from medart.stages.target import DataSpec, RunOptions, Target
 
 
 @dataclass(frozen=True)

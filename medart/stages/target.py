@@ -11,6 +11,8 @@ from dataclasses import dataclass, field, fields
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Mapping
 
+from medart.models.loading import ModelSource
+
 if TYPE_CHECKING:  # the types only: building a request loads nothing heavy
     import numpy as np
     import torch
@@ -71,39 +73,6 @@ class RunOptions:
     executor: "Executor | None" = field(default=None, compare=False)  # default: this process
 
 
-@dataclass(frozen=True)
-class ModelSource:
-    """Which model, and how to read it: ``model_uri`` (``models:/…``, ``runs:/…``, a folder or a
-    file) and, for a network that is not medart's own, what the model does not say itself (a
-    model card or the MLflow signature comes first; :mod:`medart.models.sources`):
-    ``input_channels`` (1 or 3), ``input_size`` (pixels per side), ``normalize`` (``imagenet``,
-    ``MEAN;STD`` with comma-separated per-channel values, or ``m,s``), ``classes`` (names, comma-
-    separated text or a tuple; default: the dataset's when the counts agree) and ``penultimate``
-    (the layer whose output is the penultimate features; default: the input of the last linear
-    layer), ``output_key`` (for a network returning a dict, tuple/list or object: the key, index
-    or attribute holding the logits; default: none, the network returns the logits tensor).
-    ``trusted_pickle`` allows an MLflow ``pickle`` model, which runs code when it loads, for this
-    URI only."""
-
-    model_uri: str | None = None
-    trusted_pickle: bool = False
-    input_channels: int | None = None
-    input_size: int | None = None
-    normalize: str | None = None
-    classes: str | tuple[str, ...] | None = None
-    penultimate: str | None = None
-    output_key: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.output_key is not None:  # an index given as a number from Python is the same key as from the CLI
-            object.__setattr__(self, "output_key", str(self.output_key))
-        if isinstance(self.classes, str):
-            names = tuple(c.strip() for c in self.classes.split(",") if c.strip())
-            object.__setattr__(self, "classes", names or None)
-        elif self.classes is not None:
-            object.__setattr__(self, "classes", tuple(self.classes))
-
-
 def champion(dataset: str) -> str | None:
     """``models:/medart-<dataset>@champion`` when that alias exists in the registry, else ``None``."""
     import mlflow
@@ -146,7 +115,7 @@ class Target:
         import dataclasses
 
         from medart.errors import ConfigError
-        from medart.models import registry, sources
+        from medart.models import loading, registry
 
         source = model if isinstance(model, ModelSource) else ModelSource(model)
         if source.model_uri is None:
@@ -156,9 +125,9 @@ class Target:
                                   "registered in this tracking store: train one (medart train; a model it flags as "
                                   "degenerate is registered but never champion) or give `model_uri`")
             source = dataclasses.replace(source, model_uri=uri)
-        loaded = sources.load_model(source, side=data.side())
+        loaded = loading.load_model(source, side=data.side())
         splits = data.load(loaded.config.get("image_size") or data.size)
-        sources.fit_to_dataset(loaded, splits, source.model_uri)
+        loading.fit_to_dataset(loaded, splits, source.model_uri)
         return cls(source.model_uri, loaded, data, splits, max_examples, reference_size, source)
 
     @property

@@ -1,4 +1,6 @@
-"""How medart writes numbers for people: accuracies and AUCs in percent, ε in units of 1/255."""
+"""How medart writes numbers for people: accuracies and AUCs in percent, ε in units of 1/255.
+
+On the bottom floor: render, the stages and the attacks' checklist all write numbers with it."""
 
 from __future__ import annotations
 

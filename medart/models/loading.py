@@ -1,4 +1,5 @@
-"""Where models come from, each with its trust rule; every one becomes a medart model.
+"""Model formats and loading: where models come from, each with its trust rule; every one
+becomes a medart model. :class:`ModelSource` names the model and what the caller says about it.
 
 =====================================  ==================================================  =========================
 format                                 what medart does                                    trust
@@ -16,7 +17,7 @@ model card + weights                   torchvision/timm network + state_dict, ad
 The input contract (channels, side, normalisation), the class names, the penultimate layer and
 the ``output_key`` (where the logits are in a dict, tuple or object output) come from the model card (a card file, or ``metadata={"medart": {...}}`` of an MLflow model), else
 from what the model declares (its MLflow signature, its program's input shape), else from the
-caller's :class:`~medart.stages.target.ModelSource`; an option contradicting the model is an error.
+caller's :class:`ModelSource`; an option contradicting the model is an error.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import contextlib
 import dataclasses
 import os
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
@@ -34,11 +36,11 @@ from torch import nn
 from medart.errors import ConfigError, ModelError
 from medart.models import programs, registry
 from medart.models.adapter import AdaptedClassifier, InputContract, Layout, parse_normalize
-from medart.models.cards import CARD, ModelCard, is_torchscript, load_card, load_torchscript
+from medart.models.cards import CARD, ModelCard, build_architecture, is_torchscript, load_torchscript
+from medart.models.resnet import load_state_dict_file
 
 if TYPE_CHECKING:
     from medart.data.splits import ProtocolSplits
-    from medart.stages.target import ModelSource
 
 FORMATS = (f"medart's own ({registry.CONFIG}), an MLflow pytorch model (pt2, or pickle with `trusted_pickle`), "
            f"a TorchScript file, or a model card ({CARD}) with a tensor-only state_dict or TorchScript file")
@@ -47,14 +49,47 @@ _PICKLE_ENV = "MLFLOW_ALLOW_PICKLE_DESERIALIZATION"
 _pickle_lock = threading.Lock()
 
 
-def load_model(source: "ModelSource", side: int | None = None) -> nn.Module:
+@dataclass(frozen=True)
+class ModelSource:
+    """Which model, and how to read it: ``model_uri`` (``models:/…``, ``runs:/…``, a folder or a
+    file) and, for a network that is not medart's own, what the model does not say itself (a
+    model card or the MLflow signature comes first; see the formats above):
+    ``input_channels`` (1 or 3), ``input_size`` (pixels per side), ``normalize`` (``imagenet``,
+    ``MEAN;STD`` with comma-separated per-channel values, or ``m,s``), ``classes`` (names, comma-
+    separated text or a tuple; default: the dataset's when the counts agree) and ``penultimate``
+    (the layer whose output is the penultimate features; default: the input of the last linear
+    layer), ``output_key`` (for a network returning a dict, tuple/list or object: the key, index
+    or attribute holding the logits; default: none, the network returns the logits tensor).
+    ``trusted_pickle`` allows an MLflow ``pickle`` model, which runs code when it loads, for this
+    URI only."""
+
+    model_uri: str | None = None
+    trusted_pickle: bool = False
+    input_channels: int | None = None
+    input_size: int | None = None
+    normalize: str | None = None
+    classes: str | tuple[str, ...] | None = None
+    penultimate: str | None = None
+    output_key: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.output_key is not None:  # an index given as a number from Python is the same key as from the CLI
+            object.__setattr__(self, "output_key", str(self.output_key))
+        if isinstance(self.classes, str):
+            names = tuple(c.strip() for c in self.classes.split(",") if c.strip())
+            object.__setattr__(self, "classes", names or None)
+        elif self.classes is not None:
+            object.__setattr__(self, "classes", tuple(self.classes))
+
+
+def load_model(source: ModelSource, side: int | None = None) -> nn.Module:
     """The model ``source`` names, on the CPU in eval mode: a MedResNet for medart's own format,
     else an :class:`AdaptedClassifier`. ``side``: the input side to assume when nothing says it."""
     with registry.downloaded(source.model_uri) as path:
         return _load(path, source, side)
 
 
-def _load(path: Path, source: "ModelSource", side: int | None) -> nn.Module:
+def _load(path: Path, source: ModelSource, side: int | None) -> nn.Module:
     uri = source.model_uri
     if path.is_file():
         if path.suffix == ".json":
@@ -77,7 +112,7 @@ def _load(path: Path, source: "ModelSource", side: int | None) -> nn.Module:
     raise ModelError(f"'{uri}' holds no model medart reads; it reads {FORMATS}")
 
 
-def adapt(network: Any, card: ModelCard, source: "ModelSource", side: int | None = None,
+def adapt(network: Any, card: ModelCard, source: ModelSource, side: int | None = None,
           declared: Mapping[str, Any] | None = None, stored_as: str = "module") -> AdaptedClassifier:
     """``network`` (a module, a TorchScript module or an exported program) with its input contract,
     classes, penultimate layer and ``output_key`` from ``card``, ``declared`` (what the model itself
@@ -106,7 +141,7 @@ def adapt(network: Any, card: ModelCard, source: "ModelSource", side: int | None
                              card.output_key or source.output_key).eval()
 
 
-def _contract(card: ModelCard, declared: Mapping[str, Any], source: "ModelSource", side: int | None) -> InputContract:
+def _contract(card: ModelCard, declared: Mapping[str, Any], source: ModelSource, side: int | None) -> InputContract:
     given: dict[str, Any] = {"channels": source.input_channels, "size": source.input_size}
     if source.normalize:
         given["mean"], given["std"] = parse_normalize(source.normalize)
@@ -125,7 +160,24 @@ def _values(value: Any) -> tuple[float, ...]:
     return tuple(float(v) for v in value) if isinstance(value, (list, tuple)) else (float(value),)
 
 
-def _from_mlflow(folder: Path, source: "ModelSource", side: int | None) -> nn.Module:
+def load_card(path: Path, source: ModelSource, side: int | None = None) -> nn.Module:
+    """The model a card at ``path`` describes, adapted (:func:`adapt`)."""
+    card = ModelCard.read(path)
+    if card.weights is None:
+        raise ConfigError(f"{path}: the card names no `weights` file")
+    weights = path.parent / card.weights
+    if not weights.is_file():
+        raise ModelError(f"{path}: its weights file {weights} is missing")
+    if is_torchscript(weights):
+        network = load_torchscript(weights)
+    elif card.architecture is None:
+        raise ConfigError(f"{path}: a state_dict needs its `architecture` (a torchvision name, or timm:<name>)")
+    else:
+        network = build_architecture(card.architecture, load_state_dict_file(weights, source.trusted_pickle), str(weights))
+    return adapt(network, card, source, side, stored_as="state_dict")
+
+
+def _from_mlflow(folder: Path, source: ModelSource, side: int | None) -> nn.Module:
     from mlflow.models import Model
 
     uri = source.model_uri
@@ -163,7 +215,7 @@ def _signature_input(signature) -> dict[str, int]:
     return out | ({"size": height} if height > 0 and height == width else {})
 
 
-def _check_pickle_free(path: Path, source: "ModelSource") -> None:
+def _check_pickle_free(path: Path, source: ModelSource) -> None:
     """MLflow's own check that a pt2 archive unpickles nothing (its loader runs it too)."""
     import mlflow.pytorch
     from mlflow.exceptions import MlflowException
