@@ -91,6 +91,12 @@ ENTRIES = {
 }
 
 
+def _newest_project_run(entry: str) -> list[mlflow.entities.Run]:
+    return mlflow.search_runs(experiment_names=[f"front-door/{entry}"], output_format="list", max_results=1,
+                              filter_string=f"tags.`mlflow.project.entryPoint` = '{entry}'",
+                              order_by=["attributes.start_time DESC"])
+
+
 @pytest.mark.parametrize("setting", ["defaults", "changed"])
 @pytest.mark.parametrize("entry", list(ENTRIES))
 def test_entry_point_finishes(door, entry, setting):
@@ -108,8 +114,7 @@ def test_entry_point_finishes(door, entry, setting):
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Traceback" not in done.stderr
     mlflow.set_tracking_uri(f"sqlite:///{store}")
-    (project,) = mlflow.search_runs(experiment_names=[f"front-door/{entry}"], output_format="list", max_results=1,
-                                    order_by=["attributes.start_time DESC"])
+    (project,) = _newest_project_run(entry)
     assert project.info.status == "FINISHED" and project.data.tags["mlflow.project.entryPoint"] == entry
     stage = mlflow.get_run(project.data.tags["medart.stage_run_id"])
     assert stage.info.status == "FINISHED" and stage.data.tags["mlflow.parentRunId"] == project.info.run_id
@@ -138,8 +143,7 @@ def test_bad_input_is_one_line_and_leaves_a_failed_run(door):
                       "level), got '2'"], done.stderr[-2000:]
     assert "Traceback" not in done.stderr
     mlflow.set_tracking_uri(f"sqlite:///{store}")
-    (project,) = mlflow.search_runs(experiment_names=["front-door/attack"], output_format="list", max_results=1,
-                                    order_by=["attributes.start_time DESC"])
+    (project,) = _newest_project_run("attack")
     assert project.info.status == "FAILED" and "medart.stage_run_id" not in project.data.tags
 
 

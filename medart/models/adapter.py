@@ -164,7 +164,7 @@ def tap_hooks(model: nn.Module, taps: Sequence[str], store: dict[str, list]) -> 
             handle.remove()
 
 
-def _top_groups(names: Sequence[str]) -> dict[str, list[str]]:
+def top_groups(names: Sequence[str]) -> dict[str, list[str]]:
     """Dotted module names grouped by their top-level stage, below any prefix they all share
     (``net.body.0`` → ``net.body`` when every name starts with ``net``), in order."""
     split = [n.split(".") for n in names]
@@ -314,7 +314,7 @@ class AdaptedClassifier(nn.Module):
         classifier (``dfeat`` stands for it); for a graph program, the last tap of each of them."""
         graph = self._layout.taps is not None
         names = list(self._taps) if graph else [n for n, m in self.network.named_modules() if n and any(True for _ in m.parameters())]
-        groups = _top_groups(names)
+        groups = top_groups(names)
         classifier = self._classifier_layer()
         head = next((g for g in groups if classifier and (classifier == g or classifier.startswith(g + "."))), None)
         return [members[-1] if graph else group for group, members in groups.items() if group != head]
@@ -411,7 +411,7 @@ class AdaptedClassifier(nn.Module):
 
     def _no_penultimate(self) -> ModelError:
         """No linear layer: suggest the layers that finish last before the classifier's stage starts."""
-        groups = _top_groups(list(self._taps))
+        groups = top_groups(list(self._taps))
         last = self._probed.last_weighted
         head = next((g for g in groups if last and (last == g or last.startswith(g + "."))), None)
         before = [n for n in reversed(dict.fromkeys(self._probed.finished))

@@ -10,6 +10,7 @@ of those images, and logs each figure under ``figures/`` with the numbers behind
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -26,7 +27,7 @@ from medart.catalog import FIGURES
 from medart.detectors.activations import resolve_layers
 from medart.errors import ConfigError
 from medart.models import registry
-from medart.models.adapter import PENULTIMATE
+from medart.models.adapter import PENULTIMATE, top_groups
 from medart.models.evaluation import device_of
 from medart.models.training import TrainConfig
 from medart.numbers import eps_label
@@ -281,18 +282,30 @@ def _saliency(a: _Analysis) -> None:
     a.log_figure(render.saliency_figure(im.x[im.shown], maps[im.shown], fractions[im.shown], share, title), "saliency")
 
 
-def spatial_stages(model) -> tuple[str, ...]:
+def spatial_stages(model, probe: torch.Tensor) -> tuple[str, ...]:
     """The early and late stages drawn: the paper's ``res3a_relu`` and ``res5b_relu`` where the model
-    has them, else the middle and the last of its top-level stages."""
+    has them, else the middle and the last of its top-level stages, each at its last layer whose
+    output still has a spatial grid (a small network's ``features`` stage may end flattened).
+    ``probe``: an image ``(1, 3, S, S)`` the layers' shapes are read from. Empty when no stage has one."""
     if all(t in model.tap_names() for t in stages.PAPER_STAGES):
         return stages.PAPER_STAGES
-    found = model.stage_taps()
+    named = model.stage_taps()
+    taps = [t for t in model.tap_names() if t not in ("input", "dfeat", "logits")]
+    with torch.no_grad():
+        shapes = {t: v.shape for t, v in model.features(probe[:1], taps).items()}
+    spatial = [t for t in taps if len(shapes[t]) == 4 and shapes[t][-2] * shapes[t][-1] > 1]
+    found = [members[-1] for group, members in top_groups(spatial).items()
+             if any(s == group or s.startswith(group + ".") for s in named)]
     return tuple(dict.fromkeys([found[len(found) // 2], found[-1]])) if found else ()
 
 
 def _stages(a: _Analysis) -> None:
     im, model, device = a.images, a.target.model, a.run.device
-    spatial = spatial_stages(model)
+    spatial = spatial_stages(model, im.x)
+    if not spatial:
+        logging.getLogger("medart").warning(f"the stages figure draws layers with a spatial grid; {a.target.model_uri} "
+                                            "has none: skipped")
+        return
     a.details["stage_change"] = {}
     for name, x_adv in im.adversarial.items():
         change = stages.relative_change(model, im.x, x_adv, (*spatial, "dfeat"), device=device)
@@ -363,8 +376,8 @@ def _embedding(a: _Analysis) -> None:
 def _gradcam(a: _Analysis) -> None:
     settings, im, model = a.request.gradcam, a.images, a.target.model
     layer, top, batch, device = settings.gradcam_layer, settings.gradcam_top, a.run.batch_size, a.run.device
-    if layer == GradcamSettings.gradcam_layer and layer not in model.tap_names() and spatial_stages(model):
-        layer = spatial_stages(model)[-1]  # the default, layer4, on a network without one: its last stage
+    if layer == GradcamSettings.gradcam_layer and layer not in model.tap_names() and (found := spatial_stages(model, im.x)):
+        layer = found[-1]  # the default, layer4, on a network without one: its last stage
     clean_cam = gradcam.grad_cam(model, im.x, None, layer, batch, device)
     a.details["gradcam_iou"] = {}
     for name, x_adv in im.adversarial.items():
