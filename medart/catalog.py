@@ -1,15 +1,17 @@
 """The names medart accepts, in one place and without importing torch.
 
-The modules that implement each family import their tuple from here, and the command line lists
-them as choices, so ``medart --help`` answers before any heavy library loads.
+The attacks and backends are declared once, next to their implementation, in the torch-free
+:mod:`medart.attacks.specs` (an :class:`~medart.attacks.specs.Attack` entry each: defaults,
+settings, which backends run it; each backend module registers a builder per attack it runs), and
+this index reads their names from there. The other names are declared here, and the modules that
+implement each family import their tuple from here. The command line lists them as choices, so
+``medart --help`` answers before any heavy library loads.
 """
 
 from __future__ import annotations
 
-PAPER_ATTACKS = ("fgsm", "bim", "pgd", "cw")  # Ma et al.'s; the default wherever attacks are listed
-AUTOATTACK_PARTS = ("apgd-ce", "apgd-dlr", "fab", "square")  # AutoAttack's standard version, in its order
-ATTACKS = PAPER_ATTACKS + AUTOATTACK_PARTS + ("autoattack",)
-BACKENDS = ("art", "torchattacks")
+from medart.attacks.specs import ATTACKS, AUTOATTACK_PARTS, BACKENDS, PAPER_ATTACKS
+
 ARCHS = ("resnet50", "resnet18", "resnet34", "smallcnn")
 INITS = ("none", "imagenet")  # from scratch; torchvision's ImageNet weights
 # MedMNIST files; "original": a task's first public layout; then each layout by name (medart.data.sources.LAYOUTS)
@@ -23,3 +25,6 @@ PAPER_DETECTORS = ("kd", "lid", "dfeat", "qfeat")
 EXECUTORS = ("in-process", "ray")
 FIGURES = ("eps_curves", "saliency", "stages", "landscape", "embedding", "gradcam")
 DATASETS = ("pneumonia", "chestxray2", "chestxray3", "chestxray4", "fundoscopy", "dermoscopy", "retinamnist", "dermamnist")
+
+__all__ = ["ARCHS", "ATTACKS", "AUTOATTACK_PARTS", "BACKENDS", "BALANCES", "DATASETS", "DETECTORS", "EXECUTORS", "FIGURES",
+           "INITS", "MONITORS", "PAPER_ATTACKS", "PAPER_DETECTORS", "SIZES", "SOURCES"]

@@ -88,7 +88,7 @@ def test_attack_specs(name, eps, steps, step_size, random_start, kappa):
         pass
     else:
         assert spec.name in ATTACKS and spec.steps >= 1
-        assert (spec.step_size is None) == spec.autoattack_family and (spec.autoattack_family or 0 < spec.step_size <= spec.eps * (1 + 1e-9))
+        assert (spec.step_size is None) == spec.sets_own_step and (spec.sets_own_step or 0 < spec.step_size <= spec.eps * (1 + 1e-9))
 
 
 @FAST

@@ -11,11 +11,11 @@ from art.estimators.classification import PyTorchClassifier
 
 from medart.attacks.base import AttackBackend, max_targets
 from medart.attacks.losses import CWLoss, DLRLoss, encode_targets
-from medart.errors import ConfigError
+from medart.attacks.specs import declared
 
 
 class ARTBackend(AttackBackend):
-    """Adversarial Robustness Toolbox.
+    """Adversarial Robustness Toolbox; each attack is a builder below (``@ARTBackend.builds``).
 
     ART traps handled here: ``clip_values=(0, 1)`` and ``preprocessing=None`` (normalisation is
     inside the model); inputs are float32 (ART raises on float64); ``y`` is always passed (else ART
@@ -33,15 +33,9 @@ class ARTBackend(AttackBackend):
     """
 
     name = "art"
-    autoattack_parts = ("apgd-ce", "apgd-dlr", "square")
 
-    def __init__(self, model, spec, num_classes, batch_size=128, device="auto", loss=None) -> None:
-        if spec.name == "fab":
-            raise ConfigError("ART has no FAB attack; use `backend`='torchattacks' for fab "
-                              "(ART's autoattack runs APGD-CE, APGD-DLR and Square)")
-        super().__init__(model, spec, num_classes, batch_size, device, loss)
-
-    def _classifier(self, x: torch.Tensor, loss: torch.nn.Module) -> PyTorchClassifier:
+    def classifier(self, x: torch.Tensor, loss: torch.nn.Module) -> PyTorchClassifier:
+        """ART's view of the model for inputs shaped like ``x``, with ``loss``."""
         return PyTorchClassifier(
             model=self.model,
             loss=loss,
@@ -52,68 +46,103 @@ class ARTBackend(AttackBackend):
             device_type="gpu" if self.device.type == "cuda" else "cpu",
         )
 
-    def _generate_batch(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        spec = self.spec
-        if spec.autoattack_family:
-            return self._autoattack_part(x, y)
-        loss = CWLoss(spec.kappa, spec.targeted) if spec.name == "cw" else torch.nn.CrossEntropyLoss()
-        classifier = self._classifier(x, loss if self.loss is None else self.loss)
-        common = dict(eps=spec.eps, targeted=spec.targeted, batch_size=len(x))
-        if spec.name == "fgsm":
-            attack = FastGradientMethod(classifier, norm=np.inf, num_random_init=int(spec.random_start), **common)
-        elif spec.name == "bim" and not spec.random_start:
-            attack = BasicIterativeMethod(classifier, eps_step=spec.step_size, max_iter=spec.steps, verbose=False, **common)
-        else:  # pgd, cw, and bim with a random start
-            attack = ProjectedGradientDescent(
-                classifier, norm=np.inf, eps_step=spec.step_size, max_iter=spec.steps,
-                num_random_init=int(spec.random_start), verbose=False, **common,
-            )
-        return self._run(attack, x, y.cpu().numpy())
-
-    def _run(self, attack, x: torch.Tensor, labels: np.ndarray) -> torch.Tensor:
+    def run(self, attack, x: torch.Tensor, labels: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """``attack``'s examples for ``x`` with ``labels`` (true classes, targets, or encoded targets)."""
+        labels = labels.cpu().numpy() if isinstance(labels, torch.Tensor) else labels
         adv = attack.generate(x=x.cpu().numpy(), y=labels)
         return torch.from_numpy(adv).to(x.device, x.dtype)
-
-    def _apgd(self, x: torch.Tensor, loss_type: str | None) -> AutoProjectedGradientDescent:
-        """ART's APGD as the reference runs it: first step 2ε (torchattacks hard-codes it), one
-        random start per restart. ``loss_type`` None: medart's DLR loss."""
-        return AutoProjectedGradientDescent(
-            self._classifier(x, DLRLoss()), norm=np.inf, eps=self.spec.eps, eps_step=2 * self.spec.eps,
-            max_iter=self.spec.steps, targeted=False, nb_random_init=self.spec.restarts, batch_size=len(x),
-            loss_type=loss_type, verbose=False,
-        )
-
-    def _autoattack_part(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        spec = self.spec
-        if spec.name == "square":
-            attack = SquareAttack(self._classifier(x, torch.nn.CrossEntropyLoss()), norm=np.inf, max_iter=spec.steps,
-                                  eps=spec.eps, p_init=0.8, nb_restarts=spec.restarts, batch_size=len(x), verbose=False)
-            return self._run(attack, x, y.cpu().numpy())
-        if spec.name == "apgd-ce":
-            return self._run(self._apgd(x, "cross_entropy"), x, y.cpu().numpy())
-        if self.num_classes < 4:  # untargeted DLR (the margin for two classes)
-            return self._run(self._apgd(x, None), x, y.cpu().numpy())
-        return self._apgd_targeted(x, y)
-
-    def _apgd_targeted(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """APGD-T as torchattacks' ``APGDT`` runs it: for the r-th likeliest class at x (r = 2 …
-        min(9, K−1) + 1), APGD on the targeted DLR loss, on the images still correct."""
-        attack = self._apgd(x, None)
-        with torch.no_grad():
-            ranking = self.model(x).argsort(dim=1)
-        adv = x.clone()
-        for rank in range(2, max_targets(self.num_classes) + 2):
-            with torch.no_grad():
-                left = (self.model(adv).argmax(dim=1) == y).nonzero().squeeze(1)
-            if not left.numel():
-                break
-            labels = encode_targets(y[left], ranking[left, -rank], self.num_classes)
-            out = self._run(attack, x[left], labels.cpu().numpy())
-            with torch.no_grad():
-                broken = self.model(out).argmax(dim=1) != y[left]
-            adv[left[broken]] = out[broken]
-        return adv
 
     def _draw_random_start(self, shape: torch.Size) -> None:
         # ART's random_sphere(n, m, ε, inf): one np.random.uniform draw of (n, m)
         np.random.uniform(size=(shape[0], int(np.prod(shape[1:]))))
+
+
+def _gradient_classifier(run: ARTBackend, x: torch.Tensor, loss: torch.nn.Module | None = None) -> PyTorchClassifier:
+    """The classifier a paper attack ascends: the caller's loss, else ``loss`` (cross-entropy by default)."""
+    chosen = run.loss if run.loss is not None else loss if loss is not None else torch.nn.CrossEntropyLoss()
+    return run.classifier(x, chosen)
+
+
+def _projected(run: ARTBackend, x: torch.Tensor, y: torch.Tensor, loss: torch.nn.Module | None = None) -> torch.Tensor:
+    spec = run.spec
+    attack = ProjectedGradientDescent(
+        _gradient_classifier(run, x, loss), norm=np.inf, eps=spec.eps, eps_step=spec.step_size, max_iter=spec.steps,
+        num_random_init=int(spec.random_start), targeted=spec.targeted, batch_size=len(x), verbose=False,
+    )
+    return run.run(attack, x, y)
+
+
+@ARTBackend.builds("fgsm")
+def _fgsm(run: ARTBackend, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    spec = run.spec
+    attack = FastGradientMethod(_gradient_classifier(run, x), norm=np.inf, num_random_init=int(spec.random_start),
+                                eps=spec.eps, targeted=spec.targeted, batch_size=len(x))
+    return run.run(attack, x, y)
+
+
+@ARTBackend.builds("bim")
+def _bim(run: ARTBackend, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    spec = run.spec
+    if spec.random_start:  # ART's BIM always starts from x; its PGD is BIM with a random start
+        return _projected(run, x, y)
+    attack = BasicIterativeMethod(_gradient_classifier(run, x), eps_step=spec.step_size, max_iter=spec.steps, verbose=False,
+                                  eps=spec.eps, targeted=spec.targeted, batch_size=len(x))
+    return run.run(attack, x, y)
+
+
+@ARTBackend.builds("pgd")
+def _pgd(run: ARTBackend, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return _projected(run, x, y)
+
+
+@ARTBackend.builds("cw")
+def _cw(run: ARTBackend, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return _projected(run, x, y, CWLoss(run.spec.kappa, run.spec.targeted))
+
+
+def _apgd(run: ARTBackend, x: torch.Tensor, loss_type: str | None) -> AutoProjectedGradientDescent:
+    """ART's APGD as the reference runs it: first step 2ε (torchattacks hard-codes it), one
+    random start per restart. ``loss_type`` None: medart's DLR loss."""
+    spec = run.spec
+    return AutoProjectedGradientDescent(
+        run.classifier(x, DLRLoss()), norm=np.inf, eps=spec.eps, eps_step=2 * spec.eps, max_iter=spec.steps,
+        targeted=False, nb_random_init=spec.restarts, batch_size=len(x), loss_type=loss_type, verbose=False,
+    )
+
+
+@ARTBackend.builds("apgd-ce")
+def _apgd_ce(run: ARTBackend, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return run.run(_apgd(run, x, "cross_entropy"), x, y)
+
+
+@ARTBackend.builds("apgd-dlr")
+def _apgd_dlr(run: ARTBackend, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Untargeted DLR (the margin for two classes) for K < 4; else APGD-T as torchattacks' ``APGDT``
+    runs it: for the r-th likeliest class at x (r = 2 … min(9, K−1) + 1), APGD on the targeted DLR
+    loss, on the images still correct."""
+    attack = _apgd(run, x, None)
+    if run.num_classes < 4:
+        return run.run(attack, x, y)
+    with torch.no_grad():
+        ranking = run.model(x).argsort(dim=1)
+    adv = x.clone()
+    for rank in range(2, max_targets(run.num_classes) + 2):
+        with torch.no_grad():
+            left = (run.model(adv).argmax(dim=1) == y).nonzero().squeeze(1)
+        if not left.numel():
+            break
+        labels = encode_targets(y[left], ranking[left, -rank], run.num_classes)
+        out = run.run(attack, x[left], labels)
+        with torch.no_grad():
+            broken = run.model(out).argmax(dim=1) != y[left]
+        adv[left[broken]] = out[broken]
+    return adv
+
+
+@ARTBackend.builds("square")
+def _square(run: ARTBackend, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    spec = run.spec
+    attack = SquareAttack(run.classifier(x, torch.nn.CrossEntropyLoss()), norm=np.inf, max_iter=spec.steps, eps=spec.eps,
+                          p_init=declared(spec.name).settings["p_init"], nb_restarts=spec.restarts, batch_size=len(x),
+                          verbose=False)
+    return run.run(attack, x, y)

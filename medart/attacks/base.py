@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import contextlib
 from abc import ABC, abstractmethod
-from typing import Iterator
+from typing import Callable, ClassVar, Iterator
 
 import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from medart.attacks.specs import AttackSpec
+from medart.attacks.specs import AttackSpec, check_backend
 from medart.errors import ConfigError, DataError
 from medart.models.evaluation import resolve_device
 
@@ -72,8 +72,17 @@ def seeded(seed: int, device: torch.device) -> Iterator[None]:
             np.random.set_state(np_state)
 
 
+# how a backend runs one attack on one batch already on its device: (backend, x, y) → x_adv
+Builder = Callable[["AttackBackend", torch.Tensor, torch.Tensor], torch.Tensor]
+
+
 class AttackBackend(ABC):
     """Runs one :class:`AttackSpec` against a frozen classifier.
+
+    A library's subclass runs each attack with the builder its module registers under the
+    attack's name (``@ARTBackend.builds("fgsm")``, :meth:`builds`); every subclass has its own
+    :attr:`builders`, which are exactly the attacks whose entry (:mod:`medart.attacks.specs`)
+    lists its backend.
 
     Args:
         model: maps float32 ``(N, C, H, W)`` pixels in [0, 1] to logits ``(N, K)``.
@@ -86,7 +95,21 @@ class AttackBackend(ABC):
     """
 
     name: str
-    autoattack_parts: tuple[str, ...] = ()  # the parts of AutoAttack this library has
+    builders: ClassVar[dict[str, Builder]] = {}  # attack name → how this library runs it (each subclass its own)
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.builders = {}
+
+    @classmethod
+    def builds(cls, name: str) -> Callable[[Builder], Builder]:
+        """Decorator: the function runs attack ``name`` on one batch in this library."""
+
+        def register(builder: Builder) -> Builder:
+            cls.builders[name] = builder
+            return builder
+
+        return register
 
     def __init__(self, model: nn.Module, spec: AttackSpec, num_classes: int, batch_size: int = 128, device: str = "auto",
                  loss: nn.Module | None = None) -> None:
@@ -95,9 +118,14 @@ class AttackBackend(ABC):
         self.model, self.spec, self.num_classes, self.batch_size, self.loss = model, spec, num_classes, batch_size, loss
         self.device = resolve_device(device)
 
-    @abstractmethod
     def _generate_batch(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Adversarial examples for one batch already on ``self.device``."""
+        """Adversarial examples for one batch already on ``self.device``: the builder of the spec's attack."""
+        builder = self.builders.get(self.spec.name)
+        if builder is None:
+            check_backend(self.spec.name, self.name)  # the entry does not list this backend: its own line
+            raise ConfigError(f"the {self.name} backend has no builder for {self.spec.name}; its entry in "
+                              "medart.attacks.specs and the backend module disagree")
+        return builder(self, x, y)
 
     @abstractmethod
     def _draw_random_start(self, shape: torch.Size) -> None:
@@ -127,11 +155,11 @@ class AttackBackend(ABC):
         self.model.to(self.device)
         out = []
         with frozen(self.model), seeded(seed, self.device):
-            for _ in range(start // self.batch_size if self.spec.random_start and not self.spec.autoattack_family else 0):
+            for _ in range(start // self.batch_size if self.spec.random_start and not self.spec.sets_own_step else 0):
                 self._draw_random_start(torch.Size((self.batch_size, *x.shape[1:])))
             batches = range(0, len(x), self.batch_size)
             for first in tqdm(batches, desc=f"{self.name} {self.spec.label()}", disable=not progress, leave=False):
-                if self.spec.autoattack_family:
+                if self.spec.sets_own_step:
                     torch.manual_seed(seed)
                     np.random.seed(seed % 2**32)
                 xb = x[first : first + self.batch_size].to(self.device)

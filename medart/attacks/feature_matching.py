@@ -28,8 +28,7 @@ import torch
 from torch import nn
 
 from medart.attacks.base import check_inputs, frozen, project, seeded
-from medart.attacks.specs import AttackSpec
-from medart.catalog import BACKENDS
+from medart.attacks.specs import ATTACK_ENTRIES, AttackSpec, declared_backend
 from medart.detectors.activations import layer_hooks
 from medart.errors import ConfigError, DataError
 from medart.models.evaluation import resolve_device
@@ -69,13 +68,17 @@ class FeatureMatching:
     """Feature-matching examples at the ``spec``'s ε, steps, step size and start (a paper attack's
     spec, e.g. BIM's; its loss is replaced), through ``backend``; ``layer`` the feature tap."""
 
+    runs_on = {"art": "_art", "torchattacks": "_torchattacks"}  # backend → the method that runs it
+
     def __init__(self, model: nn.Module, spec: AttackSpec, backend: str = "art", layer: str = "dfeat",
                  batch_size: int = 128, device: str = "auto") -> None:
-        if backend not in BACKENDS:
-            raise ConfigError(f"unknown backend '{backend}'; choose from: {', '.join(BACKENDS)}")
+        if backend not in self.runs_on:
+            declared_backend(backend)  # an unknown name says so
+            raise ConfigError(f"feature matching runs on {', '.join(self.runs_on)}, not {backend}")
         if spec.step_size is None:
+            takers = ", ".join(name for name, a in ATTACK_ENTRIES.items() if a.step is not None)
             raise ConfigError(f"feature matching takes signed gradient steps of `step_size`; {spec.name} has none: "
-                              "give a paper attack (fgsm, bim, pgd, cw)")
+                              f"give an attack with a step size ({takers})")
         if batch_size < 1:
             raise ConfigError(f"batch size must be >= 1, got {batch_size}")
         self.model, self.spec, self.backend, self.layer, self.batch_size = model, spec, backend, layer, batch_size
@@ -95,7 +98,7 @@ class FeatureMatching:
             for first in range(0, len(x), self.batch_size):
                 xb = x[first : first + self.batch_size].to(self.device)
                 gb = guide[first : first + self.batch_size].to(self.device)
-                adv = self._art(tap, xb, gb) if self.backend == "art" else self._torchattacks(tap, xb, gb)
+                adv = getattr(self, self.runs_on[self.backend])(tap, xb, gb)
                 out.append(project(adv.to(xb.device, xb.dtype), xb, self.spec.eps).detach().cpu())
         return torch.cat(out) if out else x.clone()
 

@@ -1,26 +1,25 @@
-"""Attack specifications: the paper's white-box L∞ attacks, AutoAttack and its parts, their
-defaults, and validation.
+"""The attacks, each declared once, and the :class:`AttackSpec` one run of one of them is.
+
+An :class:`Attack` entry of :data:`ATTACK_ENTRIES` is the whole declaration of an attack: its
+name, what it is, its default budget, which settings it takes, the backends that run it and the
+library settings medart fixes for it. Everything else reads the entry: :func:`make_spec` and the
+checks of :class:`AttackSpec`, :func:`medart.attacks.make_attack`, :mod:`medart.catalog`, the
+command line's choices and help, and so the MLproject generated from them. A backend
+(:data:`BACKEND_ENTRIES`: its library and where its class is) registers one builder per attack it
+runs, in its own module, with ``@<its class>.builds(name)``
+(:meth:`medart.attacks.base.AttackBackend.builds`). Asking a backend for an attack its entry does
+not list is a one-line error, never another attack; tests/test_declarations.py checks that each
+backend's builders are exactly the attacks that list it. This module imports no torch, so
+``medart --help`` reads it at once.
+
+Adding an attack is one entry here, one builder in each backend module that runs it, and a test.
 
 A spec is backend-neutral: the same :class:`AttackSpec` run through ART or torchattacks means the
-same threat model — ε-ball, number of steps, step size, start point and loss.
-
-| attack | steps | step size | start   | loss |
-|--------|-------|-----------|---------|------|
-| fgsm   | 1     | ε         | x       | cross-entropy |
-| bim    | 40    | ε/40      | x       | cross-entropy |
-| pgd    | 20    | ε/10      | uniform in the ε-ball | cross-entropy |
-| cw     | 20    | ε/10      | uniform in the ε-ball | CW margin max(z_y − max_{j≠y} z_j, −κ) |
-
-AutoAttack's parts (Croce & Hein 2020, standard version) have no step size to tune; ``steps``
-and ``restarts`` are their budget:
-
-| attack     | steps | restarts | what |
-|------------|-------|----------|------|
-| apgd-ce    | 100   | 1 | APGD on cross-entropy; the step starts at 2ε and halves when the loss stalls |
-| apgd-dlr   | 100   | 1 | APGD on the DLR loss: targeted (APGD-T, top min(9, K−1) classes) for K ≥ 4 classes, untargeted for K = 3, the logit margin for K = 2 (see :mod:`medart.attacks.losses`) |
-| fab        | 100   | 1 | FAB-T, targeted at the top min(9, K−1) classes (K = 2: the other class, i.e. FAB) |
-| square     | 5000  | 1 | Square, black-box: ``steps`` are queries, p_init 0.8 |
-| autoattack | 100   | 1 | the four above in order, each on the images the earlier ones left correct; Square gets 50 queries per step |
+same threat model — ε-ball, number of steps, step size, start point and loss. The entries' defaults
+are the paper's for its four attacks (FGSM one step of ε; BIM 40 of ε/40; PGD and CW-L∞ 20 of
+ε/10 from a random start) and AutoAttack's standard version for it and its parts (Croce & Hein
+2020: 100 steps, Square 5000 queries, one restart); docs/models-and-attacks.md tabulates them with
+what each backend runs.
 
 ε is in [0, 1] pixel units: ``1/255`` is one grey level of an 8-bit image.
 """
@@ -28,17 +27,128 @@ and ``restarts`` are their budget:
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from typing import Mapping
 
-from medart.catalog import ATTACKS, AUTOATTACK_PARTS, PAPER_ATTACKS
 from medart.errors import ConfigError
 
-# paper attack → (steps, step size as a fraction of ε, random start)
-DEFAULTS = {"fgsm": (1, 1.0, False), "bim": (40, 1 / 40, False), "pgd": (20, 1 / 10, True), "cw": (20, 1 / 10, True)}
-# AutoAttack's standard version: attack → (steps, random start); one restart each
-AUTOATTACK_DEFAULTS = {"apgd-ce": (100, True), "apgd-dlr": (100, True), "fab": (100, False), "square": (5000, True),
-                       "autoattack": (100, True)}
+
+@dataclass(frozen=True)
+class Backend:
+    """A library that runs attacks: ``where`` its :class:`~medart.attacks.base.AttackBackend`
+    subclass is (``module:Class``); ``package`` the module it needs and ``install`` how to get it
+    when that is an optional extra."""
+
+    name: str
+    title: str
+    where: str
+    package: str
+    install: str | None = None
+
+
+@dataclass(frozen=True)
+class Attack:
+    """One attack medart offers, declared once.
+
+    Attributes:
+        name: what the command line, the specs and the runs call it.
+        title: what its paper or library calls it (``FGSM``, ``FAB``), for messages.
+        about: one phrase saying what it is (the command line's help).
+        backends: the backends that run it; each registers a builder under ``name``.
+        steps: default steps (``unit`` says what one is).
+        step: default step size as a fraction of ε; ``None``: the attack sets its own, so it takes
+            no ``step_size`` and no replacement loss and is reseeded every batch.
+        random_start: default start: from a random point of the ε-ball, or from x.
+        fixed_start: the start is part of the attack; ``random_start`` cannot change it.
+        restarts: default restarts; ``None``: it takes no ``restarts``.
+        targeted: it can be run targeted (``targeted``).
+        kappa: it takes CW's confidence κ.
+        single_step: ``steps`` must be 1.
+        paper: one of Ma et al.'s attacks, the default wherever attacks are listed.
+        unit: what ``steps`` counts.
+        budget_in_name: a result off the default ``steps`` or ``restarts`` is reported under the
+            name with its budget (:func:`reported_name`).
+        parts: attacks it runs in turn, each on the images the earlier ones left correct.
+        settings: library settings medart fixes for it, which its builders pass.
+    """
+
+    name: str
+    title: str
+    about: str
+    backends: tuple[str, ...]
+    steps: int
+    step: float | None = None
+    random_start: bool = False
+    fixed_start: bool = False
+    restarts: int | None = None
+    targeted: bool = False
+    kappa: bool = False
+    single_step: bool = False
+    paper: bool = False
+    unit: str = "steps"
+    budget_in_name: bool = False
+    parts: tuple[str, ...] = ()
+    settings: Mapping[str, float] = field(default_factory=dict)
+
+
+BACKEND_ENTRIES: dict[str, Backend] = {b.name: b for b in (
+    Backend("art", "ART", "medart.attacks.art_backend:ARTBackend", "art"),
+    Backend("torchattacks", "torchattacks", "medart.attacks.torchattacks_backend:TorchattacksBackend", "torchattacks",
+            "pip install --no-deps torchattacks==3.5.1 (see README)"),
+)}
+_BOTH = tuple(BACKEND_ENTRIES)
+# AutoAttack's standard version: each part one restart, its own steps and start
+_AUTOATTACK = dict(backends=_BOTH, steps=100, random_start=True, fixed_start=True, restarts=1, budget_in_name=True)
+
+ATTACK_ENTRIES: dict[str, Attack] = {a.name: a for a in (
+    Attack("fgsm", "FGSM", "one step of ε", _BOTH, 1, 1.0, single_step=True, targeted=True, paper=True),
+    Attack("bim", "BIM", "40 steps of ε/40 from x", _BOTH, 40, 1 / 40, targeted=True, paper=True),
+    Attack("pgd", "PGD", "20 steps of ε/10 from a random start", _BOTH, 20, 1 / 10, True, targeted=True, paper=True),
+    Attack("cw", "CW-L∞", "CW-L∞, PGD on the CW margin loss", _BOTH, 20, 1 / 10, True, targeted=True, kappa=True,
+           paper=True),
+    Attack("apgd-ce", "APGD-CE", "AutoAttack's APGD on cross-entropy", **_AUTOATTACK),
+    Attack("apgd-dlr", "APGD-DLR", "AutoAttack's APGD on the DLR loss (targeted for 4 or more classes)", **_AUTOATTACK),
+    Attack("fab", "FAB", "AutoAttack's FAB-T", **_AUTOATTACK | dict(backends=("torchattacks",), random_start=False)),
+    Attack("square", "Square", "AutoAttack's Square, a black box", **_AUTOATTACK | dict(steps=5000), unit="queries",
+           settings={"p_init": 0.8}),
+    Attack("autoattack", "AutoAttack", "AutoAttack's standard version, its four parts in turn", **_AUTOATTACK,
+           parts=("apgd-ce", "apgd-dlr", "fab", "square")),
+)}
+ATTACKS = tuple(ATTACK_ENTRIES)
+BACKENDS = tuple(BACKEND_ENTRIES)
+PAPER_ATTACKS = tuple(a.name for a in ATTACK_ENTRIES.values() if a.paper)
+AUTOATTACK_PARTS = ATTACK_ENTRIES["autoattack"].parts  # AutoAttack's standard version, in its order
 SQUARE_QUERIES_PER_STEP = 50  # autoattack: 5000 Square queries at its 100 APGD/FAB steps, as in the standard version
+
+
+def declared(name: str) -> Attack:
+    """The entry of attack ``name``; a one-line ConfigError naming the choices for any other name."""
+    try:
+        return ATTACK_ENTRIES[name]
+    except KeyError:
+        raise ConfigError(f"unknown attack '{name}'; choose from: {', '.join(ATTACKS)}") from None
+
+
+def declared_backend(name: str) -> Backend:
+    """The entry of backend ``name``; a one-line ConfigError naming the choices for any other name."""
+    try:
+        return BACKEND_ENTRIES[name]
+    except KeyError:
+        raise ConfigError(f"unknown backend '{name}'; choose from: {', '.join(BACKENDS)}") from None
+
+
+def check_backend(name: str, backend: str) -> None:
+    """A one-line ConfigError unless ``backend`` runs attack ``name``."""
+    attack, library = declared(name), declared_backend(backend)
+    if backend not in attack.backends:
+        others = " or ".join(f"`backend`='{b}'" for b in attack.backends)
+        raise ConfigError(f"{library.title} has no {attack.title} attack; use {others} for {name}")
+
+
+def _names(**flags) -> list[str]:
+    """The attacks whose entries have each of ``flags``."""
+    return [a.name for a in ATTACK_ENTRIES.values() if all(getattr(a, k) == v for k, v in flags.items())]
+
 
 _FRACTION = re.compile(r"^\s*([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*/\s*([0-9]*\.?[0-9]+)\s*$")
 
@@ -84,15 +194,16 @@ class AttackSpec:
     Attributes:
         name: one of :data:`ATTACKS` (``cw`` is CW-L∞: PGD on the CW margin loss).
         eps: L∞ radius in [0, 1] pixel units.
-        steps: gradient steps (``square``: queries; ``autoattack``: APGD and FAB steps).
-        step_size: per-step size in pixel units; ``None`` for AutoAttack and its parts, which set
-            their own (APGD starts at 2ε and adapts it).
+        steps: steps of the attack (its entry's ``unit``: ``square``'s are queries;
+            ``autoattack``: APGD and FAB steps).
+        step_size: per-step size in pixel units; ``None`` for the attacks that set their own
+            (APGD starts at 2ε and adapts it).
         random_start: start from a random point in the ε-ball instead of from x.
         kappa: CW confidence κ ≥ 0 (``cw`` only).
         targeted: move towards the labels given as targets instead of away from the true ones
-            (the paper's attacks only).
+            (the attacks whose entry says ``targeted``).
         restarts: runs from new random starts, each on the images the earlier ones left correct
-            (AutoAttack and its parts only; ``None`` for the paper's attacks).
+            (the attacks whose entry has ``restarts``; ``None`` for the others).
     """
 
     name: str
@@ -105,30 +216,41 @@ class AttackSpec:
     restarts: int | None = None
 
     @property
-    def autoattack_family(self) -> bool:
-        """AutoAttack or one of its parts: no step size to tune, seeded by the library per batch.
-        (Not "adaptive": in medart an adaptive attack is one that knows the detector.)"""
-        return self.name not in PAPER_ATTACKS
+    def sets_own_step(self) -> bool:
+        """An attack that sets its own step size (its entry has no ``step``): nothing to tune, no
+        replacement loss, seeded by the library per batch."""
+        return declared(self.name).step is None
 
     def __post_init__(self) -> None:
-        if self.name not in ATTACKS:
-            raise ConfigError(f"unknown attack '{self.name}'; choose from: {', '.join(ATTACKS)}")
+        attack = declared(self.name)
         if not 0.0 < self.eps <= 1.0:
             raise ConfigError(f"`eps` must be in (0, 1], got {self.eps}")
         if self.steps < 1:
             raise ConfigError(f"`steps` must be >= 1, got {self.steps}")
+        if attack.single_step and self.steps != 1:
+            several = " or ".join(_names(paper=True, single_step=False, kappa=False))
+            raise ConfigError(f"{attack.title} is a single step (`steps`=1); use {several} for several steps")
         if self.kappa < 0:
             raise ConfigError(f"`kappa` must be >= 0, got {self.kappa}")
-        if self.kappa and self.name != "cw":
-            raise ConfigError(f"`kappa` applies to the cw attack only, not {self.name}")
-        if self.autoattack_family:
-            self._check_autoattack()
-        else:
-            self._check_paper()
+        if self.kappa and not attack.kappa:
+            raise ConfigError(f"`kappa` applies to the {', '.join(_names(kappa=True))} attack only, not {self.name}")
+        self._check_step(attack)
+        if attack.restarts is None and self.restarts is not None:
+            restarting = [a.name for a in ATTACK_ENTRIES.values() if a.restarts is not None]
+            raise ConfigError(f"`restarts` applies to {', '.join(restarting)}, not {self.name}")
+        if attack.restarts is not None and (self.restarts is None or self.restarts < 1):
+            raise ConfigError(f"`restarts` must be >= 1, got {self.restarts}")
+        if self.targeted and not attack.targeted:
+            raise ConfigError(f"`targeted` applies to {', '.join(_names(targeted=True))}; {self.name} is untargeted")
+        if attack.fixed_start and self.random_start != attack.random_start:
+            raise ConfigError(f"{self.name} always starts {'at random' if attack.random_start else 'from x'}; "
+                              "leave `random_start` unset")
 
-    def _check_paper(self) -> None:
-        if self.name == "fgsm" and self.steps != 1:
-            raise ConfigError("FGSM is a single step (`steps`=1); use bim or pgd for several steps")
+    def _check_step(self, attack: Attack) -> None:
+        if attack.step is None:
+            if self.step_size is not None:
+                raise ConfigError(f"{self.name} sets its own step size; leave `step_size` unset")
+            return
         if self.step_size is None or not self.step_size > 0:
             raise ConfigError(f"`step_size` must be > 0, got {self.step_size}")
         if self.step_size > self.eps * (1 + 1e-9):
@@ -136,21 +258,6 @@ class AttackSpec:
                 f"`step_size` {self.step_size:.6g} exceeds `eps` {self.eps:.6g}: every step would be clipped back to the ε-ball; "
                 "use a `step_size` <= `eps`"
             )
-        if self.restarts is not None:
-            raise ConfigError(f"`restarts` applies to {', '.join(AUTOATTACK_PARTS)} and autoattack, not {self.name}")
-
-    def _check_autoattack(self) -> None:
-        if self.step_size is not None:
-            raise ConfigError(f"{self.name} sets its own step size (APGD starts at 2ε and halves it when the loss "
-                              "stalls); leave `step_size` unset")
-        if self.targeted:
-            raise ConfigError(f"`targeted` applies to {', '.join(PAPER_ATTACKS)}; {self.name} is untargeted "
-                              "(apgd-dlr and fab aim at the likeliest wrong classes themselves)")
-        if self.restarts is None or self.restarts < 1:
-            raise ConfigError(f"`restarts` must be >= 1, got {self.restarts}")
-        if self.random_start != AUTOATTACK_DEFAULTS[self.name][1]:
-            raise ConfigError(f"{self.name} always starts {'at random' if AUTOATTACK_DEFAULTS[self.name][1] else 'from x'}; "
-                              "leave `random_start` unset")
 
     def as_params(self) -> dict:
         """``attack.<field>`` → value, without the fields that do not apply (``None``), so the paper
@@ -172,38 +279,42 @@ def make_spec(
     targeted: bool = False,
     restarts: int | None = None,
 ) -> AttackSpec:
-    """A spec with the defaults for ``name`` (the paper's, or AutoAttack's standard version), any
-    of which can be overridden."""
+    """A spec with the defaults of ``name``'s entry (the paper's, AutoAttack's standard version),
+    any of which can be overridden."""
     name = name.strip().lower()
-    if name not in ATTACKS:
-        raise ConfigError(f"unknown attack '{name}'; choose from: {', '.join(ATTACKS)}")
+    attack = declared(name)
     eps = parse_eps(eps)
     size = None if step_size is None else parse_eps(step_size)
-    if name in AUTOATTACK_DEFAULTS:
-        d_steps, d_start = AUTOATTACK_DEFAULTS[name]
-        return AttackSpec(name, eps, d_steps if steps is None else steps, size,
-                          d_start if random_start is None else random_start, kappa, targeted, 1 if restarts is None else restarts)
-    d_steps, d_fraction, d_start = DEFAULTS[name]
-    return AttackSpec(name, eps, d_steps if steps is None else steps, eps * d_fraction if size is None else size,
-                      d_start if random_start is None else random_start, kappa, targeted, restarts)
+    if size is None and attack.step is not None:
+        size = eps * attack.step
+    return AttackSpec(name, eps, attack.steps if steps is None else steps, size,
+                      attack.random_start if random_start is None else random_start, kappa, targeted,
+                      attack.restarts if restarts is None else restarts)
 
 
 def reported_name(name: str, steps: int, restarts: int | None = None) -> str:
-    """The name a result is reported under: ``name``, or for AutoAttack and its parts run off
-    their standard budget (100 steps, 5000 Square queries, one restart) the name with that
-    budget, e.g. ``autoattack (10 steps)``, so that a leaderboard's AutoAttack number only ever
-    comes from the standard version and two budgets never share a name."""
-    if name not in AUTOATTACK_DEFAULTS:
+    """The name a result is reported under: ``name``, or for an attack whose entry says
+    ``budget_in_name`` (AutoAttack and its parts) run off its default budget (AutoAttack's
+    standard: 100 steps, 5000 Square queries, one restart) the name with that budget, e.g.
+    ``autoattack (10 steps)``, so that a leaderboard's AutoAttack number only ever comes from the
+    standard version and two budgets never share a name. A name no entry declares (a run of an
+    older medart) is reported as it is."""
+    attack = ATTACK_ENTRIES.get(name)
+    if attack is None or not attack.budget_in_name:
         return name
-    budget = [f"{steps} {'queries' if name == 'square' else 'steps'}"] if steps != AUTOATTACK_DEFAULTS[name][0] else []
-    budget += [f"{restarts} restarts"] if restarts not in (None, 1) else []
+    budget = [f"{steps} {attack.unit}"] if steps != attack.steps else []
+    budget += [f"{restarts} restarts"] if restarts not in (None, attack.restarts) else []
     return f"{name} ({', '.join(budget)})" if budget else name
 
 
 def part_specs(spec: AttackSpec) -> list[AttackSpec]:
-    """The parts of an ``autoattack`` spec, in order, at its ε, steps and restarts."""
-    return [make_spec(name, spec.eps, spec.steps * (SQUARE_QUERIES_PER_STEP if name == "square" else 1), restarts=spec.restarts)
-            for name in AUTOATTACK_PARTS]
+    """The parts of a spec whose attack runs parts (``autoattack``), in order, at its ε, steps
+    and restarts (a part counting queries gets :data:`SQUARE_QUERIES_PER_STEP` per step)."""
+    return [make_spec(name, spec.eps, spec.steps * (SQUARE_QUERIES_PER_STEP if declared(name).unit == "queries" else 1),
+                      restarts=spec.restarts)
+            for name in declared(spec.name).parts]
 
 
-__all__ = ["ATTACKS", "AttackSpec", "make_spec", "parse_eps", "parse_eps_list", "parse_names", "part_specs", "reported_name"]
+__all__ = ["ATTACKS", "ATTACK_ENTRIES", "AUTOATTACK_PARTS", "Attack", "AttackSpec", "BACKENDS", "BACKEND_ENTRIES",
+           "Backend", "PAPER_ATTACKS", "check_backend", "declared", "declared_backend", "make_spec", "parse_eps",
+           "parse_eps_list", "parse_names", "part_specs", "reported_name"]

@@ -8,6 +8,7 @@ import torchattacks
 
 from medart.attacks.base import AttackBackend, max_targets
 from medart.attacks.losses import CWLoss, dlr_objective
+from medart.attacks.specs import declared
 
 
 class _LossPGD(torchattacks.PGD):
@@ -49,8 +50,9 @@ class _DLRAPGD(torchattacks.APGD):
 
 
 class TorchattacksBackend(AttackBackend):
-    """torchattacks. Its attacks clamp inputs to [0, 1] silently and need labels: medart's input
-    checks run first. A spec with a random start for fgsm/bim runs as torchattacks' PGD.
+    """torchattacks; each attack is a builder below (``@TorchattacksBackend.builds``). Its attacks
+    clamp inputs to [0, 1] silently and need labels: medart's input checks run first. A spec with
+    a random start for fgsm/bim runs as torchattacks' PGD.
 
     torchattacks' own ``AutoAttack(version="standard")`` is not used: it runs APGD and FAB with 10
     steps (the reference: 100), Square with a rescaled schedule, APGD-T even for fewer than four
@@ -60,47 +62,91 @@ class TorchattacksBackend(AttackBackend):
     """
 
     name = "torchattacks"
-    autoattack_parts = ("apgd-ce", "apgd-dlr", "fab", "square")
 
-    def _attack(self) -> torchattacks.attack.Attack:
-        spec = self.spec
-        if spec.name == "cw" or self.loss is not None:  # medart's loss, run by torchattacks' PGD
-            loss = CWLoss(spec.kappa, spec.targeted) if self.loss is None else self.loss
-            attack = _LossPGD(self.model, loss, eps=spec.eps, alpha=spec.step_size,
-                              steps=spec.steps, random_start=spec.random_start)
-        elif spec.name == "fgsm" and not spec.random_start:
-            attack = torchattacks.FGSM(self.model, eps=spec.eps)
-        elif spec.name == "bim" and not spec.random_start:
-            attack = torchattacks.BIM(self.model, eps=spec.eps, alpha=spec.step_size, steps=spec.steps)
-        else:
-            attack = torchattacks.PGD(self.model, eps=spec.eps, alpha=spec.step_size, steps=spec.steps,
-                                      random_start=spec.random_start)
-        if spec.targeted:
+    def run(self, attack: torchattacks.attack.Attack, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """``attack``'s examples for ``x``, aimed at ``y`` as targets when the spec is targeted."""
+        if self.spec.targeted:
             attack.set_mode_targeted_by_label(quiet=True)
-        return attack
-
-    def _autoattack_part(self) -> torchattacks.attack.Attack:
-        """APGD-CE, APGD-DLR (APGD-T for K ≥ 4), FAB-T or Square at the spec's steps and restarts,
-        seeded with the seed :meth:`generate` gave this batch (each reseeds torch itself)."""
-        spec, classes = self.spec, self.num_classes
-        common = dict(norm="Linf", eps=spec.eps, n_restarts=spec.restarts, seed=torch.initial_seed())
-        if spec.name == "apgd-ce":
-            return torchattacks.APGD(self.model, steps=spec.steps, loss="ce", **common)
-        if spec.name == "square":  # p schedule rescaled to the query budget, as ART's always is
-            return torchattacks.Square(self.model, n_queries=spec.steps, p_init=0.8, loss="margin", resc_schedule=True,
-                                       **common)
-        if spec.name == "apgd-dlr" and classes < 4:
-            return _DLRAPGD(self.model, steps=spec.steps, loss="dlr", **common)
-        if spec.name == "apgd-dlr":
-            attack = torchattacks.APGDT(self.model, steps=spec.steps, n_classes=classes, **common)
-        else:
-            attack = torchattacks.FAB(self.model, steps=spec.steps, multi_targeted=True, n_classes=classes, **common)
-        attack.n_target_classes = max_targets(classes)
-        return attack
-
-    def _generate_batch(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return (self._autoattack_part() if self.spec.autoattack_family else self._attack())(x, y)
+        return attack(x, y)
 
     def _draw_random_start(self, shape: torch.Size) -> None:
         # torchattacks' PGD (and _LossPGD): torch.empty_like(images).uniform_(-ε, ε) on the device
         torch.empty(shape, device=self.device).uniform_()
+
+
+def _projected(run: TorchattacksBackend, x: torch.Tensor, y: torch.Tensor, loss: torch.nn.Module | None = None) -> torch.Tensor:
+    """torchattacks' PGD at the spec's budget; on the caller's loss, else on ``loss``, medart's
+    :class:`_LossPGD`."""
+    spec, loss = run.spec, run.loss if run.loss is not None else loss
+    if loss is not None:
+        attack = _LossPGD(run.model, loss, eps=spec.eps, alpha=spec.step_size, steps=spec.steps,
+                          random_start=spec.random_start)
+    else:
+        attack = torchattacks.PGD(run.model, eps=spec.eps, alpha=spec.step_size, steps=spec.steps,
+                                  random_start=spec.random_start)
+    return run.run(attack, x, y)
+
+
+@TorchattacksBackend.builds("fgsm")
+def _fgsm(run: TorchattacksBackend, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    if run.spec.random_start or run.loss is not None:
+        return _projected(run, x, y)
+    return run.run(torchattacks.FGSM(run.model, eps=run.spec.eps), x, y)
+
+
+@TorchattacksBackend.builds("bim")
+def _bim(run: TorchattacksBackend, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    spec = run.spec
+    if spec.random_start or run.loss is not None:
+        return _projected(run, x, y)
+    return run.run(torchattacks.BIM(run.model, eps=spec.eps, alpha=spec.step_size, steps=spec.steps), x, y)
+
+
+@TorchattacksBackend.builds("pgd")
+def _pgd(run: TorchattacksBackend, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return _projected(run, x, y)
+
+
+@TorchattacksBackend.builds("cw")
+def _cw(run: TorchattacksBackend, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return _projected(run, x, y, CWLoss(run.spec.kappa, run.spec.targeted))
+
+
+def _part_settings(run: TorchattacksBackend) -> dict:
+    """What AutoAttack's parts share: L∞ at ε, the spec's restarts, seeded with the seed
+    :meth:`~medart.attacks.base.AttackBackend.generate` gave this batch (each reseeds torch itself)."""
+    return dict(norm="Linf", eps=run.spec.eps, n_restarts=run.spec.restarts, seed=torch.initial_seed())
+
+
+@TorchattacksBackend.builds("apgd-ce")
+def _apgd_ce(run: TorchattacksBackend, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return run.run(torchattacks.APGD(run.model, steps=run.spec.steps, loss="ce", **_part_settings(run)), x, y)
+
+
+@TorchattacksBackend.builds("apgd-dlr")
+def _apgd_dlr(run: TorchattacksBackend, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """APGD-T (``APGDT``) for K ≥ 4 classes; else APGD on medart's DLR objective."""
+    classes = run.num_classes
+    if classes < 4:
+        return run.run(_DLRAPGD(run.model, steps=run.spec.steps, loss="dlr", **_part_settings(run)), x, y)
+    attack = torchattacks.APGDT(run.model, steps=run.spec.steps, n_classes=classes, **_part_settings(run))
+    attack.n_target_classes = max_targets(classes)
+    return run.run(attack, x, y)
+
+
+@TorchattacksBackend.builds("fab")
+def _fab(run: TorchattacksBackend, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """FAB-T at the min(9, K−1) likeliest wrong classes."""
+    classes = run.num_classes
+    attack = torchattacks.FAB(run.model, steps=run.spec.steps, multi_targeted=True, n_classes=classes, **_part_settings(run))
+    attack.n_target_classes = max_targets(classes)
+    return run.run(attack, x, y)
+
+
+@TorchattacksBackend.builds("square")
+def _square(run: TorchattacksBackend, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Square on the margin, its p schedule rescaled to the query budget (as ART's always is)."""
+    spec = run.spec
+    attack = torchattacks.Square(run.model, n_queries=spec.steps, p_init=declared(spec.name).settings["p_init"],
+                                 loss="margin", resc_schedule=True, **_part_settings(run))
+    return run.run(attack, x, y)

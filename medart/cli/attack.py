@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from medart.attacks.specs import ATTACK_ENTRIES
 from medart.catalog import ATTACKS
 from medart.cli import main, options, run_line
 
@@ -16,17 +17,21 @@ from medart.cli import main, options, run_line
               help="Attack AdvTrain and AdvTest in this many shards of whole batches, in parallel on Ray; "
                    "the examples are the same as in one piece.")
 @click.option("--attack", default="bim", show_default=True, type=click.Choice(ATTACKS, case_sensitive=False),
-              help="The main job's is bim. CW is CW-L∞: PGD on the CW margin loss; apgd-ce, apgd-dlr, fab and square are AutoAttack's "
-                   "parts, autoattack its standard version (all four in turn).")
+              help=f"The main job's is bim. {options.attack_help()}")
 @options.eps()
 @options.steps
 @options.step_size
 @click.option("--random-start/--no-random-start", default=None,
-              help="Default: on for pgd and cw, off for fgsm and bim (fixed for AutoAttack and its parts).")
+              help=f"Default: on for {options.attacks_with(random_start=True, fixed_start=False)}; off for "
+                   f"{options.attacks_with(random_start=False, fixed_start=False)}; fixed for "
+                   f"{options.attacks_with(fixed_start=True)}.")
 @click.option("--restarts", type=click.IntRange(min=1), default=None,
-              help="Random restarts of AutoAttack and its parts. Default: 1 (the standard version).")
-@click.option("--kappa", type=float, default=0.0, show_default=True, help="CW confidence κ (cw only).")
-@click.option("--targeted", is_flag=True, help="Aim each image at class (y+1) mod K instead of away from y.")
+              help=f"Random restarts of {', '.join(a.name for a in ATTACK_ENTRIES.values() if a.restarts)}. "
+                   "Default: 1 (AutoAttack's standard version).")
+@click.option("--kappa", type=float, default=0.0, show_default=True,
+              help=f"CW confidence κ ({options.attacks_with(kappa=True)} only).")
+@click.option("--targeted", is_flag=True,
+              help=f"Aim each image at class (y+1) mod K instead of away from y ({options.attacks_with(targeted=True)}).")
 def attack(**opts) -> None:
     """Attack AdvTrain and AdvTest with one attack; log metrics and the examples to MLflow.
 

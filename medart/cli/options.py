@@ -1,7 +1,8 @@
 """The options several commands share, each named as the field of the request it fills
 (:class:`~medart.stages.target.DataSpec`, :class:`~medart.stages.target.RunOptions`,
-:class:`~medart.models.loading.ModelSource`), with the choices of :mod:`medart.catalog` — one
-definition per option, torch-free."""
+:class:`~medart.models.loading.ModelSource`), with the choices of :mod:`medart.catalog` and the
+help the attacks' declarations give (:mod:`medart.attacks.specs`) — one definition per option,
+torch-free."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Callable
 
 import click
 
+from medart.attacks.specs import ATTACK_ENTRIES
 from medart.catalog import ARCHS, ATTACKS, BACKENDS, BALANCES, DATASETS, DETECTORS, EXECUTORS, PAPER_ATTACKS, SIZES, SOURCES
 
 MODEL_URIS = "models:/<name>@<alias>, models:/<name>/<version>, runs:/<id>/model or a folder."
@@ -166,10 +168,25 @@ max_examples = click.option("--max-examples", type=click.IntRange(min=2), defaul
 target_options = stack(model_uri(), model_options, data_options, max_examples)
 
 
+def _fraction_of_eps(fraction: float) -> str:
+    """``1.0`` → ``ε``, ``0.025`` → ``ε/40``."""
+    return "ε" if fraction == 1 else f"ε/{round(1 / fraction):d}"
+
+
+def attack_help() -> str:
+    """Each declared attack and what it is, with its backends where not every backend runs it."""
+    return "; ".join(f"{a.name}: {a.about}" + ("" if set(a.backends) == set(BACKENDS) else f" ({', '.join(a.backends)} only)")
+                     for a in ATTACK_ENTRIES.values()) + "."
+
+
+def attacks_with(**flags) -> str:
+    """The declared attacks whose entries have each of ``flags``, comma-separated."""
+    return ", ".join(a.name for a in ATTACK_ENTRIES.values() if all(getattr(a, k) == v for k, v in flags.items()))
+
+
 def attacks(default: str = ",".join(PAPER_ATTACKS)) -> Callable:
     return click.option("--attacks", type=Names(ATTACKS, "attack", empty=not default), default=default, show_default=True,
-                        help=f"Comma-separated attacks: {', '.join(ATTACKS)} (the paper's settings; AutoAttack's "
-                             "standard ones for apgd-ce, apgd-dlr, fab, square and autoattack).")
+                        help=f"Comma-separated attacks, at their own default settings: {attack_help()}")
 
 
 def eps(default: str = "1/255", help: str = "L∞ budget in [0,1] pixels: a number or k/255.") -> Callable:
@@ -182,11 +199,12 @@ def detectors(default: str) -> Callable:
 
 
 steps = click.option("--steps", type=click.IntRange(min=1), default=None,
-                     help="Attack steps (square: queries). Default: the paper's (fgsm 1, bim 40, pgd 20, cw 20); "
-                          "AutoAttack's 100 (square 5000).")
+                     help="Attack steps. Default: " + ", ".join(f"{a.name} {a.steps}" + ("" if a.unit == "steps" else f" {a.unit}")
+                                                                for a in ATTACK_ENTRIES.values()) + ".")
 step_size = click.option("--step-size", type=Eps(), default=None,
-                         help="Attack step size: a number or k/255. Default: the paper's (fgsm ε, bim ε/40, pgd and cw ε/10); "
-                              "AutoAttack and its parts set their own.")
+                         help="Attack step size: a number or k/255. Default: "
+                              + ", ".join(f"{a.name} {_fraction_of_eps(a.step)}" for a in ATTACK_ENTRIES.values() if a.step)
+                              + f"; {attacks_with(step=None)} set their own.")
 reference_size = click.option("--reference-size", type=click.IntRange(min=1), default=1000, show_default=True,
                               help="Clean Train images that KD, LID and Mahalanobis measure against.")
 

@@ -13,7 +13,7 @@ from medart.cli import main, options, run_line
 @options.model_uri(required=False)
 @options.model_options
 @click.option("--attack", type=options.Names(ATTACKS, "attack"), default="bim", show_default=True,
-              help="The attack, or several comma-separated (fgsm, bim, pgd, cw): then also the transfer table.")
+              help=f"The attack, or several comma-separated: then also the transfer table. {options.attack_help()}")
 @options.eps()
 @options.steps
 @options.step_size

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from medart import tracking
 from medart.attacks import AttackSpec, make_spec, parse_eps, parse_names
 from medart.attacks.adaptive import LOGITS
+from medart.attacks.specs import ATTACK_ENTRIES
 from medart.catalog import ATTACKS, DETECTORS, PAPER_ATTACKS
 from medart.detectors import NEEDS_REFERENCES, fit_check, make_detector
 from medart.detectors.activations import resolve_layers
@@ -219,8 +220,10 @@ def _checked(target: Target, request: DetectRequest) -> tuple[DetectRequest, dic
         resolve_layers(target.model, [PENULTIMATE])  # feature matching pulls on the penultimate features
         for spec in specs.values():
             if spec.step_size is None:
+                *some, last = [name for name, a in ATTACK_ENTRIES.items() if a.step is not None]
+                takers = f"{', '.join(some)} or {last}" if some else last
                 raise ConfigError(f"`adaptive` attacks take {spec.name}'s budget with a loss of their own, which only the "
-                                  "step-size attacks allow; use fgsm, bim, pgd or cw in `attacks`")
+                                  f"step-size attacks allow; use {takers} in `attacks`")
             budget.spec(spec, restart=1)  # e.g. fgsm at adaptive_steps > 1
     n_reference = len(target.reference[0])
     for name in detectors:
