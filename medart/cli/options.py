@@ -1,8 +1,8 @@
 """The options several commands share, each named as the field of the request it fills
 (:class:`~medart.stages.target.DataSpec`, :class:`~medart.stages.target.RunOptions`,
 :class:`~medart.models.loading.ModelSource`), with the choices of :mod:`medart.catalog` and the
-help the attacks' declarations give (:mod:`medart.attacks.specs`) — one definition per option,
-torch-free."""
+help the declarations give (:mod:`medart.attacks.specs`, :mod:`medart.detectors`) — one definition
+per option, torch-free."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import click
 
 from medart.attacks.specs import ATTACK_ENTRIES
 from medart.catalog import ARCHS, ATTACKS, BACKENDS, BALANCES, DATASETS, DETECTORS, EXECUTORS, PAPER_ATTACKS, SIZES, SOURCES
+from medart.detectors import DETECTORS as DETECTOR_ENTRIES
 
 MODEL_URIS = "models:/<name>@<alias>, models:/<name>/<version>, runs:/<id>/model or a folder."
 
@@ -194,8 +195,9 @@ def eps(default: str = "1/255", help: str = "L∞ budget in [0,1] pixels: a numb
 
 
 def detectors(default: str) -> Callable:
+    listed = "; ".join(f"{d.name}: {d.about}" + (" (the paper's)" if d.paper else "") for d in DETECTOR_ENTRIES.values())
     return click.option("--detectors", type=Names(DETECTORS, "detector"), default=default, show_default=True,
-                        help="Comma-separated: kd, lid, dfeat, qfeat (the paper's), bu, mahalanobis, art_binary (ART's own).")
+                        help=f"Comma-separated detectors: {listed}.")
 
 
 steps = click.option("--steps", type=click.IntRange(min=1), default=None,
