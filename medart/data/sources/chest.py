@@ -15,22 +15,12 @@ import os
 from pathlib import Path, PurePosixPath
 from typing import Sequence
 
-from medart.data.sources.files import (ImageFileDataset, Layout, existing_dir, find_image, images_folder, read_csv,
+from medart.data.sources import LAYOUTS
+from medart.data.sources.files import (ImageFileDataset, existing_dir, find_image, images_folder, read_csv,
                                        strip_extension)
 from medart.errors import ConfigError, DataError
 
 # ------------------------------------------------------------------------------------------ NIH
-
-NIH_LAYOUT = Layout(
-    name="nih",
-    title="NIH ChestX-ray14",
-    files="Data_Entry_2017.csv + images/*.png (+ test_list.txt)",
-    columns="Image Index, Finding Labels, Patient ID",
-    grouping="Patient ID",
-    official_test="test_list.txt if present (NIH's own patient-wise split), else none",
-    labels={"no finding": "No Finding", "pneumothorax": "Pneumothorax", "mass": "Mass", "nodule": "Nodule"},
-)
-
 
 def nih_chestxray14(
     root: str | os.PathLike,
@@ -56,7 +46,7 @@ def nih_chestxray14(
     )
     csv_path = root / "Data_Entry_2017.csv"
     hint = "download Data_Entry_2017.csv from the NIH ChestX-ray14 page into that folder"
-    _, rows = read_csv(csv_path, ["Image Index", "Finding Labels", NIH_LAYOUT.grouping], hint)
+    _, rows = read_csv(csv_path, ["Image Index", "Finding Labels", LAYOUTS["nih"].grouping], hint)
     image_dir = images_folder(root)
     index = {name: i for i, name in enumerate(classes)}
     names, labels, patients = [], [], []
@@ -65,7 +55,7 @@ def nih_chestxray14(
         if label is not None:
             names.append(row["Image Index"].strip())
             labels.append(label)
-            patients.append(row[NIH_LAYOUT.grouping].strip())
+            patients.append(row[LAYOUTS["nih"].grouping].strip())
             if not patients[-1]:
                 raise DataError(f"{csv_path} line {line}: empty Patient ID; fill it in or remove that row")
     # A class matching nothing is almost always a misspelt label, not a genuinely empty class.
@@ -83,7 +73,7 @@ def nih_chestxray14(
         paths = [find_image(root, image_dir, names[i], (".png",)) for i in keep]
         dataset = ImageFileDataset(root, paths, [labels[i] for i in keep], classes, image_size, where=str(where),
                                    dropped=dropped)
-        return dataset.grouped_by(NIH_LAYOUT.grouping, [patients[i] for i in keep])
+        return dataset.grouped_by(LAYOUTS["nih"].grouping, [patients[i] for i in keep])
 
     dropped = len(rows) - len(names)  # multi-label rows and other findings, counted with train
     if test_names is None:
@@ -95,15 +85,6 @@ def nih_chestxray14(
 
 # ------------------------------------------------------------------------------------------ CheXpert
 
-CHEXPERT_LAYOUT = Layout(
-    name="chexpert",
-    title="CheXpert (v1.0-small)",
-    files="CheXpert-v1.0-small/train.csv + CheXpert-v1.0-small/train/patient*/study*/view*.jpg",
-    columns="Path, Frontal/Lateral, No Finding, Pneumothorax",
-    grouping="patient folder in Path",
-    official_test="none (valid.csv is too small to split and is not read)",
-    labels={"no finding": "No Finding", "pneumothorax": "Pneumothorax"},
-)
 CHEXPERT_FOLDERS = ("CheXpert-v1.0-small", "CheXpert-v1.0")  # the downsampled and the full-size release
 CHEXPERT_CLASSES = ["No Finding", "Pneumothorax"]  # the CSV's columns, and the loader's class names
 CHEXPERT_VALUES = {"1": 1, "1.0": 1, "0": 0, "0.0": 0, "-1": -1, "-1.0": -1, "": 0}  # blank: not mentioned
@@ -163,4 +144,4 @@ def chexpert(root: str | os.PathLike, image_size: int | None = None) -> tuple[Im
         patients.append(patient)
     dataset = ImageFileDataset(folder, paths, labels, CHEXPERT_CLASSES, image_size, where=str(csv_path),
                                dropped=len(rows) - len(labels))
-    return dataset.grouped_by(CHEXPERT_LAYOUT.grouping, patients), None
+    return dataset.grouped_by(LAYOUTS["chexpert"].grouping, patients), None

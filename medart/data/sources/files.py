@@ -9,9 +9,8 @@ from __future__ import annotations
 import csv
 import os
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
 from PIL import Image
@@ -24,28 +23,6 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 # Largest value of each grey-scale mode, so 16-bit images are scaled to 8 bits, not clipped.
 # Pillow decodes 16-bit PNG/TIFF as "I;16*" (or "I" in older versions), so "I" counts as 16-bit.
 _GREY_MAX = {"1": 1, "L": 255, "I": 65535, "I;16": 65535, "I;16L": 65535, "I;16B": 65535, "I;16N": 65535}
-
-
-@dataclass(frozen=True)
-class Layout:
-    """How a public dataset lies on disk, as ``medart datasets`` describes it.
-
-    ``name`` is its ``source`` value; ``grouping`` says what keeps one patient's (or lesion's)
-    images on one side of every split, or starts with ``"none:"`` where the files carry no id.
-    ``labels`` maps a task's class name to the layout's own label for it (NIH's ``No Finding`` for
-    ``no finding``, HAM10000's ``nv`` for ``benign naevus``); a name without an entry matches the
-    layout's ignoring case (a class folder ``NORMAL`` is ``normal``). It is the one place a
-    layout's labels are translated, so that every source of a task yields the task's class names
-    in the task's order (:meth:`~medart.data.base.MedicalImageDataset.as_classes`).
-    """
-
-    name: str
-    title: str
-    files: str
-    columns: str
-    grouping: str
-    official_test: str
-    labels: Mapping[str, str] = field(default_factory=dict, compare=False)
 
 
 class ImageFileDataset(MedicalImageDataset):

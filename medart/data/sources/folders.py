@@ -5,17 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from medart.data.sources.files import IMAGE_EXTENSIONS, ImageFileDataset, Layout, existing_dir
+from medart.data.sources.files import IMAGE_EXTENSIONS, ImageFileDataset, existing_dir
 from medart.errors import DataError
-
-FOLDERS_LAYOUT = Layout(
-    name="class-folders",
-    title="class folders",
-    files="<class>/<image> or train/<class>/, test/<class>/",
-    columns="(folder names are the classes, matched to the task's ignoring case: NORMAL is normal)",
-    grouping="none: class folders carry no patient id",
-    official_test="train/ + test/ when both exist",
-)
 
 
 def class_folders(

@@ -8,19 +8,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from medart.data.sources.files import ImageFileDataset, Layout, existing_dir, find_image, read_csv, strip_extension
+from medart.data.sources import LAYOUTS
+from medart.data.sources.files import ImageFileDataset, existing_dir, find_image, read_csv, strip_extension
 from medart.errors import DataError
 
 # ------------------------------------------------------------------------------------------ Kaggle DR
 
-KAGGLE_DR_LAYOUT = Layout(
-    name="kaggle-dr",
-    title="Kaggle Diabetic Retinopathy",
-    files="trainLabels.csv + train/<image>.jpeg",
-    columns="image, level",
-    grouping="patient number in image (10_left, 10_right -> 10)",
-    official_test="none (the competition's test labels were never released with it)",
-)
 REFERABLE = ["non-referable", "referable"]
 
 
@@ -55,20 +48,10 @@ def kaggle_dr(root: str | os.PathLike, image_size: int | None = None) -> tuple[I
         labels.append(int(int(level) >= 2))
         patients.append(patient_of(image))
     dataset = ImageFileDataset(root, paths, labels, REFERABLE, image_size, where=str(csv_path))
-    return dataset.grouped_by(KAGGLE_DR_LAYOUT.grouping, patients), None
+    return dataset.grouped_by(LAYOUTS["kaggle-dr"].grouping, patients), None
 
 
 # ------------------------------------------------------------------------------------------ APTOS 2019
-
-APTOS_LAYOUT = Layout(
-    name="aptos",
-    title="APTOS 2019 Blindness Detection",
-    files="train.csv + train_images/<id_code>.png",
-    columns="id_code, diagnosis",
-    grouping="none: APTOS 2019 carries no patient id",
-    official_test="none (test.csv has no labels)",
-)
-
 
 def aptos(root: str | os.PathLike, image_size: int | None = None) -> tuple[ImageFileDataset, None]:
     """APTOS 2019: ``root/train.csv`` (``id_code,diagnosis``), images ``root/train_images/<id_code>.png``

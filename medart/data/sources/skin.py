@@ -6,23 +6,13 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from medart.data.sources.files import (ImageFileDataset, Layout, existing_dir, find_image, image_names, images_folder,
+from medart.data.sources import LAYOUTS
+from medart.data.sources.files import (ImageFileDataset, existing_dir, find_image, image_names, images_folder,
                                        read_csv, strip_extension)
 from medart.errors import ConfigError, DataError
 
 # ------------------------------------------------------------------------------------------ ISIC
 
-ISIC_LAYOUT = Layout(
-    name="isic",
-    title="ISIC archive",
-    files="metadata.csv + images/<id>.jpg",
-    columns="isic_id | image_name | image; benign_malignant | target; patient_id | lesion_id if present",
-    grouping="patient_id, else lesion_id, where the CSV has one; else none",
-    official_test="none",
-    # benign_malignant is broader than dermoscopy's names: "benign" holds other benign lesions
-    # than naevi, "malignant" other cancers than melanoma (ISIC 2020's target: melanoma only)
-    labels={"benign naevus": "benign", "melanoma": "malignant"},
-)
 ISIC_GROUP_COLUMNS = ("patient_id", "lesion_id")  # a patient holds several lesions: the wider group first
 ISIC_EXTENSIONS = (".jpg", ".jpeg", ".png")  # the archive's JPEGs; .png: resized copies shared on Kaggle
 
@@ -69,15 +59,6 @@ def isic(
 
 # ------------------------------------------------------------------------------------------ HAM10000
 
-HAM10000_LAYOUT = Layout(
-    name="ham10000",
-    title="HAM10000",
-    files="HAM10000_metadata.csv + HAM10000_images_part_1/, HAM10000_images_part_2/",
-    columns="image_id, dx, lesion_id",
-    grouping="lesion_id",
-    official_test="none (the ISIC 2018 test images are not in this layout)",
-    labels={"benign naevus": "nv", "melanoma": "mel"},  # dx codes
-)
 DX = ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")  # the seven diagnoses in `dx`
 # The official archive unpacks to the two part folders; Kaggle's copy adds lower-case duplicates.
 HAM10000_FOLDERS = ("HAM10000_images_part_1", "HAM10000_images_part_2", "ham10000_images_part_1",
@@ -113,14 +94,14 @@ def ham10000(
     root = existing_dir(root, "download HAM10000 and point `data_dir` at the folder holding HAM10000_metadata.csv")
     csv_path = root / "HAM10000_metadata.csv"
     hint = "unpack HAM10000_metadata.csv from the HAM10000 download (Harvard Dataverse) into that folder"
-    _, rows = read_csv(csv_path, ["image_id", "dx", HAM10000_LAYOUT.grouping], hint)
+    _, rows = read_csv(csv_path, ["image_id", "dx", LAYOUTS["ham10000"].grouping], hint)
     folders, index = _ham10000_images(root), {name: i for i, name in enumerate(classes)}
     paths, labels, lesions = [], [], []
     for line, row in enumerate(rows, start=2):
         label = index.get(row["dx"].strip())
         if label is None:
             continue
-        names, lesion = image_names(row["image_id"].strip(), (".jpg",)), row[HAM10000_LAYOUT.grouping].strip()
+        names, lesion = image_names(row["image_id"].strip(), (".jpg",)), row[LAYOUTS["ham10000"].grouping].strip()
         if not lesion:
             raise DataError(f"{csv_path} line {line}: empty lesion_id; fill it in or remove that row")
         name = next((n for n in names if n in folders), names[0])  # a missing image is reported by the dataset
@@ -133,4 +114,4 @@ def ham10000(
         raise DataError(f"{csv_path}: no image has dx {unmatched[0]!r}; check the file is HAM10000's metadata")
     dataset = ImageFileDataset(root, paths, labels, classes, image_size, where=str(csv_path),
                                dropped=len(rows) - len(labels))
-    return dataset.grouped_by(HAM10000_LAYOUT.grouping, lesions), None
+    return dataset.grouped_by(LAYOUTS["ham10000"].grouping, lesions), None
