@@ -31,9 +31,9 @@ from tqdm.auto import tqdm
 
 from medart.attacks import AttackSpec, make_attack
 from medart.attacks.base import AttackBackend
+from medart.catalog import EXECUTORS
 from medart.errors import ConfigError, MedartError
 
-EXECUTORS = ("in-process", "ray")
 RAY_EXTRA = "pip install 'medart[ray]'"
 # Set by `mlflow run` or mlflow.set_experiment in the driver and inherited by local Ray workers;
 # they name the driver's run and experiment, which a worker's runs must not resume or follow.

@@ -15,11 +15,11 @@ import torch
 import torchvision
 from torch import nn
 
+from medart.catalog import ARCHS
 from medart.errors import ConfigError, ModelError
 from medart.models import smallcnn
 from medart.models.adapter import unknown_tap
 
-ARCHS = ("resnet50", "resnet18", "resnet34", "smallcnn")
 # Names the paper uses for Keras ResNet-50 layers, mapped to torchvision's blocks.
 PAPER_TAPS = {"res3a_relu": "layer2.0", "res5b_relu": "layer4.1"}
 # Taps named for what they are, mapped to the module whose output they are.
