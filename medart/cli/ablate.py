@@ -20,8 +20,8 @@ from medart.cli import main, options, run_line
                    "train no model, ablate only the --models (--resolutions and --inits are then not used).")
 @click.option("--models", default=None, metavar="URI[,URI...]",
               help="Your own classifiers, evaluated as they are beside the grid: one cell each, loaded once, not "
-                   "trained, at its own input side. " + options.MODEL_URIS + " A TorchScript file or a model card "
-                   "too; the model options below apply to every one of them (docs/byom.md).")
+                   "trained, at its own input side. " + options.MODEL_URIS + " The model options below apply to "
+                   "every one of them (docs/byom.md).")
 @options.model_options
 @click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=0.01, show_default=True, help="SGD learning rate.")

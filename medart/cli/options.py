@@ -13,8 +13,9 @@ import click
 from medart.attacks.specs import ATTACK_ENTRIES
 from medart.catalog import ARCHS, ATTACKS, BACKENDS, BALANCES, DATASETS, DETECTORS, EXECUTORS, PAPER_ATTACKS, SIZES, SOURCES
 from medart.detectors import DETECTORS as DETECTOR_ENTRIES
+from medart.models import READS
 
-MODEL_URIS = "models:/<name>@<alias>, models:/<name>/<version>, runs:/<id>/model or a folder."
+MODEL_URIS = f"models:/<name>@<alias>, models:/<name>/<version>, runs:/<id>/model, a folder or a file; medart reads {READS}."
 
 
 def stack(*options: Callable) -> Callable:

@@ -1,5 +1,6 @@
 """Model formats and loading: where models come from, each with its trust rule; every one
 becomes a medart model. :class:`ModelSource` names the model and what the caller says about it.
+The formats are declared in :data:`medart.models.MODEL_FORMATS`; what the loader does with each:
 
 =====================================  ==================================================  =========================
 format                                 what medart does                                    trust
@@ -34,7 +35,7 @@ import torch
 from torch import nn
 
 from medart.errors import ConfigError, ModelError
-from medart.models import programs, registry
+from medart.models import MODEL_FORMATS, READS, programs, registry
 from medart.models.adapter import AdaptedClassifier, InputContract, Layout, parse_normalize
 from medart.models.cards import CARD, ModelCard, build_architecture, is_torchscript, load_torchscript
 from medart.models.resnet import load_state_dict_file
@@ -42,8 +43,6 @@ from medart.models.resnet import load_state_dict_file
 if TYPE_CHECKING:
     from medart.data.splits import ProtocolSplits
 
-FORMATS = (f"medart's own ({registry.CONFIG}), an MLflow pytorch model (pt2, or pickle with `trusted_pickle`), "
-           f"a TorchScript file, or a model card ({CARD}) with a tensor-only state_dict or TorchScript file")
 _OPTIONS = {"channels": "input_channels", "size": "input_size", "mean": "normalize", "std": "normalize"}
 _PICKLE_ENV = "MLFLOW_ALLOW_PICKLE_DESERIALIZATION"
 _pickle_lock = threading.Lock()
@@ -109,7 +108,7 @@ def _load(path: Path, source: ModelSource, side: int | None) -> nn.Module:
                 return load_card(sub / CARD, source, side)
         if (path / "MLmodel").is_file():
             return _from_mlflow(path, source, side)
-    raise ModelError(f"'{uri}' holds no model medart reads; it reads {FORMATS}")
+    raise ModelError(f"'{uri}' holds no model medart reads; it reads {READS}")
 
 
 def adapt(network: Any, card: ModelCard, source: ModelSource, side: int | None = None,
@@ -119,6 +118,8 @@ def adapt(network: Any, card: ModelCard, source: ModelSource, side: int | None =
     says) and ``source`` (the caller's options), in that order; an ``output_key`` option that
     contradicts the card's is an error. ``stored_as``: how a module was stored (``pickle``,
     ``state_dict``; a program's format is its own: ``pt2``, ``torchscript``)."""
+    if stored_as not in MODEL_FORMATS:
+        raise ConfigError(f"unknown model format '{stored_as}'; choose from: {', '.join(MODEL_FORMATS)}")
     contract = _contract(card, declared or {}, source, side)
     if None not in (card.output_key, source.output_key) and card.output_key != source.output_key:
         raise ConfigError(f"'{source.model_uri}' declares output_key {card.output_key!r}, but `output_key` gives "
@@ -184,7 +185,7 @@ def _from_mlflow(folder: Path, source: ModelSource, side: int | None) -> nn.Modu
     logged = Model.load(str(folder / "MLmodel"))
     flavor = logged.flavors.get("pytorch")
     if flavor is None:
-        raise ModelError(f"'{uri}' is an MLflow model of flavour {', '.join(logged.flavors)}, not pytorch; medart reads {FORMATS}")
+        raise ModelError(f"'{uri}' is an MLflow model of flavour {', '.join(logged.flavors)}, not pytorch; medart reads {READS}")
     card = ModelCard.from_dict((logged.metadata or {}).get("medart") or {}, f"{uri} (MLmodel metadata 'medart')")
     declared = _signature_input(logged.signature)
     data = folder / flavor.get("model_data", "data")
@@ -202,7 +203,7 @@ def _from_mlflow(folder: Path, source: ModelSource, side: int | None) -> nn.Modu
         with _pickle_allowed():
             network = _mlflow_load(str(folder))
         return adapt(network, card, source, side, declared, stored_as="pickle")
-    raise ModelError(f"'{uri}' is an MLflow pytorch model without model.pt2 or model.pth; medart reads {FORMATS}")
+    raise ModelError(f"'{uri}' is an MLflow pytorch model without model.pt2 or model.pth; medart reads {READS}")
 
 
 def _signature_input(signature) -> dict[str, int]:
