@@ -210,3 +210,31 @@ def test_every_declared_model_format_loads_and_is_recorded_as_itself(fmt, tracki
     else:
         assert model.config["format"] == fmt
     assert model(torch.rand(2, 3, 28, 28)).shape == (2, 2)
+
+
+def test_a_backend_without_the_attack_is_one_line_before_any_model_loads_or_run_starts(tracking_store, shared_data):
+    import mlflow
+    from click.testing import CliRunner
+
+    from medart.cli import main
+    from medart.stages import DataSpec, RunOptions, Target
+    from medart.stages.analyze import AnalysisRequest, analyze
+    from medart.stages.detect import DetectRequest, detect
+    from medart.stages.evaluate import evaluate
+    from medart.stages.sweep import sweep
+
+    done = CliRunner().invoke(main, ["attack", "--model-uri", "no-such-model.pt", "--attack", "fab", "--backend", "art",
+                                     "--tracking-uri", tracking_store, "--dataset", "pneumonia", "--data-dir", str(shared_data)])
+    assert (done.exit_code, done.output) == (2, "Error: ART has no FAB attack; use --backend='torchattacks' for fab\n")
+    data = DataSpec("pneumonia", shared_data)
+    splits = data.load(28)
+    model = build_model(2, "smallcnn", "none", classes=splits.classes, image_size=28).eval()
+    target = Target("untrained", model, data, splits, max_examples=20, reference_size=40)
+    art = RunOptions(backend="art", progress=False)
+    for call in (lambda: sweep(target, ["pgd", "fab"], [1 / 255], art),
+                 lambda: evaluate(target, ["pgd", "fab"], [1 / 255], art),
+                 lambda: detect(target, DetectRequest(attacks=("pgd", "fab"), detectors=("kd",)), art),
+                 lambda: analyze(target, AnalysisRequest(attacks=("fab",), figures=("saliency",)), art)):
+        with pytest.raises(ConfigError, match="^ART has no FAB attack; use `backend`='torchattacks' for fab$"):
+            call()
+    assert not mlflow.search_runs(search_all_experiments=True, output_format="list")

@@ -39,6 +39,7 @@ def attack(**opts) -> None:
     """
     from medart import tracking
     from medart.attacks import make_spec
+    from medart.attacks.specs import check_backend
     from medart.executors import make_executor
     from medart.models.loading import ModelSource
     from medart.stages.attack import attack as run_attack
@@ -47,6 +48,7 @@ def attack(**opts) -> None:
     tracking.configure(opts["tracking_uri"])
     spec = make_spec(opts["attack"], opts["eps"], opts["steps"], opts["step_size"], opts["random_start"], opts["kappa"],
                      opts["targeted"], opts["restarts"])
+    check_backend(spec.name, opts["backend"])  # before the model and data load
     with make_executor(opts["executor"], address=opts["address"], workers=opts["workers"],
                        cpus_per_task=opts["cpus_per_task"], gpus_per_task=opts["gpus_per_task"]) as executor:
         target = Target.load(from_options(ModelSource, opts), from_options(DataSpec, opts), opts["max_examples"])

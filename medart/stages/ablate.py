@@ -38,7 +38,7 @@ from medart.analysis.landscape import sharpness
 from medart.analysis.saliency import input_gradient
 from medart.attacks import make_spec
 from medart.attacks.difficulty import Bisection, least_successful_eps
-from medart.catalog import BACKENDS
+from medart.attacks.specs import check_backend
 from medart.detectors import make_detector
 from medart.errors import ConfigError, DataError
 from medart.models.evaluation import classification_metrics, predict
@@ -214,8 +214,8 @@ def ablate(data: DataSpec, cells: Sequence[Cell], settings: AblationSettings | N
     if not cells and not settings.models:
         raise ConfigError("the ablation grid is empty; give at least one of each of `resolutions`, `inits` and `archs`, "
                           "or `models`")
-    if run.backend not in BACKENDS:
-        raise ConfigError(f"unknown `backend` '{run.backend}'; choose from: {', '.join(BACKENDS)}")
+    for name in dict.fromkeys((*settings.attacks, settings.bisection.bisect_attack, settings.detection.detect_attack)):
+        check_backend(name, run.backend)  # an unknown backend, or one without the attack: one line now
     trained, given = cells, load_given(data, settings)
     cells = trained + list(given)
     skips = {arch: imagenet_unavailable(arch) for arch in dict.fromkeys(c.arch for c in cells if c.init == "imagenet")}

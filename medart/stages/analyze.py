@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from medart import tracking
 from medart.analysis import embedding, gradcam, landscape, saliency, stages
 from medart.attacks import AttackSpec, make_spec, parse_eps, parse_names
+from medart.attacks.specs import check_backend
 from medart.catalog import FIGURES
 from medart.detectors.activations import resolve_layers
 from medart.errors import ConfigError
@@ -411,6 +412,8 @@ def analyze(target: Target, request: AnalysisRequest = AnalysisRequest(), run: R
     """
     started = time.perf_counter()
     model, attacks = target.model, request.attacks
+    for attack_name in attacks:
+        check_backend(attack_name, run.backend)
     if READS_PENULTIMATE & set(request.figures):  # a model whose penultimate features cannot be found: one line now
         resolve_layers(model, [PENULTIMATE])
     name = f"analyze-{'+'.join(attacks)}-eps{eps_label(request.eps)}-{run.backend}"

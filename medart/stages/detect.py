@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from medart import tracking
 from medart.attacks import AttackSpec, make_spec, parse_eps, parse_names
 from medart.attacks.adaptive import LOGITS
-from medart.attacks.specs import ATTACK_ENTRIES
+from medart.attacks.specs import ATTACK_ENTRIES, check_backend
 from medart.catalog import ATTACKS, DETECTORS, PAPER_ATTACKS
 from medart.detectors import NEEDS_REFERENCES, fit_check, make_detector
 from medart.detectors.activations import resolve_layers
@@ -160,6 +160,8 @@ def detect(target: Target, request: DetectRequest, run: RunOptions = RunOptions(
     Every setting is checked before the first attack runs.
     """
     request, specs = _checked(target, request)
+    for spec in specs.values():
+        check_backend(spec.name, run.backend)
     attack_runs: dict[str, str] = {}
     pairs: dict[str, dict[str, Pairs]] = {}
     for name, spec in specs.items():

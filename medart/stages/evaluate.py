@@ -14,6 +14,7 @@ from torch.utils.data import TensorDataset
 from medart import tracking
 from medart.attacks import make_spec
 from medart.attacks.checklist import CheckResult, ChecklistPlan, run_checklist, vanishing_share
+from medart.attacks.specs import check_backend
 from medart.models import registry
 from medart.models.evaluation import classification_metrics, predict
 from medart.models.sanity import ModelCheck
@@ -71,6 +72,8 @@ def evaluate(target: Target, attacks: Sequence[str] = (), eps_values: Sequence[f
     version's logged model.
     """
     specs = [make_spec(name, eps) for name in attacks for eps in eps_values]
+    for name in dict.fromkeys(attacks):
+        check_backend(name, run.backend)
     images = TensorDataset(*(torch.cat(t) for t in zip(*target.clean.values())))
     with tracking.start_run(tracking.experiment_name(target.dataset, "evaluate"), f"evaluate-{target.side}px",
                             run.parent_run_id) as mlflow_run:

@@ -12,6 +12,7 @@ import mlflow
 
 from medart import tracking
 from medart.attacks import make_spec
+from medart.attacks.specs import check_backend
 from medart.errors import MedartError
 from medart.executors import InProcessExecutor
 from medart.models.loading import ModelSource
@@ -110,6 +111,8 @@ def sweep(target: Target, attacks: Sequence[str], eps_values: Sequence[float], r
     """
     executor = run.executor or InProcessExecutor()
     specs = [make_spec(name, eps) for name in attacks for eps in eps_values]  # bad values fail before any run
+    for name in dict.fromkeys(attacks):
+        check_backend(name, run.backend)
     cells = [(spec.name, spec.eps) for spec in specs]
     with tracking.start_run(tracking.experiment_name(target.dataset, "attack"),
                             f"sweep-{'+'.join(attacks)}-{run.backend}", run.parent_run_id) as parent:
