@@ -24,7 +24,7 @@ import torch
 import benchlib
 from medart.attacks import make_attack, make_spec
 from medart.attacks.specs import SQUARE_QUERIES_PER_STEP, parse_eps
-from medart.catalog import BACKENDS
+from medart.attacks.specs import BACKENDS
 
 
 @click.command(cls=benchlib.BenchmarkCommand, context_settings={"help_option_names": ["-h", "--help"]})

@@ -30,7 +30,9 @@ from typing import TYPE_CHECKING
 import click
 
 import benchlib
-from medart.catalog import ARCHS, BACKENDS, DETECTORS, PAPER_ATTACKS
+from medart.attacks.specs import BACKENDS, PAPER_ATTACKS
+from medart.catalog import ARCHS
+from medart.detectors import DETECTORS
 from medart.numbers import pct
 
 if TYPE_CHECKING:
@@ -207,7 +209,7 @@ def main(**opts) -> None:
     eps_values = parse_eps_list(opts["eps_sweep"])
     if not any(_at(e, 1) for e in eps_values):
         eps_values.append(1 / 255)  # Tables 2 and 4 are at ε = 1/255
-    detectors = tuple(parse_names(opts["detectors"], DETECTORS, "detector"))
+    detectors = tuple(parse_names(opts["detectors"], tuple(DETECTORS), "detector"))
     dev = resolve_device(opts["device"])
     env = benchlib.environment(dev)
     full = opts["epochs"] == 10 and opts["max_train"] is None and opts["max_examples"] is None and opts["arch"] == "resnet50"

@@ -21,8 +21,8 @@ from torch import nn
 
 from medart import catalog
 from medart.attacks import make_attack, make_spec
-from medart.attacks.specs import ATTACK_ENTRIES, BACKEND_ENTRIES, declared
-from medart.data.sources import LAYOUTS
+from medart.attacks.specs import ATTACK_ENTRIES, AUTOATTACK_PARTS, BACKEND_ENTRIES, PAPER_ATTACKS, declared
+from medart.data.sources import LAYOUTS, SOURCES
 from medart.detectors import DETECTORS, NEEDS_REFERENCES, PAPER_DETECTORS, make_detector
 from medart.errors import ConfigError
 from medart.models import MODEL_FORMATS
@@ -45,13 +45,12 @@ def test_each_backend_builds_exactly_the_attacks_whose_entries_name_it(backend):
 def test_attack_entries_are_consistent():
     for a in ATTACK_ENTRIES.values():
         assert a.backends and set(a.backends) <= set(BACKEND_ENTRIES), a.name
-        assert a.steps >= 1 and (a.steps == 1 or not a.single_step), a.name
+        assert a.defaults.steps >= 1 and a.takes <= {"steps", "random_start", "targeted", "kappa"}, a.name
         for part in a.parts:  # an attack of parts runs on the backends that have at least one of them
             assert not declared(part).parts
         if a.parts:
             assert set(a.backends) == {b for p in a.parts for b in declared(p).backends}
-    assert catalog.ATTACKS == tuple(ATTACK_ENTRIES) and catalog.BACKENDS == tuple(BACKEND_ENTRIES)
-    assert catalog.PAPER_ATTACKS == ("fgsm", "bim", "pgd", "cw")
+    assert PAPER_ATTACKS == ("fgsm", "bim", "pgd", "cw") and AUTOATTACK_PARTS == ("apgd-ce", "apgd-dlr", "fab", "square")
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +69,7 @@ def small():
 def test_every_attack_runs_on_the_backends_its_entry_names_and_is_refused_by_the_others(small, name, backend):
     model, x, y = small
     attack = declared(name)
-    spec = make_spec(name, "8/255", steps=1 if attack.single_step else min(attack.steps, 2))
+    spec = make_spec(name, "8/255", steps=min(attack.defaults.steps, 2) if "steps" in attack.takes else None)
     if backend not in attack.backends:
         title = BACKEND_ENTRIES[backend].title
         with pytest.raises(ConfigError, match=f"^{re.escape(title)} has no {re.escape(attack.title)} attack; use "):
@@ -97,7 +96,6 @@ def test_each_detector_entry_names_its_class_and_every_detector_class_has_an_ent
     assert classes == {entry.where for entry in DETECTORS.values()}
     assert set(LOGITS) <= set(DETECTORS)  # the adaptive stage attacks declared detectors only
     assert set(NEEDS_REFERENCES) <= set(DETECTORS) and set(PAPER_DETECTORS) == {"kd", "lid", "dfeat", "qfeat"}
-    assert catalog.DETECTORS == tuple(DETECTORS)
 
 
 def test_each_layout_has_its_loader_and_a_task_that_reads_it():
@@ -106,7 +104,7 @@ def test_each_layout_has_its_loader_and_a_task_that_reads_it():
     for layout in LAYOUTS.values():
         assert callable(layout.load()), layout.name
     assert {name for task in TASKS.values() for name in task.layouts} == set(LAYOUTS)
-    assert catalog.SOURCES == ("medmnist", "original", *LAYOUTS)
+    assert SOURCES == ("medmnist", "original", *LAYOUTS)
     assert tuple(TASKS) == catalog.DATASETS
 
 
@@ -130,7 +128,7 @@ def test_the_command_line_offers_exactly_the_declared_names():
     assert choices("sweep", "attacks") == choices("detect", "attacks") == tuple(ATTACK_ENTRIES)
     assert choices("attack", "backend") == tuple(BACKEND_ENTRIES)
     assert choices("detect", "detectors") == tuple(DETECTORS)
-    assert choices("attack", "source") == catalog.SOURCES
+    assert choices("attack", "source") == SOURCES
     assert choices("train", "arch") == catalog.ARCHS and choices("attack", "executor") == catalog.EXECUTORS
     attack_help = next(p for p in main.commands["attack"].params if p.name == "attack").help
     assert all(f"{name}: {a.about}" in attack_help for name, a in ATTACK_ENTRIES.items())
@@ -141,8 +139,7 @@ def test_an_unknown_name_anywhere_is_a_one_line_error(small, tmp_path):
     from medart.data import load_dataset
     from medart.executors import make_executor
     from medart.models.cards import ModelCard
-    from medart.models.sources import adapt
-    from medart.stages.target import ModelSource
+    from medart.models.loading import ModelSource, adapt
 
     model, _, _ = small
     pgd = make_spec("pgd", "1/255")
@@ -195,8 +192,7 @@ def test_every_declared_model_format_loads_and_is_recorded_as_itself(fmt, tracki
     from medart.models import registry
     from medart.models.cards import CARD, ModelCard
     from medart.models.resnet import MedResNet
-    from medart.models.sources import adapt, load_model
-    from medart.stages.target import ModelSource
+    from medart.models.loading import ModelSource, adapt, load_model
 
     assert registry.CONFIG in MODEL_FORMATS["medart"].reads and CARD in MODEL_FORMATS["state_dict"].reads
     torch.manual_seed(0)

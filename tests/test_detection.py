@@ -12,10 +12,8 @@ import torch
 from click.testing import CliRunner
 from torch.utils.data import TensorDataset
 
-from medart import catalog
 from medart.attacks import cache
 from medart.cli import main
-from medart.detectors import DETECTORS
 from medart.detectors.pairs import Pairs
 from medart.errors import ConfigError
 from medart.models.evaluation import predict
@@ -25,11 +23,6 @@ from medart.stages.detect import DetectRequest, detect, parse_detector_params, r
 from medart.stages.target import DataSpec, RunOptions, Target
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*official MedMNIST MD5")
-
-
-def test_the_catalog_names_every_detector_class():
-    assert catalog.DETECTORS == tuple(DETECTORS)
-    assert set(catalog.PAPER_DETECTORS) <= set(DETECTORS)
 
 
 def _pairs(n: int, offset: int = 0) -> Pairs:

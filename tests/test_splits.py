@@ -411,9 +411,8 @@ def test_the_cli_names_the_lesion_that_makes_a_split_impossible(tracking_store, 
 def test_medart_datasets_lists_each_layout_with_its_columns_and_grouping():
     from click.testing import CliRunner
 
-    from medart.catalog import SOURCES
     from medart.cli import main
-    from medart.data.sources import LAYOUTS
+    from medart.data.sources import LAYOUTS, SOURCES
 
     result = CliRunner().invoke(main, ["datasets"])
     assert result.exit_code == 0, result.output

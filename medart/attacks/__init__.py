@@ -12,8 +12,8 @@ import importlib
 from types import ModuleType
 from typing import TYPE_CHECKING
 
-from medart.attacks.specs import (ATTACKS, BACKENDS, AttackSpec, check_backend, declared, declared_backend, make_spec,
-                                  parse_eps, parse_eps_list, parse_names, part_specs)
+from medart.attacks.specs import (ATTACKS, BACKENDS, AttackSpec, attacks_where, check_backend, declared,
+                                  declared_backend, make_spec, parse_eps, parse_eps_list, parse_names, part_specs)
 from medart.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -58,8 +58,8 @@ def make_attack(
     """
     check_backend(spec.name, backend)
     attack = declared(spec.name)
-    if loss is not None and attack.step is None:
-        takers = [name for name in ATTACKS if declared(name).step is not None]
+    if loss is not None and attack.defaults.step is None:
+        takers = attacks_where(lambda a: a.defaults.step is not None)
         raise ConfigError(f"{spec.name} runs its own loss; give `loss` to an attack with a step size ({', '.join(takers)})")
     module = load_backend(backend)
     cls = getattr(module, declared_backend(backend).where.partition(":")[2])

@@ -18,8 +18,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 from tqdm.auto import tqdm
 
-from medart.attacks import make_attack, make_spec, parse_eps, parse_names
-from medart.catalog import ATTACKS
+from medart.attacks import ATTACKS, make_attack, make_spec, parse_eps, parse_names
 from medart.errors import ConfigError
 from medart.models.evaluation import predict
 from medart.results import EpsBracket

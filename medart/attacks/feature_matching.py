@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from medart.attacks.base import check_inputs, frozen, project, seeded
-from medart.attacks.specs import ATTACK_ENTRIES, AttackSpec, declared_backend
+from medart.attacks.specs import AttackSpec, attacks_where, declared_backend
 from medart.detectors.activations import layer_hooks
 from medart.errors import ConfigError, DataError
 from medart.models.evaluation import resolve_device
@@ -76,7 +76,7 @@ class FeatureMatching:
             declared_backend(backend)  # an unknown name says so
             raise ConfigError(f"feature matching runs on {', '.join(self.runs_on)}, not {backend}")
         if spec.step_size is None:
-            takers = ", ".join(name for name, a in ATTACK_ENTRIES.items() if a.step is not None)
+            takers = ", ".join(attacks_where(lambda a: a.defaults.step is not None))
             raise ConfigError(f"feature matching takes signed gradient steps of `step_size`; {spec.name} has none: "
                               f"give an attack with a step size ({takers})")
         if batch_size < 1:

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, field
-from typing import Mapping
+from typing import Callable, Mapping
 
 from medart.errors import ConfigError
 
@@ -47,6 +47,26 @@ class Backend:
 
 
 @dataclass(frozen=True)
+class Defaults:
+    """What a run of an attack does unless told otherwise.
+
+    Attributes:
+        steps: steps (``unit`` says what one is).
+        step: step size as a fraction of ε; ``None``: the attack sets its own, so it takes no
+            ``step_size`` and no replacement loss and is reseeded every batch.
+        random_start: start from a random point of the ε-ball, or from x.
+        restarts: restarts; ``None``: it takes no ``restarts``.
+        unit: what ``steps`` counts.
+    """
+
+    steps: int
+    step: float | None = None
+    random_start: bool = False
+    restarts: int | None = None
+    unit: str = "steps"
+
+
+@dataclass(frozen=True)
 class Attack:
     """One attack medart offers, declared once.
 
@@ -55,17 +75,11 @@ class Attack:
         title: what its paper or library calls it (``FGSM``, ``FAB``), for messages.
         about: one phrase saying what it is (the command line's help).
         backends: the backends that run it; each registers a builder under ``name``.
-        steps: default steps (``unit`` says what one is).
-        step: default step size as a fraction of ε; ``None``: the attack sets its own, so it takes
-            no ``step_size`` and no replacement loss and is reseeded every batch.
-        random_start: default start: from a random point of the ε-ball, or from x.
-        fixed_start: the start is part of the attack; ``random_start`` cannot change it.
-        restarts: default restarts; ``None``: it takes no ``restarts``.
-        targeted: it can be run targeted (``targeted``).
-        kappa: it takes CW's confidence κ.
-        single_step: ``steps`` must be 1.
+        defaults: its default budget (:class:`Defaults`).
+        takes: which of ``steps``, ``random_start``, ``targeted`` and ``kappa`` a caller may set;
+            the others stay at their defaults (``targeted`` off, ``kappa`` 0). ``step_size`` and
+            ``restarts`` it takes where its defaults have them.
         paper: one of Ma et al.'s attacks, the default wherever attacks are listed.
-        unit: what ``steps`` counts.
         budget_in_name: a result off the default ``steps`` or ``restarts`` is reported under the
             name with its budget (:func:`reported_name`).
         parts: attacks it runs in turn, each on the images the earlier ones left correct.
@@ -76,16 +90,9 @@ class Attack:
     title: str
     about: str
     backends: tuple[str, ...]
-    steps: int
-    step: float | None = None
-    random_start: bool = False
-    fixed_start: bool = False
-    restarts: int | None = None
-    targeted: bool = False
-    kappa: bool = False
-    single_step: bool = False
+    defaults: Defaults
+    takes: frozenset[str] = frozenset()
     paper: bool = False
-    unit: str = "steps"
     budget_in_name: bool = False
     parts: tuple[str, ...] = ()
     settings: Mapping[str, float] = field(default_factory=dict)
@@ -97,20 +104,24 @@ BACKEND_ENTRIES: dict[str, Backend] = {b.name: b for b in (
             "pip install --no-deps torchattacks==3.5.1 (see README)"),
 )}
 _BOTH = tuple(BACKEND_ENTRIES)
-# AutoAttack's standard version: each part one restart, its own steps and start
-_AUTOATTACK = dict(backends=_BOTH, steps=100, random_start=True, fixed_start=True, restarts=1, budget_in_name=True)
+_PAPER = dict(backends=_BOTH, takes=frozenset({"steps", "random_start", "targeted"}), paper=True)
+# AutoAttack's standard version: 100 steps and one restart each, each part its own start
+_AUTOATTACK = dict(backends=_BOTH, defaults=Defaults(100, random_start=True, restarts=1), takes=frozenset({"steps"}),
+                   budget_in_name=True)
 
 ATTACK_ENTRIES: dict[str, Attack] = {a.name: a for a in (
-    Attack("fgsm", "FGSM", "one step of ε", _BOTH, 1, 1.0, single_step=True, targeted=True, paper=True),
-    Attack("bim", "BIM", "40 steps of ε/40 from x", _BOTH, 40, 1 / 40, targeted=True, paper=True),
-    Attack("pgd", "PGD", "20 steps of ε/10 from a random start", _BOTH, 20, 1 / 10, True, targeted=True, paper=True),
-    Attack("cw", "CW-L∞", "CW-L∞, PGD on the CW margin loss", _BOTH, 20, 1 / 10, True, targeted=True, kappa=True,
-           paper=True),
+    Attack("fgsm", "FGSM", "one step of ε", defaults=Defaults(1, 1.0),
+           **_PAPER | dict(takes=frozenset({"random_start", "targeted"}))),
+    Attack("bim", "BIM", "40 steps of ε/40 from x", defaults=Defaults(40, 1 / 40), **_PAPER),
+    Attack("pgd", "PGD", "20 steps of ε/10 from a random start", defaults=Defaults(20, 1 / 10, True), **_PAPER),
+    Attack("cw", "CW-L∞", "CW-L∞, PGD on the CW margin loss", defaults=Defaults(20, 1 / 10, True),
+           **_PAPER | dict(takes=frozenset({"steps", "random_start", "targeted", "kappa"}))),
     Attack("apgd-ce", "APGD-CE", "AutoAttack's APGD on cross-entropy", **_AUTOATTACK),
     Attack("apgd-dlr", "APGD-DLR", "AutoAttack's APGD on the DLR loss (targeted for 4 or more classes)", **_AUTOATTACK),
-    Attack("fab", "FAB", "AutoAttack's FAB-T", **_AUTOATTACK | dict(backends=("torchattacks",), random_start=False)),
-    Attack("square", "Square", "AutoAttack's Square, a black box", **_AUTOATTACK | dict(steps=5000), unit="queries",
-           settings={"p_init": 0.8}),
+    Attack("fab", "FAB", "AutoAttack's FAB-T",
+           **_AUTOATTACK | dict(backends=("torchattacks",), defaults=Defaults(100, restarts=1))),
+    Attack("square", "Square", "AutoAttack's Square, a black box", settings={"p_init": 0.8},
+           **_AUTOATTACK | dict(defaults=Defaults(5000, random_start=True, restarts=1, unit="queries"))),
     Attack("autoattack", "AutoAttack", "AutoAttack's standard version, its four parts in turn", **_AUTOATTACK,
            parts=("apgd-ce", "apgd-dlr", "fab", "square")),
 )}
@@ -145,9 +156,9 @@ def check_backend(name: str, backend: str) -> None:
         raise ConfigError(f"{library.title} has no {attack.title} attack; use {others} for {name}")
 
 
-def _names(**flags) -> list[str]:
-    """The attacks whose entries have each of ``flags``."""
-    return [a.name for a in ATTACK_ENTRIES.values() if all(getattr(a, k) == v for k, v in flags.items())]
+def attacks_where(test: Callable[[Attack], bool]) -> list[str]:
+    """The names of the declared attacks whose entry passes ``test``, in their order."""
+    return [a.name for a in ATTACK_ENTRIES.values() if test(a)]
 
 
 _FRACTION = re.compile(r"^\s*([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*/\s*([0-9]*\.?[0-9]+)\s*$")
@@ -217,37 +228,41 @@ class AttackSpec:
 
     @property
     def sets_own_step(self) -> bool:
-        """An attack that sets its own step size (its entry has no ``step``): nothing to tune, no
-        replacement loss, seeded by the library per batch."""
-        return declared(self.name).step is None
+        """An attack that sets its own step size (its entry's defaults have no ``step``): nothing
+        to tune, no replacement loss, seeded by the library per batch."""
+        return declared(self.name).defaults.step is None
 
     def __post_init__(self) -> None:
         attack = declared(self.name)
+        default, takes = attack.defaults, attack.takes
         if not 0.0 < self.eps <= 1.0:
             raise ConfigError(f"`eps` must be in (0, 1], got {self.eps}")
         if self.steps < 1:
             raise ConfigError(f"`steps` must be >= 1, got {self.steps}")
-        if attack.single_step and self.steps != 1:
-            several = " or ".join(_names(paper=True, single_step=False, kappa=False))
-            raise ConfigError(f"{attack.title} is a single step (`steps`=1); use {several} for several steps")
+        if "steps" not in takes and self.steps != default.steps:
+            several = " or ".join(attacks_where(lambda a: a.paper and {"steps"} <= a.takes and "kappa" not in a.takes))
+            raise ConfigError(f"{attack.title} is a single step (`steps`=1); use {several} for several steps"
+                              if default.steps == 1 else f"{attack.title} runs {default.steps} {default.unit}; leave `steps` unset")
         if self.kappa < 0:
             raise ConfigError(f"`kappa` must be >= 0, got {self.kappa}")
-        if self.kappa and not attack.kappa:
-            raise ConfigError(f"`kappa` applies to the {', '.join(_names(kappa=True))} attack only, not {self.name}")
-        self._check_step(attack)
-        if attack.restarts is None and self.restarts is not None:
-            restarting = [a.name for a in ATTACK_ENTRIES.values() if a.restarts is not None]
+        if self.kappa and "kappa" not in takes:
+            raise ConfigError(f"`kappa` applies to the {', '.join(attacks_where(lambda a: 'kappa' in a.takes))} attack only, "
+                              f"not {self.name}")
+        self._check_step(default)
+        if default.restarts is None and self.restarts is not None:
+            restarting = attacks_where(lambda a: a.defaults.restarts is not None)
             raise ConfigError(f"`restarts` applies to {', '.join(restarting)}, not {self.name}")
-        if attack.restarts is not None and (self.restarts is None or self.restarts < 1):
+        if default.restarts is not None and (self.restarts is None or self.restarts < 1):
             raise ConfigError(f"`restarts` must be >= 1, got {self.restarts}")
-        if self.targeted and not attack.targeted:
-            raise ConfigError(f"`targeted` applies to {', '.join(_names(targeted=True))}; {self.name} is untargeted")
-        if attack.fixed_start and self.random_start != attack.random_start:
-            raise ConfigError(f"{self.name} always starts {'at random' if attack.random_start else 'from x'}; "
+        if self.targeted and "targeted" not in takes:
+            targetable = attacks_where(lambda a: "targeted" in a.takes)
+            raise ConfigError(f"`targeted` applies to {', '.join(targetable)}; {self.name} is untargeted")
+        if "random_start" not in takes and self.random_start != default.random_start:
+            raise ConfigError(f"{self.name} always starts {'at random' if default.random_start else 'from x'}; "
                               "leave `random_start` unset")
 
-    def _check_step(self, attack: Attack) -> None:
-        if attack.step is None:
+    def _check_step(self, default: Defaults) -> None:
+        if default.step is None:
             if self.step_size is not None:
                 raise ConfigError(f"{self.name} sets its own step size; leave `step_size` unset")
             return
@@ -282,14 +297,14 @@ def make_spec(
     """A spec with the defaults of ``name``'s entry (the paper's, AutoAttack's standard version),
     any of which can be overridden."""
     name = name.strip().lower()
-    attack = declared(name)
+    default = declared(name).defaults
     eps = parse_eps(eps)
     size = None if step_size is None else parse_eps(step_size)
-    if size is None and attack.step is not None:
-        size = eps * attack.step
-    return AttackSpec(name, eps, attack.steps if steps is None else steps, size,
-                      attack.random_start if random_start is None else random_start, kappa, targeted,
-                      attack.restarts if restarts is None else restarts)
+    if size is None and default.step is not None:
+        size = eps * default.step
+    return AttackSpec(name, eps, default.steps if steps is None else steps, size,
+                      default.random_start if random_start is None else random_start, kappa, targeted,
+                      default.restarts if restarts is None else restarts)
 
 
 def reported_name(name: str, steps: int, restarts: int | None = None) -> str:
@@ -302,19 +317,20 @@ def reported_name(name: str, steps: int, restarts: int | None = None) -> str:
     attack = ATTACK_ENTRIES.get(name)
     if attack is None or not attack.budget_in_name:
         return name
-    budget = [f"{steps} {attack.unit}"] if steps != attack.steps else []
-    budget += [f"{restarts} restarts"] if restarts not in (None, attack.restarts) else []
+    default = attack.defaults
+    budget = [f"{steps} {default.unit}"] if steps != default.steps else []
+    budget += [f"{restarts} restarts"] if restarts not in (None, default.restarts) else []
     return f"{name} ({', '.join(budget)})" if budget else name
 
 
 def part_specs(spec: AttackSpec) -> list[AttackSpec]:
     """The parts of a spec whose attack runs parts (``autoattack``), in order, at its ε, steps
     and restarts (a part counting queries gets :data:`SQUARE_QUERIES_PER_STEP` per step)."""
-    return [make_spec(name, spec.eps, spec.steps * (SQUARE_QUERIES_PER_STEP if declared(name).unit == "queries" else 1),
+    return [make_spec(name, spec.eps, spec.steps * (SQUARE_QUERIES_PER_STEP if declared(name).defaults.unit == "queries" else 1),
                       restarts=spec.restarts)
             for name in declared(spec.name).parts]
 
 
 __all__ = ["ATTACKS", "ATTACK_ENTRIES", "AUTOATTACK_PARTS", "Attack", "AttackSpec", "BACKENDS", "BACKEND_ENTRIES",
-           "Backend", "PAPER_ATTACKS", "check_backend", "declared", "declared_backend", "make_spec", "parse_eps",
-           "parse_eps_list", "parse_names", "part_specs", "reported_name"]
+           "Backend", "Defaults", "PAPER_ATTACKS", "attacks_where", "check_backend", "declared", "declared_backend",
+           "make_spec", "parse_eps", "parse_eps_list", "parse_names", "part_specs", "reported_name"]

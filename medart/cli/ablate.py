@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from medart.catalog import ARCHS, ATTACKS
+from medart.attacks.specs import ATTACKS
+from medart.catalog import ARCHS
 from medart.cli import main, options, run_line
 
 

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import click
 
-from medart.attacks.specs import ATTACK_ENTRIES
-from medart.catalog import ATTACKS
+from medart.attacks.specs import ATTACKS, attacks_where
 from medart.cli import main, options, run_line
+
+
+def _listed(test) -> str:
+    return ", ".join(attacks_where(test))
 
 
 @main.command()
@@ -22,16 +25,16 @@ from medart.cli import main, options, run_line
 @options.steps
 @options.step_size
 @click.option("--random-start/--no-random-start", default=None,
-              help=f"Default: on for {options.attacks_with(random_start=True, fixed_start=False)}; off for "
-                   f"{options.attacks_with(random_start=False, fixed_start=False)}; fixed for "
-                   f"{options.attacks_with(fixed_start=True)}.")
+              help=f"Default: on for {_listed(lambda a: 'random_start' in a.takes and a.defaults.random_start)}; off for "
+                   f"{_listed(lambda a: 'random_start' in a.takes and not a.defaults.random_start)}; fixed for "
+                   f"{_listed(lambda a: 'random_start' not in a.takes)}.")
 @click.option("--restarts", type=click.IntRange(min=1), default=None,
-              help=f"Random restarts of {', '.join(a.name for a in ATTACK_ENTRIES.values() if a.restarts)}. "
+              help=f"Random restarts of {_listed(lambda a: a.defaults.restarts is not None)}. "
                    "Default: 1 (AutoAttack's standard version).")
 @click.option("--kappa", type=float, default=0.0, show_default=True,
-              help=f"CW confidence κ ({options.attacks_with(kappa=True)} only).")
+              help=f"CW confidence κ ({_listed(lambda a: 'kappa' in a.takes)} only).")
 @click.option("--targeted", is_flag=True,
-              help=f"Aim each image at class (y+1) mod K instead of away from y ({options.attacks_with(targeted=True)}).")
+              help=f"Aim each image at class (y+1) mod K instead of away from y ({_listed(lambda a: 'targeted' in a.takes)}).")
 def attack(**opts) -> None:
     """Attack AdvTrain and AdvTest with one attack; log metrics and the examples to MLflow.
 

@@ -28,6 +28,7 @@ def compare(**opts) -> None:
     Example: medart compare --dataset pneumonia --import robustbench/model_info/cifar10/Linf/Standard.json
     """
     from medart import tracking
+    from medart.attacks.specs import PAPER_ATTACKS
     from medart.render.compare import compare_table, worst_case_table
     from medart.stages.compare import CompareRequest, compare as run_compare, worst_case
     from medart.stages.target import from_options
@@ -36,4 +37,4 @@ def compare(**opts) -> None:
     out = run_compare(from_options(CompareRequest, opts))
     click.echo(run_line("compare", out.run_id, f"{len(out.rows)} rows; compare.md, figures/compare.png, robustbench/"))
     click.echo(compare_table(out.rows), nl=False)
-    click.echo("\n" + worst_case_table(worst_case(out.rows)), nl=False)
+    click.echo("\n" + worst_case_table(worst_case(out.rows), PAPER_ATTACKS), nl=False)

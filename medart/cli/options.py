@@ -1,8 +1,8 @@
 """The options several commands share, each named as the field of the request it fills
 (:class:`~medart.stages.target.DataSpec`, :class:`~medart.stages.target.RunOptions`,
-:class:`~medart.models.loading.ModelSource`), with the choices of :mod:`medart.catalog` and the
-help the declarations give (:mod:`medart.attacks.specs`, :mod:`medart.detectors`) — one definition
-per option, torch-free."""
+:class:`~medart.models.loading.ModelSource`), with the choices and help the declarations give
+(:mod:`medart.attacks.specs`, :mod:`medart.detectors`, :mod:`medart.data.sources`,
+:mod:`medart.models`, :mod:`medart.catalog`) — one definition per option, torch-free."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ from typing import Callable
 
 import click
 
-from medart.attacks.specs import ATTACK_ENTRIES
-from medart.catalog import ARCHS, ATTACKS, BACKENDS, BALANCES, DATASETS, DETECTORS, EXECUTORS, PAPER_ATTACKS, SIZES, SOURCES
-from medart.detectors import DETECTORS as DETECTOR_ENTRIES
+from medart.attacks.specs import ATTACK_ENTRIES, ATTACKS, BACKENDS, PAPER_ATTACKS, attacks_where
+from medart.catalog import ARCHS, BALANCES, DATASETS, EXECUTORS, SIZES
+from medart.data.sources import SOURCES
+from medart.detectors import DETECTORS
 from medart.models import READS
 
 MODEL_URIS = f"models:/<name>@<alias>, models:/<name>/<version>, runs:/<id>/model, a folder or a file; medart reads {READS}."
@@ -181,11 +182,6 @@ def attack_help() -> str:
                      for a in ATTACK_ENTRIES.values()) + "."
 
 
-def attacks_with(**flags) -> str:
-    """The declared attacks whose entries have each of ``flags``, comma-separated."""
-    return ", ".join(a.name for a in ATTACK_ENTRIES.values() if all(getattr(a, k) == v for k, v in flags.items()))
-
-
 def attacks(default: str = ",".join(PAPER_ATTACKS)) -> Callable:
     return click.option("--attacks", type=Names(ATTACKS, "attack", empty=not default), default=default, show_default=True,
                         help=f"Comma-separated attacks, at their own default settings: {attack_help()}")
@@ -196,18 +192,20 @@ def eps(default: str = "1/255", help: str = "L∞ budget in [0,1] pixels: a numb
 
 
 def detectors(default: str) -> Callable:
-    listed = "; ".join(f"{d.name}: {d.about}" + (" (the paper's)" if d.paper else "") for d in DETECTOR_ENTRIES.values())
-    return click.option("--detectors", type=Names(DETECTORS, "detector"), default=default, show_default=True,
+    listed = "; ".join(f"{d.name}: {d.about}" + (" (the paper's)" if d.paper else "") for d in DETECTORS.values())
+    return click.option("--detectors", type=Names(tuple(DETECTORS), "detector"), default=default, show_default=True,
                         help=f"Comma-separated detectors: {listed}.")
 
 
 steps = click.option("--steps", type=click.IntRange(min=1), default=None,
-                     help="Attack steps. Default: " + ", ".join(f"{a.name} {a.steps}" + ("" if a.unit == "steps" else f" {a.unit}")
-                                                                for a in ATTACK_ENTRIES.values()) + ".")
+                     help="Attack steps. Default: " + ", ".join(
+                         f"{a.name} {a.defaults.steps}" + ("" if a.defaults.unit == "steps" else f" {a.defaults.unit}")
+                         for a in ATTACK_ENTRIES.values()) + ".")
 step_size = click.option("--step-size", type=Eps(), default=None,
                          help="Attack step size: a number or k/255. Default: "
-                              + ", ".join(f"{a.name} {_fraction_of_eps(a.step)}" for a in ATTACK_ENTRIES.values() if a.step)
-                              + f"; {attacks_with(step=None)} set their own.")
+                              + ", ".join(f"{a.name} {_fraction_of_eps(a.defaults.step)}" for a in ATTACK_ENTRIES.values()
+                                          if a.defaults.step)
+                              + f"; {', '.join(attacks_where(lambda a: a.defaults.step is None))} set their own.")
 reference_size = click.option("--reference-size", type=click.IntRange(min=1), default=1000, show_default=True,
                               help="Clean Train images that KD, LID and Mahalanobis measure against.")
 

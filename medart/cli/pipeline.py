@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from medart.catalog import ATTACKS
+from medart.attacks.specs import ATTACKS
 from medart.cli import main, options, run_line
 
 

@@ -24,7 +24,6 @@ from typing import Callable
 
 import numpy as np
 
-from medart.catalog import SOURCES
 from medart.data import medmnist, sources
 from medart.data.base import ArrayDataset, MedicalImageDataset, check_labels, resolve_data_dir
 from medart.data.splits import ProtocolSplits, protocol_splits, stratified_split
@@ -172,8 +171,8 @@ def load_dataset(
         :class:`ProtocolSplits` whose datasets yield float32 ``(3, S, S)`` images in [0, 1].
     """
     task = get_task(name)
-    if source not in SOURCES:
-        raise ConfigError(f"unknown source '{source}'; choose one of: {', '.join(SOURCES)}")
+    if source not in sources.SOURCES:
+        raise ConfigError(f"unknown source '{source}'; choose one of: {', '.join(sources.SOURCES)}")
     if source not in task.sources:
         raise ConfigError(f"dataset '{name}' does not come in source '{source}'; "
                           f"choose one of: {', '.join(task.sources)}")

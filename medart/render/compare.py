@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Sequence
+from typing import Collection, Sequence
 
 from matplotlib.figure import Figure
 
-from medart.catalog import PAPER_ATTACKS
 from medart.numbers import eps_label, pct
 
 
@@ -29,13 +28,14 @@ def _with(value: float | None, note: str = "") -> str:
     return "—" if value is None else f"{pct(value)}{f' ({note})' if note else ''}"
 
 
-def worst_case_table(entries: Sequence) -> str:
+def worst_case_table(entries: Sequence, paper_attacks: Collection[str]) -> str:
     """Markdown, one row per model and ε (``WorstCase``s): clean accuracy, the paper attacks'
-    worst case, AutoAttack's, and the lowest of all (the robust accuracy), in %."""
+    worst case (the attack of ``paper_attacks`` that gave it beside it), AutoAttack's, and the
+    lowest of all (the robust accuracy), in %."""
     lines = ["| dataset | model | ε | clean acc (%) | paper attacks' worst (%) | AutoAttack (%) | robust acc, all attacks (%) | n |",
              "|---" * 8 + "|"]
     for e in entries:
-        paper = min((k for k in e.attacks if k.split("/")[0] in PAPER_ATTACKS), key=e.attacks.get, default=None)
+        paper = min((k for k in e.attacks if k.split("/")[0] in paper_attacks), key=e.attacks.get, default=None)
         auto = [k.split("/", 1)[1] for k in e.attacks if k.startswith("autoattack/") and e.attacks[k] == e.autoattack_acc]
         lines.append(f"| {e.dataset} | {short_model(e.model)} | {eps_label(e.eps)} | {pct(e.clean_acc)} | "
                      f"{_with(e.paper_acc, paper.upper() if paper else '')} | {_with(e.autoattack_acc, ', '.join(auto))} | "

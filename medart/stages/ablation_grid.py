@@ -9,7 +9,9 @@ from typing import Any, Sequence
 
 from medart.attacks import parse_eps, parse_names
 from medart.attacks.difficulty import Bisection
-from medart.catalog import ARCHS, ATTACKS, DETECTORS, INITS, PAPER_ATTACKS
+from medart.attacks.specs import ATTACKS, PAPER_ATTACKS
+from medart.catalog import ARCHS, INITS
+from medart.detectors import DETECTORS
 from medart.errors import ConfigError
 from medart.models.loading import ModelSource
 from medart.models.training import TrainConfig
@@ -76,7 +78,7 @@ class DetectionProbe:
     def __post_init__(self) -> None:
         parse_names(self.detect_attack, ATTACKS, "attack")
         object.__setattr__(self, "detect_eps", parse_eps(self.detect_eps))
-        object.__setattr__(self, "detectors", _names(self.detectors, DETECTORS, "detector"))
+        object.__setattr__(self, "detectors", _names(self.detectors, tuple(DETECTORS), "detector"))
 
 
 @dataclass(frozen=True)

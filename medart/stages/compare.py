@@ -37,7 +37,7 @@ from mlflow.exceptions import MlflowException
 from medart import tracking
 from medart.attacks.cache import CACHE_TAG
 from medart.attacks.specs import reported_name
-from medart.catalog import PAPER_ATTACKS
+from medart.attacks.specs import PAPER_ATTACKS
 from medart.errors import ConfigError, DataError
 from medart.render.analysis import eps_curves_figure
 from medart.render.compare import compare_figure, compare_table, short_model, worst_case_table
@@ -257,7 +257,7 @@ def compare(request: CompareRequest = CompareRequest()) -> CompareOutcome:
         mlflow.log_params({"experiments": ",".join(request.experiments) or "all", "dataset": request.dataset,
                            "model": request.model_uri, "filter": request.filter_string, "n_rows": len(rows),
                            "n_imported": len(imported)})
-        mlflow.log_text(compare_table(everything) + "\n" + worst_case_table(worst_case(everything)), "compare.md")
+        mlflow.log_text(compare_table(everything) + "\n" + worst_case_table(worst_case(everything), PAPER_ATTACKS), "compare.md")
         mlflow.log_table({f.name: [getattr(r, f.name) for r in everything] for f in fields(RobustnessRow)}, "compare.json")
         tracking.log_figure(compare_figure(everything), "figures/compare.png")
         with contextlib.ExitStack() as stack:

@@ -24,9 +24,8 @@ from tqdm.auto import tqdm
 from medart import tracking
 from medart.attacks import AttackSpec, make_spec, parse_eps, parse_names
 from medart.attacks.adaptive import LOGITS
-from medart.attacks.specs import ATTACK_ENTRIES, check_backend
-from medart.catalog import ATTACKS, DETECTORS, PAPER_ATTACKS
-from medart.detectors import NEEDS_REFERENCES, fit_check, make_detector
+from medart.attacks.specs import ATTACKS, PAPER_ATTACKS, attacks_where, check_backend
+from medart.detectors import DETECTORS, NEEDS_REFERENCES, fit_check, make_detector
 from medart.detectors.activations import resolve_layers
 from medart.detectors.pairs import Pairs
 from medart.errors import ConfigError, DataError
@@ -203,7 +202,7 @@ def detect(target: Target, request: DetectRequest, run: RunOptions = RunOptions(
 def _checked(target: Target, request: DetectRequest) -> tuple[DetectRequest, dict[str, AttackSpec]]:
     """``request`` with its detectors deduplicated and ε parsed, and a spec per attack; every
     setting error now, not after the attacks have run."""
-    detectors = tuple(dict.fromkeys(parse_names(",".join(request.detectors), DETECTORS, "detector")))
+    detectors = tuple(dict.fromkeys(parse_names(",".join(request.detectors), tuple(DETECTORS), "detector")))
     for name in request.params:
         if name not in detectors:
             raise ConfigError(f"parameters given for detector '{name}', which is not among {', '.join(detectors)}")
@@ -222,7 +221,7 @@ def _checked(target: Target, request: DetectRequest) -> tuple[DetectRequest, dic
         resolve_layers(target.model, [PENULTIMATE])  # feature matching pulls on the penultimate features
         for spec in specs.values():
             if spec.step_size is None:
-                *some, last = [name for name, a in ATTACK_ENTRIES.items() if a.step is not None]
+                *some, last = attacks_where(lambda a: a.defaults.step is not None)
                 takers = f"{', '.join(some)} or {last}" if some else last
                 raise ConfigError(f"`adaptive` attacks take {spec.name}'s budget with a loss of their own, which only the "
                                   f"step-size attacks allow; use {takers} in `attacks`")

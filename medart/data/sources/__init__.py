@@ -10,7 +10,7 @@ one on one side.
 A :class:`Layout` entry of :data:`LAYOUTS` is the whole declaration of a layout: its ``source``
 name, how it lies on disk (what ``medart datasets`` prints), what groups it, how its labels
 translate to a task's class names, and its loader (``module:function``). The command line's
-``--source`` choices (through :mod:`medart.catalog`), the tasks (:mod:`medart.data.tasks`) and the
+``--source`` choices (:data:`SOURCES`), the tasks (:mod:`medart.data.tasks`) and the
 loaders themselves read the entries. This module imports no torch — the loaders and
 :class:`~medart.data.sources.files.ImageFileDataset` load when first named
 (``medart.data.sources.nih_chestxray14``) — so ``medart --help`` reads the entries at once.
@@ -137,6 +137,8 @@ LAYOUTS: dict[str, Layout] = {layout.name: layout for layout in (
         loader="medart.data.sources.folders:class_folders",
     ),
 )}
+# MedMNIST files; "original": a task's first public layout; then each layout by name
+SOURCES = ("medmnist", "original", *LAYOUTS)
 # the names this package gives, each loaded when first asked for
 _LAZY = {layout.loader.partition(":")[2]: layout.loader for layout in LAYOUTS.values()} | {
     "ImageFileDataset": "medart.data.sources.files:ImageFileDataset"}
@@ -149,5 +151,5 @@ def __getattr__(name: str) -> Any:
     return getattr(importlib.import_module(module), attribute)
 
 
-__all__ = ["LAYOUTS", "ImageFileDataset", "Layout", "aptos", "chexpert", "class_folders", "ham10000", "isic",
+__all__ = ["LAYOUTS", "SOURCES", "ImageFileDataset", "Layout", "aptos", "chexpert", "class_folders", "ham10000", "isic",
            "kaggle_dr", "nih_chestxray14"]
