@@ -14,6 +14,15 @@ from medart.attacks.losses import CWLoss, DLRLoss, encode_targets
 from medart.attacks.specs import declared
 
 
+class _Float32Queries(PyTorchClassifier):
+    """ART's classifier answering a query in float64 (an attack's own arithmetic, e.g. a binary
+    search between two images) as the float32 it is given otherwise: a float32 network refuses
+    float64 inputs, and ART would pass them on as they are."""
+
+    def predict(self, x: np.ndarray, batch_size: int = 128, training_mode: bool = False, **kwargs) -> np.ndarray:
+        return super().predict(x.astype(np.float32, copy=False), batch_size, training_mode, **kwargs)
+
+
 class ARTBackend(AttackBackend):
     """Adversarial Robustness Toolbox; each attack is a builder below (``@ARTBackend.builds``).
 
@@ -36,7 +45,7 @@ class ARTBackend(AttackBackend):
 
     def classifier(self, x: torch.Tensor, loss: torch.nn.Module) -> PyTorchClassifier:
         """ART's view of the model for inputs shaped like ``x``, with ``loss``."""
-        return PyTorchClassifier(
+        return _Float32Queries(
             model=self.model,
             loss=loss,
             input_shape=tuple(x.shape[1:]),
