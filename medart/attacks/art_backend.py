@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from art.attacks.evasion import (AutoProjectedGradientDescent, BasicIterativeMethod, FastGradientMethod,
+from art.attacks.evasion import (AutoProjectedGradientDescent, BasicIterativeMethod, FastGradientMethod, HopSkipJump,
                                  ProjectedGradientDescent, SquareAttack)
 from art.estimators.classification import PyTorchClassifier
 
@@ -155,3 +155,38 @@ def _square(run: ARTBackend, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
                           p_init=declared(spec.name).settings["p_init"], nb_restarts=spec.restarts, batch_size=len(x),
                           verbose=False)
     return run.run(attack, x, y)
+
+
+@ARTBackend.builds("hopskipjump")
+def _hopskipjump(run: ARTBackend, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """ART's HopSkipJump at L∞, untargeted, on the model's answers alone, on the images the model
+    gets right: it moves an image away from the class the model answers, so an image it gets wrong
+    is left as it is rather than moved towards its true class. It returns the closest adversarial
+    point it found at any distance; the ε-ball projection after every batch keeps it within ε,
+    where it may no longer be adversarial.
+
+    Its starting points are drawn here, as ART draws them (uniform noise the model answers
+    otherwise, at most ``init_size`` tries), but from the run's seeded NumPy generator: ART's own
+    draw uses an unseeded ``RandomState``, which would make every run differ. An image no draw
+    starts from is left as it is (ART's attack fails on it too)."""
+    spec, settings = run.spec, declared(run.spec.name).settings
+    with torch.no_grad():
+        left = (run.model(x).argmax(dim=1) == y).nonzero().squeeze(1)
+    start = torch.empty_like(x)
+    found = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+    for _ in range(int(settings["init_size"])):
+        if not left.numel():
+            break
+        noise = torch.from_numpy(np.random.uniform(size=(len(left), *x.shape[1:])).astype(np.float32)).to(x.device)
+        with torch.no_grad():
+            other = run.model(noise).argmax(dim=1) != y[left]
+        start[left[other]], found[left[other]] = noise[other], True
+        left = left[~other]
+    adv, rows = x.clone(), found.nonzero().squeeze(1)
+    if rows.numel():
+        attack = HopSkipJump(run.classifier(x, torch.nn.CrossEntropyLoss()), batch_size=int(settings["max_eval"]),
+                             targeted=False, norm=np.inf, max_iter=spec.steps, max_eval=int(settings["max_eval"]),
+                             init_eval=int(settings["init_eval"]), init_size=int(settings["init_size"]), verbose=False)
+        out = attack.generate(x=x[rows].cpu().numpy(), y=y[rows].cpu().numpy(), x_adv_init=start[rows].cpu().numpy())
+        adv[rows] = torch.from_numpy(out).to(x.device, x.dtype)
+    return adv

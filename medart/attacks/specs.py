@@ -124,6 +124,14 @@ ATTACK_ENTRIES: dict[str, Attack] = {a.name: a for a in (
            **_AUTOATTACK | dict(defaults=Defaults(5000, random_start=True, restarts=1, unit="queries"))),
     Attack("autoattack", "AutoAttack", "AutoAttack's standard version, its four parts in turn", **_AUTOATTACK,
            parts=("apgd-ce", "apgd-dlr", "fab", "square")),
+    # Label-only (Chen et al. 2020): ART's HopSkipJump at L∞, untargeted, on the model's answers
+    # alone — the threat model of a deployed model. Query-hungry, so a CPU-sized budget: each
+    # iteration estimates the gradient from init_eval·√(iteration) queries, at most max_eval, about
+    # 6,000 queries an image over 20 iterations (8 chest X-rays through the small CNN: 12–30 s on one
+    # shared CPU thread, 8 → 5 right at 8/255); raise `steps` for a stronger attack.
+    Attack("hopskipjump", "HopSkipJump", "HopSkipJump, a label-only black box: the model's answers alone", ("art",),
+           Defaults(20, random_start=True, unit="iterations"), takes=frozenset({"steps"}), budget_in_name=True,
+           settings={"max_eval": 500, "init_eval": 100, "init_size": 100}),
 )}
 ATTACKS = tuple(ATTACK_ENTRIES)
 BACKENDS = tuple(BACKEND_ENTRIES)
