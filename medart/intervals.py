@@ -10,6 +10,13 @@
   that a small sample does not give — so there the interval is Newcombe's score interval (Stat.
   Med. 2006, method 5), the AUC's analogue of Wilson's: it agrees with DeLong's in the middle of
   the range and keeps a width at the edges.
+- A classifier's one-vs-rest macro AUC over K > 2 classes (:func:`macro_auc_interval`) gets
+  DeLong's variance of the mean: each image's structural components, one per class's AUC, summed
+  before their variance is taken within each true class, so the K AUCs' covariance (they share
+  every image) is counted; for K = 2 it is DeLong's interval of the one AUC.
+- A mean of estimates from disjoint images, such as balanced accuracy, the mean of the per-class
+  recalls (:func:`mean_of`), gets the MOVER interval (Zou & Donner, Stat. Med. 2008): each part's
+  own (Wilson) limits recovered as variances and added, so it too keeps a width at 0 % and 100 %.
 
 Intervals are fractions, like the numbers they bound. Torch-free (NumPy and SciPy only).
 """
@@ -18,6 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Mapping, Sequence
 
 import numpy as np
 from scipy.optimize import brentq
@@ -46,7 +54,16 @@ class Estimate:
 
     def metrics(self, name: str) -> dict[str, float]:
         """``name``, ``name_ci_low``, ``name_ci_high``, ``name_n``: how every interval is logged."""
-        return {name: self.value, f"{name}_ci_low": self.low, f"{name}_ci_high": self.high, f"{name}_n": float(self.n)}
+        low, high, n = interval_names(name)
+        return {name: self.value, low: self.low, high: self.high, n: float(self.n)}
+
+    @classmethod
+    def read(cls, metrics: Mapping[str, float], name: str) -> "Estimate":
+        """The estimate logged under ``name`` by :meth:`metrics`; a metric logged before intervals
+        were (no ``name_ci_low``) reads back with a NaN interval and ``n`` 0."""
+        low, high, n = interval_names(name)
+        return cls(float(metrics[name]), float(metrics.get(low, math.nan)), float(metrics.get(high, math.nan)),
+                   int(metrics.get(n, 0)))
 
     def percent(self, digits: int = 1) -> str:
         """``"87.6 [84.3, 90.3] %"``; ``"–"`` for NaN."""
@@ -118,3 +135,65 @@ def auc_interval(scores: np.ndarray, is_adversarial: np.ndarray) -> Estimate:
         half = Z * math.sqrt(variance)
         low, high = max(0.0, auc - half), min(1.0, auc + half)
     return Estimate(auc, low, high, min(m, n))
+
+
+def interval_metrics(estimates: Mapping[str, Estimate]) -> dict[str, float]:
+    """``name_ci_low``, ``name_ci_high`` and ``name_n`` of each named estimate, without ``name``
+    itself: the value is logged as it always was, the interval beside it."""
+    return {k: v for name, e in estimates.items() for k, v in e.metrics(name).items() if k != name}
+
+
+def estimates(metrics: Mapping[str, float]) -> dict[str, Estimate]:
+    """Every estimate in a flat dict of metrics as :func:`interval_metrics` logs them (a name whose
+    ``_ci_low`` is there), by name, in the order of ``metrics``."""
+    return {name: Estimate.read(metrics, name) for name in metrics if f"{name}_ci_low" in metrics}
+
+
+def interval_names(name: str) -> tuple[str, str, str]:
+    """The names logged beside ``name``: ``name_ci_low``, ``name_ci_high``, ``name_n``."""
+    return f"{name}_ci_low", f"{name}_ci_high", f"{name}_n"
+
+
+def mean_of(estimates: Sequence[Estimate]) -> Estimate:
+    """The mean of estimates measured on disjoint images (NaN ones left out, as ``np.nanmean``
+    does), with the MOVER interval of Zou & Donner (2008); ``n`` is their images together."""
+    parts = [e for e in estimates if not math.isnan(e.value)]
+    n = sum(e.n for e in estimates)
+    if not parts:
+        return Estimate(math.nan, math.nan, math.nan, n)
+    k = len(parts)
+    value = float(np.mean([e.value for e in parts]))
+    below = math.sqrt(sum((e.value - e.low) ** 2 for e in parts)) / k
+    above = math.sqrt(sum((e.high - e.value) ** 2 for e in parts)) / k
+    return Estimate(value, max(0.0, value - below), min(1.0, value + above), n)
+
+
+def macro_auc_interval(probs: np.ndarray, labels: np.ndarray) -> Estimate:
+    """The one-vs-rest macro ROC-AUC of ``probs`` ``(N, K)`` against the class indices ``labels``
+    ``(N,)`` (scikit-learn's ``roc_auc_score(..., multi_class="ovr", average="macro")``), with
+    DeLong's 95 % interval of the mean (see the module); ``n`` is the smallest class. NaN when a
+    class has no image. Where every AUC is 0 or 1 (variance 0), Newcombe's interval of the smallest
+    class against the others."""
+    probs = np.asarray(probs, dtype=np.float64)
+    labels = np.asarray(labels).reshape(-1)
+    k, total = probs.shape[1], len(labels)
+    counts = np.bincount(labels, minlength=k)
+    if counts.min() == 0:
+        return Estimate(math.nan, math.nan, math.nan, int(counts.min()))
+    aucs, components = [], np.zeros(total)
+    for c in range(k):
+        positive = labels == c
+        auc, v10, v01 = _placements(probs[positive, c], probs[~positive, c])
+        aucs.append(auc)
+        components[positive] += (v10 - auc) / counts[c]
+        components[~positive] += (v01 - auc) / (total - counts[c])
+    components /= k
+    # images of one true class are one sample: the variance of the sum of their components
+    variance = sum(counts[c] * np.var(components[labels == c], ddof=1) for c in range(k) if counts[c] > 1)
+    value, smallest = float(np.mean(aucs)), int(counts.min())
+    if variance <= 0:
+        low, high = _newcombe(value, smallest, total - smallest)
+    else:
+        half = Z * math.sqrt(variance)
+        low, high = max(0.0, value - half), min(1.0, value + half)
+    return Estimate(value, low, high, smallest)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from medart.intervals import Estimate, interval_metrics
 from medart.numbers import eps_label
 
 GIVEN = "given"  # the init of a cell whose model is given (loaded from its URI), not trained
@@ -88,6 +89,13 @@ class CellMetrics:
     detection_auc: dict[str, float]  # detector → ROC-AUC on AdvTest
     detect_run_id: str
     seconds_by_stage: dict[str, float]
+    # metric name (as_metrics) → its 95 % interval and n: test_acc/test_auc (test images), clean_acc,
+    # adv_acc.<attack>.eps<k>, vanishing_fraction (attacked images), auc_<detector> (AdvTest pairs)
+    intervals: dict[str, Estimate] = field(default_factory=dict)
+
+    def estimate(self, name: str, value: float) -> Estimate:
+        """The metric ``name`` (of :meth:`as_metrics`) with its interval; ``value`` alone where none was measured."""
+        return self.intervals.get(name) or Estimate(value, float("nan"), float("nan"), 0)
 
     def as_json(self) -> dict[str, Any]:
         """The ``cell.json`` record (ε keys written as ``k/255``)."""
@@ -96,10 +104,11 @@ class CellMetrics:
         out["least_eps"] = {"attack": b.attack, "lo": b.lo, "hi": b.hi, "eps_max": b.eps_max, "threshold": b.threshold,
                             "evaluations": b.evaluations}
         out["adv_acc"] = {a: {eps_label(e): v for e, v in by_eps.items()} for a, by_eps in self.adv_acc.items()}
+        out["intervals"] = interval_metrics(self.intervals)
         return out
 
     def as_metrics(self) -> dict[str, float]:
-        """The cell run's MLflow metrics."""
+        """The cell run's MLflow metrics, each fraction's interval beside it (``_ci_low``, ``_ci_high``, ``_n``)."""
         b = self.least_eps
         return {"test_acc": self.test_acc, "test_auc": self.test_auc, "clean_acc": self.clean_acc,
                 "n_parameters": self.n_parameters, "sharpness": self.sharpness, "sharpness_median": self.sharpness_median,
@@ -107,7 +116,7 @@ class CellMetrics:
                 **({"least_eps_hi": b.hi} if b.reached else {}),
                 **{f"adv_acc.{a}.eps{e * 255:.3g}": v for a, by_eps in self.adv_acc.items() for e, v in by_eps.items()},
                 **{f"auc_{d}": v for d, v in self.detection_auc.items()},
-                **{f"seconds_{stage}": v for stage, v in self.seconds_by_stage.items()}}
+                **{f"seconds_{stage}": v for stage, v in self.seconds_by_stage.items()}, **interval_metrics(self.intervals)}
 
 
 @dataclass

@@ -15,6 +15,7 @@ from medart.attacks import make_attack, make_spec
 from medart.attacks.adaptive import detector_head
 from medart.attacks.feature_matching import FeatureMatching, FeatureTap, choose_guides
 from medart.data import subsample
+from medart.intervals import Estimate
 from medart.detectors import make_detector
 from medart.detectors.pairs import Pairs
 from medart.errors import ConfigError, DataError
@@ -118,7 +119,10 @@ def test_more_restarts_never_weaken_the_detector_aware_attack(study):
 
 
 def test_the_adaptive_figure_has_a_bar_per_attack_and_detector():
-    rows = [AdaptiveRow(d, "bim", 8 / 255, 0.9, a, 0.8, 0.7, 0.2, u, 1.0, "", kind)
+    def e(value: float) -> Estimate:
+        return Estimate(value, value - 0.1, value + 0.1, 40)
+
+    rows = [AdaptiveRow(d, "bim", 8 / 255, e(0.9), e(a), e(0.8), e(0.7), e(0.2), e(u), 1.0, "", kind)
             for d, kind, a, u in (("kd", "detector-aware", 0.55, 0.6), ("kd", "feature-match", 0.7, 0.3),
                                   ("dfeat", "feature-match", 0.6, 0.4))]
     fig = adaptive_figure(rows, "pneumonia, ε = 8/255")

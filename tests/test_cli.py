@@ -74,16 +74,24 @@ def test_train_then_evaluate_from_the_registry(tracking_store, shared_data):
     train_run = mlflow.search_runs(experiment_names=["medart/pneumonia/train"], output_format="list")[0]
     logged = train_run.data.metrics
     assert train_run.data.params["train.balance"] == "sampler" and train_run.data.params["train.monitor"] == "val_balanced_acc"
-    assert f"balanced acc {logged['test_balanced_acc'] * 100:.2f} % (recall: normal " in result.output
+    assert f"balanced acc {logged['test_balanced_acc'] * 100:.1f} [{logged['test_balanced_acc_ci_low'] * 100:.1f}, " in result.output
+    assert f"(recall %: normal {logged['test_recall_normal'] * 100:.1f} [" in result.output
     assert {"test_recall_normal", "test_recall_pneumonia", "best_val_balanced_acc"} <= set(logged)
+    # every test fraction with its 95 % interval and n (the test split's images, a class's for its recall)
+    assert logged["test_acc_n"] == logged["test_balanced_acc_n"] == logged["test_recall_normal_n"] + logged["test_recall_pneumonia_n"]
+    assert logged["test_acc_ci_low"] < logged["test_acc"] < logged["test_acc_ci_high"]
+    assert logged["test_auc_ci_low"] < logged["test_auc"] <= logged["test_auc_ci_high"]
     result = run("evaluate", "--model-uri", "models:/medart-pneumonia@champion", "--dataset", "pneumonia",
                  env={"MEDART_DATA_DIR": str(shared_data)})
     assert result.exit_code == 0, result.output  # the whole test split, as train tested it
     rows = {cells[1].strip(): cells[2].strip() for cells in (line.split("|") for line in result.output.splitlines()
                                                                if line.startswith("| test_"))}
-    assert float(rows["test_acc (%)"]) == pytest.approx(logged["test_acc"] * 100, abs=0.01)  # percent, as printed
-    assert float(rows["test_balanced_acc (%)"]) == pytest.approx(logged["test_balanced_acc"] * 100, abs=0.01)
-    assert np.isfinite(float(rows["test_auc (%)"]))
+    # percent, as printed, with the 95 % interval and n: "70.3 [66.0, 74.3] (n = 468)"
+    acc, low = (float(rows["test_acc (%)"].split()[i].strip("[,")) for i in (0, 1))
+    assert acc == pytest.approx(logged["test_acc"] * 100, abs=0.05) and low < acc
+    assert rows["test_acc (%)"].endswith(f"(n = {int(logged['test_acc_n'])})") and "test_acc_ci_low (%)" not in rows
+    assert float(rows["test_balanced_acc (%)"].split()[0]) == pytest.approx(logged["test_balanced_acc"] * 100, abs=0.05)
+    assert np.isfinite(float(rows["test_auc (%)"].split()[0]))
 
 
 def test_library_messages_name_options_as_the_face_spells_them():

@@ -121,13 +121,19 @@ def test_autoattack_fills_the_export_and_sits_beside_the_paper_attacks(tracking_
     doc = json.loads(path.read_text())
     assert doc["autoattack_acc"] == doc["robust_acc"] == "24.00" and doc["clean_acc"] == "90.00"
     assert doc["per_attack_acc"]["pgd/art"] == "30.00" and len(doc["per_attack_acc"]) == 6
+    # the intervals and n as extra fields, which RobustBench's readers and medart's import ignore
+    assert (doc["clean_acc_ci_low"], doc["clean_acc_ci_high"], doc["clean_acc_n"]) == ("82.56", "94.48", 100)
+    assert doc["robust_acc_ci_low"] == doc["autoattack_acc_ci_low"] == "16.69" and doc["robust_acc_n"] == 100
+    assert doc["per_attack_acc_ci"]["pgd/art"] == ["21.89", "39.58", 100] and len(doc["per_attack_acc_ci"]) == 6
 
     standard = tmp_path / "cifar10" / "Linf" / "Standard.json"
     standard.parent.mkdir(parents=True)
     standard.write_text(json.dumps(STANDARD))
     out = CliRunner().invoke(main, ["compare", "--import", str(path), "--import", str(standard)])
     assert out.exit_code == 0, out.output
-    assert "| pneumonia | medart-pneumonia@champion | 8/255 | 90.00 | — | 24.00 (medart) | 24.00 | 100 |" in out.output
+    # Wilson intervals over the export's 100 images; RobustBench's file says no n: its values alone
+    assert ("| pneumonia | medart-pneumonia@champion | 8/255 | 90.00 [82.56, 94.48] | — | 24.00 [16.69, 33.23] (medart) | "
+            "24.00 [16.69, 33.23] | 100 |") in out.output
     assert "| cifar10 | Standardly trained model | 8/255 | 94.78 | — | 0.00 (N/A) | 0.00 |  |" in out.output
     (theirs,) = import_robustbench([standard])
     assert theirs.attack == "autoattack" and theirs.adv_acc == 0.0

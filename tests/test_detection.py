@@ -16,6 +16,7 @@ from medart.attacks import cache
 from medart.cli import main
 from medart.detectors.pairs import Pairs
 from medart.errors import ConfigError
+from medart.intervals import Estimate
 from medart.models.evaluation import predict
 from medart.models.resnet import build_model
 from medart.stages.adaptive import AdaptiveBudget
@@ -112,18 +113,27 @@ def test_detect_logs_table_4_and_5_from_correctly_classified_pairs(target):
     for name in ("kd", "lid", "dfeat", "qfeat"):
         assert child.data.metrics[f"auc_{name}"] == pytest.approx(out.auc["pgd"][name])
         assert 0.0 <= out.auc["pgd"][name] <= 1.0
+        # its 95 % DeLong interval over the AdvTest pairs, logged beside it
+        interval = out.intervals["pgd"][name]
+        assert interval.value == out.auc["pgd"][name] and interval.n == out.counts["pgd"]["test"]
+        assert child.data.metrics[f"auc_{name}_n"] == interval.n
+        assert child.data.metrics[f"auc_{name}_ci_low"] == interval.low <= interval.value <= interval.high
+        assert parent.data.metrics[f"pgd.auc_{name}_ci_high"] == interval.high
         for a in ("fgsm", "pgd"):  # the transfer diagonal is the per-attack AUC (one split)
-            assert out.transfer[name][a][a] == pytest.approx(out.auc[a][name])
+            assert out.transfer[name][a][a].value == pytest.approx(out.auc[a][name])
     paths = {a.path for a in client.list_artifacts(out.run_id)} | {a.path for a in client.list_artifacts(out.run_id, "figures")}
     assert {"detection_auc.md", "detection_auc.json", "transfer.md", "transfer.json", "figures/detection_auc.png",
             "figures/transfer.png"} <= paths
     assert "figures/roc.png" in {a.path for a in client.list_artifacts(out.child_runs["fgsm"], "figures")}
     table = mlflow.artifacts.load_text(f"runs:/{out.run_id}/detection_auc.md")
-    assert table.splitlines()[0] == "| AUC (%) by detector | FGSM | PGD | clean acc (%) | clean balanced acc (%) |"
-    assert "| QFEAT |" in table
+    pairs = out.counts["fgsm"]["test"]
+    assert table.splitlines()[0] == (f"| AUC (%) by detector | FGSM (n = {pairs}) | PGD (n = {pairs}) | clean acc (%) | "
+                                     "clean balanced acc (%) |")
+    assert "| QFEAT |" in table and f"{out.intervals['fgsm']['qfeat'].low * 100:.1f}" in table
+    assert f"Warning: fewer than 30 AdvTest pairs (FGSM {pairs}, PGD {pairs})" in table  # 40 images: a handful of pairs
     # the degenerate-model guard: checked once on the attacked images, recorded on every run
     check = target.model_check()
-    assert out.check == check and f"| {check.balanced_acc * 100:.2f} |" in table.splitlines()[2]
+    assert out.check == check and f"| {check.balanced_acc * 100:.1f} [" in table.splitlines()[2]
     for run_id in (out.run_id, out.child_runs["fgsm"], out.attack_runs["pgd"]):
         logged = client.get_run(run_id).data
         assert logged.tags["medart.degenerate"] == str(check.degenerate).lower()
@@ -154,13 +164,18 @@ def test_adaptive_detect_logs_a_child_run_per_attackable_detector(target):
     assert [r.detector for r in out.adaptive if r.adaptive == "feature-match"] == ["kd", "mahalanobis", "dfeat", "lid"]
     client = mlflow.MlflowClient()
     for row in out.adaptive:
-        assert row.auc == pytest.approx(out.auc["bim"][row.detector])  # the plain examples, one split: Table 4's AUC
-        assert 0 <= row.undetected <= row.success <= 1 and 0 <= row.undetected_adaptive <= row.success_adaptive <= 1
+        assert row.auc.value == pytest.approx(out.auc["bim"][row.detector])  # the plain examples, one split: Table 4's AUC
+        assert row.auc == out.intervals["bim"][row.detector]  # and its interval
+        assert 0 <= row.undetected.value <= row.success.value <= 1
+        assert 0 <= row.undetected_adaptive.value <= row.success_adaptive.value <= 1
+        # the rates' n are the AdvTest pairs, the images the model classified correctly
+        assert row.success.n == row.undetected_adaptive.n == row.auc_adaptive.n == out.counts["bim"]["test"]
         child = client.get_run(row.run_id)
         prefix = "adaptive" if row.adaptive == "detector-aware" else "feature-match"
         assert child.info.run_name == f"{prefix}-{row.detector}-bim-eps8/255-art"
         assert child.data.tags["mlflow.parentRunId"] == out.run_id
-        assert child.data.metrics["auc_adaptive"] == pytest.approx(row.auc_adaptive)
+        assert child.data.metrics["auc_adaptive"] == pytest.approx(row.auc_adaptive.value)
+        assert child.data.metrics["undetected_adaptive_ci_high"] == row.undetected_adaptive.high
         params = child.data.params
         assert (params["adaptive.steps"], params["adaptive.restarts"], params["attack.steps"]) == ("4", "2", "5")
         assert params["adaptive.attack"] == row.adaptive
@@ -172,10 +187,13 @@ def test_adaptive_detect_logs_a_child_run_per_attackable_detector(target):
     assert all(np.array_equal(s["x_adv"], stored[0]["x_adv"]) for s in stored)
     assert np.isin(stored[0]["indices"], target.indices["adv_test"]).all()  # the attacked AdvTest images it kept as pairs
     table = mlflow.artifacts.load_text(f"runs:/{out.run_id}/adaptive.md")
-    assert "| KD | BIM | 8/255 | detector-aware |" in table and "| DFEAT | BIM | 8/255 | feature-match |" in table
+    pairs = out.counts["bim"]["test"]
+    assert f"| KD | BIM | 8/255 | detector-aware | {pairs} |" in table and f"| DFEAT | BIM | 8/255 | feature-match | {pairs} |" in table
     artifacts = {f.path for f in client.list_artifacts(out.run_id, "figures")}
     assert "figures/adaptive.png" in artifacts
-    assert client.get_run(out.run_id).data.metrics["bim.feature-match.undetected_adaptive_dfeat"] == matched[2].undetected_adaptive
+    parent = client.get_run(out.run_id).data.metrics
+    assert parent["bim.feature-match.undetected_adaptive_dfeat"] == matched[2].undetected_adaptive.value
+    assert parent["bim.feature-match.undetected_adaptive_dfeat_n"] == pairs
 
 
 def _detect_run(output: str) -> mlflow.entities.Run:
@@ -220,6 +238,7 @@ def test_a_degenerate_fit_is_reported_as_such_never_as_an_auc(target, tmp_path, 
     tag; DFeat beside it is measured as usual."""
     import logging
 
+    from medart.numbers import auc_ci
     from medart.stages import pipeline
     from medart.stages.report import report_run
 
@@ -236,12 +255,13 @@ def test_a_degenerate_fit_is_reported_as_such_never_as_an_auc(target, tmp_path, 
     assert "medart.degenerate_fit.dfeat" not in child.tags
     assert np.isnan(child.metrics["auc_kd"]) and np.isnan(child.metrics["detect_acc_kd"]) and child.metrics["auc_dfeat"] >= 0
     assert np.isnan(client.get_run(out.run_id).data.metrics["pgd.auc_kd"])
-    assert all(np.isnan(v) for v in out.transfer["kd"]["fgsm"].values())
+    assert all(np.isnan(v.value) and np.isnan(v.low) for v in out.transfer["kd"]["fgsm"].values())
+    assert np.isnan(child.metrics["auc_kd_ci_low"]) and child.metrics["auc_kd_n"] == out.counts["pgd"]["test"]
 
     main_run = client.get_run(out.run_id).data.tags["mlflow.parentRunId"]
     texts = {name: mlflow.artifacts.load_text(f"runs:/{run_id}/{name}") for run_id, name in
              ((main_run, "summary.md"), (out.run_id, "detection_auc.md"), (out.run_id, "transfer.md"))}
-    assert texts["summary.md"].splitlines()[2].endswith(f"| degenerate | {out.auc['fgsm']['dfeat'] * 100:.2f} |")
+    assert texts["summary.md"].splitlines()[2].endswith(f"| degenerate | {auc_ci(out.intervals['fgsm']['dfeat'])} |")
     assert texts["detection_auc.md"].splitlines()[2].startswith("| KD | degenerate | degenerate |")
     assert "| FGSM | degenerate | degenerate |" in texts["transfer.md"]
     page = report_run(main_run, tmp_path / "report.html", log=False).read_text()
@@ -258,18 +278,25 @@ def test_a_nan_auc_renders_as_degenerate_everywhere():
     from medart.stages.adaptive import AdaptiveRow
 
     nan = float("nan")
+    none = Estimate(nan, nan, nan, 40)
     auc = {"fgsm": {"kd": nan, "dfeat": 0.9}, "pgd": {"kd": nan, "dfeat": 0.95}}
-    table = auc_table(auc, {"fgsm": {"kd": nan, "dfeat": 0.01}, "pgd": {"kd": nan, "dfeat": 0.02}}).splitlines()
-    assert table[2] == "| KD | degenerate | degenerate |" and table[3] == "| DFEAT | 90.00 ± 1.00 | 95.00 ± 2.00 |"
-    transfer = {"kd": {"fgsm": {"fgsm": nan, "pgd": nan}, "pgd": {"fgsm": nan, "pgd": nan}}}
+    intervals = {"fgsm": {"kd": none, "dfeat": Estimate(0.88, 0.8, 0.96, 40)},
+                 "pgd": {"kd": none, "dfeat": Estimate(0.95, 0.9, 1.0, 40)}}
+    table = auc_table(intervals, auc, {"fgsm": {"kd": nan, "dfeat": 0.01}, "pgd": {"kd": nan, "dfeat": 0.02}}).splitlines()
+    assert table[2] == "| KD | degenerate | degenerate |"
+    assert table[3] == "| DFEAT | 90.0 ± 1.0; split 0: 88.0 [80.0, 96.0] | 95.0 ± 2.0; split 0: 95.0 [90.0, 100.0] |"
+    transfer = {"kd": {"fgsm": {"fgsm": none, "pgd": none}, "pgd": {"fgsm": none, "pgd": none}}}
     assert "| FGSM | degenerate | degenerate |" in transfer_table(transfer)
-    row = AdaptiveRow("kd", "bim", 8 / 255, nan, nan, 1.0, 1.0, nan, nan, 1.0, "run")
-    assert "| KD | BIM | 8/255 | detector-aware | degenerate | degenerate | 100.00 | 100.00 | degenerate | degenerate |" \
-        in adaptive_table([row])
-    for figure in (auc_figure(auc, "t"), transfer_figure(transfer, "t"),
+    one = Estimate(1.0, 0.9, 1.0, 40)
+    row = AdaptiveRow("kd", "bim", 8 / 255, none, none, one, one, none, none, 1.0, "run")
+    assert "| KD | BIM | 8/255 | detector-aware | 40 | degenerate | degenerate | 100.0 [90.0, 100.0] | 100.0 [90.0, 100.0] | " \
+        "degenerate | degenerate |" in adaptive_table([row])
+    for figure in (auc_figure(auc, "t"), transfer_figure({"kd": {"fgsm": {"fgsm": nan}}}, "t"),
                    roc_figure({"kd": (np.array([0.0, 1.0]), np.array([0.0, 1.0]), nan)}, "t")):
         texts = [t.get_text() for ax in figure.axes for t in ax.texts] + [
             t.get_text() for ax in figure.axes if ax.get_legend() for t in ax.get_legend().get_texts()]
         assert any("degenerate" in t for t in texts) and not any("nan" in t.lower() for t in texts)
-    rows = dict(metric_rows({"auc_kd": nan, "pgd.auc_kd": nan, "clean_auc": nan, "auc_dfeat": 0.9}))
-    assert rows == {"auc_kd (%)": "degenerate", "pgd.auc_kd (%)": "degenerate", "clean_auc (%)": "—", "auc_dfeat (%)": "90.00"}
+    rows = dict(metric_rows({"auc_kd": nan, "pgd.auc_kd": nan, "clean_auc": nan, "auc_dfeat": 0.9}
+                            | none.metrics("auc_kd") | Estimate(0.6, 0.45, 0.75, 12).metrics("auc_lid")))
+    assert rows == {"auc_kd (%)": "degenerate", "pgd.auc_kd (%)": "degenerate", "clean_auc (%)": "—", "auc_dfeat (%)": "90.00",
+                    "auc_lid (%)": "60.00 [45.00, 75.00] † (n = 12)"}  # the interval's three metrics fold into its row

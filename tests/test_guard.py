@@ -12,8 +12,10 @@ import torch
 from torch import nn
 
 from medart.data import subsample
+from medart.intervals import Estimate, wilson
 from medart.models.sanity import CHANCE_MARGIN, CONSTANT_SHARE, check_predictions
 from medart.models.training import TrainConfig, fit
+from medart.numbers import CHANCE_LEGEND
 from medart.render.detection import auc_table, summary_table, transfer_table
 from medart.render.report import RunView, degenerate_banner, paper_comparison
 from medart.render.sweep import sweep_table
@@ -106,27 +108,38 @@ def test_guard_fires_on_a_constant_model_and_stays_quiet_on_a_trained_one(tracki
 def test_tables_and_report_print_clean_and_balanced_accuracy_beside_the_numbers():
     half = np.r_[np.zeros(20, np.int64), np.ones(20, np.int64)]
     constant = check_predictions(np.ones(40, np.int64), half, CLASSES)
-    table = auc_table({"fgsm": {"kd": 0.99}, "pgd": {"kd": 0.98}}, clean=constant).splitlines()
-    assert table[0] == "| AUC (%) by detector | FGSM | PGD | clean acc (%) | clean balanced acc (%) |"
-    assert table[2] == "| KD | 99.00 | 98.00 | 50.00 | 50.00 |" and "DEGENERATE MODEL: balanced accuracy" in table[-1]
-    assert transfer_table({"kd": {"fgsm": {"fgsm": 0.9}}}, constant).splitlines()[-1] == constant.note()
-    measured = {"fgsm": {"clean_acc": 0.5, "clean_balanced_acc": 0.5, "adv_acc": 0.0, "success_rate": 1.0}}
-    summary = summary_table(measured, {"fgsm": {"kd": 0.99, "dfeat": float("nan")}}, ("kd", "dfeat"), constant).splitlines()
-    assert summary[0] == ("| attack | clean acc (%) | clean balanced acc (%) | adversarial acc (%) | success rate (%) | "
-                          "AUC KD (%) | AUC DFEAT (%) |")
-    assert summary[2] == "| FGSM | 50.00 | 50.00 | 0.00 | 100.00 | 99.00 | degenerate |" and summary[-1] == constant.note()
+    kd = {"fgsm": {"kd": Estimate(0.99, 0.9, 1.0, 40)}, "pgd": {"kd": Estimate(0.6, 0.4, 0.78, 40)}}
+    table = auc_table(kd, clean=constant).splitlines()
+    assert table[0] == "| AUC (%) by detector | FGSM (n = 40) | PGD (n = 40) | clean acc (%) | clean balanced acc (%) |"
+    # the clean numbers with their Wilson (accuracy) and MOVER (balanced accuracy) intervals over the 40 images
+    assert table[2] == "| KD | 99.0 [90.0, 100.0] | 60.0 [40.0, 78.0] † | 50.0 [35.2, 64.8] | 50.0 [41.9, 58.1] |"
+    assert CHANCE_LEGEND in table and "DEGENERATE MODEL: balanced accuracy" in table[-1]
+    assert not any(line.startswith("Warning: fewer than") for line in table)  # 40 pairs: no warning
+    assert transfer_table({"kd": {"fgsm": {"fgsm": Estimate(0.9, 0.8, 0.95, 40)}}}, constant).splitlines()[-1] == constant.note()
+    measured = {"fgsm": {"n": 40, "clean_acc": 0.5, "clean_balanced_acc": 0.5, "adv_acc": 0.0, "success_rate": 1.0}
+                | wilson(20, 40).metrics("clean_acc") | wilson(20, 20).metrics("success_rate")}
+    nan = float("nan")
+    pairs = {"fgsm": {"kd": Estimate(0.99, 0.9, 1.0, 20), "dfeat": Estimate(nan, nan, nan, 20)}}
+    summary = summary_table(measured, pairs, ("kd", "dfeat"), constant).splitlines()
+    assert summary[0] == ("| attack | images | clean acc (%) | clean balanced acc (%) | adversarial acc (%) | success rate (%) | "
+                          "AdvTest pairs | AUC KD (%) | AUC DFEAT (%) |")
+    # a number logged without an interval (clean_balanced_acc, adv_acc here) is shown alone, never with a made-up one
+    assert summary[2] == "| FGSM | 40 | 50.0 [35.2, 64.8] | 50.0 | 0.0 | 100.0 [83.9, 100.0] of 20 | 20 | 99.0 [90.0, 100.0] | degenerate |"
+    assert "Warning: fewer than 30 AdvTest pairs (FGSM 20)" in summary[5] and summary[-1] == constant.note()
     rows = [SweepRow("fgsm", 1 / 255, "run", False, 40, 0.5, 0.61, 0.0, 0.02, 1.0, 1 / 255, {}, 0.5)]
     table = sweep_table(rows, clean=constant).splitlines()
-    assert table[0].endswith("| clean acc / balanced acc (%) |") and table[3] == "| FGSM | 0.00 / 2.00 | 50.00 / 50.00 |"
+    assert table[0].endswith("| clean acc / balanced acc (%) |") and table[3] == "| FGSM | 0.0 / 2.0 | 50.0 / 50.0 |"
     # the report: a warning at the top, and clean / balanced accuracy beside each attack and detection number
     tags = constant.tags()
     attack = RunView("a", "bim", "FINISHED", 0, {"attack.name": "bim", "attack.eps": str(1 / 255)},
-                     {"adv_acc": 0.0, "clean_acc": 0.5, "clean_auc": 0.6, "clean_balanced_acc": 0.5}, tags)
+                     {"adv_acc": 0.0, "clean_acc": 0.5, "clean_auc": 0.6, "clean_balanced_acc": 0.5, "n": 40.0}
+                     | wilson(0, 40).metrics("adv_acc"), tags)
     detect = RunView("d", "detect", "FINISHED", 1, dict(attack.params), {"auc_kd": 0.99} | constant.metrics(), tags)
     page = paper_comparison("pneumonia", [attack, detect])
     assert "<th>clean balanced acc (%)</th>" in page
-    assert "<td>BIM</td><td>1/255</td><td>0.00</td><td>0.00</td><td></td><td>0.00</td><td>50.00</td><td>50.00</td>" in page
-    assert "<td>KD</td><td>BIM</td><td>99.00</td><td>100.00</td><td>50.00</td><td>50.00</td>" in page
+    # measured numbers with their interval where the run logged one, and their n
+    assert "<td>BIM</td><td>1/255</td><td>0.0 [0.0, 8.8]</td><td>0.00</td><td></td><td>0.00</td><td>50.0</td><td>50.0</td><td>40</td>" in page
+    assert "<td>KD</td><td>BIM</td><td>99.0</td><td>100.00</td><td>50.0 [35.2, 64.8]</td><td>50.0 [41.9, 58.1]</td>" in page
     assert "Degenerate model</b>: balanced accuracy 50.0 %" in degenerate_banner([attack, detect])
     assert degenerate_banner([RunView("q", "quiet", "FINISHED", 0, {}, {}, {"medart.degenerate": "false"})]) == ""
 

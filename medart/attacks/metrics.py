@@ -7,7 +7,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from medart.models.evaluation import classification_metrics
+from medart.intervals import interval_metrics, proportion
+from medart.models.evaluation import classification_intervals, classification_metrics
 
 
 def perturbation_norms(x: torch.Tensor, x_adv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -23,7 +24,10 @@ def attack_metrics(
     """Clean and adversarial ``acc``/``auc``, ``success_rate`` (share of correctly classified inputs
     whose prediction the attack changed) and mean/max L∞ and L2 perturbation; then clean and
     adversarial ``balanced_acc`` and ``recall_<class>`` (named after ``classes``, see
-    :func:`~medart.models.evaluation.classification_metrics`).
+    :func:`~medart.models.evaluation.classification_metrics`). Each of these fractions also has its
+    95 % interval and n as ``<name>_ci_low``, ``<name>_ci_high``, ``<name>_n``
+    (:func:`~medart.models.evaluation.classification_intervals`; the success rate's n is the images
+    classified correctly, its denominator).
 
     Raises ``AssertionError`` if any perturbation leaves the ε-ball by more than float32 rounding:
     that would be a backend bug, and the numbers would not mean what they say.
@@ -35,6 +39,9 @@ def attack_metrics(
     adv = classification_metrics(probs_adv, labels, classes)
     correct = probs_clean.argmax(1) == labels
     flipped = probs_adv.argmax(1) != labels
+    intervals = {f"{side}_{k}": e for side, probs in (("clean", probs_clean), ("adv", probs_adv))
+                 for k, e in classification_intervals(probs, labels, classes).items()}
+    intervals["success_rate"] = proportion(flipped[correct])
     return {
         "clean_acc": clean["acc"],
         "clean_auc": clean["auc"],
@@ -47,4 +54,4 @@ def attack_metrics(
         "l2_max": float(l2.max()),
         "n": float(len(labels)),
     } | {f"{side}_{k}": v for side, m in (("clean", clean), ("adv", adv)) for k, v in m.items()
-         if k == "balanced_acc" or k.startswith("recall_")}
+         if k == "balanced_acc" or k.startswith("recall_")} | interval_metrics(intervals)

@@ -44,7 +44,9 @@ def attack(**opts) -> None:
     from medart.attacks import make_spec
     from medart.attacks.specs import check_backend
     from medart.executors import make_executor
+    from medart.intervals import estimates
     from medart.models.loading import ModelSource
+    from medart.numbers import ci
     from medart.stages.attack import attack as run_attack
     from medart.stages.target import DataSpec, RunOptions, Target, from_options
 
@@ -56,8 +58,9 @@ def attack(**opts) -> None:
                        cpus_per_task=opts["cpus_per_task"], gpus_per_task=opts["gpus_per_task"]) as executor:
         target = Target.load(from_options(ModelSource, opts), from_options(DataSpec, opts), opts["max_examples"])
         out = run_attack(target, spec, from_options(RunOptions, opts, executor=executor), opts["shards"])
-    m = out.metrics
+    m, e = out.metrics, estimates(out.metrics)
     cached = f" (examples from cache of run {out.cached_from})" if out.cached else ""
     click.echo(run_line("attack", out.run_id, f"{spec.label()} via {opts['backend']} on {int(m['n'])} images{cached}"))
-    click.echo(f"accuracy {m['clean_acc'] * 100:.2f} % -> {m['adv_acc'] * 100:.2f} %, AUC {m['clean_auc'] * 100:.2f} % -> "
-               f"{m['adv_auc'] * 100:.2f} %, success rate {m['success_rate'] * 100:.2f} %, max L∞ {m['linf_max'] * 255:.4f}/255")
+    click.echo(f"accuracy {ci(e['clean_acc'])} % -> {ci(e['adv_acc'])} %, AUC {ci(e['clean_auc'])} % -> "
+               f"{ci(e['adv_auc'])} %, success rate {ci(e['success_rate'])} % of the {e['success_rate'].n} images classified "
+               f"correctly, max L∞ {m['linf_max'] * 255:.4f}/255 (95 % intervals: Wilson; DeLong for the AUCs)")

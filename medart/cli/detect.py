@@ -84,7 +84,8 @@ def _run(opts: dict) -> None:
     out = run_detect(target, request, from_options(RunOptions, opts))
     pairs = ", ".join(f"{a} {c['fit']}/{c['test']}" for a, c in out.counts.items())
     click.echo(run_line("detect", out.run_id, f"pairs (AdvTrain/AdvTest) {pairs}; figures/detection_auc.png, detection_auc.md"))
-    click.echo(auc_table(out.auc, out.auc_std if request.repeats > 1 else None, out.check), nl=False)
+    repeats = request.repeats > 1
+    click.echo(auc_table(out.intervals, out.auc if repeats else None, out.auc_std if repeats else None, out.check), nl=False)
     if out.transfer:
         click.echo("\n" + transfer_table(out.transfer, out.check), nl=False)
     if out.adaptive:

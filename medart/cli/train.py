@@ -46,17 +46,20 @@ def train(**opts) -> None:
         MEDART_DATA_DIR=../shared/data medart train --dataset pneumonia --pretrained none --epochs 10
     """
     from medart import tracking
+    from medart.intervals import estimates
     from medart.models.training import TrainConfig
+    from medart.numbers import ci, ci_n
     from medart.stages.target import DataSpec, RunOptions, from_options
     from medart.stages.train import ModelRequest, train as run_train
 
     tracking.configure(opts["tracking_uri"])
     out = run_train(from_options(DataSpec, opts), from_options(ModelRequest, opts), from_options(TrainConfig, opts),
                     from_options(RunOptions, opts))
-    recalls = ", ".join(f"{k.removeprefix('recall_')} {v * 100:.2f} %" for k, v in out.test.items() if k.startswith("recall_"))
-    click.echo(run_line("train", out.run_id, f"best epoch {out.best_epoch}, test acc {out.test['acc'] * 100:.2f} %, "
-               f"balanced acc {out.test['balanced_acc'] * 100:.2f} % (recall: {recalls}), "
-               f"test AUC {out.test['auc'] * 100:.2f} % on {out.check.n} test images, {out.seconds_per_epoch:.1f} s/epoch"))
+    test = estimates(out.test)
+    recalls = ", ".join(f"{k.removeprefix('recall_')} {ci_n(e)}" for k, e in test.items() if k.startswith("recall_"))
+    click.echo(run_line("train", out.run_id, f"best epoch {out.best_epoch}, test acc {ci(test['acc'])} %, "
+               f"balanced acc {ci(test['balanced_acc'])} % (recall %: {recalls}), "
+               f"test AUC {ci(test['auc'])} % on {out.check.n} test images (95 % intervals), {out.seconds_per_epoch:.1f} s/epoch"))
     if out.check.degenerate:
         click.echo(f"DEGENERATE MODEL: {out.check.reason}")
     if out.version is not None:

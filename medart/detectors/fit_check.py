@@ -8,10 +8,13 @@ the detection stage warns, tags the run and prints "degenerate" where the AUC wo
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import numpy as np
 from sklearn.metrics import roc_auc_score
+
+from medart.intervals import Estimate, auc_interval
 
 #: Scores whose spread is at most this, relative to their size, are one score for every input: the
 #: float64 rounding of a constant sum is ~1e-16 of it, a real feature's spread orders of magnitude more.
@@ -51,6 +54,15 @@ def detection_auc(y: np.ndarray, scores: np.ndarray, fit_reason: str = "") -> tu
     if constant(scores):
         return float("nan"), f"its scores on all {len(scores)} inputs are one value ({float(scores[0]):.6g})"
     return float(roc_auc_score(y, scores)), ""
+
+
+def detection_interval(y: np.ndarray, scores: np.ndarray, fit_reason: str = "") -> tuple[Estimate, str]:
+    """:func:`detection_auc` with its 95 % DeLong interval over the pairs (:func:`~medart.intervals.auc_interval`;
+    n = pairs): the AUC as :func:`detection_auc` gives it, and a NaN interval where that is NaN."""
+    auc, reason = detection_auc(y, scores, fit_reason)
+    if reason:
+        return Estimate(auc, float("nan"), float("nan"), len(y) // 2), reason
+    return dataclasses.replace(auc_interval(scores, y), value=auc), reason
 
 
 def warn(detector: str, where: str, reason: str) -> None:

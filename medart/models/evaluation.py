@@ -14,6 +14,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from medart.intervals import Estimate, auc_interval, macro_auc_interval, mean_of, proportion
+
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if str(device) == "auto":
@@ -103,6 +105,23 @@ def classification_metrics(probs: np.ndarray, labels: np.ndarray, classes: Seque
     names = list(classes) if classes is not None and len(classes) == k else [str(i) for i in range(k)]
     out |= {f"recall_{key}": float(r) for key, r in zip(recall_keys(names), recalls)}
     return out
+
+
+def classification_intervals(probs: np.ndarray, labels: np.ndarray,
+                             classes: Sequence[str] | None = None) -> dict[str, Estimate]:
+    """The 95 % intervals of :func:`classification_metrics`' fractions, under the same names:
+    ``acc`` (Wilson, n images), ``recall_<class>`` (Wilson, n images of the class), ``balanced_acc``
+    (MOVER over the recalls, n images) and ``auc`` (DeLong; for K > 2 of the macro mean; n the
+    smallest class). Their values are :func:`classification_metrics`' (the AUC's up to float rounding)."""
+    k = probs.shape[1]
+    predictions = probs.argmax(1)
+    names = list(classes) if classes is not None and len(classes) == k else [str(i) for i in range(k)]
+    recalls = {f"recall_{key}": proportion(predictions[labels == c] == c) for c, key in enumerate(recall_keys(names))}
+    if len(np.unique(labels)) < 2:
+        auc = Estimate(float("nan"), float("nan"), float("nan"), 0)
+    else:
+        auc = auc_interval(probs[:, 1], labels == 1) if k == 2 else macro_auc_interval(probs, labels)
+    return {"acc": proportion(predictions == labels), "auc": auc, "balanced_acc": mean_of(list(recalls.values()))} | recalls
 
 
 def evaluate(model: nn.Module, dataset: Dataset, batch_size: int = 256, device: str | torch.device = "auto") -> dict[str, float]:

@@ -10,12 +10,14 @@ number when it fires, and training never moves the registry alias to such a mode
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
 
+from medart.intervals import Estimate, interval_metrics, mean_of, proportion
 from medart.models.evaluation import class_recalls
+from medart.numbers import ci
 
 #: Balanced accuracy at most this far above chance (1/K) is "near chance". 0.1: on the ~60 images of
 #: a small run a guessing model's balanced accuracy has a binomial s.d. of ~0.065 about chance, so a
@@ -33,7 +35,8 @@ class ModelCheck:
     """What the model does on ``n`` clean images: accuracy and balanced accuracy in [0, 1], its most
     common answer ``top_class`` and the share of images given it (``top_share``) against that
     class's share among the labels (``label_share``), and whether it is ``degenerate`` (``reason``
-    says why, in words; empty when it is not)."""
+    says why, in words; empty when it is not); ``intervals``: ``acc`` and ``balanced_acc`` as
+    :class:`~medart.intervals.Estimate` (95 % interval, n images)."""
 
     n: int
     acc: float
@@ -42,6 +45,7 @@ class ModelCheck:
     top_share: float
     label_share: float
     reason: str
+    intervals: dict[str, Estimate] = field(default_factory=dict, compare=False)
 
     @property
     def degenerate(self) -> bool:
@@ -57,13 +61,19 @@ class ModelCheck:
                                                                  if self.degenerate else {})
 
     def metrics(self) -> dict[str, float]:
-        """The check's numbers as logged (fractions): ``guard.clean_acc``, ``guard.clean_balanced_acc``,
-        ``guard.top_share``."""
-        return {"guard.clean_acc": self.acc, "guard.clean_balanced_acc": self.balanced_acc, "guard.top_share": self.top_share}
+        """The check's numbers as logged (fractions): ``guard.clean_acc``, ``guard.clean_balanced_acc``
+        (each with ``_ci_low``, ``_ci_high``, ``_n``), ``guard.top_share``."""
+        return ({"guard.clean_acc": self.acc, "guard.clean_balanced_acc": self.balanced_acc, "guard.top_share": self.top_share}
+                | interval_metrics({f"guard.clean_{k}": e for k, e in self.intervals.items()}))
+
+    def estimate(self, name: str) -> Estimate:
+        """``acc`` or ``balanced_acc`` with its interval (the value alone where none was computed)."""
+        return self.intervals.get(name) or Estimate(getattr(self, name), float("nan"), float("nan"), self.n)
 
     def note(self) -> str:
-        """One line for under a table: the clean numbers and, if degenerate, why."""
-        line = f"Clean images ({self.n}): accuracy {self.acc * 100:.2f} %, balanced accuracy {self.balanced_acc * 100:.2f} %."
+        """One line for under a table: the clean numbers with their 95 % intervals and, if degenerate, why."""
+        line = (f"Clean images ({self.n}): accuracy {ci(self.estimate('acc'))} %, "
+                f"balanced accuracy {ci(self.estimate('balanced_acc'))} % (95 % intervals).")
         return line + (f" DEGENERATE MODEL: {self.reason}." if self.degenerate else "")
 
 
@@ -85,5 +95,7 @@ def check_predictions(predictions: np.ndarray, labels: np.ndarray, classes: Sequ
     if answers[top] >= CONSTANT_SHARE and label_share < CONSTANT_SHARE:
         reasons.append(f"it answers '{classes[top]}' for {answers[top] * 100:.1f} % of {len(labels)} clean images, "
                        f"{label_share * 100:.1f} % of which are")
+    recall_intervals = [proportion(predictions[labels == c] == c) for c in range(k)]
+    intervals = {"acc": proportion(predictions == labels), "balanced_acc": mean_of(recall_intervals)}
     return ModelCheck(len(labels), float(np.mean(predictions == labels)), balanced, str(classes[top]),
-                      float(answers[top]), label_share, "; ".join(reasons))
+                      float(answers[top]), label_share, "; ".join(reasons), intervals)

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 from matplotlib.figure import Figure
 from matplotlib.ticker import FormatStrFormatter
 
-from medart.numbers import DEGENERATE, eps_label, pct
+from medart.intervals import interval_metrics
+from medart.numbers import CHANCE_LEGEND, DEGENERATE, auc_ci, ci, eps_label, few_pairs, pct
 
 if TYPE_CHECKING:  # the types only: rendering imports no torch
     from matplotlib.axes import Axes
@@ -65,11 +66,13 @@ def cell_summary(row: CellResult, settings) -> str:
 
 
 def _measured_cells(m: CellMetrics, settings) -> list[str]:
-    """The table cells of a finished row between its init and its wall time."""
-    cells = [f"{_pct(m.test_acc)} / {_pct(m.test_auc)}"]
-    cells += [" / ".join(_pct(m.adv_acc[a][e]) for a in settings.attacks) for e in settings.eps]
-    cells += [m.least_eps.text(), f"{m.sharpness:.3g} / {m.sharpness_median:.3g}", f"{_pct(m.vanishing_fraction)} %"]
-    return cells + [_auc(m.detection_auc[d]) for d in settings.detection.detectors]
+    """The table cells of a finished row between its init and its wall time, fractions with their 95 % intervals."""
+    cells = [f"{ci(m.estimate('test_acc', m.test_acc))} / {ci(m.estimate('test_auc', m.test_auc))}"]
+    cells += [" / ".join(ci(m.estimate(f"adv_acc.{a}.eps{e * 255:.3g}", m.adv_acc[a][e])) for a in settings.attacks)
+              for e in settings.eps]
+    cells += [m.least_eps.text(), f"{m.sharpness:.3g} / {m.sharpness_median:.3g}",
+              f"{ci(m.estimate('vanishing_fraction', m.vanishing_fraction))} %"]
+    return cells + [auc_ci(m.estimate(f"auc_{d}", m.detection_auc[d])) for d in settings.detection.detectors]
 
 
 def ablation_table(rows: Sequence[CellResult], settings) -> str:
@@ -93,15 +96,25 @@ def ablation_table(rows: Sequence[CellResult], settings) -> str:
             status = row.status.upper() if row.status == "failed" else row.status
             cells += ["—"] * (len(head) - 5) + [_duration(row.seconds) if row.seconds else "—", f"{status}: {row.reason}"]
         lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
-    n = next((r.metrics.n_attacked for r in _finished(rows)), None)
-    note = (f"\nAccuracies in %, AUCs in %; attacks, bisection, sharpness and detection on {n} test images "
-            f"(AdvTrain + AdvTest); bisection over ε in (0, {eps_label(bisection.eps_max)}] to a bracket of at most "
+    done = _finished(rows)
+    n = next((r.metrics.n_attacked for r in done), None)
+    tested = next((e.n for r in done if (e := r.metrics.intervals.get("test_acc")) is not None), None)
+    pairs = {r.cell.label(): e.n for r in done for d in probe.detectors if (e := r.metrics.intervals.get(f"auc_{d}"))}
+    note = (f"\nAccuracies in %, AUCs in %, each with its 95 % interval in brackets (Wilson; DeLong for AUCs); test "
+            f"accuracy on {tested or '?'} test images; attacks, bisection, sharpness and detection on {n} test images "
+            f"(AdvTrain + AdvTest), detection AUCs on {', '.join(sorted(set(map(str, pairs.values())))) or '?'} AdvTest pairs; "
+            f"bisection over ε in (0, {eps_label(bisection.eps_max)}] to a bracket of at most "
             f"{eps_label(bisection.eps_tolerance)}; ∇ < floor: share of those images whose input gradient vanishes.\n")
-    return "\n".join(lines) + "\n" + (note if n else "")
+    marked = any(not math.isnan(e.low) and e.contains_chance for r in done for d in probe.detectors
+                 if (e := r.metrics.intervals.get(f"auc_{d}")) and not math.isnan(e.value))
+    notes = [CHANCE_LEGEND] if marked else []
+    notes += [w] if (w := few_pairs(pairs, "AdvTest pairs in a cell")) else []
+    return "\n".join(lines) + "\n" + (note if n else "") + "".join(f"\n{line}\n" for line in notes)
 
 
 def ablation_columns(rows: Sequence[CellResult], settings) -> dict[str, list]:
-    """The rows as columns for an MLflow table (fractions; ``None`` where a cell did not finish)."""
+    """The rows as columns for an MLflow table (fractions, with their intervals' ``_ci_low``,
+    ``_ci_high`` and ``_n`` under the cell metrics' names; ``None`` where a cell did not finish)."""
     measured: dict[str, Callable[[CellMetrics], Any]] = {
         "n_parameters": lambda m: m.n_parameters, "test_acc": lambda m: m.test_acc, "test_auc": lambda m: m.test_auc,
         "least_eps_lo": lambda m: m.least_eps.lo, "least_eps_hi": lambda m: m.least_eps.hi,
@@ -115,6 +128,8 @@ def ablation_columns(rows: Sequence[CellResult], settings) -> dict[str, list]:
         "seconds": [r.seconds for r in rows]}
     columns |= {name: [value(r.metrics) if r.status == "finished" else None for r in rows]
                 for name, value in measured.items()}
+    ranges = [interval_metrics(r.metrics.intervals) if r.status == "finished" else {} for r in rows]
+    columns |= {name: [found.get(name) for found in ranges] for name in dict.fromkeys(k for found in ranges for k in found)}
     return columns
 
 

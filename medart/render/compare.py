@@ -7,7 +7,11 @@ from typing import Collection, Sequence
 
 from matplotlib.figure import Figure
 
-from medart.numbers import eps_label, pct
+from medart.numbers import ci, eps_label
+
+#: under both tables: how their intervals are made
+LEGEND = ("Accuracies in % [95 % Wilson interval] over the n images of their own row (a worst case: of the attack that "
+          "gave it); without n (a file that does not say), the value alone.")
 
 
 def short_model(model: str) -> str:
@@ -16,31 +20,34 @@ def short_model(model: str) -> str:
 
 
 def compare_table(rows: Sequence) -> str:
-    """Markdown, one row per measurement (``RobustnessRow``s), accuracies in %."""
+    """Markdown, one row per measurement (``RobustnessRow``s), accuracies in % with their 95 %
+    intervals over the row's n images (:data:`LEGEND`, said under :func:`worst_case_table`, which follows it)."""
     lines = ["| dataset | model | attack | ε | backend | clean acc (%) | adv acc (%) | n | source |", "|---" * 9 + "|"]
     for r in rows:
         lines.append(f"| {r.dataset} | {r.model} | {r.attack.upper()} | {eps_label(r.eps)} | {r.backend} | "
-                     f"{pct(r.clean_acc)} | {pct(r.adv_acc)} | {r.n or ''} | {r.source} |")
+                     f"{ci(r.clean, 2)} | {ci(r.adversarial, 2)} | {r.n or ''} | {r.source} |")
     return "\n".join(lines) + "\n"
 
 
-def _with(value: float | None, note: str = "") -> str:
-    return "—" if value is None else f"{pct(value)}{f' ({note})' if note else ''}"
+def _with(value, note: str = "") -> str:
+    """An estimate with its interval and a note after it; ``—`` where not measured (``None``)."""
+    return "—" if value is None else f"{ci(value, 2)}{f' ({note})' if note else ''}"
 
 
 def worst_case_table(entries: Sequence, paper_attacks: Collection[str]) -> str:
     """Markdown, one row per model and ε (``WorstCase``s): clean accuracy, the paper attacks'
     worst case (the attack of ``paper_attacks`` that gave it beside it), AutoAttack's, and the
-    lowest of all (the robust accuracy), in %."""
+    lowest of all (the robust accuracy), in % with their 95 % intervals (``WorstCase.intervals``)."""
     lines = ["| dataset | model | ε | clean acc (%) | paper attacks' worst (%) | AutoAttack (%) | robust acc, all attacks (%) | n |",
              "|---" * 8 + "|"]
     for e in entries:
         paper = min((k for k in e.attacks if k.split("/")[0] in paper_attacks), key=e.attacks.get, default=None)
         auto = [k.split("/", 1)[1] for k in e.attacks if k.startswith("autoattack/") and e.attacks[k] == e.autoattack_acc]
-        lines.append(f"| {e.dataset} | {short_model(e.model)} | {eps_label(e.eps)} | {pct(e.clean_acc)} | "
-                     f"{_with(e.paper_acc, paper.upper() if paper else '')} | {_with(e.autoattack_acc, ', '.join(auto))} | "
-                     f"{pct(e.robust_acc)} | {e.n or ''} |")
-    return "\n".join(lines) + "\n"
+        lines.append(f"| {e.dataset} | {short_model(e.model)} | {eps_label(e.eps)} | {ci(e.intervals['clean_acc'], 2)} | "
+                     f"{_with(e.intervals.get('paper_acc'), paper.upper() if paper else '')} | "
+                     f"{_with(e.intervals.get('autoattack_acc'), ', '.join(auto))} | {ci(e.intervals['robust_acc'], 2)} | "
+                     f"{e.n or ''} |")
+    return "\n".join(lines) + "\n\n" + LEGEND + "\n"
 
 
 def compare_figure(rows: Sequence) -> Figure:

@@ -1,71 +1,117 @@
 """Detection results for people: the paper's Table 4 (AUC per detector and attack) and Table 5
-(transfer between attacks) as Markdown, ROC curves and AUC heatmaps; AUCs shown in %."""
+(transfer between attacks) as Markdown, ROC curves and AUC heatmaps; AUCs shown in % with their
+95 % interval and the pairs they rest on (:mod:`medart.intervals`), marked † where the interval
+holds chance, with a warning line under fewer than 30 pairs."""
 
 from __future__ import annotations
 
 import math
-from typing import Mapping, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
 
-from medart.numbers import DEGENERATE, auc_pct, pct
+from medart.intervals import Estimate
+from medart.numbers import ACCURACY_LEGEND, CHANCE_LEGEND, DEGENERATE, auc_ci, auc_pct, ci, few_pairs, pct
 
 #: attack → detector → ROC-AUC in [0, 1]
 AUCByAttack = Mapping[str, Mapping[str, float]]
-#: detector → fitted on attack → scored on attack → ROC-AUC in [0, 1]
-Transfer = Mapping[str, Mapping[str, Mapping[str, float]]]
+#: attack → detector → ROC-AUC with its 95 % interval, n = AdvTest pairs
+IntervalsByAttack = Mapping[str, Mapping[str, Estimate]]
+#: detector → fitted on attack → scored on attack → ROC-AUC with its interval
+Transfer = Mapping[str, Mapping[str, Mapping[str, Estimate]]]
+
+#: how the AUC intervals are made, said under every table that shows them
+AUC_LEGEND = "AUC in % [95 % DeLong interval; Newcombe's at 0 and 100 %] over the n AdvTest pairs."
 
 
-def auc_table(auc: AUCByAttack, std: AUCByAttack | None = None, clean=None) -> str:
-    """Table 4 layout: a row per detector, a column per attack, AUC in % (± the std over repeats),
-    ``degenerate`` where it is NaN (a degenerate fit: :mod:`medart.detectors.fit_check`).
+def _pairs(row: Mapping[str, Estimate]) -> int:
+    """The pairs an attack's AUCs rest on (every detector's are the same)."""
+    return max((e.n for e in row.values()), default=0)
+
+
+def auc_notes(estimates: Iterable[Estimate], pairs: Mapping[str, int]) -> list[str]:
+    """The lines under an AUC table after its legend: † when a shown AUC's interval holds chance, and
+    the warning when an attack's (a column's) AUCs rest on fewer than 30 pairs."""
+    marked = any(not math.isnan(e.value) and not math.isnan(e.low) and e.contains_chance for e in estimates)
+    return ([CHANCE_LEGEND] if marked else []) + ([w] if (w := few_pairs({a.upper(): n for a, n in pairs.items()})) else [])
+
+
+def _clean_cells(clean) -> list[str]:
+    return [ci(clean.estimate("acc")), ci(clean.estimate("balanced_acc"))]
+
+
+def auc_table(intervals: IntervalsByAttack, mean: AUCByAttack | None = None, std: AUCByAttack | None = None,
+              clean=None) -> str:
+    """Table 4 layout: a row per detector, a column per attack with its n AdvTest pairs, AUC in % with
+    its 95 % interval (:func:`~medart.numbers.auc_ci`: † where it holds chance, ``degenerate`` where
+    NaN, a degenerate fit: :mod:`medart.detectors.fit_check`), the legend and the few-pairs warning
+    under it. With ``mean`` and ``std`` (repeats > 1): ``mean ± std`` over the splits, then split
+    0's AUC and interval.
 
     With ``clean`` (a :class:`~medart.models.sanity.ModelCheck` of the attacked images), each row
     also shows the model's clean accuracy and balanced accuracy, and a degenerate model's note
     follows the table."""
-    attacks = list(auc)
+    attacks = list(intervals)
+    pairs = {a: _pairs(intervals[a]) for a in attacks}
     extra = " clean acc (%) | clean balanced acc (%) |" if clean is not None else ""
-    lines = ["| AUC (%) by detector | " + " | ".join(a.upper() for a in attacks) + " |" + extra,
+    lines = ["| AUC (%) by detector | " + " | ".join(f"{a.upper()} (n = {pairs[a]})" for a in attacks) + " |" + extra,
              "|---" * (len(attacks) + 1 + 2 * bool(extra)) + "|"]
-    for d in next(iter(auc.values())):
-        cells = [auc_pct(auc[a][d]) + (f" ± {pct(std[a][d])}" if std and not math.isnan(auc[a][d]) else "")
-                 for a in attacks]
+    for d in next(iter(intervals.values())):
+        cells = [auc_ci(intervals[a][d]) for a in attacks]
+        if mean is not None and std is not None:
+            cells = [cell if math.isnan(mean[a][d]) else f"{pct(mean[a][d], 1)} ± {pct(std[a][d], 1)}; split 0: {cell}"
+                     for a, cell in zip(attacks, cells)]
         if clean is not None:
-            cells += [pct(clean.acc), pct(clean.balanced_acc)]
+            cells += _clean_cells(clean)
         lines.append(f"| {d.upper()} | " + " | ".join(cells) + " |")
+    legend = AUC_LEGEND + (" With repeats: mean ± std over the re-drawn splits; the interval is split 0's "
+                           "(AdvTrain / AdvTest)." if std is not None else "")
+    lines += ["", legend, *auc_notes((e for row in intervals.values() for e in row.values()), pairs)]
     if clean is not None and clean.degenerate:
         lines += ["", clean.note()]
     return "\n".join(lines) + "\n"
 
 
 def transfer_table(transfer: Transfer, clean=None) -> str:
-    """Table 5 layout: per detector, a row per attack it was fitted on, a column per attack scored,
-    AUC in % (``degenerate`` where NaN); with ``clean`` (a :class:`~medart.models.sanity.ModelCheck`), its note under the tables."""
-    blocks = []
+    """Table 5 layout: per detector, a row per attack it was fitted on, a column per attack scored
+    (with its n AdvTest pairs), AUC in % with its interval as in :func:`auc_table`; the legend and
+    warning under the tables, and with ``clean`` (a :class:`~medart.models.sanity.ModelCheck`), its note."""
+    blocks, shown = [], []
+    pairs: dict[str, int] = {}
     for name, matrix in transfer.items():
         attacks = list(matrix)
-        lines = [f"| {name.upper()} AUC (%): fitted on ↓ scored on → | " + " | ".join(a.upper() for a in attacks) + " |",
-                 "|---" * (len(attacks) + 1) + "|"]
+        pairs |= {t: _pairs({f: matrix[f][t] for f in attacks}) for t in attacks}
+        lines = [f"| {name.upper()} AUC (%): fitted on ↓ scored on → | "
+                 + " | ".join(f"{a.upper()} (n = {pairs[a]})" for a in attacks) + " |", "|---" * (len(attacks) + 1) + "|"]
         for fit_attack in attacks:
-            lines.append(f"| {fit_attack.upper()} | " + " | ".join(auc_pct(matrix[fit_attack][t]) for t in attacks) + " |")
+            lines.append(f"| {fit_attack.upper()} | " + " | ".join(auc_ci(matrix[fit_attack][t]) for t in attacks) + " |")
+            shown += [matrix[fit_attack][t] for t in attacks]
         blocks.append("\n".join(lines))
+    blocks.append("\n".join([AUC_LEGEND, *auc_notes(shown, pairs)]))
     if clean is not None:
         blocks.append(clean.note())
     return "\n\n".join(blocks) + "\n"
 
 
-def summary_table(metrics: Mapping[str, Mapping[str, float]], auc: AUCByAttack, detectors: Sequence[str], clean=None) -> str:
+def summary_table(metrics: Mapping[str, Mapping[str, float]], intervals: IntervalsByAttack, detectors: Sequence[str],
+                  clean=None) -> str:
     """The pipeline's summary: a row per attack with its run's ``metrics`` (clean accuracy and balanced
-    accuracy, accuracy under attack, success rate) and the AUC of each of ``detectors``, all in %
-    (``degenerate`` where an AUC is NaN); with ``clean`` (a :class:`~medart.models.sanity.ModelCheck`)
-    of a degenerate model, its note under the table."""
-    lines = ["| attack | clean acc (%) | clean balanced acc (%) | adversarial acc (%) | success rate (%) | "
-             + " | ".join(f"AUC {d.upper()} (%)" for d in detectors) + " |",
-             "|---" * (5 + len(detectors)) + "|"]
+    accuracy, accuracy under attack, success rate, each with its 95 % interval as logged) and the AUC
+    of each of ``detectors`` with its interval (as in :func:`auc_table`), all in %, the n of each
+    row beside it; with ``clean`` (a :class:`~medart.models.sanity.ModelCheck`) of a degenerate
+    model, its note under the table."""
+    lines = ["| attack | images | clean acc (%) | clean balanced acc (%) | adversarial acc (%) | success rate (%) | "
+             "AdvTest pairs | " + " | ".join(f"AUC {d.upper()} (%)" for d in detectors) + " |",
+             "|---" * (7 + len(detectors)) + "|"]
     for name, m in metrics.items():
-        lines.append(f"| {name.upper()} | {pct(m['clean_acc'])} | {pct(m['clean_balanced_acc'])} | {pct(m['adv_acc'])} | "
-                     f"{pct(m['success_rate'])} | " + " | ".join(auc_pct(auc[name][d]) for d in detectors) + " |")
+        success = Estimate.read(m, "success_rate")
+        cells = [f"{int(m['n'])}", *(ci(Estimate.read(m, k)) for k in ("clean_acc", "clean_balanced_acc", "adv_acc")),
+                 ci(success) + (f" of {success.n}" if success.n else ""), str(_pairs(intervals[name]))]
+        lines.append(f"| {name.upper()} | " + " | ".join(cells) + " | "
+                     + " | ".join(auc_ci(intervals[name][d]) for d in detectors) + " |")
+    lines += ["", f"{ACCURACY_LEGEND} {AUC_LEGEND}",
+              *auc_notes((intervals[a][d] for a in metrics for d in detectors), {a: _pairs(intervals[a]) for a in metrics})]
     if clean is not None and clean.degenerate:
         lines += ["", clean.note()]
     return "\n".join(lines) + "\n"
@@ -149,15 +195,24 @@ def bandwidth_figure(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], auto: 
 
 
 def adaptive_table(rows) -> str:
-    """Plain against adaptive attacks, a row per (detector, attack, adaptive attack): AUC, success
-    rate and undetected success rate (misclassified and not flagged at 5 % false positives), in %."""
-    lines = ["| detector | attack | ε | adaptive attack | AUC (%) | adaptive AUC (%) | success (%) | adaptive success (%) | "
-             "undetected success (%) | adaptive undetected success (%) | seconds |", "|---" * 11 + "|"]
+    """Plain against adaptive attacks, a row per (detector, attack, adaptive attack) with its n
+    AdvTest pairs: AUC, success rate and undetected success rate (misclassified and not flagged at 5 %
+    false positives), in % with their 95 % intervals (AUC as in :func:`auc_table`; the rates Wilson's
+    over the pairs, ``degenerate`` where the fit was), the legend and the few-pairs warning under it."""
+    lines = ["| detector | attack | ε | adaptive attack | pairs | AUC (%) | adaptive AUC (%) | success (%) | "
+             "adaptive success (%) | undetected success (%) | adaptive undetected success (%) | seconds |", "|---" * 12 + "|"]
     for r in rows:
-        lines.append(f"| {r.detector.upper()} | {r.attack.upper()} | {r.eps * 255:.3g}/255 | {r.adaptive} | {auc_pct(r.auc)} | "
-                     f"{auc_pct(r.auc_adaptive)} | {pct(r.success)} | {pct(r.success_adaptive)} | {auc_pct(r.undetected)} | "
-                     f"{auc_pct(r.undetected_adaptive)} | {r.seconds:.1f} |")
+        lines.append(f"| {r.detector.upper()} | {r.attack.upper()} | {r.eps * 255:.3g}/255 | {r.adaptive} | {r.auc.n} | "
+                     f"{auc_ci(r.auc)} | {auc_ci(r.auc_adaptive)} | {ci(r.success)} | {ci(r.success_adaptive)} | "
+                     f"{_rate(r.undetected)} | {_rate(r.undetected_adaptive)} | {r.seconds:.1f} |")
+    lines += ["", f"{AUC_LEGEND} Success and undetected success in % [95 % Wilson interval] over the same pairs.",
+              *auc_notes((e for r in rows for e in (r.auc, r.auc_adaptive)), {r.attack: r.auc.n for r in rows})]
     return "\n".join(lines) + "\n"
+
+
+def _rate(estimate: Estimate) -> str:
+    """An undetected success rate: NaN only where the detector's fit was degenerate."""
+    return DEGENERATE if math.isnan(estimate.value) else ci(estimate)
 
 
 def adaptive_figure(rows, title: str) -> Figure:
@@ -172,8 +227,9 @@ def adaptive_figure(rows, title: str) -> Figure:
     width = 0.8 / (len(kinds) + 1)
     for ax, (plain, adaptive, label) in zip(axes, (("auc", "auc_adaptive", "AUC (%)"),
                                                    ("undetected", "undetected_adaptive", "undetected success (%)"))):
-        series = {"plain": {(r.detector, r.attack): getattr(r, plain) for r in rows}}
-        series |= {kind: {(r.detector, r.attack): getattr(r, adaptive) for r in rows if r.adaptive == kind} for kind in kinds}
+        series = {"plain": {(r.detector, r.attack): getattr(r, plain).value for r in rows}}
+        series |= {kind: {(r.detector, r.attack): getattr(r, adaptive).value for r in rows if r.adaptive == kind}
+                   for kind in kinds}
         for j, (name, values) in enumerate(series.items()):
             x = [i for i, g in enumerate(groups) if g in values]
             ax.bar(np.array(x) + (j - len(kinds) / 2) * width, [100 * values[groups[i]] for i in x], width,

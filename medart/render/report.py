@@ -3,7 +3,9 @@ of all its descendant runs, and the paper's numbers beside them where the task m
 paper's. Pure rendering of :class:`RunView` records; :mod:`medart.stages.report` reads them.
 
 Accuracies and AUCs appear in percent everywhere on the page (the unit in the header or the
-metric's name); other metrics as logged. The page needs no network and no files beside it.
+metric's name), with their 95 % interval and n where the run logged them (``<m>_ci_low``,
+``<m>_ci_high``, ``<m>_n``: :mod:`medart.intervals`); other metrics as logged. The page needs no
+network and no files beside it.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
-from medart.numbers import DEGENERATE, auc_pct, pct
+from medart.intervals import Estimate, estimates, interval_names
+from medart.numbers import CHANCE_LEGEND, DEGENERATE, auc_ci, ci, ci_n, pct
 
 # Ma et al. 2021 (PAPER.md). Table 2: ε = 1/255, (accuracy %, AUC %) of the 2-class models.
 PAPER_TABLE2 = {
@@ -133,18 +136,20 @@ def _attack_results(runs: Iterable[RunView]) -> dict[tuple[str, float], dict[str
     return found
 
 
-def _optional(value: float | None, percent: bool = False) -> str:
-    if value is None:
-        return ""
-    return pct(value) if percent else f"{value:.2f}"
+def _optional(value: float | None) -> str:
+    return "" if value is None else f"{value:.2f}"
+
+
+def _measured(m: dict[str, float], *names: str) -> str:
+    """The first of ``names`` that ``m`` holds, in % with its interval (:func:`~medart.numbers.ci`); empty where none is."""
+    name = next((k for k in names if k in m), None)
+    return "" if name is None else ci(Estimate.read(m, name))
 
 
 def _clean_cells(m: dict[str, float]) -> tuple[str, str]:
-    """Clean accuracy and balanced accuracy (%) of the attacked images, from an attack run's metrics
-    (``clean_*``) or a detection run's guard (``guard.clean_*``); empty where a run predates them."""
-    acc = m.get("clean_acc", m.get("guard.clean_acc"))
-    balanced = m.get("clean_balanced_acc", m.get("guard.clean_balanced_acc"))
-    return _optional(acc, True), _optional(balanced, True)
+    """Clean accuracy and balanced accuracy (%) of the attacked images with their intervals, from an
+    attack run's metrics (``clean_*``) or a detection run's guard (``guard.clean_*``); empty where a run predates them."""
+    return _measured(m, "clean_acc", "guard.clean_acc"), _measured(m, "clean_balanced_acc", "guard.clean_balanced_acc")
 
 
 def _accuracy_rows(task: str, runs: Sequence[RunView]) -> list[tuple]:
@@ -155,13 +160,14 @@ def _accuracy_rows(task: str, runs: Sequence[RunView]) -> list[tuple]:
         paper_acc = PAPER_TABLE3.get(eps, {}).get(task, {}).get(attack)
         paper_auc = PAPER_TABLE2[task][attack][1] if task in PAPER_TABLE2 and eps == 1.0 else None
         if paper_acc is not None:
-            rows.append((attack.upper(), f"{eps:g}/255", pct(m["adv_acc"]), f"{paper_acc:.2f}",
-                         _optional(m.get("adv_auc"), True), _optional(paper_auc), *_clean_cells(m)))
+            rows.append((attack.upper(), f"{eps:g}/255", _measured(m, "adv_acc"), f"{paper_acc:.2f}",
+                         _measured(m, "adv_auc"), _optional(paper_auc), *_clean_cells(m), int(m.get("n", 0)) or ""))
     if rows:
         clean = next(iter(attacks.values()))
         none_auc = PAPER_TABLE2[task]["none"][1] if task in PAPER_TABLE2 else None
-        rows.insert(0, ("none", "—", pct(clean["clean_acc"]), f"{PAPER_TABLE3[1.0][task]['none']:.2f}",
-                        _optional(clean.get("clean_auc"), True), _optional(none_auc), *_clean_cells(clean)))
+        rows.insert(0, ("none", "—", _measured(clean, "clean_acc"), f"{PAPER_TABLE3[1.0][task]['none']:.2f}",
+                        _measured(clean, "clean_auc"), _optional(none_auc), *_clean_cells(clean),
+                        int(clean.get("n", 0)) or ""))
     return rows
 
 
@@ -176,7 +182,8 @@ def _detection_rows(task: str, runs: Sequence[RunView]) -> list[tuple]:
                 name = key.removeprefix("auc_")
                 if key.startswith("auc_") and not key.endswith("_std") and name in PAPER_TABLE4[task]:
                     paper = PAPER_TABLE4[task][name][TABLE4_ATTACKS.index(p["attack.name"])]
-                    rows.append((name.upper(), p["attack.name"].upper(), auc_pct(value), f"{paper:.2f}", *_clean_cells(m)))
+                    rows.append((name.upper(), p["attack.name"].upper(), auc_ci(Estimate.read(m, key)), f"{paper:.2f}",
+                                 *_clean_cells(m), int(m.get(interval_names(key)[2], 0)) or p.get("n_test_pairs", "")))
     return rows
 
 
@@ -224,11 +231,14 @@ def paper_comparison(dataset: str | None, runs: Iterable[RunView]) -> str:
     if rows := _accuracy_rows(task, runs):
         parts.append("<h3>Accuracy and AUC under attack, measured vs paper (Tables 2 and 3)</h3>" + html_table(
             ("attack", "ε", "measured acc (%)", "paper acc (%)", "measured AUC (%)", "paper AUC (%)", "clean acc (%)",
-             "clean balanced acc (%)"), rows))
+             "clean balanced acc (%)", "images"), rows)
+            + "<p class='note'>Measured: 95 % intervals in brackets (Wilson for accuracies, DeLong for AUCs) over the "
+              "images counted; the paper gives none.</p>")
     if rows := _detection_rows(task, runs):
         parts.append("<h3>Detection AUC, measured vs paper (Table 4, ε = 1/255)</h3>"
                      + html_table(("detector", "attack", "measured AUC (%)", "paper AUC (%)", "clean acc (%)",
-                                   "clean balanced acc (%)"), rows))
+                                   "clean balanced acc (%)", "AdvTest pairs"), rows)
+                     + f"<p class='note'>Measured: 95 % DeLong intervals over the AdvTest pairs. {_e(CHANCE_LEGEND)}</p>")
     parts.append(_paper_tables(task))
     return "\n".join(parts)
 
@@ -240,14 +250,21 @@ def is_percent(metric: str) -> bool:
 
 
 def metric_rows(metrics: dict[str, float]) -> list[tuple[str, str]]:
-    """(name, value) per metric, sorted by name: accuracies/AUCs in % with "(%)" after the name; a
-    detection AUC logged as NaN (a degenerate fit) as ``degenerate``, any other NaN as ``—``."""
+    """(name, value) per metric, sorted by name: accuracies/AUCs in % with "(%)" after the name, with
+    their 95 % interval and n where they were logged beside them (those three get no rows of their
+    own; a detection AUC whose interval holds chance marked †); a detection AUC logged as NaN (a
+    degenerate fit) as ``degenerate``, any other NaN as ``—``."""
+    found = estimates(metrics)
+    folded = {k for name in found for k in interval_names(name)}
+
     def value(name: str, v: float) -> str:
         if math.isnan(v):
             return DEGENERATE if is_detection_auc(name) else "—"
+        if name in found:
+            return auc_ci(found[name], 2) + f" (n = {found[name].n})" if is_detection_auc(name) else ci_n(found[name], 2)
         return pct(v) if is_percent(name) else f"{v:.4g}"
 
-    return [(f"{k} (%)" if is_percent(k) else k, value(k, v)) for k, v in sorted(metrics.items())]
+    return [(f"{k} (%)" if is_percent(k) else k, value(k, v)) for k, v in sorted(metrics.items()) if k not in folded]
 
 
 def is_detection_auc(metric: str) -> bool:

@@ -6,7 +6,8 @@ from typing import Sequence
 
 from matplotlib.figure import Figure
 
-from medart.numbers import eps_label, pct
+from medart.intervals import Estimate
+from medart.numbers import ACCURACY_LEGEND, ci, eps_label
 
 
 def sweep_figure(rows: Sequence, dataset: str, backend: str) -> Figure:
@@ -31,10 +32,24 @@ def sweep_figure(rows: Sequence, dataset: str, backend: str) -> Figure:
     return fig
 
 
+def _pair(row, acc: str, other: str) -> str:
+    """Two of a row's numbers with their intervals, ``acc / other``."""
+    return f"{ci(_read(row, acc))} / {ci(_read(row, other))}"
+
+
+def _read(row, name: str) -> Estimate:
+    """The ``SweepRow``'s number ``name`` with its interval as its attack run logged it; the value
+    alone (its field) for a row whose run logged no interval."""
+    if f"{name}_ci_low" in row.metrics:
+        return Estimate.read(row.metrics, name)
+    return Estimate(getattr(row, name), float("nan"), float("nan"), 0)
+
+
 def sweep_table(rows: Sequence, failed: Sequence = (), clean=None) -> str:
-    """Markdown: accuracy / AUC (%) per attack (rows) and ε (columns), the clean accuracy / balanced
-    accuracy of the attacked images beside each attack, then the cells that failed; with ``clean``
-    (a :class:`~medart.models.sanity.ModelCheck`) of a degenerate model, its note under the table."""
+    """Markdown: accuracy / AUC (%) with their 95 % intervals per attack (rows) and ε (columns), the
+    clean accuracy / balanced accuracy of the attacked images beside each attack, a line on the n and
+    the intervals, then the cells that failed; with ``clean`` (a
+    :class:`~medart.models.sanity.ModelCheck`) of a degenerate model, its note under the table."""
     lines = []
     if rows:
         eps_values = sorted({r.eps for r in rows})
@@ -42,13 +57,15 @@ def sweep_table(rows: Sequence, failed: Sequence = (), clean=None) -> str:
                      + " | clean acc / balanced acc (%) |")
         lines.append("|" + "---|" * (len(eps_values) + 2))
         first = rows[0]
-        clean_cell = f"{pct(first.clean_acc)} / {pct(first.clean_balanced_acc)}"
-        lines.append("| none | " + " | ".join(f"{pct(first.clean_acc)} / {pct(first.clean_auc)}" for _ in eps_values)
-                     + f" | {clean_cell} |")
+        clean_cell = _pair(first, "clean_acc", "clean_balanced_acc")
+        lines.append("| none | " + " | ".join(_pair(first, "clean_acc", "clean_auc") for _ in eps_values) + f" | {clean_cell} |")
         for attack in dict.fromkeys(r.attack for r in rows):
             by_eps = {r.eps: r for r in rows if r.attack == attack}
-            cells = [f"{pct(by_eps[e].adv_acc)} / {pct(by_eps[e].adv_auc)}" if e in by_eps else "" for e in eps_values]
+            cells = [_pair(by_eps[e], "adv_acc", "adv_auc") if e in by_eps else "" for e in eps_values]
             lines.append(f"| {attack.upper()} | " + " | ".join(cells) + f" | {clean_cell} |")
+        auc_n = _read(first, "clean_auc").n
+        lines += ["", f"{ACCURACY_LEGEND} AUC [95 % DeLong interval] over the same images, its n the smaller class "
+                      f"({auc_n or '?'}); n = {rows[0].n} images in every cell."]
         if clean is not None and clean.degenerate:
             lines += ["", clean.note()]
     if failed:

@@ -41,7 +41,8 @@ from medart.attacks.difficulty import Bisection, least_successful_eps
 from medart.attacks.specs import check_backend
 from medart.detectors import make_detector
 from medart.errors import ConfigError, DataError
-from medart.models.evaluation import classification_metrics, predict
+from medart.intervals import Estimate, estimates, proportion
+from medart.models.evaluation import classification_intervals, classification_metrics, predict
 from medart.models.resnet import imagenet_unavailable, parameter_count
 from medart.render.ablation import ablation_columns, ablation_figure, ablation_table, cell_summary, findings
 from medart.results import GIVEN, Cell, CellMetrics, CellResult
@@ -73,16 +74,20 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def _attack_grid(target: Target, settings: AblationSettings, run: RunOptions) -> tuple[dict[str, dict[float, float]], float]:
-    """Every attack at every ε of ``settings.eps``, one attack run each: (attack → ε → accuracy, clean accuracy)."""
+def _attack_grid(target: Target, settings: AblationSettings,
+                 run: RunOptions) -> tuple[dict[str, dict[float, float]], float, dict[str, Estimate]]:
+    """Every attack at every ε of ``settings.eps``, one attack run each: (attack → ε → accuracy, clean
+    accuracy, and each with its interval under its cell metric's name, :meth:`CellMetrics.as_metrics`)."""
     adv_acc: dict[str, dict[float, float]] = {}
-    clean_acc = float("nan")
+    clean_acc, intervals = float("nan"), {}
     for name in settings.attacks:
         for eps in settings.eps:
             out = attack(target, make_spec(name, eps), run)
             adv_acc.setdefault(name, {})[eps] = out.metrics["adv_acc"]
             clean_acc = out.metrics["clean_acc"]
-    return adv_acc, clean_acc
+            intervals[f"adv_acc.{name}.eps{eps * 255:.3g}"] = Estimate.read(out.metrics, "adv_acc")
+            intervals["clean_acc"] = Estimate.read(out.metrics, "clean_acc")
+    return adv_acc, clean_acc, intervals
 
 
 def _measure(target: Target, settings: AblationSettings, run: RunOptions, seconds: dict[str, float]) -> dict[str, Any]:
@@ -90,7 +95,7 @@ def _measure(target: Target, settings: AblationSettings, run: RunOptions, second
     the stages as child runs of the active run: the :class:`CellMetrics` fields they fill. Adds the
     wall time of each to ``seconds``."""
     start = time.perf_counter()
-    adv_acc, clean_acc = _attack_grid(target, settings, run)
+    adv_acc, clean_acc, intervals = _attack_grid(target, settings, run)
     seconds["attacks"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -110,11 +115,14 @@ def _measure(target: Target, settings: AblationSettings, run: RunOptions, second
     request = DetectRequest(attacks=(probe.detect_attack,), eps=probe.detect_eps, detectors=probe.detectors, transfer=False)
     detection = detect(target, request, run)
     seconds["detection"] = time.perf_counter() - start
+    vanishing = (peak < settings.landscape.vanishing).numpy()
+    intervals |= {"vanishing_fraction": proportion(vanishing)}
+    intervals |= {f"auc_{d}": e for d, e in detection.intervals[probe.detect_attack].items()}
     return dict(n_parameters=parameter_count(target.model), n_attacked=len(y), clean_acc=clean_acc, adv_acc=adv_acc,
                 least_eps=bracket, sharpness=float(np.mean(sharp)), sharpness_median=float(np.median(sharp)),
                 vanishing_fraction=float((peak < settings.landscape.vanishing).float().mean()),
                 grad_peak_median=float(peak.median()), detection_auc=detection.auc[probe.detect_attack],
-                detect_run_id=detection.run_id)
+                detect_run_id=detection.run_id, intervals=intervals)
 
 
 def _log(metrics: CellMetrics) -> CellMetrics:
@@ -140,6 +148,8 @@ def run_cell(cell: Cell, data: DataSpec, settings: AblationSettings, run: RunOpt
     target = Target(trained.model_uri, trained.model.cpu(), data, data.load(cell.resolution), settings.max_examples,
                     settings.reference_size)
     measured = _measure(target, settings, run, seconds)
+    test = estimates(trained.test)
+    measured["intervals"] |= {"test_acc": test["acc"], "test_auc": test["auc"]}
     return _log(CellMetrics(trained.run_id, trained.model_uri, test_acc=trained.test["acc"], test_auc=trained.test["auc"],
                             best_epoch=trained.best_epoch, seconds_by_stage=seconds, **measured))
 
@@ -153,9 +163,10 @@ def run_given(target: Target, settings: AblationSettings, run: RunOptions = RunO
     probs, labels = predict(target.model, target.test_set(settings.max_eval), run.batch_size, run.device, run.progress,
                             "test")
     target.model.cpu()  # where the stages expect a loaded model, whichever device predicted
-    test = classification_metrics(probs, labels)
+    test, test_intervals = classification_metrics(probs, labels), classification_intervals(probs, labels)
     seconds = {"test": time.perf_counter() - start}
     measured = _measure(target, settings, run, seconds)
+    measured["intervals"] |= {"test_acc": test_intervals["acc"], "test_auc": test_intervals["auc"]}
     return _log(CellMetrics(None, target.model_uri, test_acc=test["acc"], test_auc=test["auc"], best_epoch=None,
                             seconds_by_stage=seconds, **measured))
 

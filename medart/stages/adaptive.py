@@ -39,6 +39,7 @@ from medart.attacks.losses import DetectorAwareLoss
 from medart.detectors import fit_check
 from medart.detectors.pairs import Pairs
 from medart.errors import ConfigError
+from medart.intervals import Estimate, proportion
 from medart.models.evaluation import predict
 from medart.render.detection import adaptive_figure, adaptive_table
 from medart.stages.target import RunOptions, Target
@@ -52,6 +53,8 @@ DETECTOR_AWARE, FEATURE_MATCH = "detector-aware", "feature-match"  # AdaptiveRow
 # large trades misclassification for a low score (DFeat's surrogate at 32/255 on the main job's
 # ResNet-50: 84 % undetected success with λ ∈ {0.1, 1}, 100 % once 0.01 is added; docs/detection-protocol.md)
 WEIGHTS = (0.01, 0.1, 1.0)
+#: the numbers of an :class:`AdaptiveRow`, each an :class:`~medart.intervals.Estimate`, logged under these names
+ESTIMATES = ("auc", "auc_adaptive", "success", "success_adaptive", "undetected", "undetected_adaptive")
 
 
 @dataclass(frozen=True)
@@ -89,29 +92,36 @@ class AdaptiveRow:
     images misclassified) and undetected success rate (misclassified and not flagged at the
     threshold flagging ``FALSE_POSITIVES`` of the clean images), for the plain examples of
     ``attack`` (the detector was fitted on its AdvTrain examples) and for those of the
-    ``adaptive`` attack (``detector-aware`` or ``feature-match``); fractions in [0, 1]."""
+    ``adaptive`` attack (``detector-aware`` or ``feature-match``); fractions in [0, 1], each with
+    its 95 % interval and n, the AdvTest pairs (:class:`~medart.intervals.Estimate`: DeLong for the
+    AUCs, Wilson for the rates, whose n are the images the model classified correctly, the pairs)."""
 
     detector: str
     attack: str
     eps: float
-    auc: float
-    auc_adaptive: float
-    success: float
-    success_adaptive: float
-    undetected: float
-    undetected_adaptive: float
+    auc: Estimate
+    auc_adaptive: Estimate
+    success: Estimate
+    success_adaptive: Estimate
+    undetected: Estimate
+    undetected_adaptive: Estimate
     seconds: float
     run_id: str
     adaptive: str = DETECTOR_AWARE
 
 
+def unflagged(scores: np.ndarray) -> np.ndarray:
+    """Which of n adversarial examples ``(n,)`` the detector lets through, given its ``scores``
+    ``(2n,)`` on their clean images then on them: a score at most the clean scores' ``1 −
+    FALSE_POSITIVES`` quantile."""
+    n = len(scores) // 2
+    return scores[n:] <= np.quantile(scores[:n], 1.0 - FALSE_POSITIVES)
+
+
 def undetected_success(fooled: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
     """``(success rate, undetected success rate)`` of n adversarial examples: ``fooled`` ``(n,)``
-    bool, ``scores`` ``(2n,)`` the detector's on their clean images then on them. Flagged: a score
-    above the clean scores' ``1 − FALSE_POSITIVES`` quantile."""
-    n = len(fooled)
-    threshold = np.quantile(scores[:n], 1.0 - FALSE_POSITIVES)
-    return float(fooled.mean()), float((fooled & (scores[n:] <= threshold)).mean())
+    bool, ``scores`` ``(2n,)`` the detector's on their clean images then on them (:func:`unflagged`)."""
+    return float(fooled.mean()), float((fooled & unflagged(scores)).mean())
 
 
 def best_of(fooled: np.ndarray, scores: np.ndarray, threshold: float) -> np.ndarray:
@@ -216,14 +226,14 @@ def _row(target: Target, spec: AttackSpec, run: RunOptions, budget: AdaptiveBudg
     (AdvTest pairs) and their scores; ``start`` the ``perf_counter`` its time counts from. A
     degenerate fit (:mod:`medart.detectors.fit_check`) leaves its AUCs and undetected success rates
     NaN and tags the run ``medart.degenerate_fit.<detector>``."""
-    name = detector.name
-    y = np.r_[np.zeros(len(plain[0])), np.ones(len(plain[0]))]
-    success, undetected = undetected_success(*plain)
-    success_a, undetected_a = undetected_success(*adaptive)
+    name, n = detector.name, len(plain[0])
+    y = np.r_[np.zeros(n), np.ones(n)]
+    success, success_a = proportion(plain[0]), proportion(adaptive[0])
+    undetected, undetected_a = (proportion(fooled & unflagged(scores)) for fooled, scores in (plain, adaptive))
     fit_reason = getattr(detector, "degenerate_fit_", "")
-    (auc, reason), (auc_a, reason_a) = (fit_check.detection_auc(y, scores, fit_reason) for scores in (plain[1], adaptive[1]))
+    (auc, reason), (auc_a, reason_a) = (fit_check.detection_interval(y, scores, fit_reason) for scores in (plain[1], adaptive[1]))
     if fit_reason:  # a detector that measured nothing flags nothing: no undetected rate to speak of
-        undetected = undetected_a = float("nan")
+        undetected = undetected_a = Estimate(float("nan"), float("nan"), float("nan"), n)
     label = f"{'adaptive' if kind == DETECTOR_AWARE else kind}-{name}-{spec.label()}-{run.backend}"
     with tracking.start_run(tracking.experiment_name(target.dataset, "detect"), label) as child:
         if reason or reason_a:
@@ -233,21 +243,21 @@ def _row(target: Target, spec: AttackSpec, run: RunOptions, budget: AdaptiveBudg
         mlflow.log_params(spec.as_params() | budget.params() | {
             "detector": name, "backend": run.backend, "adaptive.attack": kind, "adaptive.kappa": KAPPA,
             "n_test_pairs": len(plain[0]), "model_uri": target.model_uri})
-        mlflow.log_metrics({m: getattr(row, m) for m in ("auc", "auc_adaptive", "success", "success_adaptive",
-                                                          "undetected", "undetected_adaptive", "seconds")})
+        mlflow.log_metrics({"seconds": row.seconds} | {k: v for m in ESTIMATES for k, v in getattr(row, m).metrics(m).items()})
         cache.save("adv_test", examples.adversarial, examples.labels, examples.indices, scores=adaptive[1])
     return row
 
 
 def log_adaptive(rows: list[AdaptiveRow], title: str) -> None:
     """On the active (parent) run: ``adaptive.md``, metrics ``<attack>.<m>_<detector>`` (feature
-    matching: ``<attack>.feature-match.<m>_<detector>``) and ``figures/adaptive.png``."""
+    matching: ``<attack>.feature-match.<m>_<detector>``) with their intervals (``…_ci_low``,
+    ``…_ci_high``, ``…_n``) and ``figures/adaptive.png``."""
     mlflow.log_text(adaptive_table(rows), "adaptive.md")
     prefix = lambda r: r.attack if r.adaptive == DETECTOR_AWARE else f"{r.attack}.{r.adaptive}"  # noqa: E731
-    mlflow.log_metrics({f"{prefix(r)}.{m}_{r.detector}": getattr(r, m)
-                        for r in rows for m in ("auc_adaptive", "success_adaptive", "undetected", "undetected_adaptive")})
+    mlflow.log_metrics({k: v for r in rows for m in ("auc_adaptive", "success_adaptive", "undetected", "undetected_adaptive")
+                        for k, v in getattr(r, m).metrics(f"{prefix(r)}.{m}_{r.detector}").items()})
     tracking.log_figure(adaptive_figure(rows, title), "figures/adaptive.png")
 
 
-__all__ = ["AdaptiveBudget", "AdaptiveRow", "FALSE_POSITIVES", "WEIGHTS", "adaptive_examples", "adaptive_rows", "best_of",
-           "feature_match_examples", "log_adaptive", "undetected_success"]
+__all__ = ["AdaptiveBudget", "AdaptiveRow", "ESTIMATES", "FALSE_POSITIVES", "WEIGHTS", "adaptive_examples", "adaptive_rows",
+           "best_of", "feature_match_examples", "log_adaptive", "undetected_success", "unflagged"]

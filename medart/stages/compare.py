@@ -26,7 +26,7 @@ import json
 import os
 import tempfile
 from collections import defaultdict
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from fractions import Fraction
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -39,6 +39,7 @@ from medart.attacks.cache import CACHE_TAG
 from medart.attacks.specs import reported_name
 from medart.attacks.specs import PAPER_ATTACKS
 from medart.errors import ConfigError, DataError
+from medart.intervals import Estimate, wilson
 from medart.render.analysis import eps_curves_figure
 from medart.render.compare import compare_figure, compare_table, short_model, worst_case_table
 from medart.stages.sweep import SweepRow
@@ -46,9 +47,18 @@ from medart.stages.sweep import SweepRow
 THREAT_MODEL = "Linf"
 
 
+def accuracy(acc: float | None, n: int) -> Estimate | None:
+    """An accuracy of ``n`` images with its 95 % Wilson interval, rebuilt from the share itself
+    (``acc · n`` images right); the value alone (NaN interval) where ``n`` is unknown (0)."""
+    if acc is None:
+        return None
+    return wilson(round(acc * n), n) if n else Estimate(acc, float("nan"), float("nan"), 0)
+
+
 @dataclass(frozen=True)
 class RobustnessRow:
-    """One robustness measurement: accuracies in [0, 1], ε in [0, 1] pixel units."""
+    """One robustness measurement: accuracies in [0, 1] of ``n`` images (0: not known), ε in [0, 1]
+    pixel units."""
 
     dataset: str
     model: str
@@ -60,6 +70,16 @@ class RobustnessRow:
     n: int
     source: str  # "run:<run_id>" or the JSON file it came from
     threat_model: str = THREAT_MODEL
+
+    @property
+    def clean(self) -> Estimate:
+        """Clean accuracy with its 95 % Wilson interval over the n images."""
+        return accuracy(self.clean_acc, self.n)
+
+    @property
+    def adversarial(self) -> Estimate:
+        """Accuracy under attack with its 95 % Wilson interval over the n images."""
+        return accuracy(self.adv_acc, self.n)
 
 
 @dataclass(frozen=True)
@@ -134,7 +154,9 @@ class WorstCase:
     """The robust accuracies of one model at one ε (fractions): ``robust_acc`` the lowest over every
     attack and backend measured (what a leaderboard reports), ``paper_acc`` over the paper's four
     attacks, ``autoattack_acc`` AutoAttack's (``None`` where not measured); ``attacks``:
-    ``<attack>/<backend>`` → accuracy."""
+    ``<attack>/<backend>`` → accuracy. ``intervals``: each of ``clean_acc``, ``robust_acc``,
+    ``paper_acc``, ``autoattack_acc`` (where measured) and ``<attack>/<backend>`` with its 95 %
+    Wilson interval over the images its own row measured (:func:`accuracy`)."""
 
     dataset: str
     model: str
@@ -147,11 +169,12 @@ class WorstCase:
     attacks: dict[str, float]
     n: int
     sources: list[str]
+    intervals: dict[str, Estimate] = field(default_factory=dict)
 
 
-def _lowest(rows: Sequence[RobustnessRow], names: Iterable[str]) -> float | None:
+def _lowest(rows: Sequence[RobustnessRow], names: Iterable[str]) -> RobustnessRow | None:
     names = set(names)
-    return min((r.adv_acc for r in rows if r.attack in names), default=None)
+    return min((r for r in rows if r.attack in names), key=lambda r: r.adv_acc, default=None)
 
 
 def worst_case(rows: Iterable[RobustnessRow]) -> list[WorstCase]:
@@ -163,9 +186,15 @@ def worst_case(rows: Iterable[RobustnessRow]) -> list[WorstCase]:
     out = []
     for (dataset, model, threat, eps), members in sorted(groups.items()):
         worst = min(members, key=lambda r: r.adv_acc)
-        out.append(WorstCase(dataset, model, threat, eps, max(r.clean_acc for r in members), worst.adv_acc,
-                             _lowest(members, PAPER_ATTACKS), _lowest(members, ("autoattack",)),
-                             {f"{r.attack}/{r.backend}": r.adv_acc for r in members}, worst.n, [r.source for r in members]))
+        cleanest = max(members, key=lambda r: r.clean_acc)
+        paper, auto = _lowest(members, PAPER_ATTACKS), _lowest(members, ("autoattack",))
+        intervals = {"clean_acc": cleanest.clean, "robust_acc": worst.adversarial}
+        intervals |= {k: r.adversarial for k, r in (("paper_acc", paper), ("autoattack_acc", auto)) if r is not None}
+        intervals |= {f"{r.attack}/{r.backend}": r.adversarial for r in members}
+        out.append(WorstCase(dataset, model, threat, eps, cleanest.clean_acc, worst.adv_acc,
+                             paper and paper.adv_acc, auto and auto.adv_acc,
+                             {f"{r.attack}/{r.backend}": r.adv_acc for r in members}, worst.n, [r.source for r in members],
+                             intervals))
     return out
 
 
@@ -176,9 +205,25 @@ def _footnote(entry: WorstCase) -> str:
             "FAB), the lower over the backends run; robust_acc: the worst case over every attack medart ran (per_attack_acc).")
 
 
+def _interval_fields(entry: WorstCase) -> dict:
+    """The export's extra fields, which RobustBench's readers and :func:`import_robustbench` ignore:
+    ``<key>_ci_low`` / ``<key>_ci_high`` (percentages as strings, like the values) and ``<key>_n``
+    for ``clean_acc``, ``robust_acc`` and ``autoattack_acc``, and ``per_attack_acc_ci`` (attack →
+    [low, high, n])."""
+    out = {}
+    for key in ("clean_acc", "robust_acc", "autoattack_acc"):
+        e = entry.intervals.get(key)
+        if e is not None and e.n:
+            out |= {f"{key}_ci_low": f"{e.low * 100:.2f}", f"{key}_ci_high": f"{e.high * 100:.2f}", f"{key}_n": e.n}
+    per_attack = {k: [f"{e.low * 100:.2f}", f"{e.high * 100:.2f}", e.n] for k in entry.attacks
+                  if (e := entry.intervals.get(k)) is not None and e.n}
+    return out | ({"per_attack_acc_ci": per_attack} if per_attack else {})
+
+
 def export_robustbench(rows: Sequence[RobustnessRow], folder: str | os.PathLike) -> list[Path]:
     """Write ``<folder>/<dataset>/Linf/<model>_eps<k>.json`` per (dataset, model, ε) in
-    RobustBench's per-model shape; returns the paths. Written to a temporary name, then renamed."""
+    RobustBench's per-model shape, with the 95 % Wilson intervals and n as extra fields
+    (:func:`_interval_fields`); returns the paths. Written to a temporary name, then renamed."""
     paths = []
     for entry in worst_case(rows):
         name = short_model(entry.model).replace("/", "_").replace("@", "_")
@@ -190,7 +235,7 @@ def export_robustbench(rows: Sequence[RobustnessRow], folder: str | os.PathLike)
             **({} if entry.autoattack_acc is None else {"autoattack_acc": f"{entry.autoattack_acc * 100:.2f}"}),
             "footnote": _footnote(entry), "threat_model": entry.threat_model, "robust_acc": f"{entry.robust_acc * 100:.2f}",
             "per_attack_acc": {k: f"{v * 100:.2f}" for k, v in entry.attacks.items()}, "n_examples": entry.n,
-            "medart_sources": entry.sources,
+            "medart_sources": entry.sources, **_interval_fields(entry),
         }
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".json.tmp")

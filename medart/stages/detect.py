@@ -9,6 +9,7 @@ a split. The adversarial examples come from the attack stage, so a cached attack
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
@@ -29,10 +30,11 @@ from medart.detectors import DETECTORS, NEEDS_REFERENCES, fit_check, make_detect
 from medart.detectors.activations import resolve_layers
 from medart.detectors.pairs import Pairs
 from medart.errors import ConfigError, DataError
+from medart.intervals import Estimate, interval_metrics
 from medart.models.adapter import PENULTIMATE
 from medart.models.evaluation import predict
 from medart.models.sanity import ModelCheck
-from medart.numbers import eps_label
+from medart.numbers import eps_label, few_pairs
 from medart.render.detection import auc_figure, auc_table, roc_figure, transfer_figure, transfer_table
 from medart.stages.adaptive import AdaptiveBudget, adaptive_rows, log_adaptive
 from medart.stages.attack import attack
@@ -40,6 +42,7 @@ from medart.stages.guard import guard
 from medart.stages.target import RunOptions, Target
 
 PARTS = ("adv_train", "adv_test")  # fitted on, scored on
+logger = logging.getLogger("medart")
 
 
 @dataclass(frozen=True)
@@ -68,12 +71,14 @@ class DetectionOutcome:
     run_id: str
     auc: dict[str, dict[str, float]]  # attack → detector → ROC-AUC on AdvTest (mean over repeats)
     auc_std: dict[str, dict[str, float]]
-    transfer: dict[str, dict[str, dict[str, float]]]  # detector → fitted on attack → scored on attack → AUC
+    transfer: dict[str, dict[str, dict[str, Estimate]]]  # detector → fitted on attack → scored on attack → AUC
     counts: dict[str, dict[str, int]]  # attack → {"fit": pairs, "test": pairs}
     attack_runs: dict[str, str] = field(default_factory=dict)
     child_runs: dict[str, str] = field(default_factory=dict)
     check: ModelCheck | None = None  # the degenerate-model guard on the target
     adaptive: list = field(default_factory=list)  # AdaptiveRow per (detector, attack), with `adaptive`
+    # attack → detector → ROC-AUC on AdvTest (split 0) with its 95 % DeLong interval, n = AdvTest pairs
+    intervals: dict[str, dict[str, Estimate]] = field(default_factory=dict)
 
 
 def detection_pairs(model, clean: tuple[torch.Tensor, torch.Tensor], x_adv: torch.Tensor, only_successful: bool = False,
@@ -145,7 +150,10 @@ def detect(target: Target, request: DetectRequest, run: RunOptions = RunOptions(
     possible, never under ``run.parent_run_id``). Then, under one parent run in
     ``medart/<dataset>/detect``, one child run per attack fits every detector on the AdvTrain pairs
     and scores ROC-AUC on the AdvTest pairs (``repeats`` > 1 adds re-drawn stratified splits: mean
-    ± std), with detector parameters as params, ``auc_<detector>`` metrics and ROC curves. The
+    ± std), with detector parameters as params, ``auc_<detector>`` metrics and ROC curves; each AUC
+    has the 95 % DeLong interval of the AdvTest pairs (split 0) and their number as
+    ``auc_<detector>_ci_low``, ``_ci_high``, ``_n`` (:mod:`medart.intervals`), and fewer than
+    :data:`~medart.intervals.MIN_PAIRS` of them is warned about, once per attack. The
     parent gets the AUC table (``detection_auc.md``/``.json``, ``figures/detection_auc.png``) and,
     with ``transfer`` and several attacks, each detector fitted on one attack and scored on every
     attack's AdvTest pairs (``transfer.md``/``.json``, ``figures/transfer.png``). The parent and
@@ -185,8 +193,9 @@ def detect(target: Target, request: DetectRequest, run: RunOptions = RunOptions(
         bar.close()
         auc = {name: study.auc for name, study in studies.items()}
         auc_std = {name: study.auc_std for name, study in studies.items()}
-        _log_auc(target, request, run, auc, auc_std, check)
-        transfer: dict[str, dict[str, dict[str, float]]] = {}
+        intervals = {name: study.intervals for name, study in studies.items()}
+        _log_auc(target, request, run, auc, intervals, auc_std, check)
+        transfer: dict[str, dict[str, dict[str, Estimate]]] = {}
         if request.transfer and len(specs) > 1:
             transfer = _transfer(request.detectors, {name: study.fitted for name, study in studies.items()}, pairs)
             _log_transfer(target, request, transfer, check)
@@ -196,7 +205,7 @@ def detect(target: Target, request: DetectRequest, run: RunOptions = RunOptions(
             log_adaptive(adaptive, f"plain and adaptive attacks, {target.dataset}, ε = {eps_label(request.eps)}, {run.backend}")
     counts = {a: {"fit": len(p["adv_train"]), "test": len(p["adv_test"])} for a, p in pairs.items()}
     return DetectionOutcome(parent.info.run_id, auc, auc_std, transfer, counts, attack_runs,
-                            {name: study.run_id for name, study in studies.items()}, check, adaptive)
+                            {name: study.run_id for name, study in studies.items()}, check, adaptive, intervals)
 
 
 def _checked(target: Target, request: DetectRequest) -> tuple[DetectRequest, dict[str, AttackSpec]]:
@@ -239,12 +248,14 @@ def _checked(target: Target, request: DetectRequest) -> tuple[DetectRequest, dic
 
 @dataclass
 class _AttackStudy:
-    """One attack's child run: AUC (mean and std over repeats) and the detectors fitted on split 0."""
+    """One attack's child run: AUC (mean and std over repeats), split 0's AUC with its interval and
+    the detectors fitted on split 0."""
 
     run_id: str
     auc: dict[str, float]
     auc_std: dict[str, float]
     fitted: dict[str, Any]
+    intervals: dict[str, Estimate] = field(default_factory=dict)
 
 
 def _detect_attack(target: Target, request: DetectRequest, run: RunOptions, spec: AttackSpec, pairs: dict[str, Pairs],
@@ -261,9 +272,12 @@ def _detect_attack(target: Target, request: DetectRequest, run: RunOptions, spec
                                               "n_test_pairs": len(test_pairs), "seed": target.seed})
         study = _AttackStudy(child.info.run_id, {}, {}, {})
         curves = {}
+        if warning := few_pairs({f"{spec.name.upper()} at ε = {eps_label(spec.eps)}": len(test_pairs)}):
+            logger.warning(warning)
         for name in request.detectors:
             scored = _fit_and_score(name, target, request, run, pairs, bar)
             study.fitted[name] = scored.first
+            study.intervals[name] = scored.interval
             curves[name] = (*scored.curve, scored.auc[0])
             # a degenerate repeat makes the mean NaN too: no number averages a fit that measured nothing
             study.auc[name], study.auc_std[name] = float(np.mean(scored.auc)), float(np.std(scored.auc))
@@ -272,13 +286,14 @@ def _detect_attack(target: Target, request: DetectRequest, run: RunOptions, spec
                 mlflow.set_tag(f"{fit_check.TAG}.{name}", reason)
             mlflow.log_metrics({f"detect_acc_{name}": scored.accuracy, f"seconds_{name}": scored.seconds})
             mlflow.log_params({f"{name}.{k}": _loggable(v) for k, v in scored.last.get_params().items()})
-            mlflow.log_metrics({f"auc_{name}": study.auc[name]}
+            mlflow.log_metrics({f"auc_{name}": study.auc[name]} | interval_metrics({f"auc_{name}": scored.interval})
                                | ({f"auc_{name}_std": study.auc_std[name]} if repeats > 1 else {}))
             if repeats > 1:
                 mlflow.log_dict({"auc": scored.auc}, f"repeats/{name}.json")
         split = "AdvTest" if repeats == 1 else "AdvTest, split 0"
         tracking.log_figure(roc_figure(curves, f"{target.dataset}: {spec.label()} ({backend}, {split})"), "figures/roc.png")
-        mlflow.log_table({"detector": list(study.auc), "auc": list(study.auc.values())}, "detection_auc.json")
+        mlflow.log_table({"detector": list(study.auc), "auc": list(study.auc.values())} | _interval_columns(study.intervals.values()),
+                         "detection_auc.json")
     return study
 
 
@@ -286,12 +301,14 @@ def _detect_attack(target: Target, request: DetectRequest, run: RunOptions, spec
 class _Scored:
     """One detector on one attack: ROC-AUC per repeat (NaN where the fit was degenerate, ``reasons``
     saying why, '' elsewhere); on split 0 its fitted detector, ROC curve (false and true positive
-    rates), accuracy of its flags (NaN for a degenerate fit) and seconds to fit and score."""
+    rates), AUC with its interval, accuracy of its flags (NaN for a degenerate fit) and seconds to
+    fit and score."""
 
     auc: list[float]
     first: Any  # the detector fitted on split 0: scored again on the other attacks (transfer)
     last: Any  # the last repeat's: its settings are the ones logged
     curve: tuple[np.ndarray, np.ndarray]
+    interval: Estimate
     accuracy: float
     seconds: float
     reasons: list[str] = field(default_factory=list)
@@ -315,11 +332,12 @@ def _fit_and_score(name: str, target: Target, request: DetectRequest, run: RunOp
         detector = _fit(name, target, request.params.get(name, {}), fit, run)
         y, scores, flagged = _scores(detector, test)
         auc, reason = _auc(detector, y, scores)
-        values.append(auc)
+        values.append(auc.value)
         reasons.append(reason)
         if repeat == 0:
             accuracy = float("nan") if reason else float((flagged == y).mean())
-            first = _Scored([], detector, detector, tuple(roc_curve(y, scores)[:2]), accuracy, time.perf_counter() - start)
+            first = _Scored([], detector, detector, tuple(roc_curve(y, scores)[:2]), auc, accuracy,
+                            time.perf_counter() - start)
         bar.update()
     return dataclasses.replace(first, auc=values, last=detector, reasons=reasons)
 
@@ -340,9 +358,16 @@ def _scores(detector, pairs: Pairs) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     return y, report["scores"], flagged
 
 
-def _auc(detector, y: np.ndarray, scores: np.ndarray) -> tuple[float, str]:
-    """ROC-AUC of ``detector``'s ``scores``, or NaN and why when its fit is degenerate (:mod:`medart.detectors.fit_check`)."""
-    return fit_check.detection_auc(y, scores, getattr(detector, "degenerate_fit_", ""))
+def _auc(detector, y: np.ndarray, scores: np.ndarray) -> tuple[Estimate, str]:
+    """ROC-AUC of ``detector``'s ``scores`` with its 95 % DeLong interval over the pairs, or NaN and
+    why when its fit is degenerate (:mod:`medart.detectors.fit_check`)."""
+    return fit_check.detection_interval(y, scores, getattr(detector, "degenerate_fit_", ""))
+
+
+def _interval_columns(estimates) -> dict[str, list]:
+    """The ``ci_low``, ``ci_high`` and ``n`` columns of an MLflow table, one row per estimate."""
+    estimates = list(estimates)
+    return {"ci_low": [e.low for e in estimates], "ci_high": [e.high for e in estimates], "n": [e.n for e in estimates]}
 
 
 def _loggable(value: Any) -> Any:
@@ -350,21 +375,24 @@ def _loggable(value: Any) -> Any:
 
 
 def _log_auc(target: Target, request: DetectRequest, run: RunOptions, auc: dict[str, dict[str, float]],
-             auc_std: dict[str, dict[str, float]], check: ModelCheck) -> None:
-    """Table 4 on the active (parent) run: metrics ``<attack>.auc_<detector>``, Markdown (with the
-    clean and balanced accuracy beside each row), a long MLflow table and a heatmap."""
+             intervals: dict[str, dict[str, Estimate]], auc_std: dict[str, dict[str, float]], check: ModelCheck) -> None:
+    """Table 4 on the active (parent) run: metrics ``<attack>.auc_<detector>`` with their intervals,
+    Markdown (with the clean and balanced accuracy beside each row), a long MLflow table and a heatmap."""
     mlflow.log_metrics({f"{a}.auc_{d}": v for a, row in auc.items() for d, v in row.items()})
-    mlflow.log_text(auc_table(auc, auc_std if request.repeats > 1 else None, check), "detection_auc.md")
+    mlflow.log_metrics(interval_metrics({f"{a}.auc_{d}": e for a, row in intervals.items() for d, e in row.items()}))
+    mlflow.log_text(auc_table(intervals, auc if request.repeats > 1 else None, auc_std if request.repeats > 1 else None,
+                              check), "detection_auc.md")
     rows = [(a, d, v, auc_std[a][d]) for a, row in auc.items() for d, v in row.items()]
     mlflow.log_table({"attack": [r[0] for r in rows], "detector": [r[1] for r in rows], "auc": [r[2] for r in rows],
-                      "auc_std": [r[3] for r in rows]}, "detection_auc.json")
+                      "auc_std": [r[3] for r in rows]}
+                     | _interval_columns(intervals[a][d] for a, d, *_ in rows), "detection_auc.json")
     title = f"detection AUC (%)\n{target.dataset}, ε = {eps_label(request.eps)}, {run.backend}"
     tracking.log_figure(auc_figure(auc, title), "figures/detection_auc.png")
 
 
 def _transfer(detectors: Sequence[str], fitted: dict[str, dict[str, Any]],
-              pairs: dict[str, dict[str, Pairs]]) -> dict[str, dict[str, dict[str, float]]]:
-    """Detector → fitted on attack (split 0) → scored on attack's AdvTest pairs → ROC-AUC."""
+              pairs: dict[str, dict[str, Pairs]]) -> dict[str, dict[str, dict[str, Estimate]]]:
+    """Detector → fitted on attack (split 0) → scored on attack's AdvTest pairs → ROC-AUC with its interval."""
     return {name: {fit_attack: {test_attack: _auc(fitted[fit_attack][name],
                                                   *_scores(fitted[fit_attack][name], pairs[test_attack]["adv_test"])[:2])[0]
                                 for test_attack in pairs}
@@ -372,13 +400,16 @@ def _transfer(detectors: Sequence[str], fitted: dict[str, dict[str, Any]],
             for name in detectors}
 
 
-def _log_transfer(target: Target, request: DetectRequest, transfer: dict[str, dict[str, dict[str, float]]],
+def _log_transfer(target: Target, request: DetectRequest, transfer: dict[str, dict[str, dict[str, Estimate]]],
                   check: ModelCheck) -> None:
-    """Table 5 on the active (parent) run: Markdown (the clean numbers under it), JSON and a heatmap per detector."""
+    """Table 5 on the active (parent) run: Markdown (the clean numbers under it), JSON (each AUC as
+    ``auc``, ``auc_ci_low``, ``auc_ci_high``, ``auc_n``) and a heatmap per detector."""
     mlflow.log_text(transfer_table(transfer, check), "transfer.md")
-    mlflow.log_dict(transfer, "transfer.json")
+    mlflow.log_dict({d: {f: {t: e.metrics("auc") for t, e in row.items()} for f, row in m.items()} for d, m in transfer.items()},
+                    "transfer.json")
     title = f"transfer AUC (%), {target.dataset}, ε = {eps_label(request.eps)}"
-    tracking.log_figure(transfer_figure(transfer, title), "figures/transfer.png")
+    values = {d: {f: {t: e.value for t, e in row.items()} for f, row in m.items()} for d, m in transfer.items()}
+    tracking.log_figure(transfer_figure(values, title), "figures/transfer.png")
 
 
 __all__ = ["DetectRequest", "DetectionOutcome", "detect", "detection_pairs", "parse_detector_params", "resplit"]

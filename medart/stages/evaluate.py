@@ -15,17 +15,23 @@ from medart import tracking
 from medart.attacks import make_spec
 from medart.attacks.checklist import CheckResult, ChecklistPlan, run_checklist, vanishing_share
 from medart.attacks.specs import check_backend
+from medart.intervals import Estimate, interval_metrics
 from medart.models import registry
-from medart.models.evaluation import classification_metrics, predict
+from medart.models.evaluation import classification_intervals, classification_metrics, predict
 from medart.models.sanity import ModelCheck
 from medart.stages.attack import attack
 from medart.stages.guard import guard
 from medart.stages.target import RunOptions, Target
 
 
+#: The attack run's numbers an evaluation shows per attack and ε, each with its interval.
+ROBUST = ("adv_acc", "adv_auc", "success_rate", "adv_balanced_acc")
+
+
 @dataclass(frozen=True)
 class RobustRow:
-    """One attack at one ε on the evaluated images (fractions)."""
+    """One attack at one ε on the evaluated images (fractions); ``intervals``: each of
+    :data:`ROBUST` as an :class:`~medart.intervals.Estimate` (95 % interval and n)."""
 
     attack: str
     eps: float
@@ -34,20 +40,21 @@ class RobustRow:
     success_rate: float
     run_id: str
     adv_balanced_acc: float = float("nan")
+    intervals: dict[str, Estimate] = field(default_factory=dict)
 
 
 @dataclass
 class EvaluateOutcome:
     run_id: str
-    clean: dict[str, float]  # acc, auc, loss, balanced_acc, recall_<class> (fractions; loss in nats), n
+    clean: dict[str, float]  # acc, auc, loss, balanced_acc, recall_<class> (fractions; loss in nats), n, and <m>_ci_low/_ci_high/_n
     robust: list[RobustRow]
     check: ModelCheck | None = None  # the degenerate-model guard on the attacked images
     checks: list[CheckResult] = field(default_factory=list)  # the checklist, when asked for
 
     def metrics(self) -> dict[str, float]:
         """Flat metric names as logged: ``test_acc``, ``test_balanced_acc`` …,
-        ``adv_acc.<attack>.eps<k>`` (ε = k/255), ``adv_balanced_acc.<attack>.eps<k>`` …,
-        ``checks_failed`` with the checklist."""
+        ``adv_acc.<attack>.eps<k>`` (ε = k/255), ``adv_balanced_acc.<attack>.eps<k>`` …, each
+        fraction with its ``_ci_low``, ``_ci_high`` and ``_n``; ``checks_failed`` with the checklist."""
         out = {f"test_{k}": v for k, v in self.clean.items()}
         if self.checks:
             out["checks_failed"] = float(sum(not c.passed for c in self.checks))
@@ -55,6 +62,7 @@ class EvaluateOutcome:
             label = f"{row.attack}.eps{row.eps * 255:.3g}"
             out |= {f"adv_acc.{label}": row.adv_acc, f"adv_auc.{label}": row.adv_auc,
                     f"success_rate.{label}": row.success_rate, f"adv_balanced_acc.{label}": row.adv_balanced_acc}
+            out |= interval_metrics({f"{name}.{label}": e for name, e in row.intervals.items()})
         return out
 
 
@@ -62,7 +70,8 @@ def evaluate(target: Target, attacks: Sequence[str] = (), eps_values: Sequence[f
              run: RunOptions = RunOptions(), checks: ChecklistPlan | None = None) -> EvaluateOutcome:
     """Test-split metrics of ``target.model``, logged as a run in ``medart/<dataset>/evaluate``.
 
-    Clean ``acc``, ``auc``, ``loss``, ``n`` on ``target``'s images (AdvTrain + AdvTest: the whole
+    Clean ``acc``, ``auc``, ``loss``, ``n`` (each fraction with its 95 % interval and n:
+    :func:`~medart.models.evaluation.classification_intervals`) on ``target``'s images (AdvTrain + AdvTest: the whole
     test split, or the stratified ``target.max_examples`` of it); with ``attacks``, each attack at
     each ε (paper settings) on the same images as a child attack run, so that clean and robust
     numbers always share their n, the evaluation run then carrying the degenerate-model guard's
@@ -83,11 +92,13 @@ def evaluate(target: Target, attacks: Sequence[str] = (), eps_values: Sequence[f
         check = guard(target, run) if specs else None  # only attacks need the attacked images checked
         probs, labels = predict(target.model, images, run.batch_size, run.device)
         clean = classification_metrics(probs, labels, target.splits.classes) | {"n": float(len(labels))}
+        clean |= interval_metrics(classification_intervals(probs, labels, target.splits.classes))
         robust = []
         for spec in specs:
             out = attack(target, spec, dataclasses.replace(run, parent_run_id=None))
             robust.append(RobustRow(spec.name, spec.eps, out.metrics["adv_acc"], out.metrics["adv_auc"],
-                                    out.metrics["success_rate"], out.run_id, out.metrics["adv_balanced_acc"]))
+                                    out.metrics["success_rate"], out.run_id, out.metrics["adv_balanced_acc"],
+                                    {name: Estimate.read(out.metrics, name) for name in ROBUST}))
         outcome = EvaluateOutcome(mlflow_run.info.run_id, clean, robust, check)
         if checks is not None:
             outcome.checks = checklist(target, checks, run)

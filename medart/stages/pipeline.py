@@ -9,6 +9,7 @@ import mlflow
 
 from medart import tracking
 from medart.errors import MedartError
+from medart.intervals import Estimate, interval_metrics
 from medart.models.loading import ModelSource
 from medart.models.training import TrainConfig
 from medart.numbers import eps_label
@@ -17,6 +18,10 @@ from medart.stages.detect import DetectionOutcome, DetectRequest, detect
 from medart.stages.guard import guard
 from medart.stages.target import DataSpec, RunOptions, Target, champion
 from medart.stages.train import ModelRequest, train
+
+
+#: the attack run's numbers the pipeline's parent run carries (prefixed by the attack when there are several)
+HEADLINE = ("clean_acc", "clean_auc", "adv_acc", "adv_auc", "success_rate", "clean_balanced_acc", "adv_balanced_acc")
 
 
 @dataclass
@@ -36,7 +41,7 @@ def pipeline(data: DataSpec, detection: DetectRequest, model_uri: "str | ModelSo
     else the dataset's registered champion, else train one with ``model`` and
     ``config``; then attack and detect as :func:`medart.stages.detect.detect` does, all under one
     parent run in ``medart/<dataset>/main``, which gets the headline metrics (prefixed by the
-    attack when there are several), the degenerate-model guard's tag and metrics, ``summary.md``
+    attack when there are several; each with its 95 % interval and n, as are the detection AUCs), the degenerate-model guard's tag and metrics, ``summary.md``
     and the detection tables and figures."""
     attacks = detection.attacks
     label = f"main-{'+'.join(attacks)}-eps{eps_label(detection.eps)}-{run.backend}"
@@ -60,10 +65,11 @@ def pipeline(data: DataSpec, detection: DetectRequest, model_uri: "str | ModelSo
             m = client.get_run(attack_run).data.metrics
             metrics[name] = m
             prefix = f"{name}." if len(attacks) > 1 else ""
-            mlflow.log_metrics({f"{prefix}{k}": m[k] for k in ("clean_acc", "clean_auc", "adv_acc", "adv_auc", "success_rate",
-                                                               "clean_balanced_acc", "adv_balanced_acc")})
-            mlflow.log_metrics({f"{prefix}auc_{d}": v for d, v in out.auc[name].items()})
-        summary = summary_table(metrics, out.auc, detection.detectors, check)
+            headline = {k: Estimate.read(m, k) for k in HEADLINE}
+            mlflow.log_metrics({f"{prefix}{k}": m[k] for k in HEADLINE} | interval_metrics({f"{prefix}{k}": e for k, e in headline.items()}))
+            mlflow.log_metrics({f"{prefix}auc_{d}": v for d, v in out.auc[name].items()}
+                               | interval_metrics({f"{prefix}auc_{d}": e for d, e in out.intervals[name].items()}))
+        summary = summary_table(metrics, out.intervals, detection.detectors, check)
         mlflow.log_text(summary, "summary.md")
         _copy_artifacts(out.run_id)
     return PipelineOutcome(parent.info.run_id, model_uri, trained, out, metrics, summary)

@@ -16,7 +16,8 @@ from medart import tracking
 from medart.catalog import MONITORS
 from medart.data import ProtocolSplits, subsample
 from medart.models import registry
-from medart.models.evaluation import classification_metrics, predict
+from medart.intervals import interval_metrics
+from medart.models.evaluation import classification_intervals, classification_metrics, predict
 from medart.models.resnet import MedResNet, build_model, parameter_count
 from medart.models.sanity import ModelCheck, check_predictions
 from medart.models.training import TrainConfig, fit, seed_everything
@@ -78,7 +79,8 @@ def train(data: DataSpec, request: ModelRequest = ModelRequest(), config: TrainC
 
     Logs params (with the model's ``n_parameters``), the dataset inputs and split, per-epoch
     metrics, a training-curve figure, the test-split metrics of the best checkpoint (``test_acc``,
-    ``test_auc``, ``test_balanced_acc``, ``test_recall_<class>``), the degenerate-model guard on
+    ``test_auc``, ``test_balanced_acc``, ``test_recall_<class>``, each with its 95 % interval and n as
+    ``_ci_low``, ``_ci_high``, ``_n``), the degenerate-model guard on
     its test predictions (:func:`medart.stages.guard.record`: tag ``medart.degenerate``, a warning)
     and the model; registers it as ``medart-<dataset>`` (the version tagged ``medart.degenerate``
     too) and points ``request.alias`` at it when it is the best version so far on the monitored
@@ -109,6 +111,7 @@ def train(data: DataSpec, request: ModelRequest = ModelRequest(), config: TrainC
 
         probs, labels = predict(model, test, progress=run.progress, desc="test")
         test_metrics = classification_metrics(probs, labels, splits.classes)
+        test_metrics |= interval_metrics(classification_intervals(probs, labels, splits.classes))
         mlflow.log_metrics({f"test_{k}": v for k, v in test_metrics.items()})
         check = check_predictions(probs.argmax(1), labels, splits.classes)
         record(check)
