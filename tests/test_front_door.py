@@ -30,7 +30,7 @@ from medart.cli import main
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:.*official MedMNIST MD5")]
 
 ROOT = Path(__file__).resolve().parents[1]
-PER_CLASS = {"train": 100, "val": 16, "test": 24}  # real images per class and split
+PER_CLASS = {"train": 100, "val": 16, "test": 12}  # real images per class and split
 
 
 def tiny_chest_xrays(shared_data: Path, folder: Path) -> Path:
