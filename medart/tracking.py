@@ -131,8 +131,8 @@ def _adopt_project_run() -> mlflow.ActiveRun:
 
     One writer of params per run: ``mlflow run`` has logged every ``-P`` value on it as typed (the
     strings ``1/255``, ``none``), so the project run records what was asked and the stage's runs,
-    its children, what the stage resolved (ε as a float, the champion's URI), exactly as when the
-    stage runs outside a project. :func:`end_project_run` ends it.
+    its children, what the stage resolved (ε as k/255 beside its float, the champion's URI),
+    exactly as when the stage runs outside a project. :func:`end_project_run` ends it.
     """
     run = mlflow.start_run()  # resumes $MLFLOW_RUN_ID (and unsets it, so the stage's run is new)
     _PROJECT.update(run=run, stages=[])

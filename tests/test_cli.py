@@ -111,6 +111,8 @@ def test_request_fields_and_cli_defaults_agree():
     """Defaults live in one place: an option that fills a request field has the field's default."""
     import dataclasses
 
+    from medart.cli import options as cli_options
+
     from medart.models.training import TrainConfig
     from medart.stages import DataSpec, ModelRequest, RunOptions
     from medart.stages.detect import DetectRequest
@@ -119,16 +121,19 @@ def test_request_fields_and_cli_defaults_agree():
                 "detect": (DataSpec, RunOptions, DetectRequest), "adaptive": (DataSpec, RunOptions, DetectRequest),
                 "sweep": (DataSpec, RunOptions)}
     for name, classes in requests.items():
-        options = {p.name: p.to_info_dict()["default"] for p in main.commands[name].params}
+        params = {p.name: p for p in main.commands[name].params}
         for cls in classes:
             for field in dataclasses.fields(cls):
-                if field.name not in options or field.default is dataclasses.MISSING:
+                if field.name not in params or field.default is dataclasses.MISSING:
                     continue
-                default = options[field.name]
+                param = params[field.name]
+                default = param.to_info_dict()["default"]
                 if cls is RunOptions and (field.name == "executor" or (field.name == "batch_size" and name == "train")):
                     continue  # --executor names the executor the command makes; train's --batch-size is TrainConfig's
-                if isinstance(field.default, tuple) or field.name in ("eps", "size"):
+                if isinstance(field.default, tuple) or field.name == "size":
                     continue  # given as text on the command line
+                if isinstance(param.type, (cli_options.Eps, cli_options.EpsList)):
+                    default = param.type.convert(default, param, None)  # ε as the command line reads it
                 assert default == field.default, (name, cls.__name__, field.name, default, field.default)
     # the adaptive budget, a group of DetectRequest, is filled from the adaptive_* options
     from medart.stages.adaptive import AdaptiveBudget
