@@ -87,6 +87,17 @@ class Weights(_Parsed):
         return weights
 
 
+class GateText(_Parsed):
+    """A registry gate: comma-separated METRIC>=BOUND terms (:mod:`medart.gate`)."""
+
+    name = "gate"
+
+    def parse(self, text):
+        from medart.gate import Gate
+
+        return Gate.parse(text)
+
+
 class Names(_Parsed):
     """Comma-separated names from ``choices``, in order, each once; empty is allowed when ``empty``."""
 
