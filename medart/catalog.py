@@ -22,12 +22,13 @@ INITS = ("none", "imagenet")  # from scratch; torchvision's ImageNet weights
 SIZES = (28, 64, 128, 224)  # MedMNIST(+) file variants, pixels per side
 # validation metric → +1 higher is better, -1 lower
 MONITORS = {"val_acc": 1, "val_auc": 1, "val_loss": -1, "val_balanced_acc": 1}
-# robust training also measures PGD at its ε on the validation split each epoch
-ROBUST_MONITORS = MONITORS | {"val_pgd_acc": 1, "val_pgd_balanced_acc": 1}
-DEFENCES = ("pgd-at", "trades", "fbf")  # ART's trainers: Madry's PGD, TRADES, fast-is-better-than-free
 BALANCES = ("weights", "sampler", "none")  # class-weighted loss, class-balanced sampler, neither (the default first)
 EXECUTORS = ("in-process", "ray")
 FIGURES = ("eps_curves", "saliency", "stages", "landscape", "embedding", "gradcam")
 DATASETS = ("pneumonia", "chestxray2", "chestxray3", "chestxray4", "fundoscopy", "dermoscopy", "retinamnist", "dermamnist")
+# robust training (medart harden): ART's trainers, Madry's PGD, TRADES, fast-is-better-than-free, PGD with AWP;
+# besides the validation metrics of MONITORS it measures PGD at its ε on the validation split each epoch
+TRAINERS = ("pgd-at", "trades", "fbf", "awp")
+ROBUST_MONITORS = MONITORS | {"val_pgd_acc": 1, "val_pgd_balanced_acc": 1}
 
-__all__ = ["ARCHS", "BALANCES", "DATASETS", "EXECUTORS", "FIGURES", "INITS", "MONITORS", "SIZES"]
+__all__ = ["ARCHS", "BALANCES", "DATASETS", "EXECUTORS", "FIGURES", "INITS", "MONITORS", "ROBUST_MONITORS", "SIZES", "TRAINERS"]

@@ -104,7 +104,7 @@ def two_versions(migrated_store, shared_data, tmp_path_factory):
         trained = train(data, ModelRequest(arch="smallcnn", pretrained="none", max_train=256, max_eval=64),
                         TrainConfig(epochs=3, batch_size=32, lr=0.05, augment=False), quiet)
         assert trained.promoted
-        config = HardenConfig(defence="pgd-at", eps=EPS, epochs=2, batch_size=32, augment=False)
+        config = HardenConfig(trainer="pgd-at", eps=EPS, epochs=2, batch_size=32, augment=False)
         hardened = harden(Target.load(trained.model_uri, data), config, HardenRequest(max_train=256, max_eval=64), quiet)
         assert hardened.version == "2" and hardened.aliased
     return db

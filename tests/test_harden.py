@@ -1,6 +1,6 @@
 """Robust training through ART's trainers (`medart harden`): on real chest X-rays a hardened small
 CNN resists PGD that breaks the standard one, the command logs and registers the copy with its
-parent and defence (medart's own format and a model card's state_dict), bad input and models it
+parent and trainer (medart's own format and a model card's state_dict), bad input and models it
 cannot fine-tune are one line, and an interrupted hardening registers nothing."""
 
 from __future__ import annotations
@@ -39,27 +39,31 @@ def assert_one_line_error(result, *fragments: str) -> None:
 
 
 @pytest.mark.parametrize("settings, fragment", [
-    ({"defence": "awp"}, "unknown defence 'awp'; choose one of: pgd-at, trades, fbf"),
+    ({"trainer": "mart"}, "unknown trainer 'mart'; choose one of: pgd-at, trades, fbf, awp"),
     ({"eps": 0}, "ε must be in (0, 1]"),
     ({"eps": "300/255"}, "ε must be in (0, 1]"),
-    ({"defence": "fbf", "steps": 3}, "fbf takes one FGSM step of 1.25 ε"),
+    ({"trainer": "fbf", "steps": 3}, "fbf takes one FGSM step of 1.25 ε"),
     ({"beta": 3.0}, "`beta` weighs TRADES' KL term; pgd-at has none"),
+    ({"trainer": "trades", "gamma": 0.01}, "`gamma` sizes AWP's weight perturbation; trades has none"),
+    ({"trainer": "awp", "gamma": 0}, "`gamma` must be > 0"),
     ({"eps": "2/255", "step_size": "3/255"}, "exceeds `eps`"),
     ({"monitor": "val_robust"}, "val_pgd_balanced_acc"),
     ({"batch_size": 1}, "`batch_size` must be >= 2"),
 ])
-def test_settings_that_do_not_fit_the_defence_are_refused(settings, fragment):
+def test_settings_that_do_not_fit_the_trainer_are_refused(settings, fragment):
     with pytest.raises(ConfigError) as error:
         HardenConfig(**settings)
     assert fragment in str(error.value)
 
 
-def test_the_settings_logged_are_the_defences_own():
+def test_the_settings_logged_are_the_trainers_own():
     pgd = HardenConfig(eps="4/255").settings()
-    assert pgd["trainer"] == "AdversarialTrainer + ProjectedGradientDescent" and pgd["ratio"] == 1.0
+    assert pgd["art_trainer"] == "AdversarialTrainer + ProjectedGradientDescent" and pgd["ratio"] == 1.0
     assert (pgd["steps"], pgd["step_size"], pgd["eps"]) == (7, pytest.approx(1 / 255), pytest.approx(4 / 255))
-    assert HardenConfig(defence="trades").settings()["beta"] == 6.0
-    fbf = HardenConfig(defence="fbf", eps="4/255").settings()
+    assert HardenConfig(trainer="trades").settings()["beta"] == 6.0
+    awp = HardenConfig(trainer="awp").settings()
+    assert (awp["art_trainer"], awp["gamma"], awp["awp_mode"], awp["steps"]) == ("AdversarialTrainerAWPPyTorch", 0.005, "PGD", 7)
+    fbf = HardenConfig(trainer="fbf", eps="4/255").settings()
     assert "lr" not in fbf and "steps" not in fbf and fbf["fbf_step"] == pytest.approx(5 / 255)
 
 
@@ -122,11 +126,11 @@ def test_fine_tunable_models_are_medarts_own_and_card_state_dicts():
 
 def test_cli_bad_input_is_one_line_before_anything_loads(tracking_store, shared_data):
     common = ["--dataset", "pneumonia", "--data-dir", str(shared_data), "--model-uri", "models:/absent@champion"]
-    assert_one_line_error(run("harden", "--defence", "awp", *common), "'awp' is not one of 'pgd-at', 'trades', 'fbf'")
+    assert_one_line_error(run("harden", "--trainer", "mart", *common), "'mart' is not one of 'pgd-at', 'trades', 'fbf', 'awp'")
     assert_one_line_error(run("harden", "--eps", "0", *common), "--eps", "ε must be in (0, 1]")
     assert_one_line_error(run("harden", "--eps", "2", *common), "--eps", "ε must be in (0, 1]")
-    assert_one_line_error(run("harden", "--defence", "fbf", "--steps", "3", *common), "drop --steps")
-    assert_one_line_error(run("harden", "--defence", "pgd-at", "--beta", "1", *common), "drop --beta")
+    assert_one_line_error(run("harden", "--trainer", "fbf", "--steps", "3", *common), "drop --steps")
+    assert_one_line_error(run("harden", "--trainer", "pgd-at", "--beta", "1", *common), "drop --beta")
     assert_one_line_error(run("harden", *common), "models:/absent@champion")  # a fine setting, then the missing model
     assert mlflow.search_runs(search_all_experiments=True, output_format="list") == []
 
@@ -157,16 +161,16 @@ def standard_cnn(shared_data):
     return model.eval(), train, val
 
 
-@pytest.mark.slow  # two adversarial epochs a defence: ~10-15 s each
-@pytest.mark.parametrize("defence, extra", [("pgd-at", {}), ("trades", {"beta": 1.0}), ("fbf", {})])
-def test_robust_training_lifts_pgd_accuracy_above_the_standard_models(standard_cnn, defence, extra):
+@pytest.mark.slow  # two adversarial epochs a trainer: ~5-15 s each
+@pytest.mark.parametrize("trainer, extra", [("pgd-at", {}), ("trades", {"beta": 1.0}), ("fbf", {}), ("awp", {})])
+def test_robust_training_lifts_pgd_accuracy_above_the_standard_models(standard_cnn, trainer, extra):
     # TRADES at its paper's beta 6 drives this small CNN towards one answer at 8/255 (a constant model has KL 0)
     from medart.attacks import make_attack, make_spec
     from medart.data.base import stack
 
     standard, train, val = standard_cnn
     model = copy.deepcopy(standard)
-    config = HardenConfig(defence=defence, eps=EPS, epochs=2, batch_size=32, augment=False, **extra)
+    config = HardenConfig(trainer=trainer, eps=EPS, epochs=2, batch_size=32, augment=False, **extra)
     seen = []
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -195,7 +199,7 @@ def test_cli_hardens_registers_the_challenger_and_records_its_parent(registered,
     from medart.models import registry
 
     done = run("harden", "--model-uri", registered, "--dataset", "pneumonia", "--data-dir", str(shared_data),
-               "--defence", "pgd-at", "--eps", "2/255", "--epochs", "2", "--max-train", "64", "--max-eval", "16",
+               "--trainer", "pgd-at", "--eps", "2/255", "--epochs", "2", "--max-train", "64", "--max-eval", "16",
                "--batch-size", "32", "--no-augment", "--no-progress")
     assert done.exit_code == 0, done.output
     (hardening,) = mlflow.search_runs(experiment_names=["medart/pneumonia/harden"], output_format="list")
@@ -204,8 +208,8 @@ def test_cli_hardens_registers_the_challenger_and_records_its_parent(registered,
     assert "kept epoch" in done.output and "on 16 validation images" in done.output and "per standard epoch" in done.output
     params = hardening.data.params
     assert params["harden.parent_model_uri"] == registered and params["harden.parent_version"] == "1"
-    assert params["harden.defence"] == "pgd-at" and float(params["harden.eps"]) == pytest.approx(2 / 255)
-    assert params["harden.steps"] == "7" and params["harden.trainer"] == "AdversarialTrainer + ProjectedGradientDescent"
+    assert params["harden.trainer"] == "pgd-at" and float(params["harden.eps"]) == pytest.approx(2 / 255)
+    assert params["harden.steps"] == "7" and params["harden.art_trainer"] == "AdversarialTrainer + ProjectedGradientDescent"
     assert params["n_train"] == "64" and params["n_val"] == "16"
     client = mlflow.MlflowClient()
     history = {key: [(m.step, m.value) for m in client.get_metric_history(run_id, key)] for key in
@@ -223,7 +227,7 @@ def test_cli_hardens_registers_the_challenger_and_records_its_parent(registered,
     version = client.get_model_version("medart-pneumonia", "2")
     tags = version.tags
     assert tags["medart.parent_model_uri"] == registered and tags["medart.parent_version"] == "1"
-    assert tags["medart.defence"] == "pgd-at" and tags["medart.harden_run_id"] == run_id
+    assert tags["medart.trainer"] == "pgd-at" and tags["medart.harden_run_id"] == run_id
     assert str(client.get_model_version_by_alias("medart-pneumonia", "champion").version) == "1"  # the gate moves it, not harden
     if tags["medart.degenerate"] == "false":
         assert "registered models:/medart-pneumonia/2@challenger" in done.output
@@ -256,7 +260,7 @@ def test_a_card_models_copy_is_a_card_with_its_new_state_dict(tracking_store, sh
     data = DataSpec("pneumonia", shared_data)
     target = Target.load("models:/cxr-shufflenet@prod", data)
     before = copy.deepcopy(target.model.state_dict())
-    outcome = harden(target, HardenConfig(defence="fbf", eps="2/255", epochs=1, batch_size=32, augment=False),
+    outcome = harden(target, HardenConfig(trainer="fbf", eps="2/255", epochs=1, batch_size=32, augment=False),
                      HardenRequest(max_train=64, max_eval=16), RunOptions(progress=False))
     assert (outcome.registered_name, outcome.version, outcome.parent_version) == ("cxr-shufflenet", "2", "1")
     assert outcome.aliased == (not outcome.check.degenerate)
@@ -269,7 +273,7 @@ def test_a_card_models_copy_is_a_card_with_its_new_state_dict(tracking_store, sh
         assert torch.allclose(copy_(pixels), outcome.model(pixels), atol=1e-5)
         assert not torch.allclose(copy_(pixels), target.model(pixels), atol=1e-5)
     tags = mlflow.MlflowClient().get_model_version("cxr-shufflenet", "2").tags
-    assert tags["medart.parent_model_uri"] == "models:/cxr-shufflenet@prod" and tags["medart.defence"] == "fbf"
+    assert tags["medart.parent_model_uri"] == "models:/cxr-shufflenet@prod" and tags["medart.trainer"] == "fbf"
 
 
 @pytest.mark.slow  # a hardening process stopped by a real SIGTERM after its first epoch

@@ -30,7 +30,7 @@ from medart.cli import main, options, run_line
               help="Move the --model-uri alias (champion) to the --compare-with version only if it passes every term: "
                    "METRIC is clean or ATTACK@EPS (e.g. pgd@2/255), BOUND a fraction (0.85), a percentage, champion "
                    "or champion-ci (the low end of the champion's 95 % Wilson interval). The gate's attacks run "
-                   "(alone when --attacks is empty). A refused promotion exits with code 3. See docs/defences.md.")
+                   "(alone when --attacks is empty). A refused promotion exits with code 3. See docs/hardening.md.")
 def evaluate(**opts) -> None:
     """Clean (and, with --attacks, robust) accuracy and AUC of a model on the test split; the
     metrics are linked to the registered version's logged model.

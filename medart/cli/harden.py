@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from medart.catalog import DEFENCES, ROBUST_MONITORS
+from medart.catalog import ROBUST_MONITORS, TRAINERS
 from medart.cli import main, options, run_line
 
 
@@ -12,15 +12,18 @@ from medart.cli import main, options, run_line
 @options.model_uri()
 @options.model_options
 @options.data_options
-@click.option("--defence", type=click.Choice(DEFENCES), default="pgd-at", show_default=True,
-              help="ART's trainer: pgd-at (Madry et al.'s PGD adversarial training), trades (TRADES) or fbf "
-                   "(fast is better than free: one FGSM step from a random start).")
+@click.option("--trainer", type=click.Choice(TRAINERS), default="pgd-at", show_default=True,
+              help="ART's trainer: pgd-at (Madry et al.'s PGD adversarial training), trades (TRADES), fbf "
+                   "(fast is better than free: one FGSM step from a random start) or awp (PGD training with "
+                   "adversarial weight perturbation).")
 @options.eps(default="2/255", help="L∞ budget trained against (and of the validation PGD), in [0,1] pixels: a number or k/255.")
 @click.option("--steps", type=click.IntRange(min=1), default=None,
-              help="Steps of the training PGD (pgd-at, trades). Default: 7.")
-@click.option("--step-size", type=options.Eps(), default=None, help="Step of the training PGD (pgd-at, trades). Default: ε/4.")
+              help="Steps of the training PGD (pgd-at, trades, awp). Default: 7.")
+@click.option("--step-size", type=options.Eps(), default=None, help="Step of the training PGD (pgd-at, trades, awp). Default: ε/4.")
 @click.option("--beta", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Weight of TRADES' KL term (trades only). Default: 6.")
+@click.option("--gamma", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="AWP's weight perturbation, relative to each layer's weight norm (awp only). Default: 0.005.")
 @click.option("--epochs", type=click.IntRange(min=1), default=5, show_default=True, help="Epochs of robust fine-tuning.")
 @click.option("--batch-size", type=click.IntRange(min=2), default=64, show_default=True)
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=0.01, show_default=True,
@@ -49,11 +52,11 @@ def harden(**opts) -> None:
 
     The copy is logged like `medart train` logs a model (curves; clean and PGD accuracy on the
     validation split per epoch; seconds per epoch against one standard epoch), with its parent
-    model and the defence's settings, and registered in the parent's format: medart's own, or a
+    model and the trainer's settings, and registered in the parent's format: medart's own, or a
     model card's state_dict (other formats are refused). Decide whether it replaces the champion
     with `medart evaluate --compare-with challenger --gate …`.
 
-    Example: medart harden --model-uri models:/medart-pneumonia@champion --defence pgd-at --eps 2/255 --epochs 5
+    Example: medart harden --model-uri models:/medart-pneumonia@champion --trainer pgd-at --eps 2/255 --epochs 5
     """
     from medart import tracking
     from medart.defences.training import HardenConfig
@@ -66,7 +69,7 @@ def harden(**opts) -> None:
     out = run_harden(target, config, from_options(HardenRequest, opts), from_options(RunOptions, opts))
     best, result = out.result.best, out.result
     parent = f" (version {out.parent_version})" if out.parent_version else ""
-    click.echo(run_line("harden", out.run_id, f"{config.defence} at ε {config.eps * 255:.3g}/255 from {target.model_uri}{parent}"))
+    click.echo(run_line("harden", out.run_id, f"{config.trainer} at ε {config.eps * 255:.3g}/255 from {target.model_uri}{parent}"))
     before = result.before
     click.echo(f"kept epoch {result.best_epoch} of {len(result.history)}, on {result.n_val} validation images: accuracy "
                f"{best['val_acc'] * 100:.2f} % (parent {before['val_acc'] * 100:.2f} %), under PGD "

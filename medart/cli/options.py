@@ -70,6 +70,17 @@ class EpsList(_Parsed):
         return parse_eps_list(text)
 
 
+class GateText(_Parsed):
+    """A registry gate: comma-separated METRIC>=BOUND terms (:mod:`medart.gate`)."""
+
+    name = "gate"
+
+    def parse(self, text):
+        from medart.gate import Gate
+
+        return Gate.parse(text)
+
+
 class Weights(_Parsed):
     """Comma-separated positive numbers (the adaptive attack's λ search)."""
 
@@ -85,17 +96,6 @@ class Weights(_Parsed):
         if not weights or min(weights) <= 0:
             raise ConfigError(f"`adaptive_weights` must be comma-separated numbers > 0 such as 0.01,0.1,1, got {text!r}")
         return weights
-
-
-class GateText(_Parsed):
-    """A registry gate: comma-separated METRIC>=BOUND terms (:mod:`medart.gate`)."""
-
-    name = "gate"
-
-    def parse(self, text):
-        from medart.gate import Gate
-
-        return Gate.parse(text)
 
 
 class Names(_Parsed):

@@ -1,7 +1,7 @@
 """Robust training through ART's trainers (``art.defences.trainer``), on medart's batches.
 
 =========  ==========================================================  ==============================================
-defence    ART trainer                                                 what a batch is trained on
+trainer    ART trainer                                                 what a batch is trained on
 =========  ==========================================================  ==============================================
 pgd-at     ``AdversarialTrainer(ratio=1)`` + ``ProjectedGradientDescent``  PGD examples only (Madry et al. 2018; ART's
                                                                        ``AdversarialTrainerMadryPGD`` is this pair)
@@ -10,6 +10,8 @@ trades     ``AdversarialTrainerTRADESPyTorch`` + the same PGD          clean los
                                                                        cross-entropy, not the paper's KL)
 fbf        ``AdversarialTrainerFBFPyTorch``                            one FGSM step of 1.25 ε from a random start
                                                                        (Wong et al. 2020), ART's cyclic learning rate
+awp        ``AdversarialTrainerAWPPyTorch`` (mode PGD) + the same PGD  PGD examples, the weights first pushed γ·‖w‖
+                                                                       uphill by a proxy copy's step (Wu et al. 2020)
 =========  ==========================================================  ==============================================
 
 The trainers run over an ``art.estimators.classification.PyTorchClassifier`` with
@@ -40,7 +42,7 @@ from art.data_generators import DataGenerator
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from medart.catalog import DEFENCES, ROBUST_MONITORS
+from medart.catalog import ROBUST_MONITORS, TRAINERS
 from medart.data.base import MedicalImageDataset, stack
 from medart.errors import ConfigError
 from medart.models.evaluation import classification_metrics, predict, resolve_device
@@ -51,17 +53,20 @@ FBF_PEAK_LR = 0.21  # ART's FBF hard-codes its cyclic schedule: 0 → 0.21 at 2/
 DEFAULT_STEPS = 7  # Madry et al.'s CIFAR-10 recipe: 7 steps of ε/4
 DEFAULT_STEP_FRACTION = 1 / 4
 DEFAULT_BETA = 6.0  # TRADES' 1/λ in Zhang et al.'s experiments
+DEFAULT_GAMMA = 5e-3  # AWP's relative weight perturbation for PGD-AT in Wu et al.'s experiments
 
 
 @dataclass
 class HardenConfig(TrainConfig):
-    """Robust fine-tuning: the defence and its budget, and the optimisation settings of
+    """Robust fine-tuning: the trainer and its budget, and the optimisation settings of
     :class:`~medart.models.training.TrainConfig` (SGD, augmentation, ``balance``, ``patience``).
 
-    ``defence``: ``pgd-at``, ``trades`` or ``fbf`` (see the module). ``eps``: the L∞ budget trained
-    against, in [0, 1] pixels (a number or ``k/255``). ``steps``/``step_size``: the training PGD of
-    pgd-at and trades (default 7 steps of ε/4, one random start); fbf takes one step of 1.25 ε and
-    refuses them. ``beta``: TRADES' weight of the KL term (default 6; trades only). ``monitor``
+    ``trainer``: ``pgd-at``, ``trades``, ``fbf`` or ``awp`` (see the module). ``eps``: the L∞ budget
+    trained against, in [0, 1] pixels (a number or ``k/255``). ``steps``/``step_size``: the training
+    PGD of pgd-at, trades and awp (default 7 steps of ε/4, one random start); fbf takes one step of
+    1.25 ε and refuses them. ``beta``: TRADES' weight of the KL term (default 6; trades only).
+    ``gamma``: AWP's weight perturbation relative to each layer's weight norm (default 5e-3; awp
+    only; its proxy copy steps with ``lr``, without momentum). ``monitor``
     picks the epoch kept, by default ``val_pgd_balanced_acc``: the balanced accuracy under PGD
     at ``eps`` on the validation split, which a model that answers one class cannot win (its PGD
     accuracy equals the majority class's share). fbf ignores ``lr``: ART's FBF sets the learning
@@ -70,33 +75,38 @@ class HardenConfig(TrainConfig):
 
     epochs: int = 5
     monitor: str = "val_pgd_balanced_acc"
-    defence: str = "pgd-at"
+    trainer: str = "pgd-at"
     eps: float | str = 2 / 255
     steps: int | None = None
     step_size: float | str | None = None
     beta: float | None = None
+    gamma: float | None = None
     monitors: ClassVar[dict[str, int]] = ROBUST_MONITORS
 
     def __post_init__(self) -> None:
         from medart.attacks.specs import parse_eps
 
         super().__post_init__()
-        if self.defence not in DEFENCES:
-            raise ConfigError(f"unknown defence '{self.defence}'; choose one of: {', '.join(DEFENCES)}")
+        if self.trainer not in TRAINERS:
+            raise ConfigError(f"unknown trainer '{self.trainer}'; choose one of: {', '.join(TRAINERS)}")
         if self.batch_size < 2:  # batch norm in training mode needs two images a batch
             raise ConfigError(f"`batch_size` must be >= 2 for robust training, got {self.batch_size}")
         self.eps = parse_eps(self.eps)
         if self.step_size is not None:
             self.step_size = parse_eps(self.step_size)
-        if self.defence == "fbf":
-            given = [f"`{name}`" for name in ("steps", "step_size", "beta") if getattr(self, name) is not None]
+        if self.trainer == "fbf":
+            given = [f"`{name}`" for name in ("steps", "step_size", "beta", "gamma") if getattr(self, name) is not None]
             if given:
-                raise ConfigError(f"fbf takes one FGSM step of 1.25 ε from a random start and no KL term; drop {', '.join(given)}")
+                raise ConfigError(f"fbf takes one FGSM step of 1.25 ε from a random start, no KL term and no weight "
+                                  f"perturbation; drop {', '.join(given)}")
             return
-        if self.beta is not None and self.defence != "trades":
-            raise ConfigError(f"`beta` weighs TRADES' KL term; {self.defence} has none: drop `beta` or use the trades defence")
-        if self.beta is not None and not self.beta > 0:
-            raise ConfigError(f"`beta` must be > 0, got {self.beta}")
+        if self.beta is not None and self.trainer != "trades":
+            raise ConfigError(f"`beta` weighs TRADES' KL term; {self.trainer} has none: drop `beta` or use the trades trainer")
+        if self.gamma is not None and self.trainer != "awp":
+            raise ConfigError(f"`gamma` sizes AWP's weight perturbation; {self.trainer} has none: drop `gamma` or use the awp trainer")
+        for name in ("beta", "gamma"):
+            if getattr(self, name) is not None and not getattr(self, name) > 0:
+                raise ConfigError(f"`{name}` must be > 0, got {getattr(self, name)}")
         if self.steps is not None and self.steps < 1:
             raise ConfigError(f"`steps` must be >= 1, got {self.steps}")
         if self.attack_step_size > self.eps * (1 + 1e-9):
@@ -114,17 +124,20 @@ class HardenConfig(TrainConfig):
         return self.eps * DEFAULT_STEP_FRACTION if self.step_size is None else self.step_size
 
     def settings(self) -> dict[str, object]:
-        """What the defence ran with, as logged (``harden.<key>``): the optimisation settings, the
-        ART trainer and its own settings, without those that do not apply to the defence."""
-        out = {k: v for k, v in asdict(self).items() if k not in ("steps", "step_size", "beta")}
-        if self.defence == "fbf":
+        """What the trainer ran with, as logged (``harden.<key>``): the optimisation settings, the
+        ART class and its own settings, without those that do not apply to the trainer."""
+        out = {k: v for k, v in asdict(self).items() if k not in ("steps", "step_size", "beta", "gamma")}
+        if self.trainer == "fbf":
             del out["lr"]
-            return out | {"trainer": "AdversarialTrainerFBFPyTorch", "fbf_step": 1.25 * self.eps,
+            return out | {"art_trainer": "AdversarialTrainerFBFPyTorch", "fbf_step": 1.25 * self.eps,
                           "lr_schedule": f"ART's cyclic 0 → {FBF_PEAK_LR} → 0", "grad_clip_norm": 0.5}
         out |= {"steps": self.attack_steps, "step_size": self.attack_step_size, "random_starts": 1}
-        if self.defence == "trades":
-            return out | {"trainer": "AdversarialTrainerTRADESPyTorch", "beta": DEFAULT_BETA if self.beta is None else self.beta}
-        return out | {"trainer": "AdversarialTrainer + ProjectedGradientDescent", "ratio": 1.0}
+        if self.trainer == "trades":
+            return out | {"art_trainer": "AdversarialTrainerTRADESPyTorch", "beta": DEFAULT_BETA if self.beta is None else self.beta}
+        if self.trainer == "awp":
+            return out | {"art_trainer": "AdversarialTrainerAWPPyTorch", "awp_mode": "PGD", "warmup": 0,
+                          "gamma": DEFAULT_GAMMA if self.gamma is None else self.gamma}
+        return out | {"art_trainer": "AdversarialTrainer + ProjectedGradientDescent", "ratio": 1.0}
 
 
 @dataclass
@@ -180,28 +193,43 @@ class EpochBatches(DataGenerator):
             self.on_epoch_end(self.epoch, seconds)
 
 
-def art_classifier(model: nn.Module, loss: nn.Module, config: TrainConfig, side: int, num_classes: int):
-    """An ART ``PyTorchClassifier`` training ``model`` with SGD as ``config`` says: pixels in
-    [0, 1] (``clip_values``), no preprocessing (the model normalises inside)."""
+def art_classifier(model: nn.Module, loss: nn.Module, optimiser: torch.optim.Optimizer, side: int, num_classes: int,
+                   device: str = "auto"):
+    """An ART ``PyTorchClassifier`` training ``model`` (``(N, 3, side, side)`` pixels in [0, 1] →
+    ``num_classes`` logits) with ``optimiser``: ``clip_values`` (0, 1), no preprocessing (the model
+    normalises inside)."""
     from art.estimators.classification import PyTorchClassifier
 
-    optimiser = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
     return PyTorchClassifier(model=model, loss=loss, optimizer=optimiser, input_shape=(3, side, side), nb_classes=num_classes,
                              clip_values=(0.0, 1.0), preprocessing=None,
-                             device_type="gpu" if resolve_device(config.device).type == "cuda" else "cpu")
+                             device_type="gpu" if resolve_device(device).type == "cuda" else "cpu")
+
+
+def sgd(model: nn.Module, config: TrainConfig) -> torch.optim.SGD:
+    """The optimiser of ``config``'s settings (``lr``, ``momentum``, ``weight_decay``) for ``model``."""
+    return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
 
 
 def make_trainer(classifier, config: HardenConfig):
-    """The ART trainer of ``config.defence`` around ``classifier``."""
+    """The ART trainer ``config.trainer`` names, around ``classifier``."""
     from art.attacks.evasion import ProjectedGradientDescent
-    from art.defences.trainer import AdversarialTrainer, AdversarialTrainerFBFPyTorch, AdversarialTrainerTRADESPyTorch
+    from art.defences.trainer import (AdversarialTrainer, AdversarialTrainerAWPPyTorch, AdversarialTrainerFBFPyTorch,
+                                      AdversarialTrainerTRADESPyTorch)
 
-    if config.defence == "fbf":
+    if config.trainer == "fbf":
         return AdversarialTrainerFBFPyTorch(classifier, eps=config.eps)
     pgd = ProjectedGradientDescent(classifier, norm=np.inf, eps=config.eps, eps_step=config.attack_step_size,
                                    max_iter=config.attack_steps, num_random_init=1, batch_size=config.batch_size, verbose=False)
-    if config.defence == "trades":
+    if config.trainer == "trades":
         return AdversarialTrainerTRADESPyTorch(classifier, pgd, beta=DEFAULT_BETA if config.beta is None else config.beta)
+    if config.trainer == "awp":
+        # the proxy: a copy of the model whose one plain SGD step per batch finds where the weights are pushed
+        proxy = copy.deepcopy(classifier.model)
+        proxy_classifier = art_classifier(proxy, classifier.loss, torch.optim.SGD(proxy.parameters(), lr=config.lr),
+                                          classifier.input_shape[-1], classifier.nb_classes, config.device)
+        return AdversarialTrainerAWPPyTorch(classifier, proxy_classifier, pgd, mode="PGD",
+                                            gamma=DEFAULT_GAMMA if config.gamma is None else config.gamma, beta=DEFAULT_BETA,
+                                            warmup=0)
     return AdversarialTrainer(classifier, pgd, ratio=1.0)
 
 
@@ -225,7 +253,7 @@ def validation_metrics(model: nn.Module, x: torch.Tensor, y: torch.Tensor, confi
 def robust_fit(model: nn.Module, train: MedicalImageDataset, val: MedicalImageDataset, config: HardenConfig,
                on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> HardenResult:
     """Train ``model`` (float32 ``(N, 3, S, S)`` pixels in [0, 1] → logits ``(N, K)``) in place
-    with ART's trainer for ``config.defence``; on return it holds the weights of the best epoch
+    with the ART trainer ``config.trainer`` names; on return it holds the weights of the best epoch
     on ``config.monitor``, in eval mode.
 
     ``on_epoch(epoch, metrics)`` receives, after each epoch (counted from 1), the validation
@@ -242,7 +270,7 @@ def robust_fit(model: nn.Module, train: MedicalImageDataset, val: MedicalImageDa
     generator = seed_everything(config.seed)
     loader, loss = training_batches(train, config, generator)
     augment = RandomAffineBatch(config.rotation, config.shift, config.hflip, generator) if config.augment else None
-    trainer = make_trainer(art_classifier(model, loss, config, side, num_classes), config)
+    trainer = make_trainer(art_classifier(model, loss, sgd(model, config), side, num_classes, config.device), config)
     sign = config.monitors[config.monitor]
     history: list[dict[str, float]] = []
     best: dict = {}
@@ -281,7 +309,7 @@ def _standard_epoch_seconds(model: nn.Module, train: MedicalImageDataset, config
     generator = seed_everything(config.seed)
     loader, loss = training_batches(train, config, generator)
     augment = RandomAffineBatch(config.rotation, config.shift, config.hflip, generator) if config.augment else None
-    classifier = art_classifier(twin, loss, config, side, train.num_classes)
+    classifier = art_classifier(twin, loss, sgd(twin, config), side, train.num_classes, config.device)
     start = time.perf_counter()
     classifier.fit_generator(EpochBatches(loader, train.num_classes, augment), nb_epochs=1)
     return time.perf_counter() - start

@@ -1,5 +1,5 @@
 """The hardening stage: a copy of a loaded model fine-tuned by one of ART's robust trainers, logged
-like a trained model and registered as the challenger, with its parent and defence recorded."""
+like a trained model and registered as the challenger, with its parent and trainer recorded."""
 
 from __future__ import annotations
 
@@ -24,8 +24,8 @@ from medart.stages.target import RunOptions, Target
 from medart.stages.train import log_splits
 
 #: version tags of a hardened model: where it came from and what it was trained against
-PARENT_URI_TAG, PARENT_VERSION_TAG, DEFENCE_TAG, EPS_TAG = ("medart.parent_model_uri", "medart.parent_version",
-                                                            "medart.defence", "medart.eps")
+PARENT_URI_TAG, PARENT_VERSION_TAG, TRAINER_TAG, EPS_TAG = ("medart.parent_model_uri", "medart.parent_version",
+                                                            "medart.trainer", "medart.eps")
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ class HardenOutcome:
     registered_name: str | None
     version: str | None
     aliased: bool  # the alias was moved to the new version
-    parent_version: str | None  # the parent's registered version ("" outside the registry)
+    parent_version: str  # the parent's registered version ("" outside the registry)
     test: dict[str, float]  # the kept epoch's clean test metrics (fractions), n included
     result: HardenResult
     model: nn.Module  # the hardened copy, in memory
@@ -59,18 +59,18 @@ class HardenOutcome:
 
 def harden(target: Target, config: HardenConfig = HardenConfig(), request: HardenRequest = HardenRequest(),
            run: RunOptions = RunOptions()) -> HardenOutcome:
-    """Fine-tune a copy of ``target.model`` with ``config.defence`` (:func:`robust_fit`) on the
+    """Fine-tune a copy of ``target.model`` with the trainer ``config.trainer`` (:func:`robust_fit`) on the
     Train split, keep its best epoch on Val, and log it in ``medart/<dataset>/harden``.
 
     The run holds params ``harden.parent_model_uri``, ``harden.parent_version``,
-    ``harden.<setting>`` (:meth:`HardenConfig.settings`: the defence, ε, the trainer and its
+    ``harden.<setting>`` (:meth:`HardenConfig.settings`: the trainer, ε, ART's class and its
     settings), the data's; per-epoch metrics ``val_acc``, ``val_balanced_acc``, ``val_pgd_acc``,
     ``val_pgd_balanced_acc``, ``epoch_seconds`` … (step 0: the parent's, on the same images); then ``best_<metric>``, ``best_epoch``,
     ``seconds_per_epoch`` (the mean robust epoch), ``standard_seconds_per_epoch`` (one standard
     epoch on the same batches) and their ratio ``time_ratio``, the kept epoch's ``test_<metric>``,
     the degenerate-model guard on its test predictions, the figure ``figures/hardening.png``,
     ``history.json``, and the copy (:func:`~medart.defences.copies.log_copy`). A registered copy's
-    version is tagged with its parent, defence and ε and gets ``request.alias`` unless degenerate.
+    version is tagged with its parent, trainer and ε and gets ``request.alias`` unless degenerate.
     ``target.model`` itself is not changed. A model medart cannot fine-tune is refused in one line
     before the run starts.
     """
@@ -84,7 +84,7 @@ def harden(target: Target, config: HardenConfig = HardenConfig(), request: Harde
     model = copy.deepcopy(target.model)
     arch, side, eps_label = model.config["arch"], target.side, f"{config.eps * 255:.3g}/255"
 
-    run_name = f"harden-{config.defence}-eps{eps_label}-{arch}-seed{config.seed}"
+    run_name = f"harden-{config.trainer}-eps{eps_label}-{arch}-seed{config.seed}"
     with tracking.start_run(tracking.experiment_name(target.dataset, "harden"), run_name) as mlflow_run:
         mlflow.log_params({f"harden.{k}": v for k, v in config.settings().items()})
         mlflow.log_params({"harden.parent_model_uri": target.model_uri, "harden.parent_version": parent_version,
@@ -112,7 +112,7 @@ def harden(target: Target, config: HardenConfig = HardenConfig(), request: Harde
         if name is not None:
             version = str(info.registered_model_version)
             registry.tag_version(name, version, check.tags() | {
-                PARENT_URI_TAG: target.model_uri, PARENT_VERSION_TAG: parent_version, DEFENCE_TAG: config.defence,
+                PARENT_URI_TAG: target.model_uri, PARENT_VERSION_TAG: parent_version, TRAINER_TAG: config.trainer,
                 EPS_TAG: f"{config.eps:.6g}", "medart.harden_run_id": mlflow_run.info.run_id})
             if not check.degenerate:
                 mlflow.MlflowClient().set_registered_model_alias(name, request.alias, version)
