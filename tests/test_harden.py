@@ -97,7 +97,8 @@ def test_a_model_medart_cannot_fine_tune_is_one_line(tracking_store, shared_data
     torch.jit.script(net.eval()).save(str(tmp_path / "scripted.pt"))
     result = run("harden", "--model-uri", str(tmp_path / "scripted.pt"), "--input-size", "28", "--dataset", "pneumonia",
                  "--data-dir", str(shared_data), "--no-progress")
-    assert_one_line_error(result, "is a TorchScript program", "register its state_dict with a model card")
+    assert_one_line_error(result, "is a TorchScript file, a fixed graph medart reads but does not export again",
+                          "register its state_dict with a model card")
     assert mlflow.search_runs(search_all_experiments=True, output_format="list") == []  # refused before any run
 
 
@@ -112,9 +113,9 @@ def test_fine_tunable_models_are_medarts_own_and_card_state_dicts():
     model = build_model(2, "smallcnn", "none")
     check_fine_tunable(model, "models:/own/1")
     check_fine_tunable(adapted(Layout(format="state_dict")), "card.json")
-    for layout, fragment in ((Layout(format="pt2"), r"a torch.export \(pt2\) program"),
+    for layout, fragment in ((Layout(format="pt2"), "is an MLflow pytorch model in pt2, a fixed graph"),
                              (Layout(format="pickle"), "could only store as a pickle"),
-                             (Layout(), "a network handed over in Python")):
+                             (Layout(), "is a torch.nn.Module handed over in Python")):
         other = adapted(layout)
         with pytest.raises(ModelError, match=fragment):
             check_fine_tunable(other, "x")
@@ -246,8 +247,8 @@ def test_cli_hardens_registers_the_challenger_and_records_its_parent(registered,
 def test_a_card_models_copy_is_a_card_with_its_new_state_dict(tracking_store, shared_data, tmp_path):
     import torchvision
 
-    from medart.models.cards import register
     from medart.stages import DataSpec, RunOptions, Target
+    from medart.stages.register import register
     from medart.stages.harden import HardenRequest, harden
 
     torch.manual_seed(0)

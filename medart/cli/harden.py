@@ -61,7 +61,8 @@ def harden(**opts) -> None:
     from medart import tracking
     from medart.defences.training import HardenConfig
     from medart.stages.harden import HardenRequest, harden as run_harden
-    from medart.stages.target import DataSpec, ModelSource, RunOptions, Target, from_options
+    from medart.models.loading import ModelSource
+    from medart.stages.target import DataSpec, RunOptions, Target, from_options
 
     tracking.configure(opts["tracking_uri"])
     config = from_options(HardenConfig, opts)  # bad settings are refused before the model loads

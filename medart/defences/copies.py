@@ -26,25 +26,27 @@ import torch
 from torch import nn
 
 from medart.errors import ModelError
-from medart.models import cards, registry
+from medart.models import MODEL_FORMATS, cards, registry
 from medart.models.adapter import AdaptedClassifier
 from medart.models.resnet import MedResNet
 
 FINE_TUNABLE = "medart's own models and model-card models with a tensor-only state_dict (torchvision or timm networks)"
-_STORED = {"pt2": "a torch.export (pt2) program, a fixed graph medart does not export again",
-           "torchscript": "a TorchScript program, a fixed graph medart does not export again",
-           "pickle": "a pickled MLflow model, which medart could only store as a pickle again (it runs code on load)",
-           "module": "a network handed over in Python, which medart has no code-free format for"}
+# why each other format (medart.models.MODEL_FORMATS) cannot be stored again without running code on load
+_REFUSED = {"pt2": "a fixed graph medart reads but does not export again",
+            "torchscript": "a fixed graph medart reads but does not export again",
+            "pickle": "which medart could only store as a pickle again, and a pickle runs code when it loads",
+            "module": "which medart has no code-free format for"}
 
 
 def check_fine_tunable(model: nn.Module, uri: str) -> None:
     """A one-line :class:`~medart.errors.ModelError` unless medart can fine-tune ``model`` and store
     the copy without pickles (see the module), and it has weights to train."""
-    stored = model.config.get("format") if isinstance(model, AdaptedClassifier) else None
-    if not isinstance(model, MedResNet) and stored != "state_dict":
-        what = _STORED.get(stored, f"a {type(model).__name__}")
-        raise ModelError(f"'{uri}' is {what}; medart fine-tunes {FINE_TUNABLE}: register its state_dict with a model card "
-                         "(medart register) and harden that")
+    stored = "medart" if isinstance(model, MedResNet) else model.config.get("format")
+    if stored not in ("medart", "state_dict"):
+        what = MODEL_FORMATS[stored].reads if stored in MODEL_FORMATS else f"a {type(model).__name__}"
+        raise ModelError(f"'{uri}' is {what}, {_REFUSED.get(stored, 'which medart cannot store again')}; medart "
+                         f"fine-tunes {FINE_TUNABLE}: register its state_dict with a model card (medart register) and "
+                         "harden that")
     if not any(p.requires_grad for p in model.parameters()):
         raise ModelError(f"'{uri}' has no trainable parameters (all have requires_grad=False); nothing to fine-tune")
 
