@@ -194,7 +194,7 @@ def test_a_challenger_under_the_clean_floor_is_refused(store, shared_data):
     client = mlflow.MlflowClient()
     assert str(client.get_model_version_by_alias("medart-pneumonia", "champion").version) == "1"
     assert _version("2").tags["medart.gate.reason"].startswith("refused: clean: challenger")
-    assert _gate_runs()["challenger"].data.params["attacks"] == "fgsm"  # --attacks run beside the gate's (a clean floor adds none)
+    assert _gate_runs()["challenger"].data.params["attacks"] == "fgsm"  # --attacks run beside the gate's (clean adds none)
 
 
 @pytest.mark.slow

@@ -205,7 +205,8 @@ def test_cli_hardens_registers_the_challenger_and_records_its_parent(registered,
     assert done.exit_code == 0, done.output
     (hardening,) = mlflow.search_runs(experiment_names=["medart/pneumonia/harden"], output_format="list")
     run_id = hardening.info.run_id
-    assert f"harden run {run_id} in " in done.output and "pgd-at at ε 2/255 from models:/medart-pneumonia@champion (version 1)" in done.output
+    assert f"harden run {run_id} in " in done.output
+    assert "pgd-at at ε 2/255 from models:/medart-pneumonia@champion (version 1)" in done.output
     assert "kept epoch" in done.output and "on 16 validation images" in done.output and "per standard epoch" in done.output
     params = hardening.data.params
     assert params["harden.parent_model_uri"] == registered and params["harden.parent_version"] == "1"

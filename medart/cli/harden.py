@@ -19,7 +19,8 @@ from medart.cli import main, options, run_line
 @options.eps(default="2/255", help="L∞ budget trained against (and of the validation PGD), in [0,1] pixels: a number or k/255.")
 @click.option("--steps", type=click.IntRange(min=1), default=None,
               help="Steps of the training PGD (pgd-at, trades, awp). Default: 7.")
-@click.option("--step-size", type=options.Eps(), default=None, help="Step of the training PGD (pgd-at, trades, awp). Default: ε/4.")
+@click.option("--step-size", type=options.Eps(), default=None,
+              help="Step of the training PGD (pgd-at, trades, awp). Default: ε/4.")
 @click.option("--beta", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Weight of TRADES' KL term (trades only). Default: 6.")
 @click.option("--gamma", type=click.FloatRange(min=0, min_open=True), default=None,
@@ -70,7 +71,8 @@ def harden(**opts) -> None:
     out = run_harden(target, config, from_options(HardenRequest, opts), from_options(RunOptions, opts))
     best, result = out.result.best, out.result
     parent = f" (version {out.parent_version})" if out.parent_version else ""
-    click.echo(run_line("harden", out.run_id, f"{config.trainer} at ε {config.eps * 255:.3g}/255 from {target.model_uri}{parent}"))
+    click.echo(run_line("harden", out.run_id,
+                        f"{config.trainer} at ε {config.eps * 255:.3g}/255 from {target.model_uri}{parent}"))
     before = result.before
     click.echo(f"kept epoch {result.best_epoch} of {len(result.history)}, on {result.n_val} validation images: accuracy "
                f"{best['val_acc'] * 100:.2f} % (parent {before['val_acc'] * 100:.2f} %), under PGD "

@@ -103,7 +103,8 @@ class HardenConfig(TrainConfig):
         if self.beta is not None and self.trainer != "trades":
             raise ConfigError(f"`beta` weighs TRADES' KL term; {self.trainer} has none: drop `beta` or use the trades trainer")
         if self.gamma is not None and self.trainer != "awp":
-            raise ConfigError(f"`gamma` sizes AWP's weight perturbation; {self.trainer} has none: drop `gamma` or use the awp trainer")
+            raise ConfigError(f"`gamma` sizes AWP's weight perturbation; {self.trainer} has none: drop `gamma` or use the "
+                              "awp trainer")
         for name in ("beta", "gamma"):
             if getattr(self, name) is not None and not getattr(self, name) > 0:
                 raise ConfigError(f"`{name}` must be > 0, got {getattr(self, name)}")
@@ -115,13 +116,23 @@ class HardenConfig(TrainConfig):
 
     @property
     def attack_steps(self) -> int:
-        """Steps of the training PGD (pgd-at, trades)."""
+        """Steps of the training PGD (pgd-at, trades, awp)."""
         return DEFAULT_STEPS if self.steps is None else self.steps
 
     @property
     def attack_step_size(self) -> float:
-        """Step of the training PGD in [0, 1] pixels (pgd-at, trades)."""
+        """Step of the training PGD in [0, 1] pixels (pgd-at, trades, awp)."""
         return self.eps * DEFAULT_STEP_FRACTION if self.step_size is None else self.step_size
+
+    @property
+    def kl_weight(self) -> float:
+        """TRADES' β."""
+        return DEFAULT_BETA if self.beta is None else self.beta
+
+    @property
+    def weight_perturbation(self) -> float:
+        """AWP's γ."""
+        return DEFAULT_GAMMA if self.gamma is None else self.gamma
 
     def settings(self) -> dict[str, object]:
         """What the trainer ran with, as logged (``harden.<key>``): the optimisation settings, the
@@ -133,17 +144,18 @@ class HardenConfig(TrainConfig):
                           "lr_schedule": f"ART's cyclic 0 → {FBF_PEAK_LR} → 0", "grad_clip_norm": 0.5}
         out |= {"steps": self.attack_steps, "step_size": self.attack_step_size, "random_starts": 1}
         if self.trainer == "trades":
-            return out | {"art_trainer": "AdversarialTrainerTRADESPyTorch", "beta": DEFAULT_BETA if self.beta is None else self.beta}
+            return out | {"art_trainer": "AdversarialTrainerTRADESPyTorch", "beta": self.kl_weight}
         if self.trainer == "awp":
             return out | {"art_trainer": "AdversarialTrainerAWPPyTorch", "awp_mode": "PGD", "warmup": 0,
-                          "gamma": DEFAULT_GAMMA if self.gamma is None else self.gamma}
+                          "gamma": self.weight_perturbation}
         return out | {"art_trainer": "AdversarialTrainer + ProjectedGradientDescent", "ratio": 1.0}
 
 
 @dataclass
 class HardenResult(TrainResult):
     """:class:`~medart.models.training.TrainResult` with the wall time of one standard (not
-    adversarial) training epoch on the same batches, through ART too, for comparison (seconds)."""
+    adversarial) training epoch on the same batches, through ART too, for comparison (seconds),
+    the number of validation images, and the validation metrics of the model before training."""
 
     standard_seconds_per_epoch: float = math.nan
     n_val: int = 0  # the validation images each epoch's metrics are on
@@ -221,15 +233,15 @@ def make_trainer(classifier, config: HardenConfig):
     pgd = ProjectedGradientDescent(classifier, norm=np.inf, eps=config.eps, eps_step=config.attack_step_size,
                                    max_iter=config.attack_steps, num_random_init=1, batch_size=config.batch_size, verbose=False)
     if config.trainer == "trades":
-        return AdversarialTrainerTRADESPyTorch(classifier, pgd, beta=DEFAULT_BETA if config.beta is None else config.beta)
+        return AdversarialTrainerTRADESPyTorch(classifier, pgd, beta=config.kl_weight)
     if config.trainer == "awp":
         # the proxy: a copy of the model whose one plain SGD step per batch finds where the weights are pushed
         proxy = copy.deepcopy(classifier.model)
         proxy_classifier = art_classifier(proxy, classifier.loss, torch.optim.SGD(proxy.parameters(), lr=config.lr),
                                           classifier.input_shape[-1], classifier.nb_classes, config.device)
-        return AdversarialTrainerAWPPyTorch(classifier, proxy_classifier, pgd, mode="PGD",
-                                            gamma=DEFAULT_GAMMA if config.gamma is None else config.gamma, beta=DEFAULT_BETA,
-                                            warmup=0)
+        # beta weighs a TRADES mode's KL term, unused in PGD mode
+        return AdversarialTrainerAWPPyTorch(classifier, proxy_classifier, pgd, mode="PGD", gamma=config.weight_perturbation,
+                                            beta=DEFAULT_BETA, warmup=0)
     return AdversarialTrainer(classifier, pgd, ratio=1.0)
 
 
@@ -259,17 +271,15 @@ def robust_fit(model: nn.Module, train: MedicalImageDataset, val: MedicalImageDa
     ``on_epoch(epoch, metrics)`` receives, after each epoch (counted from 1), the validation
     metrics of :func:`validation_metrics` and ``epoch_seconds``, the wall time of the epoch's
     training (not of its validation); first, as epoch 0, the validation metrics of the model as
-    given (``before``), on the same images and PGD. Afterwards one standard epoch on a copy of the model, the
-    same batches through ART's ``PyTorchClassifier.fit_generator``, gives
+    given (``before``), on the same images and PGD. Afterwards one standard epoch of a copy of
+    the model on the same batches, through ART's ``PyTorchClassifier.fit_generator``, gives
     ``standard_seconds_per_epoch``. (ART's trainers draw their own epoch bar on stderr.)
     """
     side = train[0][0].shape[-1]
     x_val, y_val = stack(val)
     classes = getattr(val, "classes", None)
     num_classes = train.num_classes
-    generator = seed_everything(config.seed)
-    loader, loss = training_batches(train, config, generator)
-    augment = RandomAffineBatch(config.rotation, config.shift, config.hflip, generator) if config.augment else None
+    loader, loss, augment = _training_batches(train, config)
     trainer = make_trainer(art_classifier(model, loss, sgd(model, config), side, num_classes, config.device), config)
     sign = config.monitors[config.monitor]
     history: list[dict[str, float]] = []
@@ -306,10 +316,17 @@ def _standard_epoch_seconds(model: nn.Module, train: MedicalImageDataset, config
     """Wall time of one standard training epoch of a copy of ``model`` on the batches
     :func:`robust_fit` trains on (same loader, augmentation, loss and optimiser, through ART)."""
     twin = copy.deepcopy(model)
-    generator = seed_everything(config.seed)
-    loader, loss = training_batches(train, config, generator)
-    augment = RandomAffineBatch(config.rotation, config.shift, config.hflip, generator) if config.augment else None
+    loader, loss, augment = _training_batches(train, config)
     classifier = art_classifier(twin, loss, sgd(twin, config), side, train.num_classes, config.device)
     start = time.perf_counter()
     classifier.fit_generator(EpochBatches(loader, train.num_classes, augment), nb_epochs=1)
     return time.perf_counter() - start
+
+
+def _training_batches(train: MedicalImageDataset, config: HardenConfig) -> tuple[DataLoader, nn.Module, nn.Module | None]:
+    """The loader and loss of :func:`~medart.models.training.training_batches` and the
+    augmentation, all drawing from one generator seeded with ``config.seed`` (as ``fit`` does)."""
+    generator = seed_everything(config.seed)
+    loader, loss = training_batches(train, config, generator)
+    augment = RandomAffineBatch(config.rotation, config.shift, config.hflip, generator) if config.augment else None
+    return loader, loss, augment

@@ -15,8 +15,9 @@ def hardening_figure(before: dict[str, float], history: list[dict[str, float]], 
     epochs = np.arange(1, len(history) + 1)
     fig = Figure(figsize=(10, 3.8))
     ax_acc, ax_time = fig.subplots(1, 2)
-    for key, style, label in (("val_acc", "-", "clean"), ("val_balanced_acc", "-.", "clean, balanced"),
-                              ("val_pgd_acc", "--", f"PGD {eps_label}"), ("val_pgd_balanced_acc", ":", f"PGD {eps_label}, balanced")):
+    curves = (("val_acc", "-", "clean"), ("val_balanced_acc", "-.", "clean, balanced"), ("val_pgd_acc", "--", f"PGD {eps_label}"),
+              ("val_pgd_balanced_acc", ":", f"PGD {eps_label}, balanced"))
+    for key, style, label in curves:
         ax_acc.plot(np.arange(len(history) + 1), [before[key]] + [h[key] for h in history], style, label=label)
     ax_acc.set_ylabel("validation accuracy")
     ax_time.plot(epochs, [h["epoch_seconds"] for h in history], "o-", label="robust epoch")

@@ -59,14 +59,14 @@ class HardenOutcome:
 
 def harden(target: Target, config: HardenConfig = HardenConfig(), request: HardenRequest = HardenRequest(),
            run: RunOptions = RunOptions()) -> HardenOutcome:
-    """Fine-tune a copy of ``target.model`` with the trainer ``config.trainer`` (:func:`robust_fit`) on the
-    Train split, keep its best epoch on Val, and log it in ``medart/<dataset>/harden``.
+    """Fine-tune a copy of ``target.model`` with the trainer ``config.trainer`` (:func:`robust_fit`)
+    on the Train split, keep its best epoch on Val, and log it in ``medart/<dataset>/harden``.
 
     The run holds params ``harden.parent_model_uri``, ``harden.parent_version``,
     ``harden.<setting>`` (:meth:`HardenConfig.settings`: the trainer, ε, ART's class and its
     settings), the data's; per-epoch metrics ``val_acc``, ``val_balanced_acc``, ``val_pgd_acc``,
-    ``val_pgd_balanced_acc``, ``epoch_seconds`` … (step 0: the parent's, on the same images); then ``best_<metric>``, ``best_epoch``,
-    ``seconds_per_epoch`` (the mean robust epoch), ``standard_seconds_per_epoch`` (one standard
+    ``val_pgd_balanced_acc``, ``epoch_seconds`` … (step 0: the parent's, on the same images);
+    then ``best_<metric>``, ``best_epoch``, ``seconds_per_epoch`` (the mean robust epoch), ``standard_seconds_per_epoch`` (one standard
     epoch on the same batches) and their ratio ``time_ratio``, the kept epoch's ``test_<metric>``,
     the degenerate-model guard on its test predictions, the figure ``figures/hardening.png``,
     ``history.json``, and the copy (:func:`~medart.defences.copies.log_copy`). A registered copy's
@@ -103,8 +103,9 @@ def harden(target: Target, config: HardenConfig = HardenConfig(), request: Harde
             "best_epoch": result.best_epoch, "seconds_per_epoch": result.seconds_per_epoch,
             "standard_seconds_per_epoch": result.standard_seconds_per_epoch,
             "time_ratio": result.seconds_per_epoch / result.standard_seconds_per_epoch})
-        tracking.log_figure(hardening_figure(result.before, result.history, result.best_epoch, result.standard_seconds_per_epoch, eps_label),
-                            "figures/hardening.png")
+        figure = hardening_figure(result.before, result.history, result.best_epoch, result.standard_seconds_per_epoch,
+                                  eps_label)
+        tracking.log_figure(figure, "figures/hardening.png")
         mlflow.log_text(json.dumps(result.history, indent=1), "history.json")
 
         info = log_copy(model, name, side)
