@@ -21,7 +21,7 @@ import click
 
 #: entry point → ``medart`` command
 ENTRY_POINTS = {"main": "pipeline", "train": "train", "attack": "attack", "detect": "detect", "adaptive": "adaptive",
-                "sweep": "sweep", "evaluate": "evaluate", "analyze": "analyze", "ablate": "ablate"}
+                "sweep": "sweep", "evaluate": "evaluate", "analyze": "analyze", "ablate": "ablate", "harden": "harden"}
 NONE = "none"
 SEPARATOR = ";"  # between the values of a repeatable option (commas belong to the values)
 SKIPPED = ("tracking_uri",)  # `mlflow run` chooses the store

@@ -135,7 +135,7 @@ class _OnceHandler(logging.Handler):
 
 
 from medart.cli import (  # noqa: E402, F401  (each module adds its command to `main`)
-    ablate, analyze, attack, compare, datasets, detect, eps_curves, evaluate, pipeline, register, report, sweep, train,
+    ablate, analyze, attack, compare, datasets, detect, eps_curves, evaluate, harden, pipeline, register, report, sweep, train,
 )
 
 __all__ = ["ReportsUserErrors", "main", "run_line", "spell_for_cli"]

@@ -72,6 +72,17 @@ class EpsList(_Parsed):
         return tuple(budget.Eps(v) for v in items)
 
 
+class GateText(_Parsed):
+    """A registry gate: comma-separated METRIC>=BOUND terms (:mod:`medart.gate`)."""
+
+    name = "gate"
+
+    def parse(self, text):
+        from medart.gate import Gate
+
+        return Gate.parse(text)
+
+
 class Weights(_Parsed):
     """Comma-separated positive numbers (the adaptive attack's λ search)."""
 
