@@ -18,6 +18,10 @@ SIZES = (28, 64, 128, 224)  # MedMNIST(+) file variants, pixels per side
 # validation metric → +1 higher is better, -1 lower
 MONITORS = {"val_acc": 1, "val_auc": 1, "val_loss": -1, "val_balanced_acc": 1}
 BALANCES = ("weights", "sampler", "none")  # class-weighted loss, class-balanced sampler, neither (the default first)
+# preprocessing defences in front of a model (medart.defences.specs), and the gradients attacks take
+# through them: BPDA (ART's estimate_gradient; with EOT for randomized ones) or plain (the defence's own)
+DEFENCES = ("jpeg", "squeeze", "smooth", "noise")
+DEFENCE_GRADIENTS = ("bpda", "plain")
 DETECTORS = ("kd", "lid", "dfeat", "qfeat", "bu", "mahalanobis", "art_binary")
 PAPER_DETECTORS = ("kd", "lid", "dfeat", "qfeat")
 EXECUTORS = ("in-process", "ray")

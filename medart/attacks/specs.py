@@ -30,7 +30,7 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass
 
-from medart.catalog import ATTACKS, AUTOATTACK_PARTS, PAPER_ATTACKS
+from medart.catalog import ATTACKS, AUTOATTACK_PARTS, DEFENCE_GRADIENTS, PAPER_ATTACKS
 from medart.errors import ConfigError
 
 # paper attack → (steps, step size as a fraction of ε, random start)
@@ -93,6 +93,12 @@ class AttackSpec:
             (the paper's attacks only).
         restarts: runs from new random starts, each on the images the earlier ones left correct
             (AutoAttack and its parts only; ``None`` for the paper's attacks).
+        defence_gradient: for a model behind a preprocessing defence (:mod:`medart.defences`), the
+            gradient taken through it: ``bpda`` (ART's estimate, the default there) or ``plain``
+            (the defence's own derivative, which masks); ``None`` for other models.
+        eot_samples: under ``bpda``, the draws of a randomized defence each gradient averages
+            (EOT); ``None`` otherwise. :func:`medart.defences.preprocessing.attack_spec` fills
+            both for the model attacked.
     """
 
     name: str
@@ -103,6 +109,8 @@ class AttackSpec:
     kappa: float = 0.0
     targeted: bool = False
     restarts: int | None = None
+    defence_gradient: str | None = None
+    eot_samples: int | None = None
 
     @property
     def adaptive(self) -> bool:
@@ -124,6 +132,7 @@ class AttackSpec:
             self._check_adaptive()
         else:
             self._check_paper()
+        self._check_defence()
 
     def _check_paper(self) -> None:
         if self.name == "fgsm" and self.steps != 1:
@@ -151,6 +160,25 @@ class AttackSpec:
             raise ConfigError(f"{self.name} always starts {'at random' if AUTOATTACK_DEFAULTS[self.name][1] else 'from x'}; "
                               "leave `random_start` unset")
 
+    def _check_defence(self) -> None:
+        if self.defence_gradient is not None and self.defence_gradient not in DEFENCE_GRADIENTS:
+            raise ConfigError(f"unknown `defence_gradient` {self.defence_gradient!r}; choose from: {', '.join(DEFENCE_GRADIENTS)}")
+        if self.eot_samples is not None and self.eot_samples < 1:
+            raise ConfigError(f"`eot_samples` must be >= 1, got {self.eot_samples}")
+
+    @property
+    def defence_tag(self) -> str:
+        """How the attack goes through a defence: ``bpda``, ``bpda-eot8`` (EOT over 8 draws),
+        ``plain``; empty for a model without one."""
+        if self.defence_gradient is None:
+            return ""
+        return self.defence_gradient + (f"-eot{self.eot_samples}" if self.eot_samples else "")
+
+    @property
+    def variant(self) -> str:
+        """The attack's name with its defence tag (``pgd-bpda``), the name for rows and metrics."""
+        return f"{self.name}-{self.defence_tag}" if self.defence_tag else self.name
+
     def as_params(self) -> dict:
         """``attack.<field>`` → value, without the fields that do not apply (``None``), so the paper
         attacks' parameters (and cache keys) are what they were before AutoAttack was added."""
@@ -158,7 +186,7 @@ class AttackSpec:
 
     def label(self) -> str:
         """Short name for run names and plots, e.g. ``bim-eps1/255``."""
-        return f"{self.name}-eps{self.eps * 255:.3g}/255"
+        return f"{self.variant}-eps{self.eps * 255:.3g}/255"
 
 
 def make_spec(
@@ -170,9 +198,11 @@ def make_spec(
     kappa: float = 0.0,
     targeted: bool = False,
     restarts: int | None = None,
+    defence_gradient: str | None = None,
+    eot_samples: int | None = None,
 ) -> AttackSpec:
     """A spec with the defaults for ``name`` (the paper's, or AutoAttack's standard version), any
-    of which can be overridden."""
+    of which can be overridden; ``defence_gradient`` and ``eot_samples`` for a defended model."""
     name = name.strip().lower()
     if name not in ATTACKS:
         raise ConfigError(f"unknown attack '{name}'; choose from: {', '.join(ATTACKS)}")
@@ -181,10 +211,11 @@ def make_spec(
     if name in AUTOATTACK_DEFAULTS:
         d_steps, d_start = AUTOATTACK_DEFAULTS[name]
         return AttackSpec(name, eps, d_steps if steps is None else steps, size,
-                          d_start if random_start is None else random_start, kappa, targeted, 1 if restarts is None else restarts)
+                          d_start if random_start is None else random_start, kappa, targeted, 1 if restarts is None else restarts,
+                          defence_gradient, eot_samples)
     d_steps, d_fraction, d_start = DEFAULTS[name]
     return AttackSpec(name, eps, d_steps if steps is None else steps, eps * d_fraction if size is None else size,
-                      d_start if random_start is None else random_start, kappa, targeted, restarts)
+                      d_start if random_start is None else random_start, kappa, targeted, restarts, defence_gradient, eot_samples)
 
 
 def reported_name(name: str, steps: int, restarts: int | None = None) -> str:
@@ -200,8 +231,9 @@ def reported_name(name: str, steps: int, restarts: int | None = None) -> str:
 
 
 def part_specs(spec: AttackSpec) -> list[AttackSpec]:
-    """The parts of an ``autoattack`` spec, in order, at its ε, steps and restarts."""
-    return [make_spec(name, spec.eps, spec.steps * (SQUARE_QUERIES_PER_STEP if name == "square" else 1), restarts=spec.restarts)
+    """The parts of an ``autoattack`` spec, in order, at its ε, steps, restarts and defence gradient."""
+    return [make_spec(name, spec.eps, spec.steps * (SQUARE_QUERIES_PER_STEP if name == "square" else 1), restarts=spec.restarts,
+                      defence_gradient=spec.defence_gradient, eot_samples=spec.eot_samples)
             for name in AUTOATTACK_PARTS]
 
 

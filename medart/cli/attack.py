@@ -27,10 +27,13 @@ from medart.cli import main, options, run_line
               help="Random restarts of AutoAttack and its parts. Default: 1 (the standard version).")
 @click.option("--kappa", type=float, default=0.0, show_default=True, help="CW confidence κ (cw only).")
 @click.option("--targeted", is_flag=True, help="Aim each image at class (y+1) mod K instead of away from y.")
+@options.defence_gradient
 def attack(**opts) -> None:
     """Attack AdvTrain and AdvTest with one attack; log metrics and the examples to MLflow.
 
     Example: medart attack --model-uri models:/medart-pneumonia@champion --dataset pneumonia --attack bim --eps 1/255
+
+    Example: medart attack --dataset pneumonia --defence jpeg:quality=75 --attack pgd --eps 4/255 --defence-gradient plain
     """
     from medart import tracking
     from medart.attacks import make_spec
@@ -40,13 +43,13 @@ def attack(**opts) -> None:
 
     tracking.configure(opts["tracking_uri"])
     spec = make_spec(opts["attack"], opts["eps"], opts["steps"], opts["step_size"], opts["random_start"], opts["kappa"],
-                     opts["targeted"], opts["restarts"])
+                     opts["targeted"], opts["restarts"], opts["defence_gradient"], opts["eot_samples"])
     with make_executor(opts["executor"], address=opts["address"], workers=opts["workers"],
                        cpus_per_task=opts["cpus_per_task"], gpus_per_task=opts["gpus_per_task"]) as executor:
         target = Target.load(from_options(ModelSource, opts), from_options(DataSpec, opts), opts["max_examples"])
         out = run_attack(target, spec, from_options(RunOptions, opts, executor=executor), opts["shards"])
     m = out.metrics
     cached = f" (examples from cache of run {out.cached_from})" if out.cached else ""
-    click.echo(run_line("attack", out.run_id, f"{spec.label()} via {opts['backend']} on {int(m['n'])} images{cached}"))
+    click.echo(run_line("attack", out.run_id, f"{out.spec.label()} via {opts['backend']} on {int(m['n'])} images{cached}"))
     click.echo(f"accuracy {m['clean_acc'] * 100:.2f} % -> {m['adv_acc'] * 100:.2f} %, AUC {m['clean_auc'] * 100:.2f} % -> "
                f"{m['adv_auc'] * 100:.2f} %, success rate {m['success_rate'] * 100:.2f} %, max L∞ {m['linf_max'] * 255:.4f}/255")

@@ -9,7 +9,8 @@ from typing import Callable
 
 import click
 
-from medart.catalog import ARCHS, ATTACKS, BACKENDS, BALANCES, DATASETS, DETECTORS, EXECUTORS, PAPER_ATTACKS, SIZES, SOURCES
+from medart.catalog import (ARCHS, ATTACKS, BACKENDS, BALANCES, DATASETS, DEFENCE_GRADIENTS, DEFENCES, DETECTORS, EXECUTORS,
+                            PAPER_ATTACKS, SIZES, SOURCES)
 
 MODEL_URIS = "models:/<name>@<alias>, models:/<name>/<version>, runs:/<id>/model or a folder."
 
@@ -82,6 +83,17 @@ class Weights(_Parsed):
         return weights
 
 
+class Defence(_Parsed):
+    """Preprocessing defences, ``+``-joined, as their canonical text."""
+
+    name = "defence"
+
+    def parse(self, text):
+        from medart.defences.specs import JOIN, parse_defences
+
+        return JOIN.join(str(d) for d in parse_defences(text))
+
+
 class Names(_Parsed):
     """Comma-separated names from ``choices``, in order, each once; empty is allowed when ``empty``."""
 
@@ -126,6 +138,10 @@ model_options = stack(
     click.option("--output-key", default=None, metavar="KEY|INDEX",
                  help="For a model returning a dict, tuple/list or object (e.g. a HuggingFace output) instead of a "
                       "logits tensor: the key, index or attribute holding the logits. Default: its card's, else none."),
+    click.option("--defence", type=Defence(), multiple=True, metavar="NAME[:KEY=VALUE]",
+                 help=f"Preprocessing defence in front of the model: {', '.join(DEFENCES)}, e.g. jpeg:quality=75, "
+                      "squeeze:bits=4, smooth:window=3, noise:sigma=0.1. Repeat it, or join with +, to stack them "
+                      "(applied in order). Attacks go through it with BPDA (and EOT for noise); see docs/defences.md."),
     click.option("--trusted-pickle", is_flag=True,
                  help="Allow a model that must be unpickled (an MLflow pickle-format model; for pipeline also a "
                       "--pretrained file): unpickling runs code it carries, so only for models you trust."),
@@ -187,6 +203,14 @@ steps = click.option("--steps", type=click.IntRange(min=1), default=None,
 step_size = click.option("--step-size", type=Eps(), default=None,
                          help="Attack step size: a number or k/255. Default: the paper's (fgsm ε, bim ε/40, pgd and cw ε/10); "
                               "AutoAttack and its parts set their own.")
+#: how an attack goes through a preprocessing defence (``AttackSpec.defence_gradient``, ``eot_samples``)
+defence_gradient = stack(
+    click.option("--defence-gradient", type=click.Choice(DEFENCE_GRADIENTS), default=None,
+                 help="With --defence: bpda (ART's gradient estimate through the defence, with EOT for noise) or "
+                      "plain (its own gradient: zero through jpeg and squeeze, the masking to expose). Default: bpda."),
+    click.option("--eot-samples", type=click.IntRange(min=1), default=None,
+                 help="With a noise --defence under bpda: the draws each gradient averages (EOT). Default: 8."),
+)
 reference_size = click.option("--reference-size", type=click.IntRange(min=1), default=1000, show_default=True,
                               help="Clean Train images that KD, LID and Mahalanobis measure against.")
 

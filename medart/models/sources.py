@@ -49,9 +49,16 @@ _pickle_lock = threading.Lock()
 
 def load_model(source: "ModelSource", side: int | None = None) -> nn.Module:
     """The model ``source`` names, on the CPU in eval mode: a MedResNet for medart's own format,
-    else an :class:`AdaptedClassifier`. ``side``: the input side to assume when nothing says it."""
+    else an :class:`AdaptedClassifier`; behind a
+    :class:`~medart.defences.preprocessing.DefendedClassifier` when ``source`` names a
+    ``defence``. ``side``: the input side to assume when nothing says it."""
     with registry.downloaded(source.model_uri) as path:
-        return _load(path, source, side)
+        model = _load(path, source, side)
+    if source.defence:
+        from medart.defences.preprocessing import DefendedClassifier
+
+        model = DefendedClassifier(model, source.defence, side).eval()
+    return model
 
 
 def _load(path: Path, source: "ModelSource", side: int | None) -> nn.Module:

@@ -83,7 +83,10 @@ class ModelSource:
     layer), ``output_key`` (for a network returning a dict, tuple/list or object: the key, index
     or attribute holding the logits; default: none, the network returns the logits tensor).
     ``trusted_pickle`` allows an MLflow ``pickle`` model, which runs code when it loads, for this
-    URI only."""
+    URI only. ``defence``: preprocessing defences put in front of the model, in order
+    (:mod:`medart.defences.specs`: ``jpeg:quality=75``, ``squeeze:bits=4``, ``smooth:window=3``,
+    ``noise:sigma=0.1``; a text, each of which may join several with ``+``, or a tuple of them),
+    kept as their canonical texts."""
 
     model_uri: str | None = None
     trusted_pickle: bool = False
@@ -93,8 +96,12 @@ class ModelSource:
     classes: str | tuple[str, ...] | None = None
     penultimate: str | None = None
     output_key: str | None = None
+    defence: str | tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        from medart.defences.specs import parse_defences  # torch-free: a bad defence fails before anything loads
+
+        object.__setattr__(self, "defence", tuple(str(d) for d in parse_defences(self.defence or ())))
         if self.output_key is not None:  # an index given as a number from Python is the same key as from the CLI
             object.__setattr__(self, "output_key", str(self.output_key))
         if isinstance(self.classes, str):
