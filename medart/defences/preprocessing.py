@@ -204,6 +204,7 @@ class DefendedClassifier(nn.Module):
         self.model = model
         self.defences = nn.ModuleList(LAYERS[spec.name](spec) for spec in specs)
         self.dfeat = nn.Identity()
+        self.train(model.training)  # the model's mode, which the probe below restores
         self.text = JOIN.join(layer.text for layer in self.defences)
         # what an attack set (see `attacking`): the backward pass, the draws averaged, whose draws
         self._gradient, self._samples, self._salt = "plain", 1, PREDICT
