@@ -210,16 +210,24 @@ def test_eot_averages_the_gradient_over_k_draws(trained):
 # ---- the gap a plain attack leaves, and the checklist ------------------------------------------------------------
 
 
-def test_plain_attack_is_masked_where_bpda_breaks_jpeg_and_the_checklist_says_so(trained):
+@pytest.mark.parametrize("backend", ["art", "torchattacks"])
+def test_plain_attack_is_masked_where_bpda_breaks_jpeg(trained, backend):
     model, x, y = trained
     jpeg = DefendedClassifier(model, ["jpeg:quality=75"])
     clean = accuracy(jpeg, x, y)
-    plain = make_attack(jpeg, make_spec("pgd", EPS, defence_gradient="plain"), 2).generate(x, y, seed=0)
-    bpda = make_attack(jpeg, make_spec("pgd", EPS), 2).generate(x, y, seed=0)
-    undefended = make_attack(model, make_spec("pgd", EPS), 2).generate(x, y, seed=0)
-    acc = {"plain": accuracy(jpeg, plain, y), "bpda": accuracy(jpeg, bpda, y), "undefended": accuracy(model, undefended, y)}
+    plain = make_attack(jpeg, make_spec("pgd", EPS, defence_gradient="plain"), 2, backend).generate(x, y, seed=0)
+    bpda = make_attack(jpeg, make_spec("pgd", EPS), 2, backend).generate(x, y, seed=0)
+    acc = {"plain": accuracy(jpeg, plain, y), "bpda": accuracy(jpeg, bpda, y)}
     assert clean >= 0.75 and acc["plain"] >= clean - 1 / 16, acc  # a zero gradient moves nothing
     assert acc["bpda"] <= acc["plain"] - 4 / 16, acc  # BPDA sees through it
+    assert (plain - x).abs().max() <= EPS + 1e-6 and (bpda - x).abs().max() <= EPS + 1e-6
+
+
+def test_the_checklist_flags_a_defence_that_holds_only_against_the_plain_attack(trained):
+    model, x, y = trained
+    jpeg = DefendedClassifier(model, ["jpeg:quality=75"])
+    plain = make_attack(jpeg, make_spec("pgd", EPS, defence_gradient="plain"), 2).generate(x, y, seed=0)
+    acc = {"plain": accuracy(jpeg, plain, y)}
     plan = ChecklistPlan((EPS,), steps=2, queries=50, plain=True)
     results = run_checklist(plan, direct_accuracy(jpeg, x, y, 2), vanishing_share(jpeg, x, y), len(y))
     table = checklist_table(results)
@@ -321,7 +329,8 @@ def test_attack_command_through_a_defence_on_a_model_medart_did_not_package(trai
         (runs[gradient],) = mlflow.search_runs(search_all_experiments=True, output_format="list",
                                                filter_string=f"attributes.run_name = 'pgd-{gradient}-eps8/255-art'")
     for gradient, run in runs.items():
-        assert run.data.params["defence"] == "jpeg:quality=75" and run.data.params["attack.defence_gradient"] == gradient
+        assert run.data.params["defence"] == run.data.tags["medart.defence"] == "jpeg:quality=75"
+        assert run.data.params["attack.defence_gradient"] == gradient
     plain, bpda = (runs[g].data.metrics for g in ("plain", "bpda"))
     assert plain["clean_acc"] == bpda["clean_acc"] and plain["adv_acc"] >= bpda["adv_acc"] + 2 / 16, (plain, bpda)
     assert runs["plain"].data.tags["medart.cache_key"] != runs["bpda"].data.tags["medart.cache_key"]

@@ -89,7 +89,7 @@ def evaluate(target: Target, attacks: Sequence[str] = (), eps_values: Sequence[f
     defence holds against them as well as against plain PGD.
     """
     specs = [make_spec(name, eps) for name in attacks for eps in eps_values]
-    defence = target.model.config.get("defence")
+    defence = getattr(target.model, "config", {}).get("defence")
     if defence:  # each attack through the defence (BPDA, EOT) and, beside it, plain: their gap is the masking
         specs = [variant for spec in specs
                  for variant in (attack_spec(spec, target.model), dataclasses.replace(spec, defence_gradient="plain"))]
