@@ -21,15 +21,17 @@ are the paper's for its four attacks (FGSM one step of ε; BIM 40 of ε/40; PGD 
 2020: 100 steps, Square 5000 queries, one restart); docs/models-and-attacks.md tabulates them with
 what each backend runs.
 
-ε is in [0, 1] pixel units: ``1/255`` is one grey level of an 8-bit image.
+ε is in [0, 1] pixel units: ``1/255`` is one grey level of an 8-bit image; a spec holds it (and
+its step size) as an :class:`~medart.budget.Eps`, read from text once by the command line.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Mapping
 
+from medart.budget import Eps, eps_params
+from medart.models.defence_specs import DEFENCE_GRADIENTS
 from medart.errors import ConfigError
 
 
@@ -169,32 +171,6 @@ def attacks_where(test: Callable[[Attack], bool]) -> list[str]:
     return [a.name for a in ATTACK_ENTRIES.values() if test(a)]
 
 
-_FRACTION = re.compile(r"^\s*([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*/\s*([0-9]*\.?[0-9]+)\s*$")
-
-
-def parse_eps(value: str | float) -> float:
-    """ε from a float or a string such as ``"0.3/255"``, ``"1/255"`` or ``"0.0039"``; must be in (0, 1]."""
-    if isinstance(value, str):
-        match = _FRACTION.match(value)
-        try:
-            eps = float(match[1]) / float(match[2]) if match else float(value)
-        except (ValueError, ZeroDivisionError):
-            raise ConfigError(f"cannot read ε from {value!r}; write it as a number (0.0039) or a fraction (1/255)") from None
-    else:
-        eps = float(value)
-    if not 0.0 < eps <= 1.0:
-        raise ConfigError(f"ε must be in (0, 1] in [0,1] pixel units (1/255 = one grey level), got {value!r}")
-    return eps
-
-
-def parse_eps_list(value: str) -> list[float]:
-    """A comma-separated list of ε values, e.g. ``"0.2/255,0.5/255,1/255"``."""
-    items = [v for v in value.split(",") if v.strip()]
-    if not items:
-        raise ConfigError("the ε list is empty; give e.g. 0.5/255,1/255,2/255")
-    return [parse_eps(v) for v in items]
-
-
 def parse_names(value: str, choices: tuple[str, ...] = ATTACKS, what: str = "attack") -> list[str]:
     """A comma-separated list of names, each checked against ``choices``."""
     names = [v.strip().lower() for v in value.split(",") if v.strip()]
@@ -212,27 +188,35 @@ class AttackSpec:
 
     Attributes:
         name: one of :data:`ATTACKS` (``cw`` is CW-L∞: PGD on the CW margin loss).
-        eps: L∞ radius in [0, 1] pixel units.
+        eps: L∞ radius in [0, 1] pixel units (a float is held as an :class:`~medart.budget.Eps`).
         steps: steps of the attack (its entry's ``unit``: ``square``'s are queries;
             ``autoattack``: APGD and FAB steps).
-        step_size: per-step size in pixel units; ``None`` for the attacks that set their own
-            (APGD starts at 2ε and adapts it).
+        step_size: per-step size in pixel units (held as an :class:`~medart.budget.Eps`); ``None``
+            for the attacks that set their own (APGD starts at 2ε and adapts it).
         random_start: start from a random point in the ε-ball instead of from x.
         kappa: CW confidence κ ≥ 0 (``cw`` only).
         targeted: move towards the labels given as targets instead of away from the true ones
             (the attacks whose entry says ``targeted``).
         restarts: runs from new random starts, each on the images the earlier ones left correct
             (the attacks whose entry has ``restarts``; ``None`` for the others).
+        defence_gradient: for a model behind a preprocessing defence (:mod:`medart.defences`), the
+            gradient taken through it: ``bpda`` (ART's estimate, the default there) or ``plain``
+            (the defence's own derivative, which masks); ``None`` for other models.
+        eot_samples: under ``bpda``, the draws of a randomized defence each gradient averages
+            (EOT); ``None`` otherwise. :func:`medart.models.defended.attack_spec` fills
+            both for the model attacked.
     """
 
     name: str
-    eps: float
+    eps: Eps
     steps: int
-    step_size: float | None
+    step_size: Eps | None
     random_start: bool
     kappa: float = 0.0
     targeted: bool = False
     restarts: int | None = None
+    defence_gradient: str | None = None
+    eot_samples: int | None = None
 
     @property
     def sets_own_step(self) -> bool:
@@ -268,6 +252,11 @@ class AttackSpec:
         if "random_start" not in takes and self.random_start != default.random_start:
             raise ConfigError(f"{self.name} always starts {'at random' if default.random_start else 'from x'}; "
                               "leave `random_start` unset")
+        self._check_defence()
+        # checked above with this class's own messages; held typed from here on (the same floats)
+        object.__setattr__(self, "eps", Eps(self.eps))
+        if self.step_size is not None:
+            object.__setattr__(self, "step_size", Eps(self.step_size))
 
     def _check_step(self, default: Defaults) -> None:
         if default.step is None:
@@ -282,37 +271,70 @@ class AttackSpec:
                 "use a `step_size` <= `eps`"
             )
 
+    def _check_defence(self) -> None:
+        if self.defence_gradient is not None and self.defence_gradient not in DEFENCE_GRADIENTS:
+            raise ConfigError(f"unknown `defence_gradient` {self.defence_gradient!r}; choose from: {', '.join(DEFENCE_GRADIENTS)}")
+        if self.eot_samples is not None and self.eot_samples < 1:
+            raise ConfigError(f"`eot_samples` must be >= 1, got {self.eot_samples}")
+
+    @property
+    def defence_tag(self) -> str:
+        """How the attack goes through a defence: ``bpda``, ``bpda-eot8`` (EOT over 8 draws),
+        ``plain``; empty for a model without one."""
+        if self.defence_gradient is None:
+            return ""
+        return self.defence_gradient + (f"-eot{self.eot_samples}" if self.eot_samples else "")
+
+    @property
+    def variant(self) -> str:
+        """The attack's name with its defence tag (``pgd-bpda``), the name for rows and metrics."""
+        return f"{self.name}-{self.defence_tag}" if self.defence_tag else self.name
+
     def as_params(self) -> dict:
-        """``attack.<field>`` → value, without the fields that do not apply (``None``), so the paper
-        attacks' parameters (and cache keys) are what they were before AutoAttack was added."""
-        return {f"attack.{k}": v for k, v in asdict(self).items() if v is not None}
+        """MLflow params: ``attack.<field>`` → value, without the fields that do not apply
+        (``None``); ``attack.eps`` and ``attack.step_size`` as ``k/255``, their floats under
+        ``attack.eps_value`` and ``attack.step_size_value`` (:func:`medart.budget.eps_params`).
+        The cache keys on :meth:`identity`, not on these."""
+        params = {}
+        for key, value in self.identity().items():
+            params |= eps_params(key, value) if key in ("attack.eps", "attack.step_size") else {key: value}
+        return params
+
+    def identity(self) -> dict:
+        """``attack.<field>`` → value (floats for ε and the step size), without the fields that do
+        not apply (``None``): what makes two specs the same attack, and so the attack cache's key
+        (:func:`medart.attacks.cache.cache_key`) — the paper attacks' as before AutoAttack was added."""
+        return {f"attack.{k}": float(v) if isinstance(v, Eps) else v for k, v in asdict(self).items() if v is not None}
 
     def label(self) -> str:
         """Short name for run names and plots, e.g. ``bim-eps1/255``."""
-        return f"{self.name}-eps{self.eps * 255:.3g}/255"
+        return f"{self.variant}-eps{self.eps}"
 
 
 def make_spec(
     name: str,
-    eps: str | float,
+    eps: Eps | float,
     steps: int | None = None,
-    step_size: str | float | None = None,
+    step_size: Eps | float | None = None,
     random_start: bool | None = None,
     kappa: float = 0.0,
     targeted: bool = False,
     restarts: int | None = None,
+    defence_gradient: str | None = None,
+    eot_samples: int | None = None,
 ) -> AttackSpec:
     """A spec with the defaults of ``name``'s entry (the paper's, AutoAttack's standard version),
-    any of which can be overridden."""
+    any of which can be overridden. ``eps`` and ``step_size`` in [0, 1] pixel units;
+    ``defence_gradient`` and ``eot_samples`` for a defended model."""
     name = name.strip().lower()
     default = declared(name).defaults
-    eps = parse_eps(eps)
-    size = None if step_size is None else parse_eps(step_size)
+    eps = Eps(eps)
+    size = None if step_size is None else Eps(step_size, "step_size")
     if size is None and default.step is not None:
         size = eps * default.step
     return AttackSpec(name, eps, default.steps if steps is None else steps, size,
                       default.random_start if random_start is None else random_start, kappa, targeted,
-                      default.restarts if restarts is None else restarts)
+                      default.restarts if restarts is None else restarts, defence_gradient, eot_samples)
 
 
 def reported_name(name: str, steps: int, restarts: int | None = None) -> str:
@@ -333,12 +355,12 @@ def reported_name(name: str, steps: int, restarts: int | None = None) -> str:
 
 def part_specs(spec: AttackSpec) -> list[AttackSpec]:
     """The parts of a spec whose attack runs parts (``autoattack``), in order, at its ε, steps
-    and restarts (a part counting queries gets :data:`SQUARE_QUERIES_PER_STEP` per step)."""
+    restarts and defence gradient (a part counting queries gets :data:`SQUARE_QUERIES_PER_STEP` per step)."""
     return [make_spec(name, spec.eps, spec.steps * (SQUARE_QUERIES_PER_STEP if declared(name).defaults.unit == "queries" else 1),
-                      restarts=spec.restarts)
+                      restarts=spec.restarts, defence_gradient=spec.defence_gradient, eot_samples=spec.eot_samples)
             for name in declared(spec.name).parts]
 
 
 __all__ = ["ATTACKS", "ATTACK_ENTRIES", "AUTOATTACK_PARTS", "Attack", "AttackSpec", "BACKENDS", "BACKEND_ENTRIES",
            "Backend", "Defaults", "PAPER_ATTACKS", "attacks_where", "check_backend", "declared", "declared_backend",
-           "make_spec", "parse_eps", "parse_eps_list", "parse_names", "part_specs", "reported_name"]
+           "make_spec", "parse_names", "part_specs", "reported_name"]

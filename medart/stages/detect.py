@@ -23,9 +23,10 @@ from torch.utils.data import TensorDataset
 from tqdm.auto import tqdm
 
 from medart import tracking
-from medart.attacks import AttackSpec, make_spec, parse_eps, parse_names
+from medart.attacks import AttackSpec, make_spec, parse_names
 from medart.attacks.adaptive import LOGITS
 from medart.attacks.specs import ATTACKS, PAPER_ATTACKS, attacks_where, check_backend
+from medart.budget import Eps, eps_params
 from medart.detectors import DETECTORS, NEEDS_REFERENCES, fit_check, make_detector
 from medart.detectors.activations import resolve_layers
 from medart.detectors.pairs import Pairs
@@ -34,7 +35,7 @@ from medart.intervals import Estimate, interval_metrics
 from medart.models.adapter import PENULTIMATE
 from medart.models.evaluation import predict
 from medart.models.sanity import ModelCheck
-from medart.numbers import eps_label, few_pairs
+from medart.numbers import few_pairs
 from medart.render.detection import auc_figure, auc_table, roc_figure, transfer_figure, transfer_table
 from medart.stages.adaptive import AdaptiveBudget, adaptive_rows, log_adaptive
 from medart.stages.attack import attack
@@ -48,22 +49,28 @@ logger = logging.getLogger("medart")
 @dataclass(frozen=True)
 class DetectRequest:
     """What the detection stage measures: the ``attacks`` (paper settings at L∞ budget ``eps`` in
-    [0, 1] pixels, unless ``steps`` / ``step_size`` are given), the ``detectors`` with their
+    [0, 1] pixels, unless ``steps`` / ``step_size`` are given; both held as
+    :class:`~medart.budget.Eps`, from an Eps or a float), the ``detectors`` with their
     ``params`` (detector → {setting: value}), ``repeats`` splits (1: AdvTrain / AdvTest only),
     whether only adversarial examples that fool the model count (Ma et al. 2018), and whether each
     detector is also scored on every other attack's examples (``transfer``, Table 5)."""
 
     attacks: tuple[str, ...] = PAPER_ATTACKS
-    eps: float = 1 / 255
+    eps: Eps = Eps(1 / 255)
     detectors: tuple[str, ...] = ("kd", "lid", "dfeat", "qfeat", "bu", "mahalanobis")
     params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     repeats: int = 1
     only_successful: bool = False
     transfer: bool = True
     steps: int | None = None  # attack steps; None: the paper's
-    step_size: float | str | None = None  # pixels, or "k/255"; None: the paper's
+    step_size: Eps | None = None  # pixels; None: the paper's
     adaptive: bool = False  # also attack each differentiable detector on AdvTest (medart.stages.adaptive)
     budget: AdaptiveBudget = AdaptiveBudget()  # the adaptive attacks' λ weights, steps and restarts
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "eps", Eps(self.eps))
+        if self.step_size is not None:
+            object.__setattr__(self, "step_size", Eps(self.step_size, "step_size"))
 
 
 @dataclass
@@ -178,10 +185,10 @@ def detect(target: Target, request: DetectRequest, run: RunOptions = RunOptions(
                                              run, f"{part} {name}", target.indices[part]) for part in PARTS}
 
     bar = tqdm(total=len(specs) * len(request.detectors) * request.repeats, desc="detectors", disable=not run.progress)
-    label = f"detect-eps{eps_label(request.eps)}-{run.backend}"
+    label = f"detect-eps{request.eps}-{run.backend}"
     with tracking.start_run(tracking.experiment_name(target.dataset, "detect"), label, run.parent_run_id) as parent:
-        mlflow.log_params({"model_uri": target.model_uri, "dataset": target.dataset, "attacks": ",".join(specs),
-                           "eps": request.eps, "backend": run.backend, "detectors": ",".join(request.detectors),
+        mlflow.log_params({"model_uri": target.model_uri, "dataset": target.dataset, "attacks": ",".join(specs)}
+                          | eps_params("eps", request.eps) | {"backend": run.backend, "detectors": ",".join(request.detectors),
                            "repeats": request.repeats, "only_successful": request.only_successful,
                            "reference_size": len(target.reference[0]), "max_examples": target.max_examples,
                            "seed": target.seed})
@@ -202,15 +209,15 @@ def detect(target: Target, request: DetectRequest, run: RunOptions = RunOptions(
         adaptive = [row for name, spec in specs.items() if request.adaptive
                     for row in adaptive_rows(target, spec, studies[name].fitted, pairs[name], run, request.budget)]
         if adaptive:
-            log_adaptive(adaptive, f"plain and adaptive attacks, {target.dataset}, ε = {eps_label(request.eps)}, {run.backend}")
+            log_adaptive(adaptive, f"plain and adaptive attacks, {target.dataset}, ε = {request.eps}, {run.backend}")
     counts = {a: {"fit": len(p["adv_train"]), "test": len(p["adv_test"])} for a, p in pairs.items()}
     return DetectionOutcome(parent.info.run_id, auc, auc_std, transfer, counts, attack_runs,
                             {name: study.run_id for name, study in studies.items()}, check, adaptive, intervals)
 
 
 def _checked(target: Target, request: DetectRequest) -> tuple[DetectRequest, dict[str, AttackSpec]]:
-    """``request`` with its detectors deduplicated and ε parsed, and a spec per attack; every
-    setting error now, not after the attacks have run."""
+    """``request`` with its detectors deduplicated, and a spec per attack; every setting error
+    now, not after the attacks have run."""
     detectors = tuple(dict.fromkeys(parse_names(",".join(request.detectors), tuple(DETECTORS), "detector")))
     for name in request.params:
         if name not in detectors:
@@ -222,8 +229,7 @@ def _checked(target: Target, request: DetectRequest) -> tuple[DetectRequest, dic
     budget = request.budget
     if target.reference is None:
         raise ConfigError(f"`reference_size` must be >= 1 clean Train images, got {target.reference_size}")
-    eps = parse_eps(request.eps)
-    specs = {name: make_spec(name, eps, request.steps, request.step_size) for name in dict.fromkeys(request.attacks)}
+    specs = {name: make_spec(name, request.eps, request.steps, request.step_size) for name in dict.fromkeys(request.attacks)}
     if not specs:
         raise ConfigError(f"`attacks` is empty; choose from {', '.join(ATTACKS)}")
     if request.adaptive:
@@ -243,7 +249,7 @@ def _checked(target: Target, request: DetectRequest) -> tuple[DetectRequest, dic
         if getattr(detector, "reference", None) == "train" and size is not None and size > n_reference:
             raise ConfigError(f"{name} reference_size {detector.reference_size} exceeds the {n_reference} clean "
                               f"reference images; raise `reference_size` or give {name} a smaller one in `params`")
-    return dataclasses.replace(request, eps=eps, detectors=detectors, attacks=tuple(specs)), specs
+    return dataclasses.replace(request, detectors=detectors, attacks=tuple(specs)), specs
 
 
 @dataclass
@@ -272,7 +278,7 @@ def _detect_attack(target: Target, request: DetectRequest, run: RunOptions, spec
                                               "n_test_pairs": len(test_pairs), "seed": target.seed})
         study = _AttackStudy(child.info.run_id, {}, {}, {})
         curves = {}
-        if warning := few_pairs({f"{spec.name.upper()} at ε = {eps_label(spec.eps)}": len(test_pairs)}):
+        if warning := few_pairs({f"{spec.name.upper()} at ε = {spec.eps}": len(test_pairs)}):
             logger.warning(warning)
         for name in request.detectors:
             scored = _fit_and_score(name, target, request, run, pairs, bar)
@@ -386,7 +392,7 @@ def _log_auc(target: Target, request: DetectRequest, run: RunOptions, auc: dict[
     mlflow.log_table({"attack": [r[0] for r in rows], "detector": [r[1] for r in rows], "auc": [r[2] for r in rows],
                       "auc_std": [r[3] for r in rows]}
                      | _interval_columns(intervals[a][d] for a, d, *_ in rows), "detection_auc.json")
-    title = f"detection AUC (%)\n{target.dataset}, ε = {eps_label(request.eps)}, {run.backend}"
+    title = f"detection AUC (%)\n{target.dataset}, ε = {request.eps}, {run.backend}"
     tracking.log_figure(auc_figure(auc, title), "figures/detection_auc.png")
 
 
@@ -407,7 +413,7 @@ def _log_transfer(target: Target, request: DetectRequest, transfer: dict[str, di
     mlflow.log_text(transfer_table(transfer, check), "transfer.md")
     mlflow.log_dict({d: {f: {t: e.metrics("auc") for t, e in row.items()} for f, row in m.items()} for d, m in transfer.items()},
                     "transfer.json")
-    title = f"transfer AUC (%), {target.dataset}, ε = {eps_label(request.eps)}"
+    title = f"transfer AUC (%), {target.dataset}, ε = {request.eps}"
     values = {d: {f: {t: e.value for t, e in row.items()} for f, row in m.items()} for d, m in transfer.items()}
     tracking.log_figure(transfer_figure(values, title), "figures/transfer.png")
 

@@ -8,11 +8,11 @@ from dataclasses import dataclass
 import mlflow
 
 from medart import tracking
+from medart.budget import eps_params
 from medart.errors import MedartError
 from medart.intervals import Estimate, interval_metrics
 from medart.models.loading import ModelSource
 from medart.models.training import TrainConfig
-from medart.numbers import eps_label
 from medart.render.detection import summary_table
 from medart.stages.detect import DetectionOutcome, DetectRequest, detect
 from medart.stages.guard import guard
@@ -44,20 +44,25 @@ def pipeline(data: DataSpec, detection: DetectRequest, model_uri: "str | ModelSo
     attack when there are several; each with its 95 % interval and n, as are the detection AUCs), the degenerate-model guard's tag and metrics, ``summary.md``
     and the detection tables and figures."""
     attacks = detection.attacks
-    label = f"main-{'+'.join(attacks)}-eps{eps_label(detection.eps)}-{run.backend}"
+    label = f"main-{'+'.join(attacks)}-eps{detection.eps}-{run.backend}"
     with tracking.start_run(tracking.experiment_name(data.dataset, "main"), label, run.parent_run_id) as parent:
         source = model_uri if isinstance(model_uri, ModelSource) else ModelSource(model_uri)
         trained, model_uri = False, source.model_uri or champion(data.dataset)
         if model_uri is None:
             outcome = train(data, model, config, dataclasses.replace(run, parent_run_id=None))
             model_uri, trained = outcome.model_uri, True
-            target = Target(model_uri, outcome.model.cpu(), data, data.load(outcome.model.config.get("image_size")),
+            model = outcome.model.cpu()
+            if source.defence:  # the model just trained, behind the defence a loaded one would get
+                from medart.models.defended import DefendedClassifier
+
+                model = DefendedClassifier(model, source.defence, data.side()).eval()
+            target = Target(model_uri, model, data, data.load(outcome.model.config.get("image_size")),
                             max_examples, reference_size)
         else:
             target = Target.load(dataclasses.replace(source, model_uri=model_uri), data, max_examples, reference_size)
         mlflow.set_tag("medart.model_uri", model_uri)
-        mlflow.log_params({"model_uri": model_uri, "dataset": data.dataset, "attacks": ",".join(attacks),
-                           "eps": detection.eps, "backend": run.backend})
+        mlflow.log_params({"model_uri": model_uri, "dataset": data.dataset, "attacks": ",".join(attacks)}
+                          | eps_params("eps", detection.eps) | {"backend": run.backend})
         check = guard(target, run)
         out = detect(target, dataclasses.replace(detection, transfer=len(attacks) > 1), run)
         client, metrics = mlflow.MlflowClient(), {}
