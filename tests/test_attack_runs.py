@@ -28,6 +28,12 @@ def test_attack_run_logs_metrics_and_reuses_cached_examples(registered, shared_d
     assert m["adv_acc"] <= m["clean_acc"]
     client = mlflow.MlflowClient()
     run = client.get_run(first.run_id)
+    # every fraction logged with its 95 % interval and n: the 20 images, a success rate's the images classified correctly
+    for name in ("clean_acc", "adv_acc", "clean_auc", "adv_auc", "clean_balanced_acc", "adv_balanced_acc", "success_rate"):
+        assert run.data.metrics[f"{name}_ci_low"] <= m[name] <= run.data.metrics[f"{name}_ci_high"], name
+        assert run.data.metrics[name] == m[name]  # the value itself as it always was
+    assert m["clean_acc_n"] == m["adv_acc_n"] == 20 and m["success_rate_n"] == round(m["clean_acc"] * 20)
+    assert m["clean_acc_ci_high"] - m["clean_acc_ci_low"] > 0.2  # 20 images: a wide interval, never a point
     assert run.info.status == "FINISHED" and run.data.params["attack.steps"] == "5"
     assert {a.path for a in client.list_artifacts(first.run_id, "adversarial")} == {
         "adversarial/adv_train.npz", "adversarial/adv_test.npz"}

@@ -88,10 +88,16 @@ def target(registered, shared_data) -> Target:
     return Target.load(registered, DataSpec("pneumonia", shared_data), max_examples=40, reference_size=64)
 
 
-def test_detect_logs_table_4_and_5_from_correctly_classified_pairs(target):
+def test_detect_logs_table_4_and_5_from_correctly_classified_pairs(target, caplog):
+    import logging
+
     params = {"lid": {"k": 10, "reference_size": 32, "layers": ["input", "layer2", "dfeat"]}, "dfeat": {"n_estimators": 20}}
     run = RunOptions(progress=False)
-    out = detect(target, DetectRequest(("fgsm", "pgd"), 8 / 255, ("kd", "lid", "dfeat", "qfeat"), params), run)
+    with caplog.at_level(logging.WARNING, logger="medart"):
+        out = detect(target, DetectRequest(("fgsm", "pgd"), 8 / 255, ("kd", "lid", "dfeat", "qfeat"), params), run)
+    # under 30 AdvTest pairs: one logged line per attack, said once however many detectors
+    few = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Warning: fewer than 30 AdvTest pairs")]
+    assert len(few) == 2 and "FGSM at ε = 8/255" in few[0] and "\n" not in few[0]
     # only the images the model classifies correctly become pairs
     client = mlflow.MlflowClient()
     for part, key in (("adv_train", "fit"), ("adv_test", "test")):

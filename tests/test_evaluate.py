@@ -22,6 +22,10 @@ def test_evaluate_by_alias_links_robust_metrics_to_the_model(registered, shared_
     assert {"test_acc", "test_auc", "adv_acc.fgsm.eps2", "adv_acc.pgd.eps2", "success_rate.pgd.eps2"} <= set(metrics)
     assert [(r.attack, r.eps) for r in outcome.robust] == [("fgsm", 2 / 255), ("pgd", 2 / 255)]
     assert metrics["adv_acc.pgd.eps2"] <= 1.0
+    # each fraction with its interval and n, clean and robust numbers on the same 20 images
+    assert metrics["test_acc_n"] == metrics["adv_acc.pgd.eps2_n"] == 20
+    assert metrics["adv_acc.pgd.eps2_ci_low"] <= metrics["adv_acc.pgd.eps2"] <= metrics["adv_acc.pgd.eps2_ci_high"]
+    assert metrics["success_rate.fgsm.eps2_n"] == round(metrics["test_acc"] * 20)
     client = mlflow.MlflowClient()
     model_id = client.get_model_version_by_alias("medart-pneumonia", "champion").source.removeprefix("models:/")
     linked = {m.key: m.value for m in client.get_logged_model(model_id).metrics}

@@ -61,6 +61,8 @@ def harden(**opts) -> None:
     """
     from medart import tracking
     from medart.defences.training import HardenConfig
+    from medart.intervals import estimates, wilson
+    from medart.numbers import ci
     from medart.stages.harden import HardenRequest, harden as run_harden
     from medart.models.loading import ModelSource
     from medart.stages.target import DataSpec, RunOptions, Target, from_options
@@ -73,11 +75,15 @@ def harden(**opts) -> None:
     parent = f" (version {out.parent_version})" if out.parent_version else ""
     click.echo(run_line("harden", out.run_id,
                         f"{config.trainer} at ε {config.eps * 255:.3g}/255 from {target.model_uri}{parent}"))
-    before = result.before
+    before, test = result.before, estimates(out.test)
+
+    def val(acc: float) -> str:  # a share of the n_val validation images, with its Wilson interval
+        return ci(wilson(round(acc * result.n_val), result.n_val))
+
     click.echo(f"kept epoch {result.best_epoch} of {len(result.history)}, on {result.n_val} validation images: accuracy "
-               f"{best['val_acc'] * 100:.2f} % (parent {before['val_acc'] * 100:.2f} %), under PGD "
-               f"{best['val_pgd_acc'] * 100:.2f} % (parent {before['val_pgd_acc'] * 100:.2f} %); test accuracy "
-               f"{out.test['acc'] * 100:.2f} %, balanced {out.test['balanced_acc'] * 100:.2f} % on {int(out.test['n'])} images")
+               f"{val(best['val_acc'])} % (parent {val(before['val_acc'])} %), under PGD "
+               f"{val(best['val_pgd_acc'])} % (parent {val(before['val_pgd_acc'])} %); test accuracy "
+               f"{ci(test['acc'])} %, balanced {ci(test['balanced_acc'])} % on {int(out.test['n'])} images (95 % intervals)")
     click.echo(f"{result.seconds_per_epoch:.2f} s per robust epoch, {result.standard_seconds_per_epoch:.2f} s per standard "
                f"epoch (x{result.seconds_per_epoch / result.standard_seconds_per_epoch:.1f})")
     if out.check.degenerate:

@@ -16,7 +16,8 @@ from medart.data import subsample
 from medart.defences.copies import check_fine_tunable, log_copy
 from medart.defences.training import HardenConfig, HardenResult, robust_fit
 from medart.models import registry
-from medart.models.evaluation import classification_metrics, predict
+from medart.intervals import interval_metrics
+from medart.models.evaluation import classification_intervals, classification_metrics, predict
 from medart.models.resnet import parameter_count
 from medart.models.sanity import ModelCheck, check_predictions
 from medart.render.hardening import hardening_figure
@@ -53,7 +54,7 @@ class HardenOutcome:
     version: str | None
     aliased: bool  # the alias was moved to the new version
     parent_version: str  # the parent's registered version ("" outside the registry)
-    test: dict[str, float]  # the kept epoch's clean test metrics (fractions), n included
+    test: dict[str, float]  # the kept epoch's clean test metrics (fractions, each with <m>_ci_low/_ci_high/_n), n included
     result: HardenResult
     model: nn.Module  # the hardened copy, in memory
     check: ModelCheck  # the degenerate-model guard on its test predictions
@@ -101,6 +102,7 @@ def harden(target: Target, config: HardenConfig = HardenConfig(), request: Harde
 
         probs, labels = predict(model, test, run.batch_size, config.device, progress=run.progress, desc="test")
         test_metrics = classification_metrics(probs, labels, splits.classes) | {"n": float(len(labels))}
+        test_metrics |= interval_metrics(classification_intervals(probs, labels, splits.classes))
         mlflow.log_metrics({f"test_{k}": v for k, v in test_metrics.items()})
         check = check_predictions(probs.argmax(1), labels, splits.classes)
         record(check)
