@@ -208,6 +208,9 @@ def test_cli_hardens_registers_the_challenger_and_records_its_parent(registered,
     assert f"harden run {run_id} in " in done.output
     assert "pgd-at at ε 2/255 from models:/medart-pneumonia@champion (version 1)" in done.output
     assert "kept epoch" in done.output and "on 16 validation images" in done.output and "per standard epoch" in done.output
+    test = hardening.data.metrics  # the test numbers with their 95 % intervals and n, logged and printed
+    assert test["test_acc_ci_low"] <= test["test_acc"] <= test["test_acc_ci_high"] and test["test_acc_n"] == test["test_n"]
+    assert f"test accuracy {test['test_acc'] * 100:.1f} [{test['test_acc_ci_low'] * 100:.1f}, " in done.output
     params = hardening.data.params
     assert params["harden.parent_model_uri"] == registered and params["harden.parent_version"] == "1"
     assert params["harden.trainer"] == "pgd-at" and params["harden.eps"] == "2/255"
