@@ -66,6 +66,6 @@ def few_pairs(pairs: Mapping[str, int], what: str = "AdvTest pairs") -> str:
     few = {name: n for name, n in pairs.items() if n < MIN_PAIRS}
     if not few:
         return ""
-    listed = ", ".join(f"{name} {n}" for name, n in few.items())
+    listed = ", ".join(f"{name}: {n}" for name, n in few.items())
     return (f"Warning: fewer than {MIN_PAIRS} {what} ({listed}): those AUCs' intervals are wide; "
             "attack more images before ranking detectors on them.")

@@ -76,10 +76,14 @@ def test_compare_reads_runs_exports_and_imports_robustbench(registered, shared_d
     artifacts = {a.path for a in client.list_artifacts(run_id)} | {a.path for a in client.list_artifacts(run_id, "figures")}
     assert {"compare.md", "compare.json", "figures/compare.png", "robustbench"} <= artifacts
     text = mlflow.artifacts.load_text(f"runs:/{run_id}/compare.md")
-    rows_table, summary = text.split("\n\n")
+    rows_table, summary, legend = text.strip().split("\n\n")
+    assert legend.startswith("Accuracies in % [95 % Wilson interval]")
     assert "| cifar10 | Standardly trained model | AUTOATTACK | 8/255 |" in rows_table and rows_table.count("| pneumonia |") == 4
     assert summary.count("| pneumonia |") == 2 and "| paper attacks' worst (%) | AutoAttack (%) |" in summary
     assert "| clean acc (%) | adv acc (%) |" in text and "| 94.78 | 0.00 |" in text  # percentages, as everywhere
+    # medart's rows with their Wilson interval over their n images (RobustBench's file gives no n: its values alone)
+    first = next(r for r in out.rows if r.source.startswith("run:"))
+    assert f"| {first.clean_acc * 100:.2f} [{first.clean.low * 100:.2f}, {first.clean.high * 100:.2f}] |" in rows_table
 
 
 def test_cli_compare_and_its_errors(registered, shared_data, tmp_path):

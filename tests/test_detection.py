@@ -62,13 +62,14 @@ def test_settings_errors_come_before_any_attack_runs(tracking_store, shared_data
     splits = data.load(28)
     model = build_model(2, "smallcnn", "none", classes=splits.classes, image_size=28).eval()
     target = Target("untrained", model, data, splits, max_examples=20, reference_size=40)
+    with pytest.raises(ConfigError, match=re.escape("must be in (0, 1]")):  # ε is refused where it is built
+        DetectRequest(attacks=("pgd",), eps=2.0)
     for request, target_, message in (
         (DetectRequest(detectors=("kd", "magnet")), target, "unknown detector 'magnet'"),
         (DetectRequest(detectors=("kd",), params={"lid": {"k": 5}}), target, "detector 'lid', which is not among kd"),
         (DetectRequest(repeats=0), target, "`repeats` must be >= 1"),
         (DetectRequest(), Target("untrained", model, data, splits), "`reference_size` must be >= 1"),
         (DetectRequest(attacks=()), target, "`attacks` is empty"),
-        (DetectRequest(attacks=("pgd",), eps=2.0), target, "must be in (0, 1]"),
         (DetectRequest(attacks=("fgsm",), steps=5), target, "FGSM is a single step"),
         (DetectRequest(detectors=("lid",), params={"lid": {"k": 200}}), target, "must be larger than k (200)"),
         (DetectRequest(detectors=("lid",)), target,
@@ -136,7 +137,7 @@ def test_detect_logs_table_4_and_5_from_correctly_classified_pairs(target, caplo
     assert table.splitlines()[0] == (f"| AUC (%) by detector | FGSM (n = {pairs}) | PGD (n = {pairs}) | clean acc (%) | "
                                      "clean balanced acc (%) |")
     assert "| QFEAT |" in table and f"{out.intervals['fgsm']['qfeat'].low * 100:.1f}" in table
-    assert f"Warning: fewer than 30 AdvTest pairs (FGSM {pairs}, PGD {pairs})" in table  # 40 images: a handful of pairs
+    assert f"Warning: fewer than 30 AdvTest pairs (FGSM: {pairs}, PGD: {pairs})" in table  # 40 images: a handful of pairs
     # the degenerate-model guard: checked once on the attacked images, recorded on every run
     check = target.model_check()
     assert out.check == check and f"| {check.balanced_acc * 100:.1f} [" in table.splitlines()[2]
@@ -215,6 +216,10 @@ def test_cli_detect_and_its_errors(registered, shared_data):
                               "--param", "dfeat.n_estimators=10"])
     assert ok.exit_code == 0, ok.output
     assert "| DFEAT |" in ok.output and "| MAHALANOBIS |" in ok.output and "fitted on" in ok.output
+    # the printed tables: the AdvTest pairs in the header, the intervals' method and the few-pairs warning under them
+    assert "| AUC (%) by detector | FGSM (n = " in ok.output and "over the n AdvTest pairs." in ok.output
+    assert ok.output.count("Warning: fewer than 30 AdvTest pairs") == 4  # logged once per attack, then under Tables 4 and 5
+    assert "Warning: fewer than 30 AdvTest pairs (FGSM at ε = 4/255: " in ok.output
     assert _detect_run(ok.output).data.tags["medart.attack_run.bim"]
 
     # --steps and --step-size reach the attacks: the attack run logs them
@@ -223,7 +228,8 @@ def test_cli_detect_and_its_errors(registered, shared_data):
     assert stepped.exit_code == 0, stepped.output
     attack_run = mlflow.MlflowClient().get_run(_detect_run(stepped.output).data.tags["medart.attack_run.pgd"])
     assert attack_run.data.params["attack.steps"] == "5"
-    assert float(attack_run.data.params["attack.step_size"]) == pytest.approx(1 / 255)
+    assert attack_run.data.params["attack.step_size"] == "1/255"  # ε params as k/255, the float beside it
+    assert float(attack_run.data.params["attack.step_size_value"]) == pytest.approx(1 / 255)
 
     for args, fragment in (
         (["--detectors", "kd,magnet"], "unknown detector 'magnet'"),

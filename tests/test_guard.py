@@ -125,7 +125,7 @@ def test_tables_and_report_print_clean_and_balanced_accuracy_beside_the_numbers(
                           "AdvTest pairs | AUC KD (%) | AUC DFEAT (%) |")
     # a number logged without an interval (clean_balanced_acc, adv_acc here) is shown alone, never with a made-up one
     assert summary[2] == "| FGSM | 40 | 50.0 [35.2, 64.8] | 50.0 | 0.0 | 100.0 [83.9, 100.0] of 20 | 20 | 99.0 [90.0, 100.0] | degenerate |"
-    assert "Warning: fewer than 30 AdvTest pairs (FGSM 20)" in summary[5] and summary[-1] == constant.note()
+    assert "Warning: fewer than 30 AdvTest pairs (FGSM: 20)" in summary[5] and summary[-1] == constant.note()
     rows = [SweepRow("fgsm", 1 / 255, "run", False, 40, 0.5, 0.61, 0.0, 0.02, 1.0, 1 / 255, {}, 0.5)]
     table = sweep_table(rows, clean=constant).splitlines()
     assert table[0].endswith("| clean acc / balanced acc (%) |") and table[3] == "| FGSM | 0.0 / 2.0 | 50.0 / 50.0 |"
