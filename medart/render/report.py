@@ -19,6 +19,7 @@ from typing import Iterable, Iterator, Sequence
 
 from medart.budget import logged_eps
 from medart.numbers import DEGENERATE, auc_pct, pct
+from medart.render import explain
 
 # Ma et al. 2021 (PAPER.md). Table 2: ε = 1/255, (accuracy %, AUC %) of the 2-class models.
 PAPER_TABLE2 = {
@@ -305,6 +306,7 @@ def run_page(view: RunView, experiment: str, tracking_uri: str) -> str:
             f"{when(view.start_time)} · medart {_e(tags.get('medart.version', '?'))} · commit "
             f"{_e(tags.get('mlflow.source.git.commit', '?')[:10])} · tracking {_e(tracking_uri)}</p>",
             degenerate_banner([view, *view.descendants()]),
+            explain.how_to_read([view, *view.descendants()]),
             paper_comparison(view.params.get("dataset"), [view, *view.descendants()]),
             "<h2>This run</h2>", run_body(view, 3)]
     if view.children:
@@ -323,7 +325,8 @@ def experiment_page(experiment: str, runs: Sequence[RunView], tracking_uri: str)
                          [(r.name, r.status, when(r.start_time), len(r.metrics)) for r in runs], (3,))
     body = [f"<h1>medart report: experiment {_e(experiment)}</h1>",
             f"<p class='meta'>{len(runs)} newest top-level runs · tracking {_e(tracking_uri)}</p>",
-            degenerate_banner([d for r in runs for d in (r, *r.descendants())]), summary]
+            degenerate_banner([d for r in runs for d in (r, *r.descendants())]), summary,
+            explain.how_to_read([d for r in runs for d in (r, *r.descendants())])]
     datasets = {r.params.get("dataset") for r in runs}
     if len(datasets) == 1:
         body.append(paper_comparison(datasets.pop(), [d for r in runs for d in (r, *r.descendants())]))
