@@ -12,7 +12,7 @@ import pytest
 from medart import tracking
 from medart.render.explain import how_to_read
 from medart.render.report import RunView, run_page
-from medart.stages.report import report_run
+from medart.stages.report import GLOSSARY, report_run
 
 # Params and metrics as medart's stages log them (an attack run, a detect run's per-attack child).
 ATTACK_PARAMS = {"attack.name": "pgd", "attack.eps": "1/255", "attack.eps_value": str(1 / 255), "attack.targeted": "False",
@@ -65,11 +65,11 @@ def test_a_grandchilds_detectors_are_defined_under_a_pipeline_parent(tracking_st
 
 def test_defined_detectors_are_exactly_those_that_ran():
     runs = [view("detect-pgd", DETECT_PARAMS, {"auc_kd": 0.9, "auc_mahalanobis": 0.6})]
-    section = how_to_read(runs)
+    section = how_to_read(runs, GLOSSARY)
     assert [row[0] for row in table_after(section, "Detectors")] == ["KD", "MAHALANOBIS"]
     about = {row[0]: row[1] for row in table_after(section, "Detectors")}
     assert about["MAHALANOBIS"] == "Mahalanobis distance to the class means"  # the declaration's words
-    assert "<h3>Detectors" not in how_to_read([view("attack", ATTACK_PARAMS, ATTACK_METRICS)])
+    assert "<h3>Detectors" not in how_to_read([view("attack", ATTACK_PARAMS, ATTACK_METRICS)], GLOSSARY)
 
 
 def test_paper_numbers_only_for_what_was_measured_each_with_its_table():
@@ -77,7 +77,7 @@ def test_paper_numbers_only_for_what_was_measured_each_with_its_table():
             view("detect-pgd", DETECT_PARAMS, DETECT_METRICS),
             view("fgsm-4", ATTACK_PARAMS | {"attack.name": "fgsm", "attack.eps": "4/255", "attack.eps_value": str(4 / 255)},
                  ATTACK_METRICS)]  # ε = 4/255: the paper printed nothing for it
-    rows = table_after(how_to_read(runs), "The paper's numbers")
+    rows = table_after(how_to_read(runs, GLOSSARY), "The paper's numbers")
     shown = {(r[0], r[1], r[3]): (r[6], r[7]) for r in rows}
     assert shown == {
         ("clean accuracy", "none", ""): ("93.99", "Ma et al. 2021 (Pattern Recognition 110, 107332), Table 3"),
@@ -90,19 +90,19 @@ def test_paper_numbers_only_for_what_was_measured_each_with_its_table():
     measured = {(r[0], r[1], r[3]): (r[4], r[5]) for r in rows}
     assert measured[("accuracy under attack", "PGD", "")] == ("12.50 [6.47, 22.77]", "64 images")  # Wilson, 8 of 64
     assert measured[("detection AUC", "PGD", "LID")] == ("75.00", "10 pairs")
-    assert "as printed in the paper, not re-measured" in text(how_to_read(runs))
+    assert "as printed in the paper, not re-measured" in text(how_to_read(runs, GLOSSARY))
 
 
 def test_no_paper_numbers_for_a_task_the_paper_did_not_have():
     runs = [view("pgd", ATTACK_PARAMS | {"dataset": "dermamnist"}, ATTACK_METRICS)]
-    section = how_to_read(runs)
+    section = how_to_read(runs, GLOSSARY)
     assert "<h3>Attacks" in section and "The paper's numbers" not in section and "Table" not in section
 
 
 @pytest.mark.parametrize("pairs, warned", [(10, True), (30, False)])
 def test_an_auc_on_fewer_than_30_pairs_is_warned_about(pairs, warned):
     runs = [view("detect-pgd", DETECT_PARAMS | {"n_test_pairs": str(pairs)}, DETECT_METRICS)]
-    section = how_to_read(runs)
+    section = how_to_read(runs, GLOSSARY)
     assert (f"rest on {pairs} AdvTest pairs, fewer than 30" in text(section)) is warned
     assert f"{pairs} AdvTest pairs" in text(section)
 
@@ -113,7 +113,7 @@ def test_numbers_are_percent_or_k_over_255_never_bare_ratios():
     runs = [view("pipeline", {"dataset": "pneumonia", "eps": "0.3/255"}, {"pgd.adv_acc": 0.3, "pgd.auc_kd": 0.66},
                  [train, view("pgd", ATTACK_PARAMS | {"attack.eps": "0.3/255", "attack.eps_value": str(0.3 / 255)},
                               ATTACK_METRICS)])]
-    section = how_to_read([runs[0], *runs[0].descendants()])
+    section = how_to_read([runs[0], *runs[0].descendants()], GLOSSARY)
     words = text(section)
     # the paper table's number columns are headed "(%)": each cell a percentage, not a ratio
     paper = section[section.index("<h3>The paper's numbers"):]
@@ -131,5 +131,6 @@ def test_numbers_are_percent_or_k_over_255_never_bare_ratios():
 
 
 def test_the_run_page_places_the_section_after_the_title():
-    page = run_page(view("pgd", ATTACK_PARAMS, ATTACK_METRICS), "medart/pneumonia/attack", "sqlite:///x.db")
+    attack = view("pgd", ATTACK_PARAMS, ATTACK_METRICS)
+    page = run_page(attack, "medart/pneumonia/attack", "sqlite:///x.db", how_to_read([attack], GLOSSARY))
     assert page.index("<h1>") < page.index("<h2>How to read this") < page.index("<h2>This run")

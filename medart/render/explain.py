@@ -2,7 +2,8 @@
 
 It defines only what the page shows: the splits whose sizes the runs logged, the attacks and the
 detectors that ran (their declarations, :data:`~medart.attacks.specs.ATTACK_ENTRIES` and
-:data:`~medart.detectors.DETECTORS`, say what each is), and each kind of metric the runs logged,
+:data:`~medart.detectors.DETECTORS`, handed in as a :class:`Glossary` by the report stage, say
+what each is), and each kind of metric the runs logged,
 with its n (images or AdvTest pairs) and its 95 % interval's method (:mod:`medart.intervals`).
 The paper's numbers appear only for the (task, attack, ε, detector) a run measured, each labelled
 with its table. Every number is in % or k/255; counts are whole numbers.
@@ -18,11 +19,9 @@ import html
 import math
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
-from medart.attacks.specs import ATTACK_ENTRIES
 from medart.budget import logged_eps
-from medart.detectors import DETECTORS
 from medart.intervals import MIN_PAIRS, wilson
 from medart.numbers import eps_label, pct
 from medart.render import report
@@ -31,8 +30,25 @@ if TYPE_CHECKING:
     from medart.render.report import RunView
 
 PAPER = "Ma et al. 2021"
-_ATTACK_PREFIX = re.compile(r"^(?:" + "|".join(re.escape(a) for a in ATTACK_ENTRIES) + r")\.")
-_DETECTOR_METRIC = re.compile(r"(?:^|\.)(?:auc|detect_acc|seconds)_(" + "|".join(DETECTORS) + r")(?:_std)?$")
+
+
+@dataclass(frozen=True)
+class Glossary:
+    """What the section says an attack or a detector is: the declarations (a floor above
+    rendering), ``attacks`` name → entry with ``title`` and ``about``
+    (:data:`~medart.attacks.specs.ATTACK_ENTRIES`), ``detectors`` name → entry with ``about`` and
+    ``paper`` (:data:`~medart.detectors.DETECTORS`)."""
+
+    attacks: Mapping[str, Any]
+    detectors: Mapping[str, Any]
+
+    @property
+    def attack_prefix(self) -> re.Pattern:
+        return re.compile(r"^(?:" + "|".join(re.escape(a) for a in self.attacks) + r")\.")
+
+    @property
+    def detector_metric(self) -> re.Pattern:
+        return re.compile(r"(?:^|\.)(?:auc|detect_acc|seconds)_(" + "|".join(self.detectors) + r")(?:_std)?$")
 
 
 @dataclass(frozen=True)
@@ -72,8 +88,8 @@ class _Metric:
     n_unit: str
     interval: str
 
-    def matches(self, name: str) -> bool:
-        return re.fullmatch(self.pattern, _ATTACK_PREFIX.sub("", name)) is not None
+    def matches(self, name: str, attack_prefix: re.Pattern) -> bool:
+        return re.fullmatch(self.pattern, attack_prefix.sub("", name)) is not None
 
 
 def _param_int(view: "RunView", *keys: str) -> int | None:
@@ -157,13 +173,13 @@ def _splits(runs: Sequence["RunView"]) -> list[tuple[str, str, str]]:
     return rows
 
 
-def _metrics(runs: Sequence["RunView"]) -> tuple[list[tuple[str, str, str, str]], list[str], list[str]]:
+def _metrics(runs: Sequence["RunView"], prefix: re.Pattern) -> tuple[list[tuple[str, str, str, str]], list[str], list[str]]:
     """Rows (metric, what, n, interval) for each kind of metric logged, the names no kind covers,
     and warnings for detection AUCs resting on fewer than MIN_PAIRS pairs."""
     rows, warnings = [], []
     names = {name for r in runs for name in r.metrics}
     for kind in METRICS:
-        carriers = [r for r in runs if any(kind.matches(name) for name in r.metrics)]
+        carriers = [r for r in runs if any(kind.matches(name, prefix) for name in r.metrics)]
         if not carriers:
             continue
         n = [kind.n(r) for r in carriers] or [None]
@@ -173,23 +189,24 @@ def _metrics(runs: Sequence["RunView"]) -> tuple[list[tuple[str, str, str, str]]
         if kind.interval == DELONG and kind.n is _pairs and (few := [v for v in n if v is not None and v < MIN_PAIRS]):
             warnings.append(f"Some detection AUCs rest on {min(few)} AdvTest pairs, fewer than {MIN_PAIRS}: their "
                             "intervals are wide, and one pair more or less moves the AUC by several points.")
-    unknown = {name for name in names if not any(kind.matches(name) for kind in METRICS)}
+    unknown = {name for name in names if not any(kind.matches(name, prefix) for kind in METRICS)}
     return rows, sorted(unknown), warnings
 
 
-def _attacks(runs: Sequence["RunView"]) -> list[tuple[str, str, str]]:
+def _attacks(runs: Sequence["RunView"], entries: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     eps: dict[str, set[str]] = {}
     for r in runs:
-        if (name := r.params.get("attack.name")) in ATTACK_ENTRIES and "attack.eps" in r.params:
+        if (name := r.params.get("attack.name")) in entries and "attack.eps" in r.params:
             eps.setdefault(name, set()).add(eps_label(logged_eps(r.params, "attack.eps")))
-    return [(ATTACK_ENTRIES[a].title, ATTACK_ENTRIES[a].about, ", ".join(sorted(e, key=lambda s: float(s[:-4]))))
+    return [(entries[a].title, entries[a].about, ", ".join(sorted(e, key=lambda s: float(s[:-4]))))
             for a, e in sorted(eps.items())]
 
 
-def _detectors(runs: Sequence["RunView"]) -> list[str]:
+def _detectors(runs: Sequence["RunView"], glossary: Glossary) -> list[str]:
     """Detectors with a logged number (``auc_<d>``, ``<attack>.auc_<d>``, ``detect_acc_<d>``), in declaration order."""
-    ran = {m[1] for r in runs for name in r.metrics if (m := _DETECTOR_METRIC.search(name))}
-    return [d for d in DETECTORS if d in ran]
+    metric = glossary.detector_metric
+    ran = {m[1] for r in runs for name in r.metrics if (m := metric.search(name))}
+    return [d for d in glossary.detectors if d in ran]
 
 
 def _percent(value: float) -> str:
@@ -242,7 +259,7 @@ def _paper_rows(runs: Sequence["RunView"]) -> list[tuple[str, ...]]:
             for q, a, eps, d, measured, n, paper, table in sorted(found.values(), key=lambda f: (f[7], f[1] != "none", f[1], f[3]))]
 
 
-def how_to_read(runs: Sequence["RunView"]) -> str:
+def how_to_read(runs: Sequence["RunView"], glossary: Glossary) -> str:
     """HTML: the "How to read this" section for ``runs`` (a run and its descendants at any depth, or
     an experiment's runs and theirs); empty when they logged nothing it could explain."""
     runs = list(runs)
@@ -250,14 +267,14 @@ def how_to_read(runs: Sequence["RunView"]) -> str:
     parts = []
     if rows := _splits(runs):
         parts.append("<h3>Splits (the paper's protocol)</h3>" + table(("split", "what it is for", "n in these runs"), rows))
-    if rows := _attacks(runs):
+    if rows := _attacks(runs, glossary.attacks):
         parts.append("<h3>Attacks</h3><p class='note'>ε is the L∞ budget in grey levels of an 8-bit image: 1/255 "
                      "changes a pixel by at most one level.</p>" + table(("attack", "what it does", "ε"), rows))
-    if detectors := _detectors(runs):
+    if detectors := _detectors(runs, glossary):
         parts.append("<h3>Detectors</h3>" + table(
             ("detector", "what it measures", "Ma et al.'s"),
-            [(d.upper(), DETECTORS[d].about, "yes" if DETECTORS[d].paper else "no (medart's addition)") for d in detectors]))
-    metric_rows, unknown, warnings = _metrics(runs)
+            [(d.upper(), glossary.detectors[d].about, "yes" if glossary.detectors[d].paper else "no (medart's addition)") for d in detectors]))
+    metric_rows, unknown, warnings = _metrics(runs, glossary.attack_prefix)
     if metric_rows:
         parts.append("<h3>Metrics</h3><p class='note'>Accuracies, rates and AUCs are in %. Where an interval is "
                      "given it is 95 %: Wilson's score interval for accuracies and rates (k of n images), DeLong's for "

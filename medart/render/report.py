@@ -19,7 +19,6 @@ from typing import Iterable, Iterator, Sequence
 
 from medart.budget import logged_eps
 from medart.numbers import DEGENERATE, auc_pct, pct
-from medart.render import explain
 
 # Ma et al. 2021 (PAPER.md). Table 2: ε = 1/255, (accuracy %, AUC %) of the 2-class models.
 PAPER_TABLE2 = {
@@ -297,16 +296,17 @@ def page(title: str, body: str) -> str:
             f"<style>{_STYLE}</style></head><body>\n{body}\n</body></html>\n")
 
 
-def run_page(view: RunView, experiment: str, tracking_uri: str) -> str:
+def run_page(view: RunView, experiment: str, tracking_uri: str, explanation: str = "") -> str:
     """The page of one run: its tables, figures, metrics and parameters, then each descendant run's
-    nested under its parent, and the paper's numbers beside the run's where its dataset matches."""
+    nested under its parent, and the paper's numbers beside the run's where its dataset matches;
+    ``explanation`` (HTML: :func:`medart.render.explain.how_to_read`) after the title."""
     tags = view.tags
     body = [f"<h1>medart report: {_e(view.name)}</h1>",
             f"<p class='meta'>run {_e(view.run_id)} · experiment {_e(experiment)} · {_e(view.status)} · started "
             f"{when(view.start_time)} · medart {_e(tags.get('medart.version', '?'))} · commit "
             f"{_e(tags.get('mlflow.source.git.commit', '?')[:10])} · tracking {_e(tracking_uri)}</p>",
             degenerate_banner([view, *view.descendants()]),
-            explain.how_to_read([view, *view.descendants()]),
+            explanation,
             paper_comparison(view.params.get("dataset"), [view, *view.descendants()]),
             "<h2>This run</h2>", run_body(view, 3)]
     if view.children:
@@ -317,7 +317,7 @@ def run_page(view: RunView, experiment: str, tracking_uri: str) -> str:
     return page(f"medart report: {view.name}", "\n".join(body))
 
 
-def experiment_page(experiment: str, runs: Sequence[RunView], tracking_uri: str) -> str:
+def experiment_page(experiment: str, runs: Sequence[RunView], tracking_uri: str, explanation: str = "") -> str:
     """The page of an experiment's top-level ``runs`` (newest first): one summary table, then each
     run's tables, figures and metrics, and the paper's numbers (over every run and its descendants)
     where they all share a dataset."""
@@ -326,7 +326,7 @@ def experiment_page(experiment: str, runs: Sequence[RunView], tracking_uri: str)
     body = [f"<h1>medart report: experiment {_e(experiment)}</h1>",
             f"<p class='meta'>{len(runs)} newest top-level runs · tracking {_e(tracking_uri)}</p>",
             degenerate_banner([d for r in runs for d in (r, *r.descendants())]), summary,
-            explain.how_to_read([d for r in runs for d in (r, *r.descendants())])]
+            explanation]
     datasets = {r.params.get("dataset") for r in runs}
     if len(datasets) == 1:
         body.append(paper_comparison(datasets.pop(), [d for r in runs for d in (r, *r.descendants())]))

@@ -16,10 +16,14 @@ from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 
 from medart import tracking
+from medart.attacks.specs import ATTACK_ENTRIES
+from medart.detectors import DETECTORS
 from medart.errors import ConfigError
+from medart.render.explain import Glossary, how_to_read
 from medart.render.report import RunView, experiment_page, run_page
 
 REPORT_TAG = "medart.report"
+GLOSSARY = Glossary(ATTACK_ENTRIES, DETECTORS)  # what the page says each attack and detector is
 _SKIPPED = ("model", "adversarial")  # artifact folders of weights and examples: not for a page
 
 
@@ -93,7 +97,8 @@ def report_run(run_id: str, output: str | Path | None = None, log: bool = True) 
     run = _get_run(client, run_id)
     experiment = client.get_experiment(run.info.experiment_id).name
     with tempfile.TemporaryDirectory() as tmp:
-        page = run_page(_tree(client, run, Path(tmp), Path(tmp)), experiment, mlflow.get_tracking_uri())
+        view = _tree(client, run, Path(tmp), Path(tmp))
+        page = run_page(view, experiment, mlflow.get_tracking_uri(), how_to_read([view, *view.descendants()], GLOSSARY))
         path = _write(page, Path(output or f"report-{run_id[:12]}.html"))
         if log:
             copy = _write(page, Path(tmp) / "upload" / "report.html")
@@ -118,7 +123,8 @@ def report_experiment(experiment: str, output: str | Path | None = None, max_run
         raise ConfigError(f"experiment '{experiment}' has no runs to report")
     with tempfile.TemporaryDirectory() as tmp:
         views = [_tree(client, r, Path(tmp), None) for r in runs]  # descendants: numbers only
-        page = experiment_page(experiment, views, mlflow.get_tracking_uri())
+        explanation = how_to_read([d for r in views for d in (r, *r.descendants())], GLOSSARY)
+        page = experiment_page(experiment, views, mlflow.get_tracking_uri(), explanation)
     path = _write(page, Path(output or f"report-{experiment.replace('/', '-')}.html"))
     if not log:
         return path, None
