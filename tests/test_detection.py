@@ -61,13 +61,14 @@ def test_settings_errors_come_before_any_attack_runs(tracking_store, shared_data
     splits = data.load(28)
     model = build_model(2, "smallcnn", "none", classes=splits.classes, image_size=28).eval()
     target = Target("untrained", model, data, splits, max_examples=20, reference_size=40)
+    with pytest.raises(ConfigError, match=re.escape("must be in (0, 1]")):  # ε is checked as the request is made
+        DetectRequest(attacks=("pgd",), eps=2.0)
     for request, target_, message in (
         (DetectRequest(detectors=("kd", "magnet")), target, "unknown detector 'magnet'"),
         (DetectRequest(detectors=("kd",), params={"lid": {"k": 5}}), target, "detector 'lid', which is not among kd"),
         (DetectRequest(repeats=0), target, "`repeats` must be >= 1"),
         (DetectRequest(), Target("untrained", model, data, splits), "`reference_size` must be >= 1"),
         (DetectRequest(attacks=()), target, "`attacks` is empty"),
-        (DetectRequest(attacks=("pgd",), eps=2.0), target, "must be in (0, 1]"),
         (DetectRequest(attacks=("fgsm",), steps=5), target, "FGSM is a single step"),
         (DetectRequest(detectors=("lid",), params={"lid": {"k": 200}}), target, "must be larger than k (200)"),
         (DetectRequest(detectors=("lid",)), target,
