@@ -18,6 +18,9 @@ from medart.attacks.specs import check_backend
 from medart.models import registry
 from medart.models.evaluation import classification_metrics, predict
 from medart.models.sanity import ModelCheck
+from medart.numbers import eps_label
+from medart.render.notes import note
+from medart.render.tables import metric_columns
 from medart.stages.attack import attack
 from medart.stages.guard import guard
 from medart.stages.target import RunOptions, Target
@@ -69,7 +72,7 @@ def evaluate(target: Target, attacks: Sequence[str] = (), eps_values: Sequence[f
     tag and metrics. With ``checks``, the evaluation checklist on the same images, its attacks as attack
     runs (cached like any), logged as the table ``checklist.json`` and the metric
     ``checks_failed``. For a ``models:/`` URI the metrics are also linked to the registered
-    version's logged model.
+    version's logged model. The run's description is the table of its metrics.
     """
     specs = [make_spec(name, eps) for name in attacks for eps in eps_values]
     for name in dict.fromkeys(attacks):
@@ -97,6 +100,11 @@ def evaluate(target: Target, attacks: Sequence[str] = (), eps_values: Sequence[f
         mlflow.log_metrics(outcome.metrics(), model_id=model_id)  # on the run, and on the model when there is one
         if model_id:
             mlflow.set_tag("medart.logged_model_id", model_id)
+        tracking.describe(note(f"{target.model_uri} on {len(images)} test images (AdvTrain + AdvTest)"
+                               + (f", attacked at ε = {', '.join(eps_label(e) for e in eps_values)} via {run.backend}"
+                                  if specs else ""),
+                               metric_columns({target.model_uri: outcome.metrics()}),
+                               check.note() if check is not None and check.degenerate else ""))
     return outcome
 
 
