@@ -21,7 +21,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 main: $(VENV)/.installed
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" mlflow run . -P attack=bim -P pretrained=none --env-manager local \
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" mlflow run . -P attacks=bim -P pretrained=none --env-manager local \
 		--experiment-name medart/pneumonia/main
 
 test: $(VENV)/.installed

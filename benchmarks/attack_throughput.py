@@ -32,6 +32,8 @@ import torch.nn.functional as F
 
 import benchlib
 from medart.attacks import AttackSpec
+from medart.budget import Eps
+from medart.cli import options
 
 VARIANTS = ("bare", "torchattacks", "art", "medart-torchattacks", "medart-art")
 RATIOS = {  # name → (numerator, denominator): throughput of the first relative to the second
@@ -175,7 +177,8 @@ def check_targets(results: list[dict]) -> list[dict]:
               help="Images in the batch for sizes of 128 and more. Default: 8 on CPU, 64 on GPU.")
 @click.option("--attacks", default="pgd", show_default=True, help="bim and/or pgd, comma-separated.")
 @click.option("--steps", type=click.IntRange(min=1), default=5, show_default=True, help="Gradient steps per attack.")
-@click.option("--eps", default="1/255", show_default=True, help="L∞ radius; the step size is ε/10 for PGD, ε/steps for BIM.")
+@click.option("--eps", type=options.Eps(), default="1/255", show_default=True,
+              help="L∞ radius; the step size is ε/10 for PGD, ε/steps for BIM.")
 @click.option("--repeats", type=click.IntRange(min=1), default=5, show_default=True, help="Interleaved timed rounds.")
 @click.option("--arch", type=click.Choice(["resnet50", "resnet18", "resnet34"]), default="resnet50", show_default=True)
 @click.option("--data-dir", envvar="MEDART_DATA_DIR", default=None,
@@ -245,11 +248,9 @@ def main(sizes, batch_size, large_batch_size, attacks, steps, eps, repeats, arch
     click.echo(f"wrote {path}; MLflow run {run_id}")
 
 
-def bim_step_size(eps: str, steps: int) -> float:
+def bim_step_size(eps: Eps, steps: int) -> float:
     """BIM's step size ε/steps (the paper's ε/40 for 40 steps), so the steps can reach the ε-ball."""
-    from medart.attacks import parse_eps
-
-    return parse_eps(eps) / steps
+    return eps / steps
 
 
 if __name__ == "__main__":

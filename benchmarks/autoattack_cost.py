@@ -23,8 +23,9 @@ import torch
 
 import benchlib
 from medart.attacks import make_attack, make_spec
-from medart.attacks.specs import SQUARE_QUERIES_PER_STEP, parse_eps
+from medart.attacks.specs import SQUARE_QUERIES_PER_STEP
 from medart.attacks.specs import BACKENDS
+from medart.cli import options
 
 
 @click.command(cls=benchlib.BenchmarkCommand, context_settings={"help_option_names": ["-h", "--help"]})
@@ -32,7 +33,7 @@ from medart.attacks.specs import BACKENDS
 @click.option("--arch", default="smallcnn", show_default=True, help="MedResNet architecture when no --model-uri is given.")
 @click.option("--size", type=click.IntRange(min=16), default=28, show_default=True, help="Input side in pixels.")
 @click.option("--n", "n_images", type=click.IntRange(min=1), default=16, show_default=True, help="Chest X-rays attacked per call.")
-@click.option("--eps", default="2/255", show_default=True, help="L∞ radius, e.g. 2/255.")
+@click.option("--eps", type=options.Eps(), default="2/255", show_default=True, help="L∞ radius, e.g. 2/255.")
 @click.option("--steps", type=click.IntRange(min=1), default=100, show_default=True,
               help="AutoAttack's APGD/FAB steps (Square gets 50 queries a step); 100 is the standard version.")
 @click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True, help="Interleaved timed rounds.")
@@ -47,11 +48,11 @@ def main(model_uri, arch, size, n_images, eps, steps, repeats, data_dir, device,
 
     from medart import tracking
 
-    dev, radius = resolve_device(device), parse_eps(eps)
+    dev = resolve_device(device)
     tracking.configure(tracking_uri)  # the store a models:/ URI is read from, and the run goes to
     model, model_label = benchlib.benchmark_model(model_uri, arch, dev)
     x, y, data = benchlib.chest_xrays(n_images, size, data_dir)
-    specs = {"pgd": make_spec("pgd", radius), "autoattack": make_spec("autoattack", radius, steps)}
+    specs = {"pgd": make_spec("pgd", eps), "autoattack": make_spec("autoattack", eps, steps)}
     last: dict[str, torch.Tensor] = {}
     breaks: dict[str, dict[str, int]] = {}
 
@@ -74,7 +75,7 @@ def main(model_uri, arch, size, n_images, eps, steps, repeats, data_dir, device,
         clean = float((model(x.to(dev)).argmax(1).cpu() == y).float().mean())
         accuracy = {name: float((model(adv.to(dev)).argmax(1).cpu() == y).float().mean()) for name, adv in last.items()}
     env = benchlib.environment(dev)
-    payload = {"benchmark": "autoattack_cost", **env, "config": {"model": model_label, "size": size, "n": n_images, "eps": radius, "autoattack_steps": steps,
+    payload = {"benchmark": "autoattack_cost", **env, "config": {"model": model_label, "size": size, "n": n_images, "eps": eps, "autoattack_steps": steps,
                           "square_queries": steps * SQUARE_QUERIES_PER_STEP, "repeats": repeats, "data": data},
                "seconds_per_image": per_image, "time_ratio_autoattack_over_pgd": ratios,
                "clean_acc": clean, "robust_acc": accuracy, "autoattack_broken_by": breaks}

@@ -25,6 +25,7 @@ from typing import Callable, Iterator
 import click
 import numpy as np
 
+from medart.budget import eps_params, holds_eps
 from medart.cli import ReportsUserErrors
 
 HERE = Path(__file__).resolve().parent
@@ -260,12 +261,21 @@ def log_run(tracking_uri: str | None, run_name: str, params: dict, metrics: dict
 
     tracking.configure(tracking_uri)
     with tracking.start_run(EXPERIMENT, run_name) as run:
-        mlflow.log_params({k: (",".join(map(str, v)) if isinstance(v, (list, tuple)) else v) for k, v in params.items()})
+        mlflow.log_params(mlflow_params(params))
         mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None and np.isfinite(v)})
         mlflow.log_dict(json.loads(json.dumps(payload, default=_jsonable)), json_name)
         for name, text in (tables or {}).items():
             mlflow.log_text(text, name)
     return run.info.run_id
+
+
+def mlflow_params(params: dict) -> dict:
+    """``params`` as MLflow params: an ε (or ε list) as k/255 beside its float (:func:`medart.budget.eps_params`),
+    other lists comma-joined."""
+    out = {}
+    for k, v in params.items():
+        out |= eps_params(k, v) if holds_eps(v) else {k: ",".join(map(str, v)) if isinstance(v, (list, tuple)) else v}
+    return out
 
 
 def markdown_table(header: list[str], rows: list[list]) -> str:

@@ -35,6 +35,7 @@ import torch
 from scipy.spatial.distance import cdist
 
 import benchlib
+from medart.cli import options
 
 LAYERS = ("input", "layer1", "layer2", "layer3", "layer4", "dfeat")
 LID_SPEEDUP_TARGET, KD_SPEEDUP_TARGET, REL_TARGET = 5.0, 10.0, 1e-6
@@ -303,7 +304,7 @@ def tables(results: list[dict]) -> tuple[str, str]:
 @click.option("--model-uri", default=None, help="A trained medart model (models:/…, runs:/…). Default: a randomly initialised one.")
 @click.option("--k", type=click.IntRange(min=1), default=20, show_default=True, help="LID neighbours.")
 @click.option("--batch-size", type=click.IntRange(min=2), default=100, show_default=True, help="LID mini-batch (Ma et al.: 100).")
-@click.option("--eps", default="1/255", show_default=True, help="FGSM ε that makes the adversarial images.")
+@click.option("--eps", type=options.Eps(), default="1/255", show_default=True, help="FGSM ε that makes the adversarial images.")
 @click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True, help="Interleaved timed rounds per N.")
 @click.option("--data-dir", envvar="MEDART_DATA_DIR", default=None,
               help="Folder of pneumoniamnist.npz (its Train images); uniform random pixels without it.")

@@ -28,6 +28,8 @@ import click
 import numpy as np
 
 import benchlib
+from medart.budget import Eps
+from medart.cli import options
 
 VARIANTS = {"train": dict(reference="train"), "train_standardized": dict(reference="train", standardize=True),
             "batch": dict(reference="batch")}  # batch: the paper code's
@@ -88,7 +90,7 @@ def subset_aucs(target, test, scores: np.ndarray) -> dict[str, float]:
     return out
 
 
-def study(target, name: str, eps: str, sigmas: list[float]) -> dict:
+def study(target, name: str, eps: Eps, sigmas: list[float]) -> dict:
     """One attack: pairs, feature scale, AUC per variant and σ, and the default's subsets."""
     from sklearn.metrics import roc_auc_score
 
@@ -121,7 +123,7 @@ def study(target, name: str, eps: str, sigmas: list[float]) -> dict:
 @click.option("--model-uri", default=None, help="Registered model (default: the pneumonia champion).")
 @click.option("--data-dir", envvar="MEDART_DATA_DIR", required=True, help="Folder holding pneumoniamnist.npz.")
 @click.option("--attacks", default="bim,pgd", show_default=True)
-@click.option("--eps", default="8/255", show_default=True)
+@click.option("--eps", type=options.Eps(), default="8/255", show_default=True)
 @click.option("--max-examples", type=int, default=400, show_default=True, help="AdvTrain + AdvTest images attacked.")
 @click.option("--reference-size", type=int, default=1000, show_default=True, help="Clean Train references.")
 @click.option("--sigmas", default="0.01,0.03,0.1,0.3,1,3,10,30,100", show_default=True, help="Bandwidths σ to sweep.")

@@ -31,7 +31,9 @@ import click
 
 import benchlib
 from medart.attacks.specs import BACKENDS, PAPER_ATTACKS
+from medart.budget import Eps
 from medart.catalog import ARCHS
+from medart.cli import options
 from medart.detectors import DETECTORS
 from medart.numbers import pct
 
@@ -182,7 +184,8 @@ def sweep_rows(rows: list[SweepRow]) -> list[dict]:
 @click.option("--max-train", type=click.IntRange(min=2), default=None, help="Train on a stratified subset (quick checks only).")
 @click.option("--max-examples", type=click.IntRange(min=2), default=None,
               help="Attack and detect on this many test images (default: all of AdvTrain + AdvTest).")
-@click.option("--eps-sweep", default="0.3/255,1/255,2/255", show_default=True, help="ε values of the attack sweep (Table 3).")
+@click.option("--eps-sweep", type=options.EpsList(), default="0.3/255,1/255,2/255", show_default=True,
+              help="Comma-separated ε values of the attack sweep (Table 3).")
 @click.option("--detectors", default=",".join(DETECTORS), show_default=True)
 @click.option("--backend", type=click.Choice(BACKENDS), default="art", show_default=True)
 @click.option("--reference-size", type=click.IntRange(min=1), default=1000, show_default=True,
@@ -201,14 +204,14 @@ def main(**opts) -> None:
     import torch
 
     from medart import tracking
-    from medart.attacks import parse_eps_list, parse_names
+    from medart.attacks import parse_names
     from medart.models.evaluation import resolve_device
 
     if opts["threads"]:
         torch.set_num_threads(opts["threads"])
-    eps_values = parse_eps_list(opts["eps_sweep"])
+    eps_values = list(opts["eps_sweep"])
     if not any(_at(e, 1) for e in eps_values):
-        eps_values.append(1 / 255)  # Tables 2 and 4 are at ε = 1/255
+        eps_values.append(Eps(1 / 255))  # Tables 2 and 4 are at ε = 1/255
     detectors = tuple(parse_names(opts["detectors"], tuple(DETECTORS), "detector"))
     dev = resolve_device(opts["device"])
     env = benchlib.environment(dev)
@@ -219,7 +222,7 @@ def main(**opts) -> None:
     tracking.configure(opts["tracking_uri"])
     clock = StageClock()
     with tracking.start_run(benchlib.EXPERIMENT, "paper-fidelity") as parent:
-        mlflow.log_params({k: (",".join(map(str, v)) if isinstance(v, list) else v) for k, v in config.items()})
+        mlflow.log_params(benchlib.mlflow_params(config))
         trained, swept, detection = run_stages(opts, eps_values, detectors, clock)
         tables = {"table2.md": table2(swept.rows), "table3.md": table3(swept.rows), "table4.md": table4(detection.auc),
                   "table5.md": table5(detection.transfer), "stages.md": clock.table()}

@@ -26,5 +26,9 @@ BALANCES = ("weights", "sampler", "none")  # class-weighted loss, class-balanced
 EXECUTORS = ("in-process", "ray")
 FIGURES = ("eps_curves", "saliency", "stages", "landscape", "embedding", "gradcam")
 DATASETS = ("pneumonia", "chestxray2", "chestxray3", "chestxray4", "fundoscopy", "dermoscopy", "retinamnist", "dermamnist")
+# robust training (medart harden): ART's trainers, Madry's PGD, TRADES, fast-is-better-than-free, PGD with AWP;
+# besides the validation metrics of MONITORS it measures PGD at its ε on the validation split each epoch
+TRAINERS = ("pgd-at", "trades", "fbf", "awp")
+ROBUST_MONITORS = MONITORS | {"val_pgd_acc": 1, "val_pgd_balanced_acc": 1}
 
-__all__ = ["ARCHS", "BALANCES", "DATASETS", "EXECUTORS", "FIGURES", "INITS", "MONITORS", "SIZES"]
+__all__ = ["ARCHS", "BALANCES", "DATASETS", "EXECUTORS", "FIGURES", "INITS", "MONITORS", "ROBUST_MONITORS", "SIZES", "TRAINERS"]

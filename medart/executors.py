@@ -205,7 +205,7 @@ class RayExecutor(Executor):
         if self._connected:
             return ray
         if not ray.is_initialized():
-            # ray.init makes SIGTERM exit the driver at once; medart's handler (tracking.stop_on_signals)
+            # ray.init makes SIGTERM exit the driver at once; medart's handler (interrupts.stop_on_signals)
             # ends the open runs as KILLED and this executor's Ray instance on the way out instead
             on_sigterm = signal.getsignal(signal.SIGTERM) if threading.current_thread() is threading.main_thread() else None
             try:

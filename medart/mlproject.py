@@ -21,7 +21,7 @@ import click
 
 #: entry point → ``medart`` command
 ENTRY_POINTS = {"main": "pipeline", "train": "train", "attack": "attack", "detect": "detect", "adaptive": "adaptive",
-                "sweep": "sweep", "evaluate": "evaluate", "analyze": "analyze", "ablate": "ablate"}
+                "sweep": "sweep", "evaluate": "evaluate", "analyze": "analyze", "ablate": "ablate", "harden": "harden"}
 NONE = "none"
 SEPARATOR = ";"  # between the values of a repeatable option (commas belong to the values)
 SKIPPED = ("tracking_uri",)  # `mlflow run` chooses the store
@@ -53,7 +53,7 @@ def parameters(command: click.Command) -> dict[str, str]:
     """``-P`` name → default, as the MLproject spells it, for every option of ``command``."""
     out = {}
     for param in command.params:
-        if not isinstance(param, click.Option) or param.name in SKIPPED:
+        if not isinstance(param, click.Option) or param.name in SKIPPED or param.hidden:  # hidden: a deprecated name
             continue
         default = _default(param)
         if default is None or (param.multiple and not default):
@@ -94,7 +94,7 @@ def arguments(command: click.Command, values: dict[str, str]) -> list[str]:
         option = options.get(name)
         if option is None:
             raise click.UsageError(f"-P {name}: no such parameter; {command.name} takes "
-                                   f"{', '.join(n for n in options if n not in SKIPPED)}")
+                                   f"{', '.join(n for n, o in options.items() if n not in SKIPPED and not o.hidden)}")
         text = text.strip()
         if not text or (text.lower() == NONE and _default(option) is None):
             continue  # the option's default (a tri-state flag's: unset); "none" is a value where the default is one (pretrained=none)

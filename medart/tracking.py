@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import subprocess
 from pathlib import Path
 from typing import Iterator
@@ -12,6 +11,8 @@ from typing import Iterator
 import mlflow
 from mlflow.entities import RunTag
 from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
+
+from medart.interrupts import deferred_interrupts, raise_pending_interrupt
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 ARTIFACT_ROOT_ENV = "MEDART_ARTIFACT_ROOT"  # where new experiments keep their artifacts (a folder or s3://…)
@@ -92,7 +93,7 @@ def start_run(experiment: str, run_name: str, parent_run_id: str | None = None, 
     Started by ``mlflow run`` (``$MLFLOW_RUN_ID`` set, nothing active yet), it becomes the child of
     the project's run (:func:`_adopt_project_run`), in the experiment ``mlflow run`` chose.
     Otherwise it goes to ``experiment``. Leaving the block by an exception (a user error) ends the
-    run as FAILED, by an interrupt (Ctrl-C, or SIGTERM after :func:`stop_on_signals`) as KILLED,
+    run as FAILED, by an interrupt (Ctrl-C, or SIGTERM after :func:`medart.interrupts.stop_on_signals`) as KILLED,
     so no run is ever left RUNNING or mistaken for a finished result.
     """
     from medart import __version__
@@ -111,15 +112,15 @@ def start_run(experiment: str, run_name: str, parent_run_id: str | None = None, 
         use_experiment(experiment)
     if commit := git_commit():
         tags["mlflow.source.git.commit"] = commit
-    with _deferred_interrupts():  # a run created but not yet entered could never be ended
+    with deferred_interrupts():  # a run created but not yet entered could never be ended
         started = mlflow.start_run(run_name=run_name, tags=tags, **kwargs)
     if _PROJECT["run"] is not None and active is not None and active.info.run_id == _PROJECT["run"].info.run_id:
         _point_project_run_at(started)
     with started as run:
         try:
-            _raise_pending_interrupt()
+            raise_pending_interrupt()
             yield run
-        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM via stop_on_signals: killed, not failed
+        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM via interrupts.stop_on_signals: killed, not failed
             mlflow.end_run("KILLED")
             raise
 
@@ -135,8 +136,8 @@ def _adopt_project_run() -> mlflow.ActiveRun:
 
     One writer of params per run: ``mlflow run`` has logged every ``-P`` value on it as typed (the
     strings ``1/255``, ``none``), so the project run records what was asked and the stage's runs,
-    its children, what the stage resolved (ε as a float, the champion's URI), exactly as when the
-    stage runs outside a project. :func:`end_project_run` ends it.
+    its children, what the stage resolved (ε as k/255 beside its float, the champion's URI),
+    exactly as when the stage runs outside a project. :func:`end_project_run` ends it.
     """
     run = mlflow.start_run()  # resumes $MLFLOW_RUN_ID (and unsets it, so the stage's run is new)
     _PROJECT.update(run=run, stages=[])
@@ -163,44 +164,6 @@ def end_project_run(status: str = "FINISHED") -> None:
         mlflow.MlflowClient().set_terminated(run.info.run_id, status)
         if (active := mlflow.active_run()) is not None and active.info.run_id == run.info.run_id:
             mlflow.end_run(status)
-
-
-# Signals that arrive while a run is being created are held back until it can be ended properly.
-_DEFER = {"depth": 0, "pending": []}
-
-
-@contextlib.contextmanager
-def _deferred_interrupts() -> Iterator[None]:
-    _DEFER["depth"] += 1
-    try:
-        yield
-    finally:
-        _DEFER["depth"] -= 1
-
-
-def _raise_pending_interrupt() -> None:
-    if _DEFER["pending"] and not _DEFER["depth"]:
-        name = _DEFER["pending"].pop()
-        _DEFER["pending"].clear()
-        raise KeyboardInterrupt(name)
-
-
-def stop_on_signals() -> None:
-    """Make SIGINT, SIGTERM and SIGHUP interrupt like Ctrl-C, except while a run is being created
-    (then the interrupt waits until the run can be ended). Python's default for SIGTERM would end
-    the process at once, skipping the ``finally`` blocks that end runs as KILLED and remove
-    temporary files."""
-
-    def interrupt(signum, frame):
-        name = signal.Signals(signum).name
-        if _DEFER["depth"]:
-            _DEFER["pending"].append(name)
-        else:
-            raise KeyboardInterrupt(name)
-
-    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
-        if hasattr(signal, name):
-            signal.signal(getattr(signal, name), interrupt)
 
 
 def log_figure(fig, name: str) -> None:

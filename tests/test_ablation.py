@@ -156,7 +156,8 @@ def test_small_cnn_goes_everywhere_a_model_goes(tracking_store):
     (lambda: make_grid("28", "none", "vgg16"), "unknown architecture 'vgg16'"),
     (lambda: Bisection(eps_max=1 / 255, eps_tolerance=2 / 255),
      "bisection tolerance `eps_tolerance` must be in (0, `eps_max`)"),
-    (lambda: AblationSettings(eps=""), "the ε list `eps` is empty"),
+    (lambda: AblationSettings(eps=()), "the ε list `eps` is empty"),
+    (lambda: AblationSettings(eps="1/255,4/255"), "`eps` takes a sequence of ε"),
     (lambda: AblationSettings(eps=("9/0",)), "cannot read ε from '9/0'"),
     (lambda: DetectionProbe(detectors=("kd", "foo")), "unknown detector 'foo'"),
     (lambda: AblationSettings(max_examples=4), "`max_examples` must be >= 10"),
@@ -182,21 +183,30 @@ def test_cli_and_project_refuse_a_bad_grid_before_any_run(tracking_store):
     assert mlflow.search_runs(search_all_experiments=True, output_format="list") == []
 
 
-def test_settings_read_text_as_the_command_line_gives_it():
-    settings = AblationSettings(attacks="pgd,fgsm,pgd", eps="4/255,1/255",
-                                bisection=Bisection(eps_max="16/255", eps_tolerance="0.5/255"),
-                                detection=DetectionProbe(detect_eps="2/255", detectors="kd"), landscape=LandscapeProbe("1/255"))
+def test_settings_take_what_the_command_line_gives():
+    """The command line reads ε into Eps (its types) and names as text; the settings hold them checked."""
+    # the ablate command's options as it hands them over, without running anything
+    given = main.commands["ablate"].make_context("ablate", [
+        "--attacks", "pgd,fgsm,pgd", "--eps", "4/255,1/255", "--eps-max", "16/255", "--eps-tolerance", "0.5/255",
+        "--detect-eps", "2/255", "--detectors", "kd", "--radius", "1/255"]).params
+    settings = AblationSettings(attacks=given["attacks"], eps=given["eps"],
+                                bisection=Bisection(eps_max=given["eps_max"], eps_tolerance=given["eps_tolerance"]),
+                                detection=DetectionProbe(detect_eps=given["detect_eps"], detectors=given["detectors"]),
+                                landscape=LandscapeProbe(given["radius"]))
     assert settings.attacks == ("pgd", "fgsm") and settings.eps == (1 / 255, 4 / 255) and settings.detection.detectors == ("kd",)
     bisection, detection = settings.bisection, settings.detection
     assert (bisection.eps_max, bisection.eps_tolerance, detection.detect_eps) == (16 / 255, 0.5 / 255, 2 / 255)
     assert settings.sharpness_radius == 1 / 255
     params = settings.as_params(RunOptions())
-    assert params["eps"] == "0.00392157,0.0156863"
-    # the groups' fields are logged under their own names, in the order the flat settings had them
-    assert list(params)[:16] == ["max_train", "max_eval", "attacks", "eps", "bisect_attack", "eps_max", "eps_tolerance",
-                                 "threshold", "detect_attack", "detect_eps", "detectors", "radius", "vanishing",
+    assert (params["eps"], params["eps_value"]) == ("1/255,4/255", f"{1 / 255!r},{4 / 255!r}")
+    # the groups' fields are logged under their own names, in the order the flat settings had them, each ε
+    # as k/255 with its float after it
+    assert list(params)[:21] == ["max_train", "max_eval", "attacks", "eps", "eps_value", "bisect_attack", "eps_max",
+                                 "eps_max_value", "eps_tolerance", "eps_tolerance_value", "threshold", "detect_attack",
+                                 "detect_eps", "detect_eps_value", "detectors", "radius", "radius_value", "vanishing",
                                  "max_examples", "reference_size", "models"]
-    assert (params["eps_max"], params["detectors"], params["radius"]) == (16 / 255, "kd", 1 / 255)
+    assert (params["eps_max"], params["detectors"], params["radius"]) == ("16/255", "kd", "1/255")
+    assert float(params["eps_max_value"]) == 16 / 255
 
 
 class CountingLoads:
@@ -314,7 +324,8 @@ def test_a_failed_cell_does_not_lose_the_others(tiny_grid):
     assert parent.data.metrics["cells_finished"] == 3 and parent.data.metrics["cells_failed"] == 1
     assert parent.data.metrics["cells_skipped"] == 1
     assert parent.data.params["backend"] == "art" and parent.data.params["batch_size"] == "128"
-    assert parent.data.params["eps_tolerance"] == str(2 / 255) and parent.data.params["train.seed"] == "0"
+    assert parent.data.params["eps_tolerance"] == "2/255" and parent.data.params["train.seed"] == "0"
+    assert parent.data.params["eps_tolerance_value"] == repr(2 / 255)
     children = {r.info.run_name: r for r in mlflow.search_runs(
         search_all_experiments=True, output_format="list", filter_string=f"tags.mlflow.parentRunId = '{out.run_id}'")}
     assert set(children) == {"smallcnn-8px-none", "smallcnn-16px-none", "resnet18-8px-none", "resnet18-16px-none"}

@@ -225,21 +225,25 @@ def test_analysis_figures_are_pngs_made_without_pyplot():
     assert "| sharpness at r = 1/255 (nats) | 0.12 |" in table
 
 
-def test_analysis_request_reads_text_and_checks_settings_before_anything_runs():
+def test_analysis_request_takes_the_command_lines_values_and_checks_settings_before_anything_runs():
+    from medart.budget import Eps
     from medart.stages.analyze import AnalysisRequest, LandscapeSettings, SurrogateSettings
 
-    request = AnalysisRequest(attacks="PGD,fgsm,pgd", eps="1/255", figures="all", curve_eps="2/255,0.5/255")
-    assert request.attacks == ("pgd", "fgsm") and request.eps == pytest.approx(1 / 255)
+    given = main.commands["analyze"].make_context("analyze", ["--attacks", "PGD,fgsm,pgd", "--eps", "1/255",
+                                                              "--curve-eps", "2/255,0.5/255"]).params
+    request = AnalysisRequest(attacks=given["attacks"], eps=given["eps"], figures="all", curve_eps=given["curve_eps"])
+    assert request.attacks == ("pgd", "fgsm") and request.eps == 1 / 255 and isinstance(request.eps, Eps)
     assert request.figures == ("eps_curves", "saliency", "stages", "landscape", "embedding", "gradcam")
-    assert request.curve_eps == pytest.approx((0.5 / 255, 2 / 255)) and request.sharpness_radius == request.eps
+    assert request.curve_eps == (0.5 / 255, 2 / 255) and request.sharpness_radius == request.eps
     assert request.surrogate.count == 1 and SurrogateSettings(surrogate_uris=("models:/x/1",)).count == 0
-    assert LandscapeSettings(landscape_max_eps="4/255", radius="2/255").radius == pytest.approx(2 / 255)
+    assert LandscapeSettings(landscape_max_eps=4 / 255, radius=Eps("2/255")).radius == 2 / 255
     assert AnalysisRequest(figures=("gradcam", "saliency", "gradcam")).figures == ("gradcam", "saliency")
     for kwargs, fragment in (({"figures": "zoo"}, "unknown figure 'zoo'"),
                              ({"figures": "landscape", "surrogate": SurrogateSettings(surrogates=0)},
                               "needs a separately trained surrogate"),
                              ({"show": 17}, "`show` must be between 1 and 16"),
-                             ({"figures": "eps_curves", "curve_eps": ""}, "no ε values for the ε curves"),
+                             ({"figures": "eps_curves", "curve_eps": ()}, "no ε values for the ε curves"),
+                             ({"curve_eps": "1/255,2/255"}, "`curve_eps` takes a sequence of ε"),
                              ({"figures": "landscape", "landscape": LandscapeSettings(landscape_points=1)}, "at least 2 points")):
         with pytest.raises(ConfigError, match=fragment):
             AnalysisRequest(**kwargs)

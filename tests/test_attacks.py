@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from medart.attacks import make_attack, make_spec, parse_eps, parse_eps_list, parse_names
+from medart.attacks import make_attack, make_spec, parse_names
+from medart.budget import Eps
 from medart.attacks.losses import CWLoss, cw_objective
 from medart.errors import ConfigError, DataError
 
@@ -121,8 +122,8 @@ def test_paper_defaults():
     assert (cw.steps, cw.random_start, cw.kappa) == (20, True, 2)
     fgsm = make_spec("FGSM", "0.3/255")
     assert (fgsm.steps, fgsm.step_size, fgsm.random_start) == (1, pytest.approx(0.3 / 255), False)
-    assert parse_eps("1/255") == pytest.approx(1 / 255) and parse_eps(0.5) == 0.5 and parse_eps("4e-3") == 0.004
-    assert parse_eps_list("0.2/255, 1/255") == pytest.approx([0.2 / 255, 1 / 255])
+    assert Eps("1/255") == 1 / 255 and Eps(0.5) == 0.5 and Eps("4e-3") == 0.004
+    assert isinstance(pgd.eps, Eps) and isinstance(pgd.step_size, Eps) and str(pgd.step_size) == "0.1/255"
     assert parse_names("fgsm,BIM") == ["fgsm", "bim"]
 
 

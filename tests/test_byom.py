@@ -484,14 +484,14 @@ def test_torchscript_dict_and_tuple_models_attacked_with_output_key_as_the_plain
                                          "--eps", "4/255", "--data-dir", str(shared_data), "--max-examples", "16",
                                          "--no-progress", *(["--output-key", key] if key else [])])
         assert done.exit_code == 0, done.output
-        lines = [line for line in done.output.splitlines() if line.startswith(("run ", "accuracy "))]
+        lines = [line for line in done.output.splitlines() if line.startswith(("attack run ", "accuracy "))]
         assert "from cache" not in lines[0] and "on 16 images" in lines[0], done.output  # each attacked afresh
         printed[form] = lines[1]
-        run = mlflow.get_run(lines[0].split()[1].rstrip(":"))
+        run = mlflow.get_run(lines[0].split()[2])
         if key:
             assert torch.equal(*(torch.from_numpy(np.load(mlflow.artifacts.download_artifacts(
-                run_id=r, artifact_path="adversarial/adv_test.npz", dst_path=str(tmp_path / f"{r}-{form}")))["delta"]
-                .astype(np.float32)) for r in (run.info.run_id, plain_run)))  # the same examples as the plain model's
+                run_id=r, artifact_path="adversarial/adv_test.npz", dst_path=str(tmp_path / f"{r}-{form}")))["x_adv"])
+                for r in (run.info.run_id, plain_run)))  # the same examples as the plain model's
         else:
             plain_run = run.info.run_id
     assert printed["dict"] == printed["tuple"] == printed["plain"], printed

@@ -108,6 +108,18 @@ def test_each_layout_has_its_loader_and_a_task_that_reads_it():
     assert tuple(TASKS) == catalog.DATASETS
 
 
+def test_each_layout_declares_the_label_file_its_loader_reads(tmp_path):
+    """``Layout.metadata`` (what ``medart datasets`` looks for) is the file the loader asks for in an empty root."""
+    from medart.errors import DataError
+
+    for layout in LAYOUTS.values():
+        if not layout.metadata:  # class folders: the sub-folders are the labels
+            continue
+        with pytest.raises(DataError) as err:
+            layout.load()(tmp_path)
+        assert any(f"{tmp_path / name} does not exist" in str(err.value) for name in layout.metadata), (layout.name, err.value)
+
+
 def test_every_declared_architecture_and_executor_is_made():
     from medart.executors import make_executor
 

@@ -30,7 +30,7 @@ from medart.cli import main
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:.*official MedMNIST MD5")]
 
 ROOT = Path(__file__).resolve().parents[1]
-PER_CLASS = {"train": 100, "val": 16, "test": 24}  # real images per class and split
+PER_CLASS = {"train": 100, "val": 16, "test": 12}  # real images per class and split
 
 
 def tiny_chest_xrays(shared_data: Path, folder: Path) -> Path:
@@ -79,7 +79,7 @@ def door(tmp_path_factory, shared_data, migrated_store):
 CHAMPION = ("model_uri", "models:/medart-pneumonia@champion")  # `-P model_uri` is none: the stage found the champion
 # entry point → one setting changed, the stage run's name on the defaults and with that setting, a param the stage resolved
 ENTRIES = {
-    "main": ("attack=fgsm,pgd", ("main-bim-eps1/255-art", "main-fgsm+pgd-eps1/255-art"), CHAMPION),
+    "main": ("attacks=fgsm,pgd", ("main-bim-eps1/255-art", "main-fgsm+pgd-eps1/255-art"), CHAMPION),
     "train": ("arch=resnet18", ("train-resnet50-28px-seed0", "train-resnet18-28px-seed0"), ("image_size", "28")),
     "attack": ("attack=fgsm", ("bim-eps1/255-art", "fgsm-eps1/255-art"), CHAMPION),
     "detect": ("detectors=kd,dfeat", ("detect-eps1/255-art",) * 2, CHAMPION),
@@ -215,7 +215,7 @@ def test_every_command_on_an_outside_model(fmt, tracking_store, shared_data, tmp
         "adaptive": model + ["--attacks", "pgd", "--eps", "8/255", "--detectors", "dfeat", "--adaptive-steps", "5"],
         "analyze": model + ["--attacks", "fgsm", "--figures", "saliency,stages,embedding"],
         "ablate": on_data + ["--archs", "none", "--models", uri, "--max-examples", "40", "--eps-tolerance", "2/255"],
-        "pipeline": model + ["--attack", "fgsm", "--detectors", "kd,dfeat"],
+        "pipeline": model + ["--attacks", "fgsm", "--detectors", "kd,dfeat"],
         "compare": ["--dataset", "pneumonia"] + store,
         "report": ["--experiment", "medart/pneumonia/attack", "--output", str(tmp_path / "report.html")] + store,
     }

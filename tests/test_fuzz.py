@@ -22,7 +22,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from medart.attacks import ATTACKS, make_spec, parse_eps, parse_eps_list, parse_names
+from medart.attacks import ATTACKS, make_spec, parse_names
+from medart.budget import Eps
+from medart.cli import options
 from medart.data import load_dataset
 from medart.data.medmnist import read_npz
 from medart.data.sources import isic, kaggle_dr, nih_chestxray14
@@ -49,22 +51,23 @@ eps_like = st.one_of(
 @given(eps_like)
 def test_eps_is_a_number_in_range_or_a_config_error(text):
     try:
-        eps = parse_eps(text)
+        eps = Eps(text)
     except ConfigError as exc:
         assert "\n" not in str(exc)
     else:
         assert isinstance(eps, float) and 0 < eps <= 1 and math.isfinite(eps)
+        assert str(eps).endswith("/255") and (eps < 1e-300 or Eps(str(eps)) == pytest.approx(eps, rel=5e-3))  # k to 3 digits
 
 
 @FAST
 @given(eps_like)
 def test_eps_lists(text):
     try:
-        values = parse_eps_list(text)
+        values = options.EpsList().parse(text)  # the command line's reader of ε lists
     except ConfigError:
         pass
     else:
-        assert values and all(0 < v <= 1 for v in values)
+        assert values and all(isinstance(v, Eps) and 0 < v <= 1 for v in values)
 
 
 @FAST

@@ -77,20 +77,21 @@ def test_mlflow_run_main_trains_attacks_detects_and_registers(store, shared_data
     """Two `mlflow run -e main` on real chest X-rays from the 64 px MedMNIST file (``-P size=64``):
     the first trains, registers and attacks; the second reuses the champion."""
     data = _chest_xrays_at_64_px(shared_data, tmp_path / "data")
-    done = _mlflow_run(store, data, "attack=bim", "steps=10", "size=64", *SMALL)
+    done = _mlflow_run(store, data, "attacks=bim", "steps=10", "size=64", *SMALL)
     assert done.returncode == 0, done.stderr[-3000:]
     client = mlflow.MlflowClient()
     (project_run,) = mlflow.search_runs(experiment_names=["medart/pneumonia/main"], output_format="list",
                                         filter_string="attributes.run_name = 'main-bim-eps1/255-art (mlflow run)'")
     assert project_run.info.status == "FINISHED"
     # the project run: the -P values as typed; its one child, the pipeline's run: what it resolved and measured
-    assert project_run.data.params["attack"] == "bim" and project_run.data.tags["mlflow.project.entryPoint"] == "main"
+    assert project_run.data.params["attacks"] == "bim" and project_run.data.tags["mlflow.project.entryPoint"] == "main"
     assert project_run.data.params["data_dir"] == "none"  # an unset -P is logged as none, not as ''
     assert project_run.data.params["size"] == "64" and project_run.data.params["eps"] == "1/255"
     (main_run,) = _children(project_run.info.run_id)
     run_id = main_run.info.run_id
     assert main_run.info.run_name == "main-bim-eps1/255-art" and project_run.data.tags["medart.stage_run_id"] == run_id
-    assert float(main_run.data.params["eps"]) == pytest.approx(1 / 255)
+    # ε as typed (k/255), its float beside it
+    assert (main_run.data.params["eps"], main_run.data.params["eps_value"]) == ("1/255", repr(1 / 255))
     m = main_run.data.metrics
     assert {"clean_acc", "adv_acc", "success_rate", "auc_kd", "auc_dfeat"} <= set(m)
     assert f"main run {run_id} in sqlite:///{store}: model models:/medart-pneumonia/1 (trained here)" in done.stdout
@@ -118,14 +119,15 @@ def test_mlflow_run_main_trains_attacks_detects_and_registers(store, shared_data
     assert str(version.version) == "1"
 
     # a second main run reuses the champion instead of training again; --steps reaches the attack
-    again = _mlflow_run(store, data, "attack=fgsm", "steps=1", "step_size=1/255", "size=64", *SMALL)
+    again = _mlflow_run(store, data, "attacks=fgsm", "steps=1", "step_size=1/255", "size=64", *SMALL)
     assert again.returncode == 0, again.stderr[-3000:]
     (second,) = mlflow.search_runs(experiment_names=["medart/pneumonia/main"], output_format="list",
                                    filter_string="attributes.run_name = 'main-fgsm-eps1/255-art'")
     assert second.data.tags["medart.model_uri"] == "models:/medart-pneumonia@champion"
     children = {r.info.run_name: r for r in _children(second.info.run_id)}
     assert set(children) == {"fgsm-eps1/255-art", "detect-eps1/255-art"}
-    assert float(children["fgsm-eps1/255-art"].data.params["attack.step_size"]) == pytest.approx(1 / 255)
+    fgsm = children["fgsm-eps1/255-art"].data.params
+    assert (fgsm["attack.step_size"], float(fgsm["attack.step_size_value"])) == ("1/255", 1 / 255)
 
 
 # every test image attacked: with 40+ stratified test images even a near-constant model of random
@@ -145,7 +147,7 @@ def test_mlflow_run_reads_an_original_class_folder_tree(store, tmp_path):
             (tree / split / name).mkdir(parents=True)
             for k in range(n):
                 Image.fromarray(rng.integers(0, 256, (40, 40), dtype=np.uint8)).save(tree / split / name / f"{k}.png")
-    done = _mlflow_run(store, tree, "attack=fgsm", "source=original", "image_size=32", "pretrained=none", *SMALL_TRAIN)
+    done = _mlflow_run(store, tree, "attacks=fgsm", "source=original", "image_size=32", "pretrained=none", *SMALL_TRAIN)
     assert done.returncode == 0, done.stderr[-3000:]
     (project,) = mlflow.search_runs(experiment_names=["medart/pneumonia/main"], output_format="list",
                                     filter_string="tags.`mlflow.project.entryPoint` = 'main'")
@@ -159,7 +161,7 @@ def test_mlflow_run_reads_an_original_class_folder_tree(store, tmp_path):
 
 
 BAD_PARAMETERS = [
-    ("attack=foo", "-P attack: unknown attack 'foo'"),
+    ("attacks=foo", "-P attacks: unknown attack 'foo'"),
     ("eps=abc", "cannot read ε from 'abc'"),
     ("size=65", "-P size"),
     ("model_uri=models:/missing@x", "models:/missing@x"),
@@ -179,6 +181,18 @@ def test_bad_parameters_end_the_entry_point_with_one_line(store, shared_data, pa
     assert run("pipeline", [*argv, "detectors=dfeat", f"data_dir={shared_data}"]) == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1 and fragment in errors[0] and "--" not in errors[0], errors
+
+
+def test_the_old_attack_parameter_of_main_still_runs_with_a_warning(store, shared_data, capsys):
+    """`-P attack=` (MLflow passes a -P the entry point no longer declares as --attack) reaches the
+    pipeline as `attacks`, with one warning; here it stops at the missing model, before any run."""
+    from medart.mlproject import run
+
+    assert run("pipeline", ["--attack", "fgsm", "detectors=dfeat", f"data_dir={shared_data}", "model_uri=missing.pt"]) == 2
+    err = capsys.readouterr().err
+    assert "Warning: --attack (-P attack) is deprecated; use --attacks (-P attacks)" in err and "missing.pt" in err
+    assert run("pipeline", ["--attack", "zoo", "detectors=dfeat"]) == 2
+    assert "Error: Invalid value for -P attack: unknown attack 'zoo'" in capsys.readouterr().err
 
 
 @pytest.mark.slow
@@ -205,7 +219,8 @@ def test_every_entry_point_takes_its_commands_options_with_the_same_defaults():
     assert set(entry_points) == set(ENTRY_POINTS)
     for entry, spec in entry_points.items():
         command = main.commands[ENTRY_POINTS[entry]]
-        options = {p.name: p for p in command.params if isinstance(p, click.Option) and p.name != "tracking_uri"}
+        options = {p.name: p for p in command.params
+                   if isinstance(p, click.Option) and p.name != "tracking_uri" and not p.hidden}  # hidden: an old name
         assert list(spec["parameters"]) == list(options), entry
         for name, option in options.items():
             default = option.to_info_dict()["default"]

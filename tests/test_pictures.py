@@ -181,7 +181,7 @@ def test_parent_runs_open_on_their_summary_and_carry_their_report(registered, sh
         "sweep": ([*small, "--attacks", "fgsm", "--eps", "4/255"], "**Accuracy / AUC (%) under attack", "| FGSM |"),
         "detect": (study, "**Detection AUC (%) at ε = 4/255, art", "| DFEAT |"),
         "adaptive": ([*study, "--adaptive-weights", "1"], "**Detection AUC (%) at ε = 4/255, art", "| DFEAT | FGSM | 4/255 |"),
-        "pipeline": (["--model-uri", registered, *data, "--max-examples", "40", "--attack", "fgsm", "--eps", "4/255",
+        "pipeline": (["--model-uri", registered, *data, "--max-examples", "40", "--attacks", "fgsm", "--eps", "4/255",
                       "--detectors", "dfeat", "--reference-size", "16"], f"**{registered} at ε = 4/255, art", "| FGSM |"),
         "compare": (["--dataset", "pneumonia"], "**Robust accuracy per model and ε", "| pneumonia | medart-pneumonia@champion |"),
     }

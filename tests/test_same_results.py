@@ -89,7 +89,7 @@ def test_a_fixed_small_pipeline_logs_the_recorded_metrics(tmp_path, migrated_sto
             done = CliRunner().invoke(main, step)
             assert done.exit_code == 0, f"medart {step[0]}: {done.output[-2000:]}"
         # the MLproject's main chain, as `mlflow run -e main` calls it, reusing the trained model
-        assert run_entry("pipeline", ["attack=fgsm,bim", "eps=2/255", "detectors=kd,dfeat", "max_examples=60",
+        assert run_entry("pipeline", ["attacks=fgsm,bim", "eps=2/255", "detectors=kd,dfeat", "max_examples=60",
                                       "reference_size=100", f"data_dir={shared_data}", "progress=false",
                                       f"model_uri={MODEL}"]) == 0
     finally:

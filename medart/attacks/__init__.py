@@ -13,7 +13,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING
 
 from medart.attacks.specs import (ATTACKS, BACKENDS, AttackSpec, attacks_where, check_backend, declared,
-                                  declared_backend, make_spec, parse_eps, parse_eps_list, parse_names, part_specs)
+                                  declared_backend, make_spec, parse_names, part_specs)
 from medart.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -72,4 +72,4 @@ def make_attack(
 
 
 __all__ = ["ATTACKS", "AttackSpec", "BACKENDS", "load_backend", "load_torchattacks_backend", "make_attack", "make_spec",
-           "parse_eps", "parse_eps_list", "parse_names"]
+           "parse_names"]

@@ -140,7 +140,7 @@ def cache_key(network: str, data: dict, indices: dict[str, np.ndarray], spec: At
         "network": network,
         "data": {k: str(v) for k, v in sorted(data.items())},
         "indices": {k: hashlib.sha256(np.asarray(v, np.int64).tobytes()).hexdigest() for k, v in sorted(indices.items())},
-        "spec": spec.as_params(),
+        "spec": spec.identity(),  # ε as floats: keys made before ε was logged as k/255 still match
         "backend": backend,
         "seed": seed,
     }

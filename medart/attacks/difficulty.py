@@ -18,7 +18,8 @@ from torch import nn
 from torch.utils.data import TensorDataset
 from tqdm.auto import tqdm
 
-from medart.attacks import ATTACKS, make_attack, make_spec, parse_eps, parse_names
+from medart.attacks import ATTACKS, make_attack, make_spec, parse_names
+from medart.budget import Eps
 from medart.errors import ConfigError
 from medart.models.evaluation import predict
 from medart.results import EpsBracket
@@ -41,24 +42,22 @@ def adversarial_accuracy(
 class Bisection:
     """What :func:`least_successful_eps` searches for: the least ε in (0, ``eps_max``] at which
     ``bisect_attack`` (paper settings, seeded) leaves accuracy below ``threshold``, bisected until
-    the bracket is at most ``eps_tolerance`` wide. ε in [0, 1] pixel units, a number or text
-    (``"32/255"``); ``threshold`` in (0, 1] (0.01: the paper's "below 1 %"). Each field is the
-    same-named option of ``medart ablate``."""
+    the bracket is at most ``eps_tolerance`` wide. ε in [0, 1] pixel units, held as
+    :class:`~medart.budget.Eps` (given as Eps or floats); ``threshold`` in (0, 1] (0.01: the
+    paper's "below 1 %"). Each field is the same-named option of ``medart ablate``."""
 
     bisect_attack: str = "pgd"
-    eps_max: float = 32 / 255
-    eps_tolerance: float = 0.25 / 255
+    eps_max: Eps = Eps(32 / 255)
+    eps_tolerance: Eps = Eps(0.25 / 255)
     threshold: float = 0.01
 
     def __post_init__(self) -> None:
-        for name in ("eps_max", "eps_tolerance"):  # text is read (and range-checked) as ε; numbers by the checks below
-            value = getattr(self, name)
-            object.__setattr__(self, name, parse_eps(value) if isinstance(value, str) else float(value))
+        for name in ("eps_max", "eps_tolerance"):
+            object.__setattr__(self, name, Eps(getattr(self, name), name))
         parse_names(self.bisect_attack, ATTACKS, "attack")
-        if not 0 < self.eps_max <= 1:
-            raise ConfigError(f"`eps_max` must be in (0, 1] pixel units, got {self.eps_max}")
-        if not 0 < self.eps_tolerance < self.eps_max:
-            raise ConfigError(f"the bisection tolerance `eps_tolerance` must be in (0, `eps_max`), got {self.eps_tolerance}")
+        if not self.eps_tolerance < self.eps_max:
+            raise ConfigError(f"the bisection tolerance `eps_tolerance` must be in (0, `eps_max`), got {self.eps_tolerance} "
+                              f"with `eps_max` {self.eps_max}")
         if not 0 < self.threshold <= 1:
             raise ConfigError(f"the accuracy `threshold` must be in (0, 1], got {self.threshold}")
 

@@ -21,15 +21,16 @@ are the paper's for its four attacks (FGSM one step of ε; BIM 40 of ε/40; PGD 
 2020: 100 steps, Square 5000 queries, one restart); docs/models-and-attacks.md tabulates them with
 what each backend runs.
 
-ε is in [0, 1] pixel units: ``1/255`` is one grey level of an 8-bit image.
+ε is in [0, 1] pixel units: ``1/255`` is one grey level of an 8-bit image; a spec holds it (and
+its step size) as an :class:`~medart.budget.Eps`, read from text once by the command line.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Mapping
 
+from medart.budget import Eps, eps_params
 from medart.errors import ConfigError
 
 
@@ -169,32 +170,6 @@ def attacks_where(test: Callable[[Attack], bool]) -> list[str]:
     return [a.name for a in ATTACK_ENTRIES.values() if test(a)]
 
 
-_FRACTION = re.compile(r"^\s*([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*/\s*([0-9]*\.?[0-9]+)\s*$")
-
-
-def parse_eps(value: str | float) -> float:
-    """ε from a float or a string such as ``"0.3/255"``, ``"1/255"`` or ``"0.0039"``; must be in (0, 1]."""
-    if isinstance(value, str):
-        match = _FRACTION.match(value)
-        try:
-            eps = float(match[1]) / float(match[2]) if match else float(value)
-        except (ValueError, ZeroDivisionError):
-            raise ConfigError(f"cannot read ε from {value!r}; write it as a number (0.0039) or a fraction (1/255)") from None
-    else:
-        eps = float(value)
-    if not 0.0 < eps <= 1.0:
-        raise ConfigError(f"ε must be in (0, 1] in [0,1] pixel units (1/255 = one grey level), got {value!r}")
-    return eps
-
-
-def parse_eps_list(value: str) -> list[float]:
-    """A comma-separated list of ε values, e.g. ``"0.2/255,0.5/255,1/255"``."""
-    items = [v for v in value.split(",") if v.strip()]
-    if not items:
-        raise ConfigError("the ε list is empty; give e.g. 0.5/255,1/255,2/255")
-    return [parse_eps(v) for v in items]
-
-
 def parse_names(value: str, choices: tuple[str, ...] = ATTACKS, what: str = "attack") -> list[str]:
     """A comma-separated list of names, each checked against ``choices``."""
     names = [v.strip().lower() for v in value.split(",") if v.strip()]
@@ -212,11 +187,11 @@ class AttackSpec:
 
     Attributes:
         name: one of :data:`ATTACKS` (``cw`` is CW-L∞: PGD on the CW margin loss).
-        eps: L∞ radius in [0, 1] pixel units.
+        eps: L∞ radius in [0, 1] pixel units (a float is held as an :class:`~medart.budget.Eps`).
         steps: steps of the attack (its entry's ``unit``: ``square``'s are queries;
             ``autoattack``: APGD and FAB steps).
-        step_size: per-step size in pixel units; ``None`` for the attacks that set their own
-            (APGD starts at 2ε and adapts it).
+        step_size: per-step size in pixel units (held as an :class:`~medart.budget.Eps`); ``None``
+            for the attacks that set their own (APGD starts at 2ε and adapts it).
         random_start: start from a random point in the ε-ball instead of from x.
         kappa: CW confidence κ ≥ 0 (``cw`` only).
         targeted: move towards the labels given as targets instead of away from the true ones
@@ -226,9 +201,9 @@ class AttackSpec:
     """
 
     name: str
-    eps: float
+    eps: Eps
     steps: int
-    step_size: float | None
+    step_size: Eps | None
     random_start: bool
     kappa: float = 0.0
     targeted: bool = False
@@ -268,6 +243,10 @@ class AttackSpec:
         if "random_start" not in takes and self.random_start != default.random_start:
             raise ConfigError(f"{self.name} always starts {'at random' if default.random_start else 'from x'}; "
                               "leave `random_start` unset")
+        # checked above with this class's own messages; held typed from here on (the same floats)
+        object.__setattr__(self, "eps", Eps(self.eps))
+        if self.step_size is not None:
+            object.__setattr__(self, "step_size", Eps(self.step_size))
 
     def _check_step(self, default: Defaults) -> None:
         if default.step is None:
@@ -283,31 +262,42 @@ class AttackSpec:
             )
 
     def as_params(self) -> dict:
-        """``attack.<field>`` → value, without the fields that do not apply (``None``), so the paper
-        attacks' parameters (and cache keys) are what they were before AutoAttack was added."""
-        return {f"attack.{k}": v for k, v in asdict(self).items() if v is not None}
+        """MLflow params: ``attack.<field>`` → value, without the fields that do not apply
+        (``None``); ``attack.eps`` and ``attack.step_size`` as ``k/255``, their floats under
+        ``attack.eps_value`` and ``attack.step_size_value`` (:func:`medart.budget.eps_params`).
+        The cache keys on :meth:`identity`, not on these."""
+        params = {}
+        for key, value in self.identity().items():
+            params |= eps_params(key, value) if key in ("attack.eps", "attack.step_size") else {key: value}
+        return params
+
+    def identity(self) -> dict:
+        """``attack.<field>`` → value (floats for ε and the step size), without the fields that do
+        not apply (``None``): what makes two specs the same attack, and so the attack cache's key
+        (:func:`medart.attacks.cache.cache_key`) — the paper attacks' as before AutoAttack was added."""
+        return {f"attack.{k}": float(v) if isinstance(v, Eps) else v for k, v in asdict(self).items() if v is not None}
 
     def label(self) -> str:
         """Short name for run names and plots, e.g. ``bim-eps1/255``."""
-        return f"{self.name}-eps{self.eps * 255:.3g}/255"
+        return f"{self.name}-eps{self.eps}"
 
 
 def make_spec(
     name: str,
-    eps: str | float,
+    eps: Eps | float,
     steps: int | None = None,
-    step_size: str | float | None = None,
+    step_size: Eps | float | None = None,
     random_start: bool | None = None,
     kappa: float = 0.0,
     targeted: bool = False,
     restarts: int | None = None,
 ) -> AttackSpec:
     """A spec with the defaults of ``name``'s entry (the paper's, AutoAttack's standard version),
-    any of which can be overridden."""
+    any of which can be overridden. ``eps`` and ``step_size`` in [0, 1] pixel units."""
     name = name.strip().lower()
     default = declared(name).defaults
-    eps = parse_eps(eps)
-    size = None if step_size is None else parse_eps(step_size)
+    eps = Eps(eps)
+    size = None if step_size is None else Eps(step_size, "step_size")
     if size is None and default.step is not None:
         size = eps * default.step
     return AttackSpec(name, eps, default.steps if steps is None else steps, size,
@@ -341,4 +331,4 @@ def part_specs(spec: AttackSpec) -> list[AttackSpec]:
 
 __all__ = ["ATTACKS", "ATTACK_ENTRIES", "AUTOATTACK_PARTS", "Attack", "AttackSpec", "BACKENDS", "BACKEND_ENTRIES",
            "Backend", "Defaults", "PAPER_ATTACKS", "attacks_where", "check_backend", "declared", "declared_backend",
-           "make_spec", "parse_eps", "parse_eps_list", "parse_names", "part_specs", "reported_name"]
+           "make_spec", "parse_names", "part_specs", "reported_name"]

@@ -48,7 +48,7 @@ class ReportsUserErrors:
                    "(trained model, cached adversarial examples)")
 
     def invoke(self, ctx: click.Context):
-        from medart.tracking import end_project_run, stop_on_signals
+        from medart.interrupts import stop_on_signals
 
         stop_on_signals()
         status = "FAILED"
@@ -64,7 +64,10 @@ class ReportsUserErrors:
             click.echo(f"Interrupted ({exc or 'SIGINT'}): {self.interrupted}", err=True)
             sys.exit(130)
         finally:
-            end_project_run(status)
+            # A project run (`mlflow run`) is adopted by medart.tracking's start_run, so there is none to
+            # end unless a stage imported it; importing it here would make `--help` wait for MLflow.
+            if (tracking := sys.modules.get("medart.tracking")) is not None:
+                tracking.end_project_run(status)
 
 
     @staticmethod
@@ -142,7 +145,7 @@ class _OnceHandler(logging.Handler):
 
 
 from medart.cli import (  # noqa: E402, F401  (each module adds its command to `main`)
-    ablate, analyze, attack, compare, datasets, detect, eps_curves, evaluate, pipeline, register, report, sweep, train,
+    ablate, analyze, attack, compare, datasets, detect, eps_curves, evaluate, harden, pipeline, register, report, sweep, train,
 )
 
 __all__ = ["ReportsUserErrors", "attach_report", "main", "run_line", "spell_for_cli"]

@@ -32,20 +32,21 @@ from medart.cli import main, options, run_line
 @click.option("--max-examples", type=click.IntRange(min=10), default=100, show_default=True,
               help="Test images (AdvTrain + AdvTest) attacked, bisected and measured per cell.")
 @options.attacks()
-@click.option("--eps", default="1/255,4/255", show_default=True, help="The fixed ε list every attack runs at.")
+@click.option("--eps", type=options.EpsList(), default="1/255,4/255", show_default=True,
+              help="The fixed ε list every attack runs at, comma-separated.")
 @click.option("--bisect-attack", type=click.Choice(ATTACKS), default="pgd", show_default=True,
               help="The attack whose least successful ε is bisected (one of --attacks).")
-@click.option("--eps-max", default="32/255", show_default=True, help="Upper end of the bisection.")
-@click.option("--eps-tolerance", "--eps-tol", default="0.25/255", show_default=True,
+@click.option("--eps-max", type=options.Eps(), default="32/255", show_default=True, help="Upper end of the bisection.")
+@click.option("--eps-tolerance", "--eps-tol", type=options.Eps(), default="0.25/255", show_default=True,
               help="Bisect until the bracket is at most this wide.")
 @click.option("--threshold", type=click.FloatRange(0, 1, min_open=True), default=0.01, show_default=True,
               help="An attack succeeds when accuracy falls below this (the paper: 1 %).")
 @click.option("--detect-attack", type=click.Choice(ATTACKS), default="pgd", show_default=True)
-@click.option("--detect-eps", default="1/255", show_default=True, help="ε of the examples the detectors see.")
+@click.option("--detect-eps", type=options.Eps(), default="1/255", show_default=True, help="ε of the examples the detectors see.")
 @click.option("--detectors", default="kd,dfeat", show_default=True)
 @click.option("--reference-size", type=click.IntRange(min=1), default=200, show_default=True,
               help="Clean Train images KD measures against.")
-@click.option("--radius", default=None, help="L∞ radius of the sharpness number. Default: --detect-eps.")
+@click.option("--radius", type=options.Eps(), default=None, help="L∞ radius of the sharpness number. Default: --detect-eps.")
 @click.option("--vanishing", type=click.FloatRange(min=0, min_open=True), default=1e-8, show_default=True,
               help="An input gradient whose largest entry is below this counts as vanished (gradient masking).")
 @options.backend

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from medart.attacks.specs import ATTACKS
 from medart.catalog import ARCHS
 from medart.cli import attach_report, main, options, run_line
 
@@ -11,12 +12,13 @@ from medart.cli import attach_report, main, options, run_line
 @main.command()
 @options.target_options
 @options.run_options
-@click.option("--attacks", default="pgd", show_default=True,
+@click.option("--attacks", type=options.Names(ATTACKS, "attack"), default="pgd", show_default=True,
               help="Comma-separated attacks; the first one is drawn in the per-image figures, all get numbers.")
-@click.option("--eps", default="1/255", show_default=True, help="L∞ budget of the attacks: a number or k/255.")
+@options.eps(help="L∞ budget of the attacks: a number or k/255.")
 @click.option("--figures", default="all", show_default=True,
               help="Comma-separated: eps_curves, saliency, stages, landscape, embedding, gradcam (or all).")
-@click.option("--curve-eps", default="0.5/255,1/255,2/255,4/255", show_default=True, help="ε values of the ε curves.")
+@click.option("--curve-eps", type=options.EpsList(), default="0.5/255,1/255,2/255,4/255", show_default=True,
+              help="Comma-separated ε values of the ε curves.")
 @click.option("--compare-sweep", "compare_sweeps", multiple=True, metavar="RUN_ID",
               help="A `medart sweep` run of another model or dataset to draw in the same ε-curve figure (repeatable).")
 @click.option("--surrogate-uri", "surrogate_uris", multiple=True,
@@ -28,8 +30,9 @@ from medart.cli import attach_report, main, options, run_line
 @click.option("--surrogate-lr", type=click.FloatRange(min=0, min_open=True), default=0.01, show_default=True)
 @click.option("--surrogate-max-train", type=click.IntRange(min=2), default=None, help="Train surrogates on a stratified subset.")
 @click.option("--landscape-points", type=click.IntRange(min=2), default=9, show_default=True, help="Grid points per landscape axis.")
-@click.option("--landscape-max-eps", default="8/255", show_default=True, help="Largest ε1 and ε2 of the landscape grid.")
-@click.option("--radius", default=None, help="L∞ radius of the sharpness number. Default: --eps.")
+@click.option("--landscape-max-eps", type=options.Eps(), default="8/255", show_default=True,
+              help="Largest ε1 and ε2 of the landscape grid.")
+@click.option("--radius", type=options.Eps(), default=None, help="L∞ radius of the sharpness number. Default: --eps.")
 @click.option("--saliency-share", type=click.FloatRange(0, 1, min_open=True), default=0.5, show_default=True,
               help="A pixel is high-saliency when ≥ this share of its image's maximum.")
 @click.option("--gradcam-layer", default="layer4", show_default=True, help="Layer whose output Grad-CAM weighs (layer3, layer4.1, …).")

@@ -10,6 +10,7 @@ from typing import Callable
 
 import click
 
+from medart import budget
 from medart.attacks.specs import ATTACK_ENTRIES, ATTACKS, BACKENDS, PAPER_ATTACKS, attacks_where
 from medart.catalog import ARCHS, BALANCES, DATASETS, EXECUTORS, SIZES
 from medart.data.sources import SOURCES
@@ -49,25 +50,37 @@ class _Parsed(click.ParamType):
 
 
 class Eps(_Parsed):
-    """An L∞ budget in [0, 1] pixels: a number or k/255."""
+    """An L∞ budget in (0, 1] pixels, a number or k/255, read once into a :class:`medart.budget.Eps`."""
 
     name = "eps"
 
     def parse(self, text):
-        from medart.attacks.specs import parse_eps
-
-        return parse_eps(text)
+        return budget.Eps(text)
 
 
 class EpsList(_Parsed):
-    """Comma-separated L∞ budgets."""
+    """Comma-separated L∞ budgets, in order, each read once into a :class:`medart.budget.Eps`."""
 
     name = "eps-list"
 
     def parse(self, text):
-        from medart.attacks.specs import parse_eps_list
+        from medart.errors import ConfigError
 
-        return parse_eps_list(text)
+        items = [v for v in text.split(",") if v.strip()]
+        if not items:
+            raise ConfigError("the ε list is empty; give e.g. 0.5/255,1/255,2/255")
+        return tuple(budget.Eps(v) for v in items)
+
+
+class GateText(_Parsed):
+    """A registry gate: comma-separated METRIC>=BOUND terms (:mod:`medart.gate`)."""
+
+    name = "gate"
+
+    def parse(self, text):
+        from medart.gate import Gate
+
+        return Gate.parse(text)
 
 
 class Weights(_Parsed):
@@ -185,9 +198,9 @@ def attack_help() -> str:
                      for a in ATTACK_ENTRIES.values()) + "."
 
 
-def attacks(default: str = ",".join(PAPER_ATTACKS)) -> Callable:
+def attacks(default: str = ",".join(PAPER_ATTACKS), what: str = "Comma-separated attacks") -> Callable:
     return click.option("--attacks", type=Names(ATTACKS, "attack", empty=not default), default=default, show_default=True,
-                        help=f"Comma-separated attacks, at their own default settings: {attack_help()}")
+                        help=f"{what}, at their own default settings: {attack_help()}")
 
 
 def eps(default: str = "1/255", help: str = "L∞ budget in [0,1] pixels: a number or k/255.") -> Callable:

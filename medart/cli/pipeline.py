@@ -12,8 +12,9 @@ from medart.cli import attach_report, main, options, run_line
 @options.data_options
 @options.model_uri(required=False)
 @options.model_options
-@click.option("--attack", type=options.Names(ATTACKS, "attack"), default="bim", show_default=True,
-              help=f"The attack, or several comma-separated: then also the transfer table. {options.attack_help()}")
+@options.attacks(default="bim", what="The attack, or several comma-separated (then also the transfer table)")
+@click.option("--attack", type=options.Names(ATTACKS, "attack"), default=None, hidden=True,
+              help="Deprecated: the old name of --attacks.")
 @options.eps()
 @options.steps
 @options.step_size
@@ -34,7 +35,7 @@ def pipeline(**opts) -> None:
     """The paper's pipeline: train (or reuse --model-uri, else the dataset's registered champion),
     attack, detect — one parent run with a child run per stage (`mlflow run . -e main` runs this).
 
-    Example: MEDART_DATA_DIR=../shared/data medart pipeline --dataset pneumonia --attack bim --pretrained none
+    Example: MEDART_DATA_DIR=../shared/data medart pipeline --dataset pneumonia --attacks bim --pretrained none
     """
     from medart import tracking
     from medart.models.loading import ModelSource
@@ -45,7 +46,10 @@ def pipeline(**opts) -> None:
     from medart.stages.train import ModelRequest
 
     tracking.configure(opts["tracking_uri"])
-    detection = from_options(DetectRequest, opts, attacks=opts["attack"])
+    if opts["attack"] is not None:  # `-P attack=` of older MLproject calls, and --attack, still run
+        click.echo("Warning: --attack (-P attack) is deprecated; use --attacks (-P attacks)", err=True)
+        opts["attacks"] = opts["attack"]
+    detection = from_options(DetectRequest, opts)
     # --batch-size is the attacks' and detectors'; training keeps its own default
     config = from_options(TrainConfig, {k: v for k, v in opts.items() if k != "batch_size"})
     out = run_pipeline(from_options(DataSpec, opts), detection, from_options(ModelSource, opts), from_options(ModelRequest, opts), config,

@@ -12,7 +12,6 @@ carries no such id. Splits keep every group on one side.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
@@ -20,20 +19,10 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from medart.data import medmnist
 from medart.errors import DataError
 
-DATA_DIR_ENV = "MEDART_DATA_DIR"
-
 Transform = Callable[[torch.Tensor], torch.Tensor]
-
-
-def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
-    """The data directory: ``data_dir`` if given, else ``$MEDART_DATA_DIR``, else ``~/.medart/data``."""
-    if data_dir:
-        return Path(data_dir).expanduser()
-    if os.environ.get(DATA_DIR_ENV):
-        return Path(os.environ[DATA_DIR_ENV]).expanduser()
-    return Path.home() / ".medart" / "data"
 
 
 def to_tensor_image(pixels: np.ndarray, size: int | None = None) -> torch.Tensor:
@@ -189,6 +178,42 @@ class ArrayDataset(MedicalImageDataset):
 
     def load_pixels(self, index: int) -> np.ndarray:
         return self.images[index]
+
+
+class MedMNIST(ArrayDataset):
+    """One split of a MedMNIST file, as a medart dataset (torchvision ``datasets.PCAM``-like).
+
+    Args:
+        flag: ``pneumoniamnist``, ``chestmnist``, ``retinamnist`` or ``dermamnist``.
+        split: ``train``, ``val`` or ``test``.
+        size: which file variant to read (28, 64, 128 or 224 px).
+        image_size: side of the returned tensors; defaults to ``size``.
+        data_dir: folder holding the files (default: ``$MEDART_DATA_DIR`` or ``~/.medart/data``).
+        download: fetch the file when it is not there.
+
+    ``chestmnist`` labels are 14-way multi-hot and cannot be one class each: use it through the
+    paper's derived tasks (``medart.data.tasks``) instead.
+    """
+
+    def __init__(
+        self,
+        flag: str,
+        split: str = "train",
+        size: int = 28,
+        image_size: int | None = None,
+        transform: Transform | None = None,
+        data_dir: str | os.PathLike | None = None,
+        download: bool = True,
+    ) -> None:
+        if split not in medmnist.SPLITS:
+            raise DataError(f"unknown split '{split}'; choose one of {medmnist.SPLITS}")
+        if flag in medmnist.MULTI_LABEL:
+            raise DataError(f"{flag} is multi-label; use one of the tasks derived from it (e.g. chestxray2)")
+        self.path = medmnist.fetch(flag, size, data_dir, download)
+        images, labels = medmnist.read_npz(self.path, flag)[split]
+        super().__init__(images, labels, medmnist.CLASSES[flag], image_size or size, transform,
+                         where=f"{self.path}:{split}")
+        self.flag, self.split = flag, split
 
 
 def stack(dataset: MedicalImageDataset) -> tuple[torch.Tensor, torch.Tensor]:

@@ -4,6 +4,9 @@ Each file holds ``{train,val,test}_images`` (uint8 ``(N, S, S)`` or ``(N, S, S, 
 ``{train,val,test}_labels`` (uint8 ``(N, 1)``, or ``(N, 14)`` multi-hot for ChestMNIST), at
 S = 28 (``<flag>.npz``) or 64/128/224 (``<flag>_<S>.npz``). Files are read from the data directory
 and, when absent, downloaded from the official Zenodo record with MD5 verification.
+
+This module reads the files as arrays and imports no torch (``medart datasets`` reads its names);
+:class:`medart.data.MedMNIST` is one split of a file as a dataset.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medart.data.base import ArrayDataset, Transform, resolve_data_dir
+from medart.data import resolve_data_dir
 from medart.data.download import download_file, md5sum
 from medart.data.npz import load_npz
 from medart.errors import DataError
@@ -95,10 +98,13 @@ def fetch(flag: str, size: int = 28, data_dir: str | os.PathLike | None = None, 
                 stacklevel=2,
             )
         return path
+    # the folder itself missing is most often a mistyped `data_dir`: say so (the download creates it only
+    # once the server answers)
+    missing = "" if root.is_dir() else f" (there is no folder {root})"
     if not download:
         raise DataError(
-            f"{path} not found; put {name} there, point MEDART_DATA_DIR or `data_dir` at the folder holding it, "
-            "or allow downloading with `download`=True"
+            f"{path} not found{missing}; put {name} there, point MEDART_DATA_DIR or `data_dir` at the folder "
+            "holding it, or allow downloading with `download`=True"
         )
     base = os.environ.get(URL_ENV, DEFAULT_URL).rstrip("/")
     url = f"{base}/{name}" + ("?download=1" if base.startswith("http") else "")
@@ -106,7 +112,8 @@ def fetch(flag: str, size: int = 28, data_dir: str | os.PathLike | None = None, 
         return download_file(url, path, expected)
     except DataError as exc:
         raise DataError(
-            f"{path} not found and {exc}; put {name} there or point MEDART_DATA_DIR / `data_dir` at the folder holding it"
+            f"{path} not found{missing} and {exc}; put {name} there or point MEDART_DATA_DIR / `data_dir` at the "
+            "folder holding it"
         ) from exc
 
 
@@ -132,38 +139,3 @@ def read_npz(path: Path, flag: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         if labels.shape != (len(images), n_labels):
             raise DataError(f"{path}: {split}_labels has shape {labels.shape}; expected ({len(images)}, {n_labels})")
     return arrays
-
-
-class MedMNIST(ArrayDataset):
-    """One split of a MedMNIST file, as a medart dataset (torchvision ``datasets.PCAM``-like).
-
-    Args:
-        flag: ``pneumoniamnist``, ``chestmnist``, ``retinamnist`` or ``dermamnist``.
-        split: ``train``, ``val`` or ``test``.
-        size: which file variant to read (28, 64, 128 or 224 px).
-        image_size: side of the returned tensors; defaults to ``size``.
-        data_dir: folder holding the files (default: ``$MEDART_DATA_DIR`` or ``~/.medart/data``).
-        download: fetch the file when it is not there.
-
-    ``chestmnist`` labels are 14-way multi-hot and cannot be one class each: use it through the
-    paper's derived tasks (``medart.data.tasks``) instead.
-    """
-
-    def __init__(
-        self,
-        flag: str,
-        split: str = "train",
-        size: int = 28,
-        image_size: int | None = None,
-        transform: Transform | None = None,
-        data_dir: str | os.PathLike | None = None,
-        download: bool = True,
-    ) -> None:
-        if split not in SPLITS:
-            raise DataError(f"unknown split '{split}'; choose one of {SPLITS}")
-        if flag in MULTI_LABEL:
-            raise DataError(f"{flag} is multi-label; use one of the tasks derived from it (e.g. chestxray2)")
-        self.path = fetch(flag, size, data_dir, download)
-        images, labels = read_npz(self.path, flag)[split]
-        super().__init__(images, labels, CLASSES[flag], image_size or size, transform, where=f"{self.path}:{split}")
-        self.flag, self.split = flag, split

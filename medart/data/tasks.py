@@ -20,17 +20,19 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from medart.data import medmnist, sources
-from medart.data.base import ArrayDataset, MedicalImageDataset, check_labels, resolve_data_dir
-from medart.data.splits import ProtocolSplits, protocol_splits, stratified_split
+from medart.data import medmnist, resolve_data_dir, sources
 from medart.errors import ConfigError, DataError
 
+if TYPE_CHECKING:  # the declarations import no torch (`medart datasets` prints them); loading does
+    from medart.data.base import MedicalImageDataset
+    from medart.data.splits import ProtocolSplits
+
 # a layout's loader, bound to one task: (root, image size) → (train, official test or None)
-Loader = Callable[..., tuple[MedicalImageDataset, MedicalImageDataset | None]]
+Loader = Callable[..., tuple["MedicalImageDataset", "MedicalImageDataset | None"]]
 
 # label array (N,) or (N, 14) → (rows to keep, new labels of those rows)
 Relabel = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
@@ -100,23 +102,28 @@ def _nih(k: int) -> Loader:
     return lambda root, image_size: sources.nih_chestxray14(root, _own("nih", _CXR[:k]), image_size)
 
 
+def _as_is(layout: str) -> Loader:
+    """The layout's loader with its own defaults, imported (with torch) when first called."""
+    return lambda root, image_size: sources.LAYOUTS[layout].load()(root, image_size=image_size)
+
+
 TASKS: dict[str, Task] = {
     t.name: t
     for t in [
         Task("pneumonia", ("normal", "pneumonia"), "pneumoniamnist", _identity,
-             {"class-folders": lambda root, image_size: sources.class_folders(root, image_size=image_size)},
+             {"class-folders": _as_is("class-folders")},
              "paediatric chest X-ray, normal vs pneumonia"),
         *[
             Task(f"chestxray{k}", _CXR[:k], "chestmnist", _chest_single_label(_CXR[1:k]),
-                 {"nih": _nih(k), **({"chexpert": sources.chexpert} if k == 2 else {})},
+                 {"nih": _nih(k), **({"chexpert": _as_is("chexpert")} if k == 2 else {})},
                  f"chest X-ray, {', '.join(_CXR[:k])} (ChestMNIST, NIH: single-label images only)")
             for k in (2, 3, 4)
         ],
         Task("fundoscopy", ("non-referable", "referable"), "retinamnist", _referable_dr,
-             {"kaggle-dr": sources.kaggle_dr, "aptos": sources.aptos},
+             {"kaggle-dr": _as_is("kaggle-dr"), "aptos": _as_is("aptos")},
              "fundus photographs, referable diabetic retinopathy (grade >= 2) vs rest"),
         Task("dermoscopy", _DERM, "dermamnist", _melanoma_vs_naevus,
-             {"isic": lambda root, image_size: sources.isic(root, image_size=image_size),
+             {"isic": _as_is("isic"),
               "ham10000": lambda root, image_size: sources.ham10000(root, _own("ham10000", _DERM), image_size)},
              "dermoscopy, melanoma vs benign naevus"),
         Task("retinamnist", tuple(medmnist.CLASSES["retinamnist"]), "retinamnist", _identity, {},
@@ -170,6 +177,9 @@ def load_dataset(
     Returns:
         :class:`ProtocolSplits` whose datasets yield float32 ``(3, S, S)`` images in [0, 1].
     """
+    from medart.data.base import ArrayDataset, check_labels
+    from medart.data.splits import protocol_splits
+
     task = get_task(name)
     if source not in sources.SOURCES:
         raise ConfigError(f"unknown source '{source}'; choose one of: {', '.join(sources.SOURCES)}")
@@ -212,6 +222,8 @@ def _load_layout(
     """``task`` read from layout ``source`` (``original``: the first it accepts), its classes
     renamed to the task's. The train/test split, where the layout has no official one, keeps
     each patient on one side as the later splits do."""
+    from medart.data.splits import protocol_splits, stratified_split
+
     layout = next(iter(task.layouts)) if source == "original" else source
     root = resolve_data_dir(data_dir)
     if not root.is_dir():

@@ -115,6 +115,25 @@ def log_model(model: MedResNet, registered_model_name: str | None = None, image_
         )
 
 
+def log_card_model(card: Path, model: torch.nn.Module, registered_model_name: str | None = None) -> mlflow.models.model.ModelInfo:
+    """Log the model card at ``card`` and the weights file it names (beside it) to the active run
+    as ``model``, a pyfunc "model from code" (:mod:`medart.models.card_pyfunc`: nothing is
+    pickled), and optionally register a new version of it. ``model``: what the card loads to
+    (:func:`medart.models.loading.load_card`), for the signature."""
+    from medart import __version__
+    from medart.models.cards import PYFUNC_CODE, ModelCard
+
+    size = model.config["image_size"] or -1
+    signature = ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 3, size, size))]),
+                               outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, model.config["num_classes"]))]))
+    with warnings.catch_warnings(), quiet_downloads():
+        warnings.filterwarnings("ignore", r".*An input example was not provided", UserWarning)  # as log_model
+        return mlflow.pyfunc.log_model(
+            name=ARTIFACT_NAME, python_model=str(PYFUNC_CODE), signature=signature, registered_model_name=registered_model_name,
+            artifacts={"card": str(card), "weights": str(card.parent / ModelCard.read(card).weights)},
+            pip_requirements=[f"medart=={__version__}", f"torch=={torch.__version__.split('+')[0]}"])
+
+
 def load_model(uri: str, device: str | torch.device = "cpu", trusted_pickle: bool = False) -> MedResNet:
     """Load a medart model from ``models:/<name>@<alias>``, ``models:/<name>/<version>``,
     ``runs:/<run_id>/model``, ``models:/<model_id>`` or a local folder holding its files.
@@ -182,6 +201,24 @@ def logged_model_id(uri: str) -> str | None:
     # The sqlite store leaves ModelVersion.model_id empty; the source names the logged model.
     source = version.source or ""
     return version.model_id or (source.removeprefix("models:/") if source.startswith("models:/m-") else None)
+
+
+def version_of(uri: str) -> tuple[str, str] | None:
+    """``(registered name, version)`` behind ``models:/<name>@<alias>`` or ``models:/<name>/<version>``
+    (the alias resolved now); ``None`` for any other URI (``runs:/``, a folder, ``models:/<model_id>``)."""
+    if not uri.startswith("models:/"):
+        return None
+    ref = uri.removeprefix("models:/")
+    if "@" in ref:
+        name, alias = ref.split("@", 1)
+        try:
+            return name, str(mlflow.MlflowClient().get_model_version_by_alias(name, alias).version)
+        except MlflowException as exc:
+            raise ModelError(f"'{uri}': no alias '{alias}' on registered model '{name}' in {mlflow.get_tracking_uri()}") from exc
+    if "/" in ref:
+        name, version = ref.split("/", 1)
+        return name, version
+    return None
 
 
 def tag_version(name: str, version: str | int, tags: dict[str, str]) -> None:

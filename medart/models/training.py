@@ -10,7 +10,7 @@ import copy
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, ClassVar
 
 import numpy as np
 import torch
@@ -45,6 +45,7 @@ class TrainConfig:
     patience: int | None = None  # epochs without improvement before stopping early
     seed: int = 0
     device: str = "auto"
+    monitors: ClassVar[dict[str, int]] = MONITORS  # the names ``monitor`` may take → +1 higher is better, -1 lower
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -55,8 +56,8 @@ class TrainConfig:
             raise ConfigError(f"`lr` must be > 0, got {self.lr}")
         if not 0 <= self.momentum < 1:
             raise ConfigError(f"`momentum` must be in [0, 1), got {self.momentum}")
-        if self.monitor not in MONITORS:
-            raise ConfigError(f"unknown monitor '{self.monitor}'; choose one of: {', '.join(MONITORS)}")
+        if self.monitor not in self.monitors:
+            raise ConfigError(f"unknown monitor '{self.monitor}'; choose one of: {', '.join(self.monitors)}")
         if self.balance not in BALANCES:
             raise ConfigError(f"unknown balance '{self.balance}'; choose one of: {', '.join(BALANCES)}")
         if self.patience is not None and self.patience < 1:

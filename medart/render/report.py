@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Collection, Iterable, Iterator, Sequence
 
+from medart.budget import logged_eps
 from medart.numbers import DEGENERATE, auc_pct, pct
 
 # Ma et al. 2021 (PAPER.md). Table 2: ε = 1/255, (accuracy %, AUC %) of the 2-class models.
@@ -131,7 +132,7 @@ def _attack_results(runs: Iterable[RunView]) -> dict[tuple[str, float], dict[str
     for r in sorted(runs, key=lambda r: r.start_time or 0):
         p, m = r.params, r.metrics
         if "attack.name" in p and "adv_acc" in m and p.get("attack.targeted", "False") == "False":
-            found[(p["attack.name"], round(float(p["attack.eps"]) * 255, 2))] = m
+            found[(p["attack.name"], round(logged_eps(p, "attack.eps") * 255, 2))] = m
     return found
 
 
@@ -173,7 +174,7 @@ def _detection_rows(task: str, runs: Sequence[RunView]) -> list[tuple]:
     rows = []
     for r in runs:
         p, m = r.params, r.metrics
-        if p.get("attack.name") in TABLE4_ATTACKS and task in PAPER_TABLE4 and round(float(p.get("attack.eps", 0)) * 255, 2) == 1.0:
+        if p.get("attack.name") in TABLE4_ATTACKS and task in PAPER_TABLE4 and round(logged_eps(p, "attack.eps") * 255, 2) == 1.0:
             for key, value in sorted(m.items()):
                 name = key.removeprefix("auc_")
                 if key.startswith("auc_") and not key.endswith("_std") and name in PAPER_TABLE4[task]:

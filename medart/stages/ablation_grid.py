@@ -7,9 +7,10 @@ import dataclasses
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Sequence
 
-from medart.attacks import parse_eps, parse_names
+from medart.attacks import parse_names
 from medart.attacks.difficulty import Bisection
 from medart.attacks.specs import ATTACKS, PAPER_ATTACKS
+from medart.budget import Eps, eps_params, holds_eps
 from medart.catalog import ARCHS, INITS
 from medart.detectors import DETECTORS
 from medart.errors import ConfigError
@@ -60,55 +61,49 @@ def make_grid(resolutions: str | Sequence[int], inits: str | Sequence[str], arch
     return [Cell(side, init, arch) for arch in arch_names for init in init_names for side in sides]
 
 
-def _eps(value: str | float | None) -> float | None:
-    """ε from ``"1/255"`` or a number; numbers are range-checked by the caller's own message."""
-    return parse_eps(value) if isinstance(value, str) else None if value is None else float(value)
-
-
 @dataclass(frozen=True)
 class DetectionProbe:
     """The detection AUCs of every cell: ``detectors`` fitted and scored on the examples of
-    ``detect_attack`` at ``detect_eps`` (a number or text such as ``"1/255"``; names as
+    ``detect_attack`` at ``detect_eps`` (an :class:`~medart.budget.Eps` or a float; names as
     comma-separated text or a sequence)."""
 
     detect_attack: str = "pgd"
-    detect_eps: float = 1 / 255
+    detect_eps: Eps = Eps(1 / 255)
     detectors: tuple[str, ...] = ("kd", "dfeat")
 
     def __post_init__(self) -> None:
         parse_names(self.detect_attack, ATTACKS, "attack")
-        object.__setattr__(self, "detect_eps", parse_eps(self.detect_eps))
+        object.__setattr__(self, "detect_eps", Eps(self.detect_eps, "detect_eps"))
         object.__setattr__(self, "detectors", _names(self.detectors, tuple(DETECTORS), "detector"))
 
 
 @dataclass(frozen=True)
 class LandscapeProbe:
     """The loss landscape around every cell's attacked images: the sharpness within L∞ ``radius``
-    (``None``: the detection ε) and the share of images whose input gradient's largest entry is
-    below ``vanishing`` (gradient masking)."""
+    (an :class:`~medart.budget.Eps` or a float; ``None``: the detection ε) and the share of images
+    whose input gradient's largest entry is below ``vanishing`` (gradient masking)."""
 
-    radius: float | None = None
+    radius: Eps | None = None
     vanishing: float = 1e-8
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "radius", _eps(self.radius))
-        if self.radius is not None and not 0 < self.radius <= 1:
-            raise ConfigError(f"the sharpness `radius` must be in (0, 1] pixel units, got {self.radius}")
+        object.__setattr__(self, "radius", None if self.radius is None else Eps(self.radius, "radius"))
         if not self.vanishing > 0:
             raise ConfigError(f"the vanishing-gradient floor `vanishing` must be > 0, got {self.vanishing}")
 
 
 @dataclass(frozen=True)
 class AblationSettings:
-    """What every cell trains and measures (the cells are the grid). ε values may be numbers or text
-    (``"1/255"``; ``eps`` also ``"1/255,4/255"``), names comma-separated text; they are stored parsed.
+    """What every cell trains and measures (the cells are the grid). ε values are
+    :class:`~medart.budget.Eps` or floats (held as Eps), names comma-separated text or sequences;
+    they are stored checked.
 
     Args:
         train: training settings of every cell's model.
         max_train: train on a stratified subset of this many Train images (``None``: all).
         max_eval: validate and test on stratified subsets of this size (``None``: all).
         attacks: attacks run at every ε of ``eps`` (paper settings).
-        eps: the fixed ε list, [0, 1] pixel units.
+        eps: the fixed ε list, [0, 1] pixel units (stored sorted, each once).
         bisection: the least successful ε of one of ``attacks``, bisected (its accuracies at
             ``eps`` seed the bisection).
         detection: the detectors (KD and DFeat by default) and the examples they are fitted and
@@ -128,7 +123,7 @@ class AblationSettings:
     max_train: int | None = None
     max_eval: int | None = None
     attacks: tuple[str, ...] = PAPER_ATTACKS
-    eps: tuple[float, ...] = (1 / 255, 4 / 255)
+    eps: tuple[Eps, ...] = (Eps(1 / 255), Eps(4 / 255))
     bisection: Bisection = Bisection()
     detection: DetectionProbe = DetectionProbe()
     landscape: LandscapeProbe = LandscapeProbe()
@@ -138,9 +133,8 @@ class AblationSettings:
     model_options: ModelSource = ModelSource()
 
     def __post_init__(self) -> None:
-        eps = [e for e in self.eps.split(",") if e.strip()] if isinstance(self.eps, str) else self.eps
         models = self.models.split(",") if isinstance(self.models, str) else self.models or ()
-        parsed = {"attacks": _names(self.attacks, ATTACKS, "attack"), "eps": tuple(sorted({parse_eps(e) for e in eps})),
+        parsed = {"attacks": _names(self.attacks, ATTACKS, "attack"), "eps": tuple(sorted(set(Eps.many(self.eps)))),
                   "models": tuple(dict.fromkeys(m.strip() for m in models if m.strip()))}
         for name, value in parsed.items():
             object.__setattr__(self, name, value)
@@ -158,7 +152,7 @@ class AblationSettings:
             raise ConfigError(f"`reference_size` must be >= 1 clean Train image, got {self.reference_size}")
 
     @property
-    def sharpness_radius(self) -> float:
+    def sharpness_radius(self) -> Eps:
         return self.landscape.radius or self.detection.detect_eps
 
     def sources(self) -> list[ModelSource]:
@@ -168,16 +162,24 @@ class AblationSettings:
     def as_params(self, run: RunOptions) -> dict[str, Any]:
         """MLflow params: every field (each field of ``bisection``, ``detection`` and ``landscape``
         under its own name), the ``backend`` and ``batch_size`` the attacks ran with, ``train.*`` for
-        the training settings, ``model.*`` for the ``model_options`` given; tuples comma-joined."""
+        the training settings, ``model.*`` for the ``model_options`` given; ε as ``k/255`` with its
+        float under ``<name>_value`` (:func:`medart.budget.eps_params`), tuples comma-joined."""
         params: dict[str, Any] = {}
         for f in fields(self):
-            value = getattr(self, f.name)
             if f.name in ("bisection", "detection", "landscape"):
-                params |= asdict(value)
+                group = getattr(self, f.name)
+                for g in fields(group):
+                    params |= _param(g.name, getattr(group, g.name))
             elif f.name not in ("train", "model_options"):
-                params[f.name] = value
+                params |= _param(f.name, getattr(self, f.name))
         params |= {"backend": run.backend, "batch_size": run.batch_size}
         params |= {f"train.{k}": v for k, v in asdict(self.train).items()}
         params |= {f"model.{k}": v for k, v in asdict(self.model_options).items() if k != "model_uri" and v}
-        return {k: ",".join(f"{x:.6g}" if isinstance(x, float) else str(x) for x in v) if isinstance(v, tuple) else v
-                for k, v in params.items()}
+        return params
+
+
+def _param(name: str, value: Any) -> dict[str, Any]:
+    """One setting as MLflow params: an ε (or ε list) by :func:`medart.budget.eps_params`, another tuple comma-joined."""
+    if holds_eps(value):
+        return eps_params(name, value)
+    return {name: ",".join(map(str, value)) if isinstance(value, tuple) else value}

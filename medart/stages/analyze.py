@@ -22,8 +22,9 @@ from tqdm.auto import tqdm
 
 from medart import tracking
 from medart.analysis import embedding, gradcam, landscape, saliency, stages
-from medart.attacks import AttackSpec, make_spec, parse_eps, parse_names
+from medart.attacks import AttackSpec, make_spec, parse_names
 from medart.attacks.specs import check_backend
+from medart.budget import Eps, eps_params
 from medart.catalog import FIGURES
 from medart.detectors.activations import resolve_layers
 from medart.errors import ConfigError
@@ -31,7 +32,6 @@ from medart.models import registry
 from medart.models.adapter import PENULTIMATE, top_groups
 from medart.models.evaluation import device_of
 from medart.models.training import TrainConfig
-from medart.numbers import eps_label
 from medart.render import analysis as render
 from medart.render.notes import note
 from medart.stages.attack import attack
@@ -53,15 +53,16 @@ def _text(value) -> str:
 class LandscapeSettings:
     """The loss landscape figure: loss surfaces over ``landscape_points``² points up to
     ``landscape_max_eps`` along g and g⊥, and the sharpness number at ``radius`` (``None``: the
-    analysis ε). ε as numbers or text (``"8/255"``); each field is the same-named option."""
+    analysis ε). ε held as :class:`~medart.budget.Eps` (given as Eps or floats); each field is the
+    same-named option."""
 
     landscape_points: int = 9
-    landscape_max_eps: float = landscape.MAX_EPS
-    radius: float | None = None
+    landscape_max_eps: Eps = Eps(landscape.MAX_EPS)
+    radius: Eps | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "landscape_max_eps", parse_eps(self.landscape_max_eps))
-        object.__setattr__(self, "radius", None if self.radius is None else parse_eps(self.radius))
+        object.__setattr__(self, "landscape_max_eps", Eps(self.landscape_max_eps, "landscape_max_eps"))
+        object.__setattr__(self, "radius", None if self.radius is None else Eps(self.radius, "radius"))
 
     @property
     def eps_axis(self) -> np.ndarray:
@@ -109,8 +110,8 @@ class AnalysisRequest:
     same-named option.
 
     ``attacks`` at ``eps`` (the first attack is drawn in the per-image figures, all get numbers);
-    names and ε may be given as text (``"fgsm,pgd"``, ``"1/255"``). ``figures`` (default all; text
-    ``"all"`` too), each logged under ``figures/``:
+    names may be given as text (``"fgsm,pgd"``), ε as :class:`~medart.budget.Eps` or floats (held
+    as Eps). ``figures`` (default all; text ``"all"`` too), each logged under ``figures/``:
       - ``eps_curves``: a nested sweep of ``attacks`` over ``curve_eps``, drawn with the sweep runs
         ``compare_sweeps`` (other models or datasets) in one figure.
       - ``saliency``: input-gradient maps; metric ``saliency_high_fraction`` (pixels ≥
@@ -127,9 +128,9 @@ class AnalysisRequest:
     """
 
     attacks: tuple[str, ...] = ("pgd",)
-    eps: float = 1 / 255
+    eps: Eps = Eps(1 / 255)
     figures: tuple[str, ...] = FIGURES
-    curve_eps: tuple[float, ...] = (0.5 / 255, 1 / 255, 2 / 255, 4 / 255)
+    curve_eps: tuple[Eps, ...] = (Eps(0.5 / 255), Eps(1 / 255), Eps(2 / 255), Eps(4 / 255))
     compare_sweeps: tuple[str, ...] = ()
     saliency_share: float = 0.5
     landscape: LandscapeSettings = LandscapeSettings()
@@ -142,11 +143,10 @@ class AnalysisRequest:
             object.__setattr__(self, name, value)
 
         put("attacks", tuple(dict.fromkeys(parse_names(_text(self.attacks)))))
-        put("eps", parse_eps(self.eps))
+        put("eps", Eps(self.eps))
         figures = _text(self.figures)
         put("figures", FIGURES if figures.strip().lower() == "all" else tuple(dict.fromkeys(parse_names(figures, FIGURES, "figure"))))
-        curve_eps = self.curve_eps.split(",") if isinstance(self.curve_eps, str) else self.curve_eps
-        put("curve_eps", tuple(sorted(parse_eps(e) for e in curve_eps if str(e).strip())))
+        put("curve_eps", tuple(sorted(Eps.many(self.curve_eps, "curve_eps"))))
         put("compare_sweeps", tuple(self.compare_sweeps))
         if not 1 <= self.show <= 16:
             raise ConfigError(f"`show` must be between 1 and 16 images, got {self.show}")
@@ -159,7 +159,7 @@ class AnalysisRequest:
             landscape.eps_axis(self.landscape.landscape_points, self.landscape.landscape_max_eps)  # checks both
 
     @property
-    def sharpness_radius(self) -> float:
+    def sharpness_radius(self) -> Eps:
         return self.eps if self.landscape.radius is None else self.landscape.radius
 
 
@@ -345,8 +345,8 @@ def _landscape(a: _Analysis) -> None:
     settings, uris = request.landscape, request.surrogate.surrogate_uris
     batch, device, radius, axis = a.run.batch_size, a.run.device, request.sharpness_radius, settings.eps_axis
     models, trained = _surrogates(a)
-    mlflow.log_params({"surrogate_uris": ",".join([*uris, *trained]), "landscape_points": settings.landscape_points,
-                       "landscape_max_eps": settings.landscape_max_eps, "radius": radius})
+    mlflow.log_params({"surrogate_uris": ",".join([*uris, *trained]), "landscape_points": settings.landscape_points}
+                      | eps_params("landscape_max_eps", settings.landscape_max_eps) | eps_params("radius", radius))
     g = landscape.gradient_direction(model, im.x, im.y, batch, device)
     g_perp, cosine = landscape.surrogate_direction(models, im.x, im.y, g, True, batch, device)
     s = im.shown
@@ -361,7 +361,7 @@ def _landscape(a: _Analysis) -> None:
     classes = model.classes
     labels = [f"image {k} ({classes[im.labels[i]]}): sharpness {sharp[i]:.3f}" for k, i in enumerate(s)]
     title = (f"loss landscape x + ε1·g + ε2·g⊥ ({len(models)} surrogate(s)) — {a.subtitle}; mean sharpness at "
-             f"{radius * 255:.3g}/255: {a.summary['sharpness']:.3f} nats")
+             f"{radius}: {a.summary['sharpness']:.3f} nats")
     a.log_figure(render.landscape_figure(grid, axis, labels, title), "landscape")
 
 
@@ -371,7 +371,7 @@ def _embedding(a: _Analysis) -> None:
     coords = {name: embedding.tsne_embedding(clean, embedding.penultimate_features(model, v, device=device), a.target.seed)
               for name, v in im.adversarial.items()}
     a.details["embedding"] = {name: {"clean": c.tolist(), "adversarial": v.tolist()} for name, (c, v) in coords.items()}
-    title = f"t-SNE of penultimate features (dfeat), ε = {eps_label(a.request.eps)} — {a.subtitle}"
+    title = f"t-SNE of penultimate features (dfeat), ε = {a.request.eps} — {a.subtitle}"
     a.log_figure(render.embedding_figure(coords, im.labels, model.classes, title), "embedding")
 
 
@@ -417,10 +417,10 @@ def analyze(target: Target, request: AnalysisRequest = AnalysisRequest(), run: R
         check_backend(attack_name, run.backend)
     if READS_PENULTIMATE & set(request.figures):  # a model whose penultimate features cannot be found: one line now
         resolve_layers(model, [PENULTIMATE])
-    name = f"analyze-{'+'.join(attacks)}-eps{eps_label(request.eps)}-{run.backend}"
+    name = f"analyze-{'+'.join(attacks)}-eps{request.eps}-{run.backend}"
     with tracking.start_run(tracking.experiment_name(target.dataset, "analysis"), name, run.parent_run_id) as mlflow_run:
-        mlflow.log_params({"model_uri": target.model_uri, "dataset": target.dataset, "attacks": ",".join(attacks),
-                           "eps": request.eps, "backend": run.backend, "figures": ",".join(request.figures),
+        mlflow.log_params({"model_uri": target.model_uri, "dataset": target.dataset, "attacks": ",".join(attacks)}
+                          | eps_params("eps", request.eps) | {"backend": run.backend, "figures": ",".join(request.figures),
                            "max_examples": target.max_examples, "seed": target.seed, "image_size": target.side,
                            "arch": model.config["arch"], "show": request.show})
         guard(target, run)

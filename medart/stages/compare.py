@@ -3,7 +3,8 @@ RobustBench-style JSON in and out (``medart compare``), and the ε curves of sev
 figure (``medart eps-curves``), each logged as a run of its own.
 
 Every finished attack run (``medart attack``, ``sweep``, ``detect``, ``evaluate``, ``mlflow run``)
-logs ``attack.name``, ``attack.eps``, ``backend``, ``dataset``, ``model_uri`` and the metrics
+logs ``attack.name``, ``attack.eps`` (``k/255``; its float under ``attack.eps_value``, which runs
+before that logged under ``attack.eps``), ``backend``, ``dataset``, ``model_uri`` and the metrics
 ``clean_acc`` / ``adv_acc``; :func:`collect` finds them with ``mlflow.search_runs``. Runs that
 repeat the same measurement (same ``medart.cache_key``: network, data, spec, backend, seed) count
 once, the latest.
@@ -38,6 +39,7 @@ from medart import tracking
 from medart.attacks.cache import CACHE_TAG
 from medart.attacks.specs import reported_name
 from medart.attacks.specs import PAPER_ATTACKS
+from medart.budget import logged_eps
 from medart.errors import ConfigError, DataError
 from medart.render.analysis import eps_curves_figure
 from medart.render.compare import compare_figure, compare_table, short_model, worst_case_table
@@ -125,7 +127,7 @@ def collect(request: CompareRequest = CompareRequest()) -> list[RobustnessRow]:
         if steps is not None:
             name = reported_name(name, int(steps), None if restarts is None else int(restarts))
         rows.append(RobustnessRow(params.get("dataset", "?"), params.get("model_uri", "?"), name,
-                                  float(params["attack.eps"]), params.get("backend", "?"), metrics["clean_acc"],
+                                  logged_eps(params, "attack.eps"), params.get("backend", "?"), metrics["clean_acc"],
                                   metrics["adv_acc"], int(metrics.get("n", 0)), f"run:{run.info.run_id}"))
     return sorted(rows, key=lambda r: (r.dataset, r.model, r.backend, r.attack, r.eps, r.source))
 

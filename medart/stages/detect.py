@@ -22,9 +22,10 @@ from torch.utils.data import TensorDataset
 from tqdm.auto import tqdm
 
 from medart import tracking
-from medart.attacks import AttackSpec, make_spec, parse_eps, parse_names
+from medart.attacks import AttackSpec, make_spec, parse_names
 from medart.attacks.adaptive import LOGITS
 from medart.attacks.specs import ATTACKS, PAPER_ATTACKS, attacks_where, check_backend
+from medart.budget import Eps, eps_params
 from medart.detectors import DETECTORS, NEEDS_REFERENCES, fit_check, make_detector
 from medart.detectors.activations import resolve_layers
 from medart.detectors.pairs import Pairs
@@ -32,7 +33,6 @@ from medart.errors import ConfigError, DataError
 from medart.models.adapter import PENULTIMATE
 from medart.models.evaluation import predict
 from medart.models.sanity import ModelCheck
-from medart.numbers import eps_label
 from medart.render.detection import (adaptive_table, auc_figure, auc_table, roc_figure, roc_panels, transfer_figure,
                                      transfer_table)
 from medart.render.notes import note
@@ -48,22 +48,28 @@ ROC_ALL = "figures/roc_all.png"  # the parent's: every detector's ROC curve, a p
 @dataclass(frozen=True)
 class DetectRequest:
     """What the detection stage measures: the ``attacks`` (paper settings at L∞ budget ``eps`` in
-    [0, 1] pixels, unless ``steps`` / ``step_size`` are given), the ``detectors`` with their
+    [0, 1] pixels, unless ``steps`` / ``step_size`` are given; both held as
+    :class:`~medart.budget.Eps`, from an Eps or a float), the ``detectors`` with their
     ``params`` (detector → {setting: value}), ``repeats`` splits (1: AdvTrain / AdvTest only),
     whether only adversarial examples that fool the model count (Ma et al. 2018), and whether each
     detector is also scored on every other attack's examples (``transfer``, Table 5)."""
 
     attacks: tuple[str, ...] = PAPER_ATTACKS
-    eps: float = 1 / 255
+    eps: Eps = Eps(1 / 255)
     detectors: tuple[str, ...] = ("kd", "lid", "dfeat", "qfeat", "bu", "mahalanobis")
     params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     repeats: int = 1
     only_successful: bool = False
     transfer: bool = True
     steps: int | None = None  # attack steps; None: the paper's
-    step_size: float | str | None = None  # pixels, or "k/255"; None: the paper's
+    step_size: Eps | None = None  # pixels; None: the paper's
     adaptive: bool = False  # also attack each differentiable detector on AdvTest (medart.stages.adaptive)
     budget: AdaptiveBudget = AdaptiveBudget()  # the adaptive attacks' λ weights, steps and restarts
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "eps", Eps(self.eps))
+        if self.step_size is not None:
+            object.__setattr__(self, "step_size", Eps(self.step_size, "step_size"))
 
 
 @dataclass
@@ -175,10 +181,10 @@ def detect(target: Target, request: DetectRequest, run: RunOptions = RunOptions(
                                              run, f"{part} {name}", target.indices[part]) for part in PARTS}
 
     bar = tqdm(total=len(specs) * len(request.detectors) * request.repeats, desc="detectors", disable=not run.progress)
-    label = f"detect-eps{eps_label(request.eps)}-{run.backend}"
+    label = f"detect-eps{request.eps}-{run.backend}"
     with tracking.start_run(tracking.experiment_name(target.dataset, "detect"), label, run.parent_run_id) as parent:
-        mlflow.log_params({"model_uri": target.model_uri, "dataset": target.dataset, "attacks": ",".join(specs),
-                           "eps": request.eps, "backend": run.backend, "detectors": ",".join(request.detectors),
+        mlflow.log_params({"model_uri": target.model_uri, "dataset": target.dataset, "attacks": ",".join(specs)}
+                          | eps_params("eps", request.eps) | {"backend": run.backend, "detectors": ",".join(request.detectors),
                            "repeats": request.repeats, "only_successful": request.only_successful,
                            "reference_size": len(target.reference[0]), "max_examples": target.max_examples,
                            "seed": target.seed})
@@ -200,9 +206,9 @@ def detect(target: Target, request: DetectRequest, run: RunOptions = RunOptions(
         adaptive = [row for name, spec in specs.items() if request.adaptive
                     for row in adaptive_rows(target, spec, studies[name].fitted, pairs[name], run, request.budget)]
         if adaptive:
-            log_adaptive(adaptive, f"plain and adaptive attacks, {target.dataset}, ε = {eps_label(request.eps)}, {run.backend}")
+            log_adaptive(adaptive, f"plain and adaptive attacks, {target.dataset}, ε = {request.eps}, {run.backend}")
         counts = {a: {"fit": len(p["adv_train"]), "test": len(p["adv_test"])} for a, p in pairs.items()}
-        tracking.describe(note(f"Detection AUC (%) at ε = {eps_label(request.eps)}, {run.backend}: detectors fitted on "
+        tracking.describe(note(f"Detection AUC (%) at ε = {request.eps}, {run.backend}: detectors fitted on "
                                f"AdvTrain pairs, scored on AdvTest pairs ({pair_counts(counts)})",
                                auc_table(auc, auc_std if request.repeats > 1 else None, check),
                                adaptive_table(adaptive) if adaptive else ""))
@@ -211,8 +217,8 @@ def detect(target: Target, request: DetectRequest, run: RunOptions = RunOptions(
 
 
 def _checked(target: Target, request: DetectRequest) -> tuple[DetectRequest, dict[str, AttackSpec]]:
-    """``request`` with its detectors deduplicated and ε parsed, and a spec per attack; every
-    setting error now, not after the attacks have run."""
+    """``request`` with its detectors deduplicated, and a spec per attack; every setting error
+    now, not after the attacks have run."""
     detectors = tuple(dict.fromkeys(parse_names(",".join(request.detectors), tuple(DETECTORS), "detector")))
     for name in request.params:
         if name not in detectors:
@@ -224,8 +230,7 @@ def _checked(target: Target, request: DetectRequest) -> tuple[DetectRequest, dic
     budget = request.budget
     if target.reference is None:
         raise ConfigError(f"`reference_size` must be >= 1 clean Train images, got {target.reference_size}")
-    eps = parse_eps(request.eps)
-    specs = {name: make_spec(name, eps, request.steps, request.step_size) for name in dict.fromkeys(request.attacks)}
+    specs = {name: make_spec(name, request.eps, request.steps, request.step_size) for name in dict.fromkeys(request.attacks)}
     if not specs:
         raise ConfigError(f"`attacks` is empty; choose from {', '.join(ATTACKS)}")
     if request.adaptive:
@@ -245,7 +250,7 @@ def _checked(target: Target, request: DetectRequest) -> tuple[DetectRequest, dic
         if getattr(detector, "reference", None) == "train" and size is not None and size > n_reference:
             raise ConfigError(f"{name} reference_size {detector.reference_size} exceeds the {n_reference} clean "
                               f"reference images; raise `reference_size` or give {name} a smaller one in `params`")
-    return dataclasses.replace(request, eps=eps, detectors=detectors, attacks=tuple(specs)), specs
+    return dataclasses.replace(request, detectors=detectors, attacks=tuple(specs)), specs
 
 
 def pair_counts(counts: Mapping[str, Mapping[str, int]]) -> str:
@@ -376,7 +381,7 @@ def _log_auc(target: Target, request: DetectRequest, run: RunOptions, auc: dict[
     rows = [(a, d, v, auc_std[a][d]) for a, row in auc.items() for d, v in row.items()]
     mlflow.log_table({"attack": [r[0] for r in rows], "detector": [r[1] for r in rows], "auc": [r[2] for r in rows],
                       "auc_std": [r[3] for r in rows]}, "detection_auc.json")
-    title = f"detection AUC (%)\n{target.dataset}, ε = {eps_label(request.eps)}, {run.backend}"
+    title = f"detection AUC (%)\n{target.dataset}, ε = {request.eps}, {run.backend}"
     tracking.log_figure(auc_figure(auc, title), "figures/detection_auc.png")
 
 
@@ -385,7 +390,7 @@ def _log_roc(target: Target, request: DetectRequest, run: RunOptions,
     """Every detector's ROC curve on the active (parent) run, one figure, a panel per attack
     (``curves``: panel title → detector → curve and AUC)."""
     split = "AdvTest" if request.repeats == 1 else "AdvTest, split 0"
-    title = f"{target.dataset}: every detector's ROC at ε = {eps_label(request.eps)} ({run.backend}, {split})"
+    title = f"{target.dataset}: every detector's ROC at ε = {request.eps} ({run.backend}, {split})"
     tracking.log_figure(roc_panels(curves, title), ROC_ALL)
 
 
@@ -404,7 +409,7 @@ def _log_transfer(target: Target, request: DetectRequest, transfer: dict[str, di
     """Table 5 on the active (parent) run: Markdown (the clean numbers under it), JSON and a heatmap per detector."""
     mlflow.log_text(transfer_table(transfer, check), "transfer.md")
     mlflow.log_dict(transfer, "transfer.json")
-    title = f"transfer AUC (%), {target.dataset}, ε = {eps_label(request.eps)}"
+    title = f"transfer AUC (%), {target.dataset}, ε = {request.eps}"
     tracking.log_figure(transfer_figure(transfer, title), "figures/transfer.png")
 
 

@@ -15,6 +15,7 @@ from medart import tracking
 from medart.attacks import make_spec
 from medart.attacks.checklist import CheckResult, ChecklistPlan, run_checklist, vanishing_share
 from medart.attacks.specs import check_backend
+from medart.budget import Eps, eps_params
 from medart.models import registry
 from medart.models.evaluation import classification_metrics, predict
 from medart.models.sanity import ModelCheck
@@ -31,7 +32,7 @@ class RobustRow:
     """One attack at one ε on the evaluated images (fractions)."""
 
     attack: str
-    eps: float
+    eps: Eps
     adv_acc: float
     adv_auc: float
     success_rate: float
@@ -61,19 +62,20 @@ class EvaluateOutcome:
         return out
 
 
-def evaluate(target: Target, attacks: Sequence[str] = (), eps_values: Sequence[float] = (1 / 255,),
+def evaluate(target: Target, attacks: Sequence[str] = (), eps_values: Sequence[Eps | float] = (Eps(1 / 255),),
              run: RunOptions = RunOptions(), checks: ChecklistPlan | None = None) -> EvaluateOutcome:
     """Test-split metrics of ``target.model``, logged as a run in ``medart/<dataset>/evaluate``.
 
     Clean ``acc``, ``auc``, ``loss``, ``n`` on ``target``'s images (AdvTrain + AdvTest: the whole
     test split, or the stratified ``target.max_examples`` of it); with ``attacks``, each attack at
-    each ε (paper settings) on the same images as a child attack run, so that clean and robust
-    numbers always share their n, the evaluation run then carrying the degenerate-model guard's
-    tag and metrics. With ``checks``, the evaluation checklist on the same images, its attacks as attack
+    each ε of ``eps_values`` ([0, 1] pixels; paper settings) on the same images as a child attack
+    run, so that clean and robust numbers always share their n, the evaluation run then carrying
+    the degenerate-model guard's tag and metrics. With ``checks``, the evaluation checklist on the same images, its attacks as attack
     runs (cached like any), logged as the table ``checklist.json`` and the metric
     ``checks_failed``. For a ``models:/`` URI the metrics are also linked to the registered
     version's logged model. The run's description is the table of its metrics.
     """
+    eps_values = Eps.many(eps_values)
     specs = [make_spec(name, eps) for name in attacks for eps in eps_values]
     for name in dict.fromkeys(attacks):
         check_backend(name, run.backend)
@@ -81,8 +83,8 @@ def evaluate(target: Target, attacks: Sequence[str] = (), eps_values: Sequence[f
     with tracking.start_run(tracking.experiment_name(target.dataset, "evaluate"), f"evaluate-{target.side}px",
                             run.parent_run_id) as mlflow_run:
         mlflow.log_params({"model_uri": target.model_uri, "dataset": target.dataset, "max_eval": target.max_examples,
-                           "seed": target.seed, "n_test": len(images), "attacks": ",".join(attacks),
-                           "eps": ",".join(f"{e:.6g}" for e in eps_values), "backend": run.backend})
+                           "seed": target.seed, "n_test": len(images), "attacks": ",".join(attacks)}
+                          | eps_params("eps", eps_values) | {"backend": run.backend})
         check = guard(target, run) if specs else None  # only attacks need the attacked images checked
         probs, labels = predict(target.model, images, run.batch_size, run.device)
         clean = classification_metrics(probs, labels, target.splits.classes) | {"n": float(len(labels))}

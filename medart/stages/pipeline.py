@@ -8,10 +8,10 @@ from dataclasses import dataclass
 import mlflow
 
 from medart import tracking
+from medart.budget import eps_params
 from medart.errors import MedartError
 from medart.models.loading import ModelSource
 from medart.models.training import TrainConfig
-from medart.numbers import eps_label
 from medart.render.detection import summary_table
 from medart.render.notes import note
 from medart.stages.detect import DetectionOutcome, DetectRequest, detect, pair_counts
@@ -40,7 +40,7 @@ def pipeline(data: DataSpec, detection: DetectRequest, model_uri: "str | ModelSo
     attack when there are several), the degenerate-model guard's tag and metrics, ``summary.md``
     (also its description, with the n) and the detection tables and figures."""
     attacks = detection.attacks
-    label = f"main-{'+'.join(attacks)}-eps{eps_label(detection.eps)}-{run.backend}"
+    label = f"main-{'+'.join(attacks)}-eps{detection.eps}-{run.backend}"
     with tracking.start_run(tracking.experiment_name(data.dataset, "main"), label, run.parent_run_id) as parent:
         source = model_uri if isinstance(model_uri, ModelSource) else ModelSource(model_uri)
         trained, model_uri = False, source.model_uri or champion(data.dataset)
@@ -52,8 +52,8 @@ def pipeline(data: DataSpec, detection: DetectRequest, model_uri: "str | ModelSo
         else:
             target = Target.load(dataclasses.replace(source, model_uri=model_uri), data, max_examples, reference_size)
         mlflow.set_tag("medart.model_uri", model_uri)
-        mlflow.log_params({"model_uri": model_uri, "dataset": data.dataset, "attacks": ",".join(attacks),
-                           "eps": detection.eps, "backend": run.backend})
+        mlflow.log_params({"model_uri": model_uri, "dataset": data.dataset, "attacks": ",".join(attacks)}
+                          | eps_params("eps", detection.eps) | {"backend": run.backend})
         check = guard(target, run)
         out = detect(target, dataclasses.replace(detection, transfer=len(attacks) > 1), run)
         client, metrics = mlflow.MlflowClient(), {}

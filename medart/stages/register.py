@@ -11,16 +11,12 @@ import tempfile
 from pathlib import Path
 
 import mlflow
-import numpy as np
-import torch
-from mlflow.models import ModelSignature
-from mlflow.types import Schema, TensorSpec
 
-from medart import __version__, tracking
+from medart import tracking
 from medart.errors import ModelError
-from medart.models.cards import CARD, PYFUNC_CODE, ModelCard
+from medart.models.cards import CARD, ModelCard
 from medart.models.loading import ModelSource, load_card
-from medart.models.registry import quiet_downloads
+from medart.models.registry import log_card_model
 
 
 def register(weights: str | Path, card: str | Path, name: str, alias: str | None = None) -> tuple[str, str]:
@@ -35,15 +31,9 @@ def register(weights: str | Path, card: str | Path, name: str, alias: str | None
         shutil.copy(weights, folder / weights.name)
         (folder / CARD).write_text(json.dumps(dataclasses.replace(described, weights=weights.name).as_dict(), indent=2))
         model = load_card(folder / CARD, ModelSource(str(folder)))
-        size = model.config["image_size"] or -1
-        signature = ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 3, size, size))]),
-                                   outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, model.config["num_classes"]))]))
-        with tracking.start_run("medart/register", f"register-{name}"), quiet_downloads():
+        with tracking.start_run("medart/register", f"register-{name}"):
             mlflow.log_params({"weights": weights.name, "architecture": model.config["arch"], "name": name})
-            info = mlflow.pyfunc.log_model(
-                name="model", python_model=str(PYFUNC_CODE), signature=signature, registered_model_name=name,
-                artifacts={"card": str(folder / CARD), "weights": str(folder / weights.name)},
-                pip_requirements=[f"medart=={__version__}", f"torch=={torch.__version__.split('+')[0]}"])
+            info = log_card_model(folder / CARD, model, name)
     version = str(info.registered_model_version)
     if alias:
         mlflow.MlflowClient().set_registered_model_alias(name, alias, version)

@@ -13,11 +13,11 @@ import mlflow
 from medart import tracking
 from medart.attacks import make_spec
 from medart.attacks.specs import check_backend
+from medart.budget import Eps, eps_params
 from medart.errors import MedartError
 from medart.executors import InProcessExecutor
 from medart.models.loading import ModelSource
 from medart.models.sanity import ModelCheck
-from medart.numbers import eps_label
 from medart.render.notes import note
 from medart.render.sweep import sweep_figure, sweep_table
 from medart.stages.attack import attack
@@ -30,7 +30,7 @@ class SweepRow:
     """One finished (attack, ε) cell: its child run and the attack metrics (fractions; pixels for L∞/L2)."""
 
     attack: str
-    eps: float
+    eps: Eps
     run_id: str
     cached: bool
     n: int
@@ -45,7 +45,7 @@ class SweepRow:
     cached_from: str | None = None  # the run that made a cached cell's examples
 
     @classmethod
-    def from_metrics(cls, attack: str, eps: float, run_id: str, cached: bool, metrics: dict,
+    def from_metrics(cls, attack: str, eps: Eps, run_id: str, cached: bool, metrics: dict,
                      cached_from: str | None = None) -> "SweepRow":
         return cls(attack, eps, run_id, cached, int(metrics["n"]), metrics["clean_acc"], metrics["clean_auc"],
                    metrics["adv_acc"], metrics["adv_auc"], metrics["success_rate"], metrics["linf_max"], dict(metrics),
@@ -55,7 +55,7 @@ class SweepRow:
 @dataclass(frozen=True)
 class FailedCell:
     attack: str
-    eps: float
+    eps: Eps
     error: str  # one line
     detail: str  # the traceback, or the worker's report
 
@@ -87,23 +87,23 @@ def _worker_target(job: SweepJob) -> Target:
     return Target.load(job.model, job.data, job.max_examples)
 
 
-def _remote_cell(job: SweepJob, cell: tuple[str, float]) -> SweepRow:
+def _remote_cell(job: SweepJob, cell: tuple[str, Eps]) -> SweepRow:
     tracking.configure(job.tracking_uri)
     return run_cell(_worker_target(job), cell, dataclasses.replace(job.run, parent_run_id=job.parent_run_id))
 
 
-def run_cell(target: Target, cell: tuple[str, float], run: RunOptions) -> SweepRow:
+def run_cell(target: Target, cell: tuple[str, Eps], run: RunOptions) -> SweepRow:
     """One (attack, ε) cell, paper settings otherwise, as a child run of ``run.parent_run_id``."""
     name, eps = cell
     out = attack(target, make_spec(name, eps), run)
     return SweepRow.from_metrics(name, eps, out.run_id, out.cached, out.metrics, out.cached_from)
 
 
-def sweep(target: Target, attacks: Sequence[str], eps_values: Sequence[float], run: RunOptions = RunOptions()) -> SweepOutcome:
-    """Every attack at every ε (paper settings otherwise) as child runs of one parent run, which
-    gets the accuracy-vs-ε figure (``figures/accuracy_vs_eps.png``), the table (``sweep.md``, also
-    its description; ``sweep.json``, clean and balanced accuracy beside each attack),
-    ``failed_cells`` and the degenerate-model guard's tag and metrics.
+def sweep(target: Target, attacks: Sequence[str], eps_values: Sequence[Eps | float], run: RunOptions = RunOptions()) -> SweepOutcome:
+    """Every attack at every ε of ``eps_values`` ([0, 1] pixels; paper settings otherwise) as child
+    runs of one parent run, which gets the accuracy-vs-ε figure (``figures/accuracy_vs_eps.png``),
+    the table (``sweep.md``, also its description; ``sweep.json``, clean and balanced accuracy
+    beside each attack), ``failed_cells`` and the degenerate-model guard's tag and metrics.
 
     ``run.executor`` runs the cells: in this process by default, where the first failure ends the
     sweep; on Ray (:class:`medart.executors.RayExecutor`) as tasks logging to the same tracking
@@ -111,14 +111,15 @@ def sweep(target: Target, attacks: Sequence[str], eps_values: Sequence[float], r
     reported in the table and the rest complete. Every cell failing fails the sweep.
     """
     executor = run.executor or InProcessExecutor()
+    eps_values = Eps.many(eps_values)
     specs = [make_spec(name, eps) for name in attacks for eps in eps_values]  # bad values fail before any run
     for name in dict.fromkeys(attacks):
         check_backend(name, run.backend)
     cells = [(spec.name, spec.eps) for spec in specs]
     with tracking.start_run(tracking.experiment_name(target.dataset, "attack"),
                             f"sweep-{'+'.join(attacks)}-{run.backend}", run.parent_run_id) as parent:
-        params = {"attacks": ",".join(attacks), "eps": ",".join(f"{e:.6g}" for e in eps_values), "backend": run.backend,
-                  "model_uri": target.model_uri, "dataset": target.dataset} | executor.params()
+        params = {"attacks": ",".join(attacks)} | eps_params("eps", eps_values) | {
+            "backend": run.backend, "model_uri": target.model_uri, "dataset": target.dataset} | executor.params()
         logged = parent.data.params  # `mlflow run -e sweep` has logged its -P values already (eps as written)
         mlflow.log_params({k: v for k, v in params.items() if k not in logged})
         check = guard(target, run)
@@ -145,7 +146,7 @@ def sweep(target: Target, attacks: Sequence[str], eps_values: Sequence[float], r
                         "sweep.json")
         if not rows:
             first = failed[0]
-            raise MedartError(f"all {len(cells)} cells of the sweep failed, e.g. {first.attack} ε={eps_label(first.eps)}: "
+            raise MedartError(f"all {len(cells)} cells of the sweep failed, e.g. {first.attack} ε={first.eps}: "
                               f"{first.error}; see sweep.md in run {parent.info.run_id}")
     return SweepOutcome(parent.info.run_id, rows, failed, check)
 

@@ -60,7 +60,8 @@ class TrainOutcome:
     check: ModelCheck  # the degenerate-model guard on the test predictions
 
 
-def _log_splits(splits: ProtocolSplits) -> None:
+def log_splits(splits: ProtocolSplits) -> None:
+    """The dataset's parts as MLflow inputs, its ``data.*`` params and ``splits.json``, on the active run."""
     info = splits.info
     # The local file source is registered twice by MLflow (file:// and plain paths); any is right.
     with warnings.catch_warnings():
@@ -103,7 +104,7 @@ def train(data: DataSpec, request: ModelRequest = ModelRequest(), config: TrainC
              "max_train": request.max_train, "max_eval": request.max_eval, "n_train": len(train_set), "n_val": len(val),
              "n_test": len(test)}
         )
-        _log_splits(splits)
+        log_splits(splits)
         seed_everything(config.seed)  # the initial weights too, whatever drew from the global RNG before
         model = build_model(len(splits.classes), arch, request.pretrained, splits.classes, side,
                             trusted_pickle=request.trusted_pickle)

@@ -47,12 +47,15 @@ class Layout:
     layout's ignoring case (a class folder ``NORMAL`` is ``normal``). It is the one place a
     layout's labels are translated, so that every source of a task yields the task's class names
     in the task's order (:meth:`~medart.data.base.MedicalImageDataset.as_classes`). ``loader`` is
-    the function that reads it, ``module:function``.
+    the function that reads it, ``module:function``. ``metadata`` names the label file the loader
+    reads, relative to the dataset's root folder (where it may lie in more than one place, each, in
+    the loader's order; none for class folders): ``medart datasets`` says whether a folder holds it.
     """
 
     name: str
     title: str
     files: str
+    metadata: tuple[str, ...]
     columns: str
     grouping: str
     official_test: str
@@ -71,6 +74,7 @@ LAYOUTS: dict[str, Layout] = {layout.name: layout for layout in (
         name="nih",
         title="NIH ChestX-ray14",
         files="Data_Entry_2017.csv + images/*.png (+ test_list.txt)",
+        metadata=("Data_Entry_2017.csv",),
         columns="Image Index, Finding Labels, Patient ID",
         grouping="Patient ID",
         official_test="test_list.txt if present (NIH's own patient-wise split), else none",
@@ -81,6 +85,7 @@ LAYOUTS: dict[str, Layout] = {layout.name: layout for layout in (
         name="chexpert",
         title="CheXpert (v1.0-small)",
         files="CheXpert-v1.0-small/train.csv + CheXpert-v1.0-small/train/patient*/study*/view*.jpg",
+        metadata=("train.csv", "CheXpert-v1.0-small/train.csv", "CheXpert-v1.0/train.csv"),
         columns="Path, Frontal/Lateral, No Finding, Pneumothorax",
         grouping="patient folder in Path",
         official_test="none (valid.csv is too small to split and is not read)",
@@ -91,6 +96,7 @@ LAYOUTS: dict[str, Layout] = {layout.name: layout for layout in (
         name="kaggle-dr",
         title="Kaggle Diabetic Retinopathy",
         files="trainLabels.csv + train/<image>.jpeg",
+        metadata=("trainLabels.csv",),
         columns="image, level",
         grouping="patient number in image (10_left, 10_right -> 10)",
         official_test="none (the competition's test labels were never released with it)",
@@ -100,6 +106,7 @@ LAYOUTS: dict[str, Layout] = {layout.name: layout for layout in (
         name="aptos",
         title="APTOS 2019 Blindness Detection",
         files="train.csv + train_images/<id_code>.png",
+        metadata=("train.csv",),
         columns="id_code, diagnosis",
         grouping="none: APTOS 2019 carries no patient id",
         official_test="none (test.csv has no labels)",
@@ -109,6 +116,7 @@ LAYOUTS: dict[str, Layout] = {layout.name: layout for layout in (
         name="isic",
         title="ISIC archive",
         files="metadata.csv + images/<id>.jpg",
+        metadata=("metadata.csv",),
         columns="isic_id | image_name | image; benign_malignant | target; patient_id | lesion_id if present",
         grouping="patient_id, else lesion_id, where the CSV has one; else none",
         official_test="none",
@@ -121,6 +129,7 @@ LAYOUTS: dict[str, Layout] = {layout.name: layout for layout in (
         name="ham10000",
         title="HAM10000",
         files="HAM10000_metadata.csv + HAM10000_images_part_1/, HAM10000_images_part_2/",
+        metadata=("HAM10000_metadata.csv",),
         columns="image_id, dx, lesion_id",
         grouping="lesion_id",
         official_test="none (the ISIC 2018 test images are not in this layout)",
@@ -131,6 +140,7 @@ LAYOUTS: dict[str, Layout] = {layout.name: layout for layout in (
         name="class-folders",
         title="class folders",
         files="<class>/<image> or train/<class>/, test/<class>/",
+        metadata=(),
         columns="(folder names are the classes, matched to the task's ignoring case: NORMAL is normal)",
         grouping="none: class folders carry no patient id",
         official_test="train/ + test/ when both exist",

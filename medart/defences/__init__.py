@@ -1,0 +1,4 @@
+"""Defences: robust training through ART's trainers (:mod:`medart.defences.training`) and the
+formats a fine-tuned copy is stored in (:mod:`medart.defences.copies`). The stage that logs and
+registers a hardened model is :mod:`medart.stages.harden`; the registry gate that decides whether
+it replaces the champion is :mod:`medart.gate`."""
