@@ -17,6 +17,7 @@ from PIL import Image
 
 from medart import tracking
 from medart.attacks import make_spec
+from medart.budget import Eps, eps_params
 from medart.cli import main
 from medart.data.splits import stratified_choice
 from medart.render import gallery
@@ -100,6 +101,17 @@ def test_attack_run_logs_its_gallery_and_opens_on_its_numbers(registered, shared
     assert "medart-pneumonia/1 (alias champion); test split, n = 32 images" in note and f"| test_acc (%) | {trained.data.metrics['test_acc'] * 100:.2f} |" in note
 
 
+def test_evaluate_run_opens_on_its_metrics_with_n_and_eps(registered, shared_data):
+    from medart.stages import evaluate
+
+    target = Target.load(registered, DataSpec("pneumonia", shared_data), max_examples=12)
+    out = evaluate(target, ("fgsm",), (Eps("2/255"),), RunOptions(progress=False))
+    note = mlflow.MlflowClient().get_run(out.run_id).data.tags["mlflow.note.content"]
+    assert note.startswith(f"**{registered} on 12 test images (AdvTrain + AdvTest), attacked at ε = 2/255 via art**")
+    m = out.metrics()
+    assert f"| test_acc (%) | {m['test_acc'] * 100:.2f} |" in note and f"| adv_acc.fgsm.eps2 (%) | {m['adv_acc.fgsm.eps2'] * 100:.2f} |" in note
+
+
 def _log(figure: str, params: dict | None = None, colour: str = "k") -> None:
     """A tiny figure ``figures/<figure>.png`` (its colour makes its bytes its own) and ``params`` on the active run."""
     fig = Figure(figsize=(1, 1))
@@ -115,7 +127,7 @@ def test_report_shows_the_pictures_first_and_the_attack_runs_a_detect_run_used(t
 
     bim = {"attack.name": "bim", "dataset": "pneumonia"}
     with tracking.start_run("medart/pneumonia/attack", "bim-eps1/255-art") as attack_run:
-        _log("gallery", bim | {"attack.eps": 1 / 255})
+        _log("gallery", bim | eps_params("attack.eps", Eps("1/255")))
     with tracking.start_run("medart/pneumonia/detect", "detect-eps1/255-art") as detect_run:
         mlflow.set_tag("medart.attack_run.bim", attack_run.info.run_id)
         _log("roc_all", {"dataset": "pneumonia"})
@@ -129,13 +141,13 @@ def test_report_shows_the_pictures_first_and_the_attack_runs_a_detect_run_used(t
     assert "Runs it used (1)" in page and f"bim-eps1/255-art <span class='meta'>({attack_run.info.run_id}" in page
     assert "figures/roc_all.png: under Pictures, at the top of the page." in page
 
-    with tracking.start_run("medart/pneumonia/attack", "sweep") as sweep_run:  # one attack at two ε
-        for eps, colour in ((1, "r"), (4, "b")):
+    with tracking.start_run("medart/pneumonia/attack", "sweep") as sweep_run:  # one attack at two ε (as k/255: 10 > 4)
+        for eps, colour in ((4, "r"), (10, "b")):
             with tracking.start_run("medart/pneumonia/attack", f"bim-eps{eps}/255-art"):
-                _log("gallery", bim | {"attack.eps": eps / 255}, colour)
+                _log("gallery", bim | eps_params("attack.eps", Eps(f"{eps}/255")), colour)
     page = report_run(sweep_run.info.run_id, tmp_path / "s.html", log=False).read_text()
     assert page.count('alt="figures/gallery.png"') == 2  # the larger ε's at the top, the other in its cell
-    assert page.index("bim-eps4/255-art (") < page.index("<h2>This run</h2>") < page.index("bim-eps1/255-art <span")
+    assert page.index("bim-eps10/255-art (") < page.index("<h2>This run</h2>") < page.index("bim-eps4/255-art <span")
 
 
 def test_the_report_lives_in_the_run_and_a_file_only_where_one_is_asked_for(tracking_store, tmp_path):

@@ -312,7 +312,7 @@ def pictures(views: Sequence[RunView]) -> tuple[str, set[tuple[str, str]]]:
         for path, png in view.figures:
             if Path(path).stem == "gallery":
                 attack = view.params.get("attack.name", view.run_id)
-                eps = float(view.params.get("attack.eps", 0))
+                eps = logged_eps(view.params, "attack.eps") if "attack.eps" in view.params else 0.0
                 if attack not in galleries or eps > galleries[attack][0]:
                     galleries[attack] = (eps, view, path, png)
             elif Path(path).stem == "roc_all":

@@ -444,6 +444,6 @@ def analyze(target: Target, request: AnalysisRequest = AnalysisRequest(), run: R
                                       request.gradcam.gradcam_top)
         mlflow.log_text(table, "analysis.md")
         tracking.describe(note(f"Analysis of {target.model_uri} under {', '.join(attacks).upper()} at ε = "
-                               f"{eps_label(request.eps)}, {run.backend}: n = {len(a.images.x)} images "
+                               f"{request.eps}, {run.backend}: n = {len(a.images.x)} images "
                                f"(AdvTrain + AdvTest); figures {', '.join(request.figures)}", table))
     return AnalysisOutcome(mlflow_run.info.run_id, a.summary, a.figures, total)

@@ -19,7 +19,6 @@ from medart.budget import Eps, eps_params
 from medart.models import registry
 from medart.models.evaluation import classification_metrics, predict
 from medart.models.sanity import ModelCheck
-from medart.numbers import eps_label
 from medart.render.notes import note
 from medart.render.tables import metric_columns
 from medart.stages.attack import attack
@@ -103,7 +102,7 @@ def evaluate(target: Target, attacks: Sequence[str] = (), eps_values: Sequence[E
         if model_id:
             mlflow.set_tag("medart.logged_model_id", model_id)
         tracking.describe(note(f"{target.model_uri} on {len(images)} test images (AdvTrain + AdvTest)"
-                               + (f", attacked at ε = {', '.join(eps_label(e) for e in eps_values)} via {run.backend}"
+                               + (f", attacked at ε = {', '.join(map(str, eps_values))} via {run.backend}"
                                   if specs else ""),
                                metric_columns({target.model_uri: outcome.metrics()}),
                                check.note() if check is not None and check.degenerate else ""))

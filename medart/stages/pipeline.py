@@ -68,7 +68,7 @@ def pipeline(data: DataSpec, detection: DetectRequest, model_uri: "str | ModelSo
         mlflow.log_text(summary, "summary.md")
         _copy_artifacts(out.run_id)
         n = int(next(iter(metrics.values()))["n"])
-        tracking.describe(note(f"{model_uri}{' (trained here)' if trained else ''} at ε = {eps_label(detection.eps)}, "
+        tracking.describe(note(f"{model_uri}{' (trained here)' if trained else ''} at ε = {detection.eps}, "
                                f"{run.backend}: {n} images attacked (AdvTrain + AdvTest); detection pairs "
                                f"(AdvTrain/AdvTest) {pair_counts(out.counts)}", summary))
     return PipelineOutcome(parent.info.run_id, model_uri, trained, out, metrics, summary)
