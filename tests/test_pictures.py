@@ -218,3 +218,20 @@ def test_parent_runs_open_on_their_summary_and_carry_their_report(registered, sh
     run_id = re.search(r"^detect run ([0-9a-f]+)", quiet.output, re.M)[1]
     assert "report.html" not in {a.path for a in client.list_artifacts(run_id)}
     assert "Report:" not in client.get_run(run_id).data.tags["mlflow.note.content"]
+
+
+@pytest.mark.slow
+def test_analyze_attaches_its_report_and_writes_a_file_only_with_output(registered, shared_data, tmp_path):
+    runner = CliRunner()
+    args = ["analyze", "--model-uri", registered, "--dataset", "pneumonia", "--data-dir", str(shared_data), "--attacks",
+            "fgsm", "--eps", "4/255", "--max-examples", "8", "--figures", "saliency", "--show", "2", "--no-progress"]
+    done = runner.invoke(main, args)
+    assert done.exit_code == 0, done.output
+    run_id = re.search(r"^report: report.html of run ([0-9a-f]+)$", done.output, re.M)[1]
+    assert {p.name for p in Path.cwd().iterdir()} == {"mlflow.db", "mlruns"}  # no report-<id>.html beside the store
+    tags = mlflow.MlflowClient().get_run(run_id).data.tags
+    assert tags["medart.report_uri"] == f"runs:/{run_id}/report.html"
+    assert tags["mlflow.note.content"].startswith(f"**Analysis of {registered} under FGSM at ε = 4/255, art: n = ")
+    only_file = runner.invoke(main, [*args, "--no-report", "--output", str(tmp_path / "out.html")])
+    assert only_file.exit_code == 0 and re.search(r"^report: \S+out.html$", only_file.output, re.M), only_file.output
+    assert (tmp_path / "out.html").read_text().startswith("<!DOCTYPE html>")
