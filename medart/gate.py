@@ -23,6 +23,7 @@ import math
 import re
 from dataclasses import dataclass
 
+from medart.budget import Eps
 from medart.errors import ConfigError
 from medart.intervals import Estimate
 
@@ -130,7 +131,7 @@ class Gate:
 
 
 def _term(item: str) -> Term:
-    from medart.attacks.specs import ATTACKS, parse_eps
+    from medart.attacks.specs import ATTACKS
 
     match = _TERM.match(item)
     if match is None:
@@ -142,7 +143,7 @@ def _term(item: str) -> Term:
         if not at or attack not in ATTACKS:
             raise ConfigError(f"unknown gate metric {metric!r} in {item.strip()!r}; use clean or ATTACK@EPS with an attack "
                               f"of: {', '.join(ATTACKS)} (e.g. pgd@2/255)")
-        metric, eps = attack, parse_eps(budget)
+        metric, eps = attack, Eps(budget)
     if bound in RELATIVE:
         return Term(metric, eps, relative=bound)
     try:

@@ -210,7 +210,8 @@ def test_cli_hardens_registers_the_challenger_and_records_its_parent(registered,
     assert "kept epoch" in done.output and "on 16 validation images" in done.output and "per standard epoch" in done.output
     params = hardening.data.params
     assert params["harden.parent_model_uri"] == registered and params["harden.parent_version"] == "1"
-    assert params["harden.trainer"] == "pgd-at" and float(params["harden.eps"]) == pytest.approx(2 / 255)
+    assert params["harden.trainer"] == "pgd-at" and params["harden.eps"] == "2/255"
+    assert float(params["harden.eps_value"]) == pytest.approx(2 / 255)
     assert params["harden.steps"] == "7" and params["harden.art_trainer"] == "AdversarialTrainer + ProjectedGradientDescent"
     assert params["n_train"] == "64" and params["n_val"] == "16"
     client = mlflow.MlflowClient()

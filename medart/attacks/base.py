@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 
 from medart.attacks.specs import AttackSpec, check_backend
 from medart.errors import ConfigError, DataError
+from medart.models.defended import attacking
 from medart.models.evaluation import resolve_device
 
 
@@ -147,14 +148,15 @@ class AttackBackend(ABC):
         starts of the ``start`` images before it are drawn first, batch by batch, so the shard's
         examples are the ones one call on the whole input makes with the same ``seed``. AutoAttack
         and its parts instead reseed every batch with ``seed`` (torchattacks' do so themselves),
-        so a shard needs no replay.
+        so a shard needs no replay. A model behind a preprocessing defence is attacked through it
+        as the spec says (:func:`medart.models.defended.attacking`: BPDA by default).
         """
         check_inputs(x, y, self.num_classes)
         if start < 0 or start % self.batch_size:
             raise ConfigError(f"a shard must start at a multiple of the batch size {self.batch_size}, got {start}")
         self.model.to(self.device)
         out = []
-        with frozen(self.model), seeded(seed, self.device):
+        with frozen(self.model), seeded(seed, self.device), attacking(self.model, self.spec):
             for _ in range(start // self.batch_size if self.spec.random_start and not self.spec.sets_own_step else 0):
                 self._draw_random_start(torch.Size((self.batch_size, *x.shape[1:])))
             batches = range(0, len(x), self.batch_size)

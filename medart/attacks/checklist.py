@@ -1,5 +1,7 @@
 """The evaluation checklist of Carlini et al. 2019 (*On evaluating adversarial robustness*, §5):
-six sanity checks that a robust accuracy is measured, not an artefact of the attack.
+six sanity checks that a robust accuracy is measured, not an artefact of the attack, and for a
+model behind a preprocessing defence a seventh: plain PGD against PGD through the defence (BPDA,
+EOT; Athalye et al. 2018), whose gap is the defence's gradient masking.
 
 A model that hides its gradients (a hard-rounding input layer, a saturated softmax) looks robust
 to gradient attacks without being so; these checks catch the usual symptoms. Each compares robust
@@ -42,11 +44,14 @@ class CheckResult:
 @dataclass(frozen=True)
 class ChecklistPlan:
     """The attacks the checks need: ``main`` is the ε the others are compared at (the largest
-    evaluated), ``ladder`` the ε values PGD climbs, ``steps``/``queries`` the APGD and Square budgets."""
+    evaluated), ``ladder`` the ε values PGD climbs, ``steps``/``queries`` the APGD and Square budgets.
+    ``plain``: the model is behind a preprocessing defence (:mod:`medart.defences`), which the
+    attacks go through (BPDA, EOT) as they do by default; PGD also runs plain, for the seventh check."""
 
     eps_values: tuple[float, ...]
     steps: int = 100
     queries: int = 5000
+    plain: bool = False
 
     @property
     def main(self) -> float:
@@ -63,6 +68,8 @@ class ChecklistPlan:
         out |= {"pgd@unbounded": make_spec("pgd", UNBOUNDED), "fgsm": make_spec("fgsm", eps), "bim": make_spec("bim", eps),
                 "apgd-ce": make_spec("apgd-ce", eps, self.steps), "square": make_spec("square", eps, self.queries),
                 "apgd-ce+": make_spec("apgd-ce", eps, 2 * self.steps, restarts=2)}
+        if self.plain:
+            out["pgd-plain"] = make_spec("pgd", eps, defence_gradient="plain")
         return out
 
 
@@ -73,13 +80,14 @@ def vanishing_share(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_si
 
 
 def run_checklist(plan: ChecklistPlan, accuracy: Callable[[AttackSpec], float], vanished: float, n: int) -> list[CheckResult]:
-    """The six checks on ``n`` images; ``accuracy(spec)`` is their robust accuracy under ``spec``
-    (a fraction), ``vanished`` the share with vanishing input gradients."""
+    """The six checks on ``n`` images (seven with ``plan.plain``); ``accuracy(spec)`` is their
+    robust accuracy under ``spec`` (a fraction), ``vanished`` the share with vanishing input gradients."""
     acc = {name: accuracy(spec) for name, spec in plan.specs().items()}
     acc["pgd"] = acc[f"pgd@{eps_label(plan.main)}"]  # PGD at the ε the other attacks run at
     slack = TOLERANCE_IMAGES / n
-    return [_monotone(plan, acc, slack), _unbounded(acc), _iterative(acc, slack), _white_box(acc, slack),
-            _more_budget(plan, acc, slack), _vanishing(vanished, slack)]
+    checks = [_monotone(plan, acc, slack), _unbounded(acc), _iterative(acc, slack), _white_box(acc, slack),
+              _more_budget(plan, acc, slack), _vanishing(vanished, slack)]
+    return checks + ([_sees_defence(plan, acc, slack)] if plan.plain else [])
 
 
 def _monotone(plan: ChecklistPlan, acc: dict, slack: float) -> CheckResult:
@@ -133,6 +141,17 @@ def _vanishing(vanished: float, slack: float) -> CheckResult:
                        vanished <= slack, f"{pct(vanished, 1)} % of images with a vanishing gradient",
                        "gradients vanish: gradient masking (rounding, saturating layers) or a saturated softmax; "
                        "gradient attacks on cross-entropy are blind there — check apgd-dlr and square" if vanished > slack else "")
+
+
+def _sees_defence(plan: ChecklistPlan, acc: dict, slack: float) -> CheckResult:
+    plain, through = acc["pgd-plain"], acc["pgd"]
+    masked = plain > through + slack
+    return CheckResult("defence_holds_adaptively",
+                       "Does the defence hold against PGD through it (BPDA/EOT) as well as against plain PGD?", not masked,
+                       f"PGD plain {pct(plain, 1)} %, through the defence (BPDA/EOT) {pct(through, 1)} % at ε = {eps_label(plan.main)}",
+                       f"the defence works only against the plain attack ({pct(plain, 1)} % vs {pct(through, 1)} %): gradient "
+                       "masking (a zero or random gradient through JPEG, rounding or noise); report the BPDA/EOT number"
+                       if masked else "")
 
 
 def direct_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int, backend: str = "art",

@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable, Mapping
 
 from medart.budget import Eps, eps_params
+from medart.models.defence_specs import DEFENCE_GRADIENTS
 from medart.errors import ConfigError
 
 
@@ -198,6 +199,12 @@ class AttackSpec:
             (the attacks whose entry says ``targeted``).
         restarts: runs from new random starts, each on the images the earlier ones left correct
             (the attacks whose entry has ``restarts``; ``None`` for the others).
+        defence_gradient: for a model behind a preprocessing defence (:mod:`medart.defences`), the
+            gradient taken through it: ``bpda`` (ART's estimate, the default there) or ``plain``
+            (the defence's own derivative, which masks); ``None`` for other models.
+        eot_samples: under ``bpda``, the draws of a randomized defence each gradient averages
+            (EOT); ``None`` otherwise. :func:`medart.models.defended.attack_spec` fills
+            both for the model attacked.
     """
 
     name: str
@@ -208,6 +215,8 @@ class AttackSpec:
     kappa: float = 0.0
     targeted: bool = False
     restarts: int | None = None
+    defence_gradient: str | None = None
+    eot_samples: int | None = None
 
     @property
     def sets_own_step(self) -> bool:
@@ -243,6 +252,7 @@ class AttackSpec:
         if "random_start" not in takes and self.random_start != default.random_start:
             raise ConfigError(f"{self.name} always starts {'at random' if default.random_start else 'from x'}; "
                               "leave `random_start` unset")
+        self._check_defence()
         # checked above with this class's own messages; held typed from here on (the same floats)
         object.__setattr__(self, "eps", Eps(self.eps))
         if self.step_size is not None:
@@ -260,6 +270,25 @@ class AttackSpec:
                 f"`step_size` {self.step_size:.6g} exceeds `eps` {self.eps:.6g}: every step would be clipped back to the ε-ball; "
                 "use a `step_size` <= `eps`"
             )
+
+    def _check_defence(self) -> None:
+        if self.defence_gradient is not None and self.defence_gradient not in DEFENCE_GRADIENTS:
+            raise ConfigError(f"unknown `defence_gradient` {self.defence_gradient!r}; choose from: {', '.join(DEFENCE_GRADIENTS)}")
+        if self.eot_samples is not None and self.eot_samples < 1:
+            raise ConfigError(f"`eot_samples` must be >= 1, got {self.eot_samples}")
+
+    @property
+    def defence_tag(self) -> str:
+        """How the attack goes through a defence: ``bpda``, ``bpda-eot8`` (EOT over 8 draws),
+        ``plain``; empty for a model without one."""
+        if self.defence_gradient is None:
+            return ""
+        return self.defence_gradient + (f"-eot{self.eot_samples}" if self.eot_samples else "")
+
+    @property
+    def variant(self) -> str:
+        """The attack's name with its defence tag (``pgd-bpda``), the name for rows and metrics."""
+        return f"{self.name}-{self.defence_tag}" if self.defence_tag else self.name
 
     def as_params(self) -> dict:
         """MLflow params: ``attack.<field>`` → value, without the fields that do not apply
@@ -279,7 +308,7 @@ class AttackSpec:
 
     def label(self) -> str:
         """Short name for run names and plots, e.g. ``bim-eps1/255``."""
-        return f"{self.name}-eps{self.eps}"
+        return f"{self.variant}-eps{self.eps}"
 
 
 def make_spec(
@@ -291,9 +320,12 @@ def make_spec(
     kappa: float = 0.0,
     targeted: bool = False,
     restarts: int | None = None,
+    defence_gradient: str | None = None,
+    eot_samples: int | None = None,
 ) -> AttackSpec:
     """A spec with the defaults of ``name``'s entry (the paper's, AutoAttack's standard version),
-    any of which can be overridden. ``eps`` and ``step_size`` in [0, 1] pixel units."""
+    any of which can be overridden. ``eps`` and ``step_size`` in [0, 1] pixel units;
+    ``defence_gradient`` and ``eot_samples`` for a defended model."""
     name = name.strip().lower()
     default = declared(name).defaults
     eps = Eps(eps)
@@ -302,7 +334,7 @@ def make_spec(
         size = eps * default.step
     return AttackSpec(name, eps, default.steps if steps is None else steps, size,
                       default.random_start if random_start is None else random_start, kappa, targeted,
-                      default.restarts if restarts is None else restarts)
+                      default.restarts if restarts is None else restarts, defence_gradient, eot_samples)
 
 
 def reported_name(name: str, steps: int, restarts: int | None = None) -> str:
@@ -323,9 +355,9 @@ def reported_name(name: str, steps: int, restarts: int | None = None) -> str:
 
 def part_specs(spec: AttackSpec) -> list[AttackSpec]:
     """The parts of a spec whose attack runs parts (``autoattack``), in order, at its ε, steps
-    and restarts (a part counting queries gets :data:`SQUARE_QUERIES_PER_STEP` per step)."""
+    restarts and defence gradient (a part counting queries gets :data:`SQUARE_QUERIES_PER_STEP` per step)."""
     return [make_spec(name, spec.eps, spec.steps * (SQUARE_QUERIES_PER_STEP if declared(name).defaults.unit == "queries" else 1),
-                      restarts=spec.restarts)
+                      restarts=spec.restarts, defence_gradient=spec.defence_gradient, eot_samples=spec.eot_samples)
             for name in declared(spec.name).parts]
 
 

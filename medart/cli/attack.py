@@ -35,10 +35,13 @@ def _listed(test) -> str:
               help=f"CW confidence κ ({_listed(lambda a: 'kappa' in a.takes)} only).")
 @click.option("--targeted", is_flag=True,
               help=f"Aim each image at class (y+1) mod K instead of away from y ({_listed(lambda a: 'targeted' in a.takes)}).")
+@options.defence_gradient
 def attack(**opts) -> None:
     """Attack AdvTrain and AdvTest with one attack; log metrics and the examples to MLflow.
 
     Example: medart attack --model-uri models:/medart-pneumonia@champion --dataset pneumonia --attack bim --eps 1/255
+
+    Example: medart attack --dataset pneumonia --defence jpeg:quality=75 --attack pgd --eps 4/255 --defence-gradient plain
     """
     from medart import tracking
     from medart.attacks import make_spec
@@ -50,7 +53,8 @@ def attack(**opts) -> None:
 
     tracking.configure(opts["tracking_uri"])
     spec = make_spec(opts["attack"], opts["eps"], opts["steps"], opts["step_size"], opts["random_start"], opts["kappa"],
-                     opts["targeted"], opts["restarts"])
+                     opts["targeted"], opts["restarts"], opts["defence_gradient"],
+                     opts["eot_samples"])
     check_backend(spec.name, opts["backend"])  # before the model and data load
     with make_executor(opts["executor"], address=opts["address"], workers=opts["workers"],
                        cpus_per_task=opts["cpus_per_task"], gpus_per_task=opts["gpus_per_task"]) as executor:
@@ -58,6 +62,6 @@ def attack(**opts) -> None:
         out = run_attack(target, spec, from_options(RunOptions, opts, executor=executor), opts["shards"])
     m = out.metrics
     cached = f" (examples from cache of run {out.cached_from})" if out.cached else ""
-    click.echo(run_line("attack", out.run_id, f"{spec.label()} via {opts['backend']} on {int(m['n'])} images{cached}"))
+    click.echo(run_line("attack", out.run_id, f"{out.spec.label()} via {opts['backend']} on {int(m['n'])} images{cached}"))
     click.echo(f"accuracy {m['clean_acc'] * 100:.2f} % -> {m['adv_acc'] * 100:.2f} %, AUC {m['clean_auc'] * 100:.2f} % -> "
                f"{m['adv_auc'] * 100:.2f} %, success rate {m['success_rate'] * 100:.2f} %, max L∞ {m['linf_max'] * 255:.4f}/255")

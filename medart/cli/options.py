@@ -16,6 +16,7 @@ from medart.catalog import ARCHS, BALANCES, DATASETS, EXECUTORS, SIZES
 from medart.data.sources import SOURCES
 from medart.detectors import DETECTORS
 from medart.models import READS
+from medart.models.defence_specs import DEFENCE_GRADIENTS, DEFENCES, JOIN, parse_defences
 
 MODEL_URIS = f"models:/<name>@<alias>, models:/<name>/<version>, runs:/<id>/model, a folder or a file; medart reads {READS}."
 
@@ -100,6 +101,15 @@ class Weights(_Parsed):
         return weights
 
 
+class Defence(_Parsed):
+    """Preprocessing defences, ``+``-joined, as their canonical text."""
+
+    name = "defence"
+
+    def parse(self, text):
+        return JOIN.join(str(d) for d in parse_defences(text))
+
+
 class Names(_Parsed):
     """Comma-separated names from ``choices``, in order, each once; empty is allowed when ``empty``."""
 
@@ -144,6 +154,10 @@ model_options = stack(
     click.option("--output-key", default=None, metavar="KEY|INDEX",
                  help="For a model returning a dict, tuple/list or object (e.g. a HuggingFace output) instead of a "
                       "logits tensor: the key, index or attribute holding the logits. Default: its card's, else none."),
+    click.option("--defence", type=Defence(), multiple=True, metavar="NAME[:KEY=VALUE]",
+                 help=f"Preprocessing defence in front of the model: {', '.join(DEFENCES)}, e.g. jpeg:quality=75, "
+                      "squeeze:bits=4, smooth:window=3, noise:sigma=0.1. Repeat it, or join with +, to stack them "
+                      "(applied in order). Attacks go through it with BPDA (and EOT for noise); see docs/defences.md."),
     click.option("--trusted-pickle", is_flag=True,
                  help="Allow a model that must be unpickled (an MLflow pickle-format model; for pipeline also a "
                       "--pretrained file): unpickling runs code it carries, so only for models you trust."),
@@ -222,6 +236,14 @@ step_size = click.option("--step-size", type=Eps(), default=None,
                               + ", ".join(f"{a.name} {_fraction_of_eps(a.defaults.step)}" for a in ATTACK_ENTRIES.values()
                                           if a.defaults.step)
                               + f"; {', '.join(attacks_where(lambda a: a.defaults.step is None))} set their own.")
+#: how an attack goes through a preprocessing defence (``AttackSpec.defence_gradient``, ``eot_samples``)
+defence_gradient = stack(
+    click.option("--defence-gradient", type=click.Choice(DEFENCE_GRADIENTS), default=None,
+                 help="With --defence: bpda (ART's gradient estimate through the defence, with EOT for noise) or "
+                      "plain (its own gradient: zero through jpeg and squeeze, the masking to expose). Default: bpda."),
+    click.option("--eot-samples", type=click.IntRange(min=1), default=None,
+                 help="With a noise --defence under bpda: the draws each gradient averages (EOT). Default: 8."),
+)
 reference_size = click.option("--reference-size", type=click.IntRange(min=1), default=1000, show_default=True,
                               help="Clean Train images that KD, LID and Mahalanobis measure against.")
 

@@ -42,6 +42,7 @@ from art.data_generators import DataGenerator
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from medart.budget import Eps
 from medart.catalog import ROBUST_MONITORS, TRAINERS
 from medart.data.base import MedicalImageDataset, stack
 from medart.errors import ConfigError
@@ -76,7 +77,7 @@ class HardenConfig(TrainConfig):
     epochs: int = 5
     monitor: str = "val_pgd_balanced_acc"
     trainer: str = "pgd-at"
-    eps: float | str = 2 / 255
+    eps: Eps | float | str = 2 / 255
     steps: int | None = None
     step_size: float | str | None = None
     beta: float | None = None
@@ -84,16 +85,14 @@ class HardenConfig(TrainConfig):
     monitors: ClassVar[dict[str, int]] = ROBUST_MONITORS
 
     def __post_init__(self) -> None:
-        from medart.attacks.specs import parse_eps
-
         super().__post_init__()
         if self.trainer not in TRAINERS:
             raise ConfigError(f"unknown trainer '{self.trainer}'; choose one of: {', '.join(TRAINERS)}")
         if self.batch_size < 2:  # batch norm in training mode needs two images a batch
             raise ConfigError(f"`batch_size` must be >= 2 for robust training, got {self.batch_size}")
-        self.eps = parse_eps(self.eps)
+        self.eps = Eps(self.eps)
         if self.step_size is not None:
-            self.step_size = parse_eps(self.step_size)
+            self.step_size = Eps(self.step_size, "step_size")
         if self.trainer == "fbf":
             given = [f"`{name}`" for name in ("steps", "step_size", "beta", "gamma") if getattr(self, name) is not None]
             if given:

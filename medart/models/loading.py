@@ -60,7 +60,10 @@ class ModelSource:
     layer), ``output_key`` (for a network returning a dict, tuple/list or object: the key, index
     or attribute holding the logits; default: none, the network returns the logits tensor).
     ``trusted_pickle`` allows an MLflow ``pickle`` model, which runs code when it loads, for this
-    URI only."""
+    URI only. ``defence``: preprocessing defences put in front of the model, in order
+    (:mod:`medart.models.defence_specs`: ``jpeg:quality=75``, ``squeeze:bits=4``, ``smooth:window=3``,
+    ``noise:sigma=0.1``; a text, each of which may join several with ``+``, or a tuple of them),
+    kept as their canonical texts."""
 
     model_uri: str | None = None
     trusted_pickle: bool = False
@@ -70,8 +73,12 @@ class ModelSource:
     classes: str | tuple[str, ...] | None = None
     penultimate: str | None = None
     output_key: str | None = None
+    defence: str | tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        from medart.models.defence_specs import parse_defences  # torch-free: a bad defence fails before anything loads
+
+        object.__setattr__(self, "defence", tuple(str(d) for d in parse_defences(self.defence or ())))
         if self.output_key is not None:  # an index given as a number from Python is the same key as from the CLI
             object.__setattr__(self, "output_key", str(self.output_key))
         if isinstance(self.classes, str):
@@ -83,9 +90,16 @@ class ModelSource:
 
 def load_model(source: ModelSource, side: int | None = None) -> nn.Module:
     """The model ``source`` names, on the CPU in eval mode: a MedResNet for medart's own format,
-    else an :class:`AdaptedClassifier`. ``side``: the input side to assume when nothing says it."""
+    else an :class:`AdaptedClassifier`; behind a
+    :class:`~medart.models.defended.DefendedClassifier` when ``source`` names a
+    ``defence``. ``side``: the input side to assume when nothing says it."""
     with registry.downloaded(source.model_uri) as path:
-        return _load(path, source, side)
+        model = _load(path, source, side)
+    if source.defence:
+        from medart.models.defended import DefendedClassifier
+
+        model = DefendedClassifier(model, source.defence, side).eval()
+    return model
 
 
 def _load(path: Path, source: ModelSource, side: int | None) -> nn.Module:

@@ -311,7 +311,9 @@ def pictures(views: Sequence[RunView]) -> tuple[str, set[tuple[str, str]]]:
     for view in views:
         for path, png in view.figures:
             if Path(path).stem == "gallery":
-                attack = view.params.get("attack.name", view.run_id)
+                # an attack through a defence (BPDA, plain, EOT) is an attack of its own
+                attack = "-".join(view.params[k] for k in ("attack.name", "attack.defence_gradient", "attack.eot_samples")
+                                  if k in view.params) or view.run_id
                 eps = logged_eps(view.params, "attack.eps") if "attack.eps" in view.params else 0.0
                 if attack not in galleries or eps > galleries[attack][0]:
                     galleries[attack] = (eps, view, path, png)

@@ -17,6 +17,7 @@ from medart import tracking
 from medart.attacks import AttackSpec, cache, make_attack
 from medart.attacks.metrics import attack_metrics
 from medart.data.splits import stratified_choice
+from medart.models.defended import attack_spec
 from medart.executors import InProcessExecutor
 from medart.models.evaluation import predict
 from medart.models.loading import ModelSource, load_model
@@ -36,6 +37,7 @@ class AttackOutcome:
     cached_from: str | None  # the run that made the examples, when they come from the cache
     adversarial: dict[str, torch.Tensor]  # part → x_adv, float32 (N, 3, S, S)
     clean: dict[str, tuple[torch.Tensor, torch.Tensor]]  # part → (x, y)
+    spec: AttackSpec | None = None  # the attack as run (through a defence: with its defence gradient)
 
     @property
     def cached(self) -> bool:
@@ -57,12 +59,16 @@ def attack(target: Target, spec: AttackSpec, run: RunOptions = RunOptions(), sha
     same network, data, spec, backend and seed:
     such a run is tagged ``medart.cached_from`` with the run that made them, and says so on the
     ``medart`` logger.
+    For a model behind a preprocessing defence the spec's ``defence_gradient`` (default ``bpda``)
+    and ``eot_samples`` are logged with it, and ``defence``, the defence
+    (:func:`medart.models.defended.attack_spec`).
     Targeted specs aim each image at class ``(y + 1) mod K``. ``run.executor`` (default: this
     process) makes the examples in ``shards`` shards of whole batches, the same examples as one
     piece (:mod:`medart.executors`). The run carries the degenerate-model guard's tag and metrics
     (:func:`medart.stages.guard.guard`).
     """
     model, clean, indices, backend, seed = target.model, target.clean, target.indices, run.backend, target.seed
+    spec = attack_spec(spec, model)  # through a preprocessing defence: BPDA (EOT) unless it says plain
     key = cache.cache_key(target.network_digest, target.splits.info, indices, spec, backend, seed)
     cached_run = cache.find(key) if run.cache else None
     generator = make_attack(model, spec, target.num_classes, backend, run.batch_size, run.device)
@@ -72,7 +78,8 @@ def attack(target: Target, spec: AttackSpec, run: RunOptions = RunOptions(), sha
                             run.parent_run_id) as mlflow_run:
         mlflow.log_params(spec.as_params() | {"backend": backend, "model_uri": target.model_uri, "dataset": target.dataset,
                                               "seed": seed, "max_examples": target.max_examples,
-                                              "batch_size": run.batch_size, "shards": shards})
+                                              "batch_size": run.batch_size, "shards": shards}
+                          | ({"defence": model.config["defence"]} if spec.defence_gradient else {}))
         mlflow.log_params({f"n_{part}": len(x) for part, (x, _) in clean.items()})
         mlflow.set_tags({cache.CACHE_TAG: key, "medart.cached": str(cached_run is not None).lower()})
         if cached_run is not None:
@@ -102,11 +109,11 @@ def attack(target: Target, spec: AttackSpec, run: RunOptions = RunOptions(), sha
             if not executor.remote:  # a remote executor's shards ran on copies of the generator
                 metrics |= generator.metrics()
         mlflow.log_metrics(metrics)
-        tracking.describe(attack_note(f"{spec.name.upper()} via {backend}", spec.eps, metrics, check))
+        tracking.describe(attack_note(f"{spec.variant.upper()} via {backend}", spec.eps, metrics, check))
         n_test = len(clean["adv_test"][1])  # AdvTest: the last part of x_all
         _log_gallery(target, f"{spec.label()} via {backend}", clean["adv_test"], adversarial["adv_test"],
                      (probs_clean[-n_test:], probs_adv[-n_test:]))
-    return AttackOutcome(mlflow_run.info.run_id, metrics, cached_run, adversarial, clean)
+    return AttackOutcome(mlflow_run.info.run_id, metrics, cached_run, adversarial, clean, spec)
 
 
 def _log_gallery(target: Target, label: str, clean: tuple[torch.Tensor, torch.Tensor], x_adv: torch.Tensor,

@@ -16,6 +16,7 @@ from medart.attacks import make_spec
 from medart.attacks.checklist import CheckResult, ChecklistPlan, run_checklist, vanishing_share
 from medart.attacks.specs import check_backend
 from medart.budget import Eps, eps_params
+from medart.models.defended import attack_spec
 from medart.models import registry
 from medart.models.evaluation import classification_metrics, predict
 from medart.models.sanity import ModelCheck
@@ -28,7 +29,9 @@ from medart.stages.target import RunOptions, Target
 
 @dataclass(frozen=True)
 class RobustRow:
-    """One attack at one ε on the evaluated images (fractions)."""
+    """One attack at one ε on the evaluated images (fractions). ``through``: for a defended
+    model, how the attack went through the defence (:attr:`AttackSpec.defence_tag`: ``bpda``,
+    ``bpda-eot8``, ``plain``)."""
 
     attack: str
     eps: Eps
@@ -37,6 +40,12 @@ class RobustRow:
     success_rate: float
     run_id: str
     adv_balanced_acc: float = float("nan")
+    through: str = ""
+
+    @property
+    def label(self) -> str:
+        """``pgd.eps2``, ``pgd-bpda.eps2``: the row's part of its metric names."""
+        return f"{self.attack}{'-' + self.through if self.through else ''}.eps{self.eps * 255:.3g}"
 
 
 @dataclass
@@ -50,14 +59,20 @@ class EvaluateOutcome:
     def metrics(self) -> dict[str, float]:
         """Flat metric names as logged: ``test_acc``, ``test_balanced_acc`` …,
         ``adv_acc.<attack>.eps<k>`` (ε = k/255), ``adv_balanced_acc.<attack>.eps<k>`` …,
-        ``checks_failed`` with the checklist."""
+        ``checks_failed`` with the checklist; for a defended model ``masking_gap.<attack>.eps<k>``,
+        the plain attack's accuracy less the BPDA/EOT attack's (> 0: the defence holds only
+        against the plain attack)."""
         out = {f"test_{k}": v for k, v in self.clean.items()}
         if self.checks:
             out["checks_failed"] = float(sum(not c.passed for c in self.checks))
         for row in self.robust:
-            label = f"{row.attack}.eps{row.eps * 255:.3g}"
+            label = row.label
             out |= {f"adv_acc.{label}": row.adv_acc, f"adv_auc.{label}": row.adv_auc,
                     f"success_rate.{label}": row.success_rate, f"adv_balanced_acc.{label}": row.adv_balanced_acc}
+        plain = {(row.attack, row.eps): row.adv_acc for row in self.robust if row.through == "plain"}
+        for row in self.robust:
+            if row.through.startswith("bpda") and (row.attack, row.eps) in plain:
+                out[f"masking_gap.{row.attack}.eps{row.eps * 255:.3g}"] = plain[row.attack, row.eps] - row.adv_acc
         return out
 
 
@@ -72,18 +87,26 @@ def evaluate(target: Target, attacks: Sequence[str] = (), eps_values: Sequence[E
     the degenerate-model guard's tag and metrics. With ``checks``, the evaluation checklist on the same images, its attacks as attack
     runs (cached like any), logged as the table ``checklist.json`` and the metric
     ``checks_failed``. For a ``models:/`` URI the metrics are also linked to the registered
-    version's logged model. The run's description is the table of its metrics.
+    version's logged model. For a model behind a preprocessing defence each attack runs twice,
+    through it (BPDA, with EOT for a randomized defence) and plain, rows ``<attack>-bpda…`` and
+    ``<attack>-plain``; the checklist's attacks go through it and it gains the check that the
+    defence holds against them as well as against plain PGD. The run's description is the table
+    of its metrics.
     """
     eps_values = Eps.many(eps_values)
     specs = [make_spec(name, eps) for name in attacks for eps in eps_values]
     for name in dict.fromkeys(attacks):
         check_backend(name, run.backend)
+    defence = getattr(target.model, "config", {}).get("defence")
+    if defence:  # each attack through the defence (BPDA, EOT) and, beside it, plain: their gap is the masking
+        specs = [variant for spec in specs
+                 for variant in (attack_spec(spec, target.model), dataclasses.replace(spec, defence_gradient="plain"))]
     images = TensorDataset(*(torch.cat(t) for t in zip(*target.clean.values())))
     with tracking.start_run(tracking.experiment_name(target.dataset, "evaluate"), f"evaluate-{target.side}px",
                             run.parent_run_id) as mlflow_run:
         mlflow.log_params({"model_uri": target.model_uri, "dataset": target.dataset, "max_eval": target.max_examples,
                            "seed": target.seed, "n_test": len(images), "attacks": ",".join(attacks)}
-                          | eps_params("eps", eps_values) | {"backend": run.backend})
+                          | eps_params("eps", eps_values) | {"backend": run.backend} | ({"defence": defence} if defence else {}))
         check = guard(target, run) if specs else None  # only attacks need the attacked images checked
         probs, labels = predict(target.model, images, run.batch_size, run.device)
         clean = classification_metrics(probs, labels, target.splits.classes) | {"n": float(len(labels))}
@@ -91,10 +114,10 @@ def evaluate(target: Target, attacks: Sequence[str] = (), eps_values: Sequence[E
         for spec in specs:
             out = attack(target, spec, dataclasses.replace(run, parent_run_id=None))
             robust.append(RobustRow(spec.name, spec.eps, out.metrics["adv_acc"], out.metrics["adv_auc"],
-                                    out.metrics["success_rate"], out.run_id, out.metrics["adv_balanced_acc"]))
+                                    out.metrics["success_rate"], out.run_id, out.metrics["adv_balanced_acc"], spec.defence_tag))
         outcome = EvaluateOutcome(mlflow_run.info.run_id, clean, robust, check)
         if checks is not None:
-            outcome.checks = checklist(target, checks, run)
+            outcome.checks = checklist(target, dataclasses.replace(checks, plain=bool(defence)), run)
             mlflow.log_table({f.name: [getattr(c, f.name) for c in outcome.checks] for f in dataclasses.fields(CheckResult)},
                              "checklist.json")
         model_id = registry.logged_model_id(target.model_uri)

@@ -16,9 +16,12 @@ logger = logging.getLogger("medart")
 
 def guard(target: Target, run: RunOptions = RunOptions()) -> ModelCheck:
     """Check ``target``'s model on its clean images (predicted once per target) and :func:`record`
-    the check on the active run."""
+    the check on the active run; for a model behind a preprocessing defence, whose clean
+    predictions these are, also the tag ``medart.defence`` (the canonical stack)."""
     check = target.model_check(run)
     record(check)
+    if defence := getattr(target.model, "config", {}).get("defence"):
+        mlflow.set_tag("medart.defence", defence)
     return check
 
 

@@ -11,6 +11,7 @@ import mlflow
 from torch import nn
 
 from medart import tracking
+from medart.budget import eps_params
 from medart.data import subsample
 from medart.defences.copies import check_fine_tunable, log_copy
 from medart.defences.training import HardenConfig, HardenResult, robust_fit
@@ -26,6 +27,7 @@ from medart.stages.train import log_splits
 #: version tags of a hardened model: where it came from and what it was trained against
 PARENT_URI_TAG, PARENT_VERSION_TAG, TRAINER_TAG, EPS_TAG = ("medart.parent_model_uri", "medart.parent_version",
                                                             "medart.trainer", "medart.eps")
+EPS_SETTINGS = ("eps", "step_size", "fbf_step")
 
 
 @dataclass(frozen=True)
@@ -82,11 +84,14 @@ def harden(target: Target, config: HardenConfig = HardenConfig(), request: Harde
     parent_version = parent[1] if parent else ""
     name = (parent[0] if parent else registry.registered_name(target.dataset)) if request.register else None
     model = copy.deepcopy(target.model)
-    arch, side, eps_label = model.config["arch"], target.side, f"{config.eps * 255:.3g}/255"
+    arch, side, eps_label = model.config["arch"], target.side, str(config.eps)
 
     run_name = f"harden-{config.trainer}-eps{eps_label}-{arch}-seed{config.seed}"
     with tracking.start_run(tracking.experiment_name(target.dataset, "harden"), run_name) as mlflow_run:
-        mlflow.log_params({f"harden.{k}": v for k, v in config.settings().items()})
+        settings = {}
+        for key, value in config.settings().items():  # budgets as k/255, their floats under <key>_value
+            settings |= eps_params(f"harden.{key}", value) if key in EPS_SETTINGS else {f"harden.{key}": value}
+        mlflow.log_params(settings)
         mlflow.log_params({"harden.parent_model_uri": target.model_uri, "harden.parent_version": parent_version,
                            "dataset": target.dataset, "image_size": side, "arch": arch, "max_train": request.max_train,
                            "max_eval": request.max_eval, "n_train": len(train_set), "n_val": len(val), "n_test": len(test),

@@ -47,7 +47,12 @@ def pipeline(data: DataSpec, detection: DetectRequest, model_uri: "str | ModelSo
         if model_uri is None:
             outcome = train(data, model, config, dataclasses.replace(run, parent_run_id=None))
             model_uri, trained = outcome.model_uri, True
-            target = Target(model_uri, outcome.model.cpu(), data, data.load(outcome.model.config.get("image_size")),
+            model = outcome.model.cpu()
+            if source.defence:  # the model just trained, behind the defence a loaded one would get
+                from medart.models.defended import DefendedClassifier
+
+                model = DefendedClassifier(model, source.defence, data.side()).eval()
+            target = Target(model_uri, model, data, data.load(outcome.model.config.get("image_size")),
                             max_examples, reference_size)
         else:
             target = Target.load(dataclasses.replace(source, model_uri=model_uri), data, max_examples, reference_size)
