@@ -347,19 +347,21 @@ def page(title: str, body: str) -> str:
             f"<style>{_STYLE}</style></head><body>\n{body}\n</body></html>\n")
 
 
-def run_page(view: RunView, experiment: str, tracking_uri: str, linked: Sequence[RunView] = ()) -> str:
-    """The page of one run: the headline figures of it and its descendants (:func:`pictures`), the
-    paper's numbers beside the run's where its dataset matches, its tables, figures, metrics and
-    parameters, then each descendant run's nested under its parent. ``linked``: runs it used
-    that are not its descendants (a ``detect`` run's attack runs, which ran before it), in
-    pictures, comparison and a section of their own."""
+def run_page(view: RunView, experiment: str, tracking_uri: str, explanation: str = "",
+             linked: Sequence[RunView] = ()) -> str:
+    """The page of one run: the headline figures of it and its descendants (:func:`pictures`),
+    ``explanation`` (HTML: :func:`medart.render.explain.how_to_read`), the paper's numbers beside
+    the run's where its dataset matches, its tables, figures, metrics and parameters, then each
+    descendant run's nested under its parent. ``linked``: runs it used that are not its
+    descendants (a ``detect`` run's attack runs, which ran before it), in pictures, comparison and
+    a section of their own."""
     tags, runs = view.tags, [view, *view.descendants(), *linked]
     headline, shown = pictures(runs)
     body = [f"<h1>medart report: {_e(view.name)}</h1>",
             f"<p class='meta'>run {_e(view.run_id)} · experiment {_e(experiment)} · {_e(view.status)} · started "
             f"{when(view.start_time)} · medart {_e(tags.get('medart.version', '?'))} · commit "
             f"{_e(tags.get('mlflow.source.git.commit', '?')[:10])} · tracking {_e(tracking_uri)}</p>",
-            degenerate_banner(runs), headline, paper_comparison(view.params.get("dataset"), runs),
+            degenerate_banner(runs), headline, explanation, paper_comparison(view.params.get("dataset"), runs),
             "<h2>This run</h2>", run_body(view, 3, shown=shown)]
     if view.children:
         total = sum(1 for _ in view.descendants())
@@ -373,7 +375,7 @@ def run_page(view: RunView, experiment: str, tracking_uri: str, linked: Sequence
     return page(f"medart report: {view.name}", "\n".join(body))
 
 
-def experiment_page(experiment: str, runs: Sequence[RunView], tracking_uri: str) -> str:
+def experiment_page(experiment: str, runs: Sequence[RunView], tracking_uri: str, explanation: str = "") -> str:
     """The page of an experiment's top-level ``runs`` (newest first): one summary table, then each
     run's tables, figures and metrics, and the paper's numbers (over every run and its descendants)
     where they all share a dataset."""
@@ -381,7 +383,8 @@ def experiment_page(experiment: str, runs: Sequence[RunView], tracking_uri: str)
                          [(r.name, r.status, when(r.start_time), len(r.metrics)) for r in runs], (3,))
     body = [f"<h1>medart report: experiment {_e(experiment)}</h1>",
             f"<p class='meta'>{len(runs)} newest top-level runs · tracking {_e(tracking_uri)}</p>",
-            degenerate_banner([d for r in runs for d in (r, *r.descendants())]), summary]
+            degenerate_banner([d for r in runs for d in (r, *r.descendants())]), summary,
+            explanation]
     datasets = {r.params.get("dataset") for r in runs}
     if len(datasets) == 1:
         body.append(paper_comparison(datasets.pop(), [d for r in runs for d in (r, *r.descendants())]))

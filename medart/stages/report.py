@@ -18,7 +18,10 @@ from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 
 from medart import tracking
+from medart.attacks.specs import ATTACK_ENTRIES
+from medart.detectors import DETECTORS
 from medart.errors import ConfigError
+from medart.render.explain import Glossary, how_to_read
 from medart.render.notes import note, report_link, with_report
 from medart.render.report import RunView, experiment_page, run_page
 
@@ -27,6 +30,7 @@ REPORT_ARTIFACT = "report.html"
 REPORT_URI_TAG = "medart.report_uri"  # on a run with its report attached: runs:/<run id>/report.html
 # On a run that used attack runs: medart.attack_run (detect's per-attack runs) or medart.attack_run.<attack>.
 ATTACK_RUN_TAG = "medart.attack_run"
+GLOSSARY = Glossary(ATTACK_ENTRIES, DETECTORS)  # what the page says each attack and detector is
 _SKIPPED = ("model", "adversarial")  # artifact folders of weights and examples: not for a page
 
 
@@ -124,7 +128,9 @@ def report_run(run_id: str, output: str | Path | None = None, log: bool = True) 
     experiment = client.get_experiment(run.info.experiment_id).name
     with tempfile.TemporaryDirectory() as tmp:
         tree = _tree(client, run, Path(tmp), Path(tmp))
-        page = run_page(tree, experiment, mlflow.get_tracking_uri(), _linked(client, [tree, *tree.descendants()], Path(tmp)))
+        runs = [tree, *tree.descendants()]
+        linked = _linked(client, runs, Path(tmp))
+        page = run_page(tree, experiment, mlflow.get_tracking_uri(), how_to_read([*runs, *linked], GLOSSARY), linked)
         if log:
             _attach(client, run, _write(page, Path(tmp) / "upload" / REPORT_ARTIFACT))
     return None if output is None else _write(page, Path(output))
@@ -162,7 +168,8 @@ def report_experiment(experiment: str, output: str | Path | None = None, max_run
         raise ConfigError(f"experiment '{experiment}' has no runs to report")
     with tempfile.TemporaryDirectory() as tmp:
         views = [_tree(client, r, Path(tmp), None) for r in runs]  # descendants: numbers only
-        page = experiment_page(experiment, views, mlflow.get_tracking_uri())
+        explanation = how_to_read([d for r in views for d in (r, *r.descendants())], GLOSSARY)
+        page = experiment_page(experiment, views, mlflow.get_tracking_uri(), explanation)
     path = None if output is None else _write(page, Path(output))
     if not log:
         return path, None
