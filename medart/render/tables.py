@@ -7,7 +7,7 @@ import re
 from medart.numbers import pct
 
 #: parts of metric names (between "_" and ".") that are not fractions, written as they are
-COUNTS_AND_LOSSES = ("n", "loss", "linf", "l2", "seconds", "epoch")
+COUNTS_AND_LOSSES = ("n", "loss", "linf", "l2", "seconds", "epoch", "failed")
 
 
 def _is_fraction(name: str) -> bool:

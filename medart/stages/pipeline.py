@@ -13,7 +13,8 @@ from medart.errors import MedartError
 from medart.models.loading import ModelSource
 from medart.models.training import TrainConfig
 from medart.render.detection import summary_table
-from medart.stages.detect import DetectionOutcome, DetectRequest, detect
+from medart.render.notes import note
+from medart.stages.detect import DetectionOutcome, DetectRequest, detect, pair_counts
 from medart.stages.guard import guard
 from medart.stages.target import DataSpec, RunOptions, Target, champion
 from medart.stages.train import ModelRequest, train
@@ -37,7 +38,7 @@ def pipeline(data: DataSpec, detection: DetectRequest, model_uri: "str | ModelSo
     ``config``; then attack and detect as :func:`medart.stages.detect.detect` does, all under one
     parent run in ``medart/<dataset>/main``, which gets the headline metrics (prefixed by the
     attack when there are several), the degenerate-model guard's tag and metrics, ``summary.md``
-    and the detection tables and figures."""
+    (also its description, with the n) and the detection tables and figures."""
     attacks = detection.attacks
     label = f"main-{'+'.join(attacks)}-eps{detection.eps}-{run.backend}"
     with tracking.start_run(tracking.experiment_name(data.dataset, "main"), label, run.parent_run_id) as parent:
@@ -71,6 +72,10 @@ def pipeline(data: DataSpec, detection: DetectRequest, model_uri: "str | ModelSo
         summary = summary_table(metrics, out.auc, detection.detectors, check)
         mlflow.log_text(summary, "summary.md")
         _copy_artifacts(out.run_id)
+        n = int(next(iter(metrics.values()))["n"])
+        tracking.describe(note(f"{model_uri}{' (trained here)' if trained else ''} at ε = {detection.eps}, "
+                               f"{run.backend}: {n} images attacked (AdvTrain + AdvTest); detection pairs "
+                               f"(AdvTrain/AdvTest) {pair_counts(out.counts)}", summary))
     return PipelineOutcome(parent.info.run_id, model_uri, trained, out, metrics, summary)
 
 
