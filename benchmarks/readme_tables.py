@@ -150,6 +150,14 @@ def paper_fidelity(r: dict) -> str:
             f"{t['table4.md']}\nTable 5 (transfer):\n\n{t['table5.md']}\nWall time:\n\n{t['stages.md']}\n{targets(r)}")
 
 
+def cli_startup(r: dict) -> str:
+    rows = [[x["command"], spread(x["before_wall"]), spread(x["after_wall"]), spread(x["ratio_wall"], 3),
+             spread(x["ratio_cpu"], 3)] for x in r["results"]]
+    before = (r.get("baseline_commit") or "unknown")[:10]
+    return (f"#### Command-line start-up (whole processes; before: commit `{before}`)\n\n{provenance(r)}\n"
+            f"{table(['command', 'before, wall s', 'after, wall s', 'after / before, wall', 'after / before, CPU'], rows)}")
+
+
 INTRO = """## Performance
 
 Measured by the scripts in `benchmarks/` (each has `--help`, writes a JSON file under
@@ -179,12 +187,14 @@ next `--update`).
   time and peak memory at two numbers of mini-batches.
 - **Scaling** — attack, detection and prediction as the number of images doubles and as the
   images grow, next to linear growth.
+- **Command-line start-up** — `medart --help`, `medart attack --help` and `medart datasets` as
+  whole processes, this checkout against an earlier commit's (`benchmarks/cli_startup.py`).
 - **Paper fidelity** — the whole pipeline on the real chest X-ray file, next to the paper's
   Chest X-Ray numbers, with the wall time of each stage.
 """
 
 RENDERERS = {"attack_throughput": attack_throughput, "detector_features": detector_features, "scaling": scaling,
-             "paper_fidelity": paper_fidelity}
+             "paper_fidelity": paper_fidelity, "cli_startup": cli_startup}
 ORDER = list(RENDERERS)
 
 

@@ -10,11 +10,15 @@ from typing import Iterator
 
 import mlflow
 from mlflow.entities import RunTag
+from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
 
 from medart.interrupts import deferred_interrupts, raise_pending_interrupt
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 ARTIFACT_ROOT_ENV = "MEDART_ARTIFACT_ROOT"  # where new experiments keep their artifacts (a folder or s3://…)
+#: A run's description: Markdown, what the MLflow UI's run page opens on ("mlflow.note.content").
+NOTE_TAG = MLFLOW_RUN_NOTE
+NOTE_LIMIT = 8000  # characters: MLflow's limit on a tag's value
 
 
 def configure(tracking_uri: str | None = None) -> str:
@@ -147,7 +151,7 @@ def _point_project_run_at(stage: mlflow.ActiveRun) -> None:
     _PROJECT["stages"].append(stage.info.run_name)
     runs = ", ".join(f"`{name}`" for name in _PROJECT["stages"])
     tags = {"mlflow.runName": f"{stage.info.run_name} (mlflow run)", STAGE_RUN_TAG: stage.info.run_id,
-            "mlflow.note.content": f"`mlflow run` of medart: this run's params are the `-P` values as given; its "
+            NOTE_TAG: f"`mlflow run` of medart: this run's params are the `-P` values as given; its "
                                    f"child runs ({runs}) hold what the stage resolved and measured."}
     mlflow.MlflowClient().log_batch(_PROJECT["run"].info.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
 
@@ -166,3 +170,16 @@ def log_figure(fig, name: str) -> None:
     """Log a matplotlib figure as ``name`` (e.g. ``figures/training.png``). medart's figures are made
     without pyplot (:mod:`medart.render`), so nothing keeps them alive afterwards."""
     mlflow.log_figure(fig, name)
+
+
+def describe(markdown: str, run_id: str | None = None) -> None:
+    """Make ``markdown`` the description of run ``run_id`` (default: the active run), which the
+    MLflow UI's run page opens on; a text over MLflow's :data:`NOTE_LIMIT` is cut at a line, and
+    says so."""
+    if len(markdown) > NOTE_LIMIT:
+        cut = "\n\n… (cut at MLflow's limit of a description: the run's tables hold the rest)\n"
+        markdown = markdown[: NOTE_LIMIT - len(cut)].rsplit("\n", 1)[0] + cut
+    if run_id is None:
+        mlflow.set_tag(NOTE_TAG, markdown)
+    else:
+        mlflow.MlflowClient().set_tag(run_id, NOTE_TAG, markdown)

@@ -62,7 +62,7 @@ def test_settings_errors_come_before_any_attack_runs(tracking_store, shared_data
     splits = data.load(28)
     model = build_model(2, "smallcnn", "none", classes=splits.classes, image_size=28).eval()
     target = Target("untrained", model, data, splits, max_examples=20, reference_size=40)
-    with pytest.raises(ConfigError, match=re.escape("must be in (0, 1]")):  # ε is refused where it is built
+    with pytest.raises(ConfigError, match=re.escape("must be in (0, 1]")):  # ε is checked as the request is made
         DetectRequest(attacks=("pgd",), eps=2.0)
     for request, target_, message in (
         (DetectRequest(detectors=("kd", "magnet")), target, "unknown detector 'magnet'"),

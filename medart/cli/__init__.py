@@ -90,6 +90,16 @@ def run_line(kind: str, run_id: str, detail: str = "") -> str:
     return f"{kind} run {run_id} in {mlflow.get_tracking_uri()}" + (f": {detail}" if detail else "")
 
 
+def attach_report(run_id: str, output: str | None = None, log: bool = True) -> str:
+    """Attach run ``run_id``'s HTML report to it (with ``log``) and write it to ``output`` (when
+    given); the line that says where it went."""
+    from medart.stages.report import REPORT_ARTIFACT, report_run
+
+    path = report_run(run_id, output, log)
+    where = ([f"{REPORT_ARTIFACT} of run {run_id}"] if log else []) + ([str(path)] if path else [])
+    return "report: " + ", and ".join(where)
+
+
 class MedartGroup(ReportsUserErrors, click.Group):
     """The ``medart`` command group (see :class:`ReportsUserErrors`)."""
 
@@ -138,4 +148,4 @@ from medart.cli import (  # noqa: E402, F401  (each module adds its command to `
     ablate, analyze, attack, compare, datasets, detect, eps_curves, evaluate, harden, pipeline, register, report, sweep, train,
 )
 
-__all__ = ["ReportsUserErrors", "main", "run_line", "spell_for_cli"]
+__all__ = ["ReportsUserErrors", "attach_report", "main", "run_line", "spell_for_cli"]

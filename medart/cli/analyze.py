@@ -6,7 +6,7 @@ import click
 
 from medart.attacks.specs import ATTACKS
 from medart.catalog import ARCHS
-from medart.cli import main, options, run_line
+from medart.cli import attach_report, main, options, run_line
 
 
 @main.command()
@@ -39,8 +39,9 @@ from medart.cli import main, options, run_line
 @click.option("--gradcam-top", type=click.FloatRange(0, 1, min_open=True), default=0.2, show_default=True,
               help="Share of most-attended pixels whose IoU measures the clean/adversarial overlap.")
 @click.option("--show", type=click.IntRange(1, 16), default=4, show_default=True, help="Images in the per-image figures.")
-@click.option("--report/--no-report", default=True, show_default=True, help="Also write the run's HTML report (medart report).")
-@click.option("--output", type=click.Path(dir_okay=False), default=None, help="Report file. Default: report-<run id>.html.")
+@options.report
+@click.option("--output", type=click.Path(dir_okay=False), default=None,
+              help="Also write the HTML report to this file (with --no-report: only there). Default: no file.")
 def analyze(**opts) -> None:
     """The paper's analysis figures of one model (Figures 4 to 11).
 
@@ -54,7 +55,6 @@ def analyze(**opts) -> None:
     from medart.models.loading import ModelSource
     from medart.stages.analyze import AnalysisRequest, GradcamSettings, LandscapeSettings, SurrogateSettings
     from medart.stages.analyze import analyze as run_analysis
-    from medart.stages.report import report_run
     from medart.stages.target import DataSpec, RunOptions, Target, from_options
 
     tracking.configure(opts["tracking_uri"])
@@ -66,5 +66,5 @@ def analyze(**opts) -> None:
     click.echo(run_line("analysis", out.run_id, f"{out.seconds:.0f} s, {', '.join(out.figures)}, analysis.md, analysis.json"))
     for key, value in out.summary.items():
         click.echo(f"  {key} = {value:.4f}")
-    if opts["report"]:
-        click.echo(f"report {report_run(out.run_id, opts['output'])} (also the run's report.html)")
+    if opts["report"] or opts["output"]:
+        click.echo(attach_report(out.run_id, opts["output"], opts["report"]))

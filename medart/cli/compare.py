@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from medart.cli import main, options, run_line
+from medart.cli import attach_report, main, options, run_line
 
 
 @main.command()
@@ -19,6 +19,7 @@ from medart.cli import main, options, run_line
 @click.option("--export-dir", type=click.Path(file_okay=False), default=None,
               help="Also write the RobustBench-shaped JSON files here (they are always logged to the run).")
 @options.tracking_uri
+@options.report
 def compare(**opts) -> None:
     """Robustness of finished attack runs in one table and figure.
 
@@ -38,3 +39,5 @@ def compare(**opts) -> None:
     click.echo(run_line("compare", out.run_id, f"{len(out.rows)} rows; compare.md, figures/compare.png, robustbench/"))
     click.echo(compare_table(out.rows), nl=False)
     click.echo("\n" + worst_case_table(worst_case(out.rows), PAPER_ATTACKS), nl=False)
+    if opts["report"]:
+        click.echo(attach_report(out.run_id))

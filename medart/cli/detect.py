@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from medart.cli import main, options, run_line
+from medart.cli import attach_report, main, options, run_line
 
 #: the options of both commands, in the order ``--help`` lists them
 _study_options = options.stack(
@@ -24,6 +24,7 @@ _study_options = options.stack(
                  help="Keep only adversarial examples that fool the model (Ma et al. 2018); default: every attacked image."),
     click.option("--transfer/--no-transfer", default=True, show_default=True,
                  help="Also score each detector on every other attack's examples (Table 5)."),
+    options.report,
 )
 
 _adaptive_options = options.stack(
@@ -72,7 +73,7 @@ def _run(opts: dict) -> None:
     from medart.models.loading import ModelSource
     from medart.render.detection import auc_table, transfer_table
     from medart.stages.adaptive import AdaptiveBudget
-    from medart.stages.detect import DetectRequest, parse_detector_params
+    from medart.stages.detect import DetectRequest, pair_counts, parse_detector_params
     from medart.stages.detect import detect as run_detect
     from medart.stages.target import DataSpec, RunOptions, Target, from_options
 
@@ -82,8 +83,8 @@ def _run(opts: dict) -> None:
                            budget=budget)
     target = Target.load(from_options(ModelSource, opts), from_options(DataSpec, opts), opts["max_examples"], opts["reference_size"])
     out = run_detect(target, request, from_options(RunOptions, opts))
-    pairs = ", ".join(f"{a} {c['fit']}/{c['test']}" for a, c in out.counts.items())
-    click.echo(run_line("detect", out.run_id, f"pairs (AdvTrain/AdvTest) {pairs}; figures/detection_auc.png, detection_auc.md"))
+    click.echo(run_line("detect", out.run_id, f"pairs (AdvTrain/AdvTest) {pair_counts(out.counts)}; "
+                                              "figures/detection_auc.png, figures/roc_all.png, detection_auc.md"))
     repeats = request.repeats > 1
     click.echo(auc_table(out.intervals, out.auc if repeats else None, out.auc_std if repeats else None, out.check), nl=False)
     if out.transfer:
@@ -92,3 +93,5 @@ def _run(opts: dict) -> None:
         from medart.render.detection import adaptive_table
 
         click.echo("\nadaptive.md, figures/adaptive.png:\n" + adaptive_table(out.adaptive), nl=False)
+    if opts["report"]:
+        click.echo(attach_report(out.run_id))

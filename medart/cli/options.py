@@ -185,6 +185,9 @@ batch_size = click.option("--batch-size", type=click.IntRange(min=1), default=12
 device = click.option("--device", default="auto", show_default=True, help="'auto' (CUDA when present), 'cpu' or 'cuda[:N]'.")
 cache = click.option("--cache/--no-cache", default=True, show_default=True,
                      help="Reuse examples a finished run made with the same model, data, attack, backend and seed.")
+report = click.option("--report/--no-report", default=True, show_default=True,
+                      help="When the run finishes, attach its HTML report (medart report) to it as report.html, "
+                           "linked from its description in the MLflow UI.")
 progress = click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bars.")
 tracking_uri = click.option("--tracking-uri", default=None, envvar="MLFLOW_TRACKING_URI", help="MLflow tracking store.")
 

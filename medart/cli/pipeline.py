@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from medart.attacks.specs import ATTACKS
-from medart.cli import main, options, run_line
+from medart.cli import attach_report, main, options, run_line
 
 
 @main.command()
@@ -30,6 +30,7 @@ from medart.cli import main, options, run_line
 @options.max_train
 @options.max_eval
 @options.run_options
+@options.report
 def pipeline(**opts) -> None:
     """The paper's pipeline: train (or reuse --model-uri, else the dataset's registered champion),
     attack, detect — one parent run with a child run per stage (`mlflow run . -e main` runs this).
@@ -55,3 +56,5 @@ def pipeline(**opts) -> None:
                        opts["max_examples"], opts["reference_size"], from_options(RunOptions, opts))
     click.echo(run_line("main", out.run_id, f"model {out.model_uri}{' (trained here)' if out.trained else ''}"))
     click.echo(out.summary, nl=False)
+    if opts["report"]:
+        click.echo(attach_report(out.run_id))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from medart.cli import main, options, run_line
+from medart.cli import attach_report, main, options, run_line
 
 
 @main.command()
@@ -16,6 +16,7 @@ from medart.cli import main, options, run_line
 @options.attacks()
 @click.option("--eps", type=options.EpsList(), default="0.2/255,0.5/255,1/255,2/255,5/255", show_default=True,
               help="Comma-separated ε values (numbers or k/255).")
+@options.report
 @click.pass_context
 def sweep(ctx, **opts) -> None:
     """Every attack at every ε as nested MLflow runs, with an accuracy-vs-ε figure and a table.
@@ -37,6 +38,8 @@ def sweep(ctx, **opts) -> None:
         out = run_sweep(target, opts["attacks"], opts["eps"], from_options(RunOptions, opts, executor=executor))
     click.echo(run_line("sweep", out.run_id, f"{len(out.rows)} child runs; figure figures/accuracy_vs_eps.png, table sweep.md"))
     click.echo(sweep_table(out.rows, out.failed, out.check), nl=False)
+    if opts["report"]:
+        click.echo(attach_report(out.run_id))
     if out.failed:
         click.echo(f"Error: {len(out.failed)} of {len(out.rows) + len(out.failed)} cells failed (see the table above and "
                    f"sweep.json in run {out.run_id}); the others are logged", err=True)

@@ -118,15 +118,24 @@ def subsample(dataset: MedicalImageDataset, n: int | None, seed: int) -> Medical
     """
     if n is None or n >= len(dataset):
         return dataset
+    return dataset.subset(stratified_choice(dataset.targets, n, seed))
+
+
+def stratified_choice(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """Sorted indices of ``n`` of the items with class ``labels`` ``(N,)`` (all of them when
+    ``n >= N``), drawn with ``seed`` and stratified by class where the kept ``n`` and the ``N − n``
+    left out can each hold every class (else drawn without regard to class)."""
+    labels = np.asarray(labels)
+    if n >= len(labels):
+        return np.arange(len(labels))
     if n < 1:
         raise ConfigError(f"a subset needs at least 1 image, got {n}")
-    index = np.arange(len(dataset))
-    counts = np.bincount(dataset.targets, minlength=dataset.num_classes)
+    counts = np.bincount(labels)
     classes = np.count_nonzero(counts)
     # stratifying needs every class on both sides: the kept n and the len - n left out
-    stratify = dataset.targets if (counts[counts > 0].min() >= 2 and min(n, len(dataset) - n) >= classes) else None
-    keep, _ = train_test_split(index, train_size=n, random_state=seed, stratify=stratify)
-    return dataset.subset(np.sort(keep))
+    stratify = labels if (counts[counts > 0].min() >= 2 and min(n, len(labels) - n) >= classes) else None
+    keep, _ = train_test_split(np.arange(len(labels)), train_size=n, random_state=seed, stratify=stratify)
+    return np.sort(keep)
 
 
 def indices_digest(*index_arrays: np.ndarray) -> str:

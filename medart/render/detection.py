@@ -117,18 +117,41 @@ def summary_table(metrics: Mapping[str, Mapping[str, float]], intervals: Interva
     return "\n".join(lines) + "\n"
 
 
-def roc_figure(curves: Mapping[str, tuple[np.ndarray, np.ndarray, float]], title: str) -> Figure:
-    """ROC curves: detector → (false positive rates, true positive rates, AUC in [0, 1])."""
-    fig = Figure(figsize=(5, 5))
-    ax = fig.subplots()
+#: detector → (false positive rates, true positive rates, AUC in [0, 1]) of one attack
+Curves = Mapping[str, tuple[np.ndarray, np.ndarray, float]]
+
+
+def _roc(ax, curves: Curves, title: str) -> None:
     for name, (fpr, tpr, auc) in curves.items():
         ax.plot(fpr, tpr, label=f"{name.upper()} (AUC {auc_pct(auc, 1)})")
-    ax.plot([0, 1], [0, 1], color="grey", ls="--", lw=0.8)
+    ax.plot([0, 1], [0, 1], color="grey", ls="--", lw=0.8)  # chance
     ax.set_xlabel("false positive rate (clean flagged)")
     ax.set_ylabel("true positive rate (adversarial flagged)")
-    ax.set_title(title)
-    ax.legend(loc="lower right")
+    ax.set_title(title, fontsize=10)
+    ax.legend(loc="lower right", fontsize=8)
+
+
+def roc_figure(curves: Curves, title: str) -> Figure:
+    """ROC curves of one attack: detector → (false positive rates, true positive rates, AUC in [0, 1])."""
+    fig = Figure(figsize=(5, 5))
+    _roc(fig.subplots(), curves, title)
     fig.tight_layout()
+    return fig
+
+
+def roc_panels(curves: Mapping[str, Curves], title: str) -> Figure:
+    """Every detector's ROC curve in one figure: a panel per attack (its title the key of
+    ``curves``, three to a row), a curve per detector with its AUC (``degenerate`` where NaN), and
+    the chance diagonal."""
+    ncols = min(3, len(curves))
+    nrows = -(-len(curves) // ncols)
+    fig = Figure(figsize=(4.6 * ncols, 4.6 * nrows + 0.4), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for ax, (attack, by_detector) in zip(axes.flat, curves.items()):
+        _roc(ax, by_detector, attack)
+    for ax in axes.flat[len(curves):]:
+        ax.axis("off")
+    fig.suptitle(title)
     return fig
 
 

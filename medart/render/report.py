@@ -17,7 +17,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Collection, Iterable, Iterator, Sequence
 
 from medart.budget import logged_eps
 from medart.intervals import Estimate, estimates, interval_names
@@ -51,8 +51,10 @@ TABLE4_ATTACKS = ("fgsm", "bim", "pgd", "cw")
 # medart dataset → the paper's task it stands in for.
 PAPER_TASKS = {"pneumonia": "Chest X-Ray", "chestxray2": "Chest X-Ray", "chestxray3": "Chest X-Ray-3",
                "chestxray4": "Chest X-Ray-4", "fundoscopy": "Fundoscopy", "dermoscopy": "Dermoscopy"}
-# Figures in the paper's order (then any others by name).
-FIGURE_ORDER = ("accuracy_vs_eps", "eps_curves", "saliency", "stages", "landscape", "embedding", "gradcam",
+# Figures in a run's section: an attack's gallery and every detector's ROC curves (the figures a
+# run's page also shows first, under "Pictures": :func:`pictures`), then the paper's order (then any
+# others by name).
+FIGURE_ORDER = ("gallery", "roc_all", "accuracy_vs_eps", "eps_curves", "saliency", "stages", "landscape", "embedding", "gradcam",
                 "detection_auc", "transfer", "roc", "training")
 
 _STYLE = """
@@ -278,14 +280,26 @@ def _heading(level: int) -> str:
     return f"h{min(level, 6)}"
 
 
-def run_body(view: RunView, level: int = 2, params: bool = True) -> str:
-    """Tables (``*.md``), figures (``figures/*.png``, in the paper's order), metrics and params of one run."""
+def _figure(path: str, png: bytes, caption: str) -> str:
+    data = base64.b64encode(png).decode()
+    return f'<figure><img alt="{_e(path)}" src="data:image/png;base64,{data}"><figcaption>{_e(caption)}</figcaption></figure>'
+
+
+#: (run id, artifact path) of figures the page already shows under "Pictures"
+Shown = Collection[tuple[str, str]]
+
+
+def run_body(view: RunView, level: int = 2, params: bool = True, shown: Shown = ()) -> str:
+    """Tables (``*.md``), figures (``figures/*.png``: the headline ones first, then in the paper's
+    order; those ``shown`` higher on the page named only), metrics and params of one run."""
     h = _heading(level)
     parts = [f"<{h}>Table: {_e(path)}</{h}>{markdown_tables(text)}" for path, text in sorted(view.tables)]
     rank = {name: k for k, name in enumerate(FIGURE_ORDER)}
     for path, png in sorted(view.figures, key=lambda f: (rank.get(Path(f[0]).stem, len(rank)), f[0])):
-        data = base64.b64encode(png).decode()
-        parts.append(f'<figure><img alt="{_e(path)}" src="data:image/png;base64,{data}"><figcaption>{_e(path)}</figcaption></figure>')
+        if (view.run_id, path) in shown:
+            parts.append(f"<p class='note'>{_e(path)}: under Pictures, at the top of the page.</p>")
+        else:
+            parts.append(_figure(path, png, path))
     tables = []
     if view.metrics:
         tables.append(f"<div><{h}>Metrics</{h}>{html_table(('metric', 'value'), metric_rows(view.metrics), (1,))}</div>")
@@ -296,12 +310,49 @@ def run_body(view: RunView, level: int = 2, params: bool = True) -> str:
     return "\n".join(parts)
 
 
-def child_section(view: RunView, level: int = 3) -> str:
+def child_section(view: RunView, level: int = 3, shown: Shown = ()) -> str:
     """A child run's body, its own children's sections nested inside it (any depth)."""
     h = _heading(level)
-    nested = "".join(child_section(c, level + 1) for c in view.children)
+    nested = "".join(child_section(c, level + 1, shown) for c in view.children)
     return (f"<div class='child'><{h}>{_e(view.name)} <span class='meta'>({_e(view.run_id)}, {_e(view.status)})</span></{h}>"
-            f"{run_body(view, level + 1, params=False)}{nested}</div>")
+            f"{run_body(view, level + 1, params=False, shown=shown)}{nested}</div>")
+
+
+def pictures(views: Sequence[RunView]) -> tuple[str, set[tuple[str, str]]]:
+    """HTML: the headline figures of ``views`` (a run, its descendants, the attack runs it used) —
+    per attack the gallery of its largest ε (a sweep's other cells keep theirs in their sections),
+    then each distinct ``roc_all`` figure (the pipeline's run holds a copy of its detection run's) —
+    and the (run id, path) of every figure shown. Empty when there are none."""
+    galleries: dict[str, tuple[float, RunView, str, bytes]] = {}
+    rocs: dict[bytes, list[tuple[RunView, str]]] = {}
+    for view in views:
+        for path, png in view.figures:
+            if Path(path).stem == "gallery":
+                # an attack through a defence (BPDA, plain, EOT) is an attack of its own
+                attack = "-".join(view.params[k] for k in ("attack.name", "attack.defence_gradient", "attack.eot_samples")
+                                  if k in view.params) or view.run_id
+                eps = logged_eps(view.params, "attack.eps") if "attack.eps" in view.params else 0.0
+                if attack not in galleries or eps > galleries[attack][0]:
+                    galleries[attack] = (eps, view, path, png)
+            elif Path(path).stem == "roc_all":
+                rocs.setdefault(png, []).append((view, path))
+    if not galleries and not rocs:
+        return "", set()
+    shown = {(v.run_id, path) for _, v, path, _ in galleries.values()} | {(v.run_id, path) for at in rocs.values()
+                                                                         for v, path in at}
+    parts = ["<h2>Pictures</h2>"]
+    if galleries:
+        parts.append("<p class='note'>What each attack did: AdvTest images drawn with the run's seed, stratified by class — "
+                     "clean, the perturbation amplified (its factor and span on it), adversarial — with the true class "
+                     "and the model's answer and confidence before and after.</p>")
+        parts.append('<div class="pair">' + "".join(
+            f"<div>{_figure(path, png, f'{view.name} ({view.run_id}): {path}')}</div>"
+            for _, view, path, png in galleries.values()) + "</div>")
+    for png, at in rocs.items():
+        view, path = at[0]
+        parts.append(_figure(path, png, f"every detector's ROC curve on AdvTest, a panel per attack: {view.name} "
+                                        f"({view.run_id}): {path}"))
+    return "\n".join(parts), shown
 
 
 def when(ms: int | None) -> str:
@@ -313,26 +364,35 @@ def page(title: str, body: str) -> str:
             f"<style>{_STYLE}</style></head><body>\n{body}\n</body></html>\n")
 
 
-def run_page(view: RunView, experiment: str, tracking_uri: str) -> str:
-    """The page of one run: its tables, figures, metrics and parameters, then each descendant run's
-    nested under its parent, and the paper's numbers beside the run's where its dataset matches."""
-    tags = view.tags
+def run_page(view: RunView, experiment: str, tracking_uri: str, explanation: str = "",
+             linked: Sequence[RunView] = ()) -> str:
+    """The page of one run: the headline figures of it and its descendants (:func:`pictures`),
+    ``explanation`` (HTML: :func:`medart.render.explain.how_to_read`), the paper's numbers beside
+    the run's where its dataset matches, its tables, figures, metrics and parameters, then each
+    descendant run's nested under its parent. ``linked``: runs it used that are not its
+    descendants (a ``detect`` run's attack runs, which ran before it), in pictures, comparison and
+    a section of their own."""
+    tags, runs = view.tags, [view, *view.descendants(), *linked]
+    headline, shown = pictures(runs)
     body = [f"<h1>medart report: {_e(view.name)}</h1>",
             f"<p class='meta'>run {_e(view.run_id)} · experiment {_e(experiment)} · {_e(view.status)} · started "
             f"{when(view.start_time)} · medart {_e(tags.get('medart.version', '?'))} · commit "
             f"{_e(tags.get('mlflow.source.git.commit', '?')[:10])} · tracking {_e(tracking_uri)}</p>",
-            degenerate_banner([view, *view.descendants()]),
-            paper_comparison(view.params.get("dataset"), [view, *view.descendants()]),
-            "<h2>This run</h2>", run_body(view, 3)]
+            degenerate_banner(runs), headline, explanation, paper_comparison(view.params.get("dataset"), runs),
+            "<h2>This run</h2>", run_body(view, 3, shown=shown)]
     if view.children:
         total = sum(1 for _ in view.descendants())
         more = f", {total} with theirs" if total > len(view.children) else ""
         body.append(f"<h2>Child runs ({len(view.children)}{more})</h2>")
-        body += [child_section(child, 3) for child in view.children]
+        body += [child_section(child, 3, shown) for child in view.children]
+    if linked:
+        body.append(f"<h2>Runs it used ({len(linked)})</h2><p class='note'>Named in its tags (medart.attack_run…): "
+                    "they ran before it, outside it.</p>")
+        body += [child_section(other, 3, shown) for other in linked]
     return page(f"medart report: {view.name}", "\n".join(body))
 
 
-def experiment_page(experiment: str, runs: Sequence[RunView], tracking_uri: str) -> str:
+def experiment_page(experiment: str, runs: Sequence[RunView], tracking_uri: str, explanation: str = "") -> str:
     """The page of an experiment's top-level ``runs`` (newest first): one summary table, then each
     run's tables, figures and metrics, and the paper's numbers (over every run and its descendants)
     where they all share a dataset."""
@@ -340,7 +400,8 @@ def experiment_page(experiment: str, runs: Sequence[RunView], tracking_uri: str)
                          [(r.name, r.status, when(r.start_time), len(r.metrics)) for r in runs], (3,))
     body = [f"<h1>medart report: experiment {_e(experiment)}</h1>",
             f"<p class='meta'>{len(runs)} newest top-level runs · tracking {_e(tracking_uri)}</p>",
-            degenerate_banner([d for r in runs for d in (r, *r.descendants())]), summary]
+            degenerate_banner([d for r in runs for d in (r, *r.descendants())]), summary,
+            explanation]
     datasets = {r.params.get("dataset") for r in runs}
     if len(datasets) == 1:
         body.append(paper_comparison(datasets.pop(), [d for r in runs for d in (r, *r.descendants())]))
@@ -349,5 +410,6 @@ def experiment_page(experiment: str, runs: Sequence[RunView], tracking_uri: str)
     return page(f"medart report: {experiment}", "\n".join(body))
 
 
-__all__ = ["FIGURE_ORDER", "PAPER_TASKS", "RunView", "child_section", "degenerate_banner", "experiment_page", "html_table",
-           "is_detection_auc", "is_percent", "markdown_tables", "metric_rows", "page", "paper_comparison", "run_body", "run_page"]
+__all__ = ["FIGURE_ORDER", "PAPER_TASKS", "RunView", "child_section", "degenerate_banner", "experiment_page",
+           "html_table", "is_detection_auc", "is_percent", "markdown_tables", "metric_rows", "page", "paper_comparison",
+           "pictures", "run_body", "run_page"]

@@ -8,7 +8,7 @@ from medart.intervals import estimates, interval_names
 from medart.numbers import ACCURACY_LEGEND, ci_n, pct
 
 #: parts of metric names (between "_" and ".") that are not fractions, written as they are
-COUNTS_AND_LOSSES = ("n", "loss", "linf", "l2", "seconds", "epoch")
+COUNTS_AND_LOSSES = ("n", "loss", "linf", "l2", "seconds", "epoch", "failed")
 
 
 def _is_fraction(name: str) -> bool:

@@ -33,6 +33,7 @@ from medart.models.adapter import PENULTIMATE, top_groups
 from medart.models.evaluation import device_of
 from medart.models.training import TrainConfig
 from medart.render import analysis as render
+from medart.render.notes import note
 from medart.stages.attack import attack
 from medart.stages.compare import sweep_label, sweep_record, sweep_rows
 from medart.stages.guard import guard
@@ -408,7 +409,7 @@ def analyze(target: Target, request: AnalysisRequest = AnalysisRequest(), run: R
     ``medart/<dataset>/analysis`` whose children are the attack runs (and the sweep and surrogate
     training runs it needs). :class:`AnalysisRequest` lists the figures and their settings; the
     numbers go to the run's metrics, per-image numbers to ``analysis.json``, a table of them with
-    their meaning to ``analysis.md``.
+    their meaning to ``analysis.md`` (also the run's description).
     """
     started = time.perf_counter()
     model, attacks = target.model, request.attacks
@@ -439,6 +440,10 @@ def analyze(target: Target, request: AnalysisRequest = AnalysisRequest(), run: R
         finite = {k: v for k, v in a.summary.items() if np.isfinite(v)}
         mlflow.log_metrics(finite | {f"seconds.{k}": v for k, v in seconds.items()} | {"seconds": total})
         mlflow.log_dict(a.details | {"summary": a.summary, "seconds": seconds}, "analysis.json")
-        mlflow.log_text(render.analysis_table(a.summary, attacks, request.saliency_share, request.sharpness_radius,
-                                              request.gradcam.gradcam_top), "analysis.md")
+        table = render.analysis_table(a.summary, attacks, request.saliency_share, request.sharpness_radius,
+                                      request.gradcam.gradcam_top)
+        mlflow.log_text(table, "analysis.md")
+        tracking.describe(note(f"Analysis of {target.model_uri} under {', '.join(attacks).upper()} at ε = "
+                               f"{request.eps}, {run.backend}: n = {len(a.images.x)} images "
+                               f"(AdvTrain + AdvTest); figures {', '.join(request.figures)}", table))
     return AnalysisOutcome(mlflow_run.info.run_id, a.summary, a.figures, total)

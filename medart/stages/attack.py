@@ -9,18 +9,25 @@ from dataclasses import dataclass
 from typing import Callable
 
 import mlflow
+import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
 from medart import tracking
 from medart.attacks import AttackSpec, cache, make_attack
 from medart.attacks.metrics import attack_metrics
+from medart.data.splits import stratified_choice
 from medart.models.defended import attack_spec
 from medart.executors import InProcessExecutor
 from medart.models.evaluation import predict
 from medart.models.loading import ModelSource, load_model
+from medart.render.gallery import gallery_figure
+from medart.render.notes import attack_note
 from medart.stages.guard import guard
 from medart.stages.target import RunOptions, Target
+
+GALLERY = "figures/gallery.png"
+GALLERY_SIZE = 6  # AdvTest images in the gallery
 
 
 @dataclass
@@ -44,9 +51,12 @@ def attack(target: Target, spec: AttackSpec, run: RunOptions = RunOptions(), sha
     ``clean_balanced_acc``, ``adv_balanced_acc``, ``clean_recall_<class>``, ``adv_recall_<class>``,
     ``success_rate``, ``linf_mean``/``linf_max``, ``l2_mean``/``l2_max`` (pixel units),
     ``seconds`` and ``image_steps_per_second`` of the generation, and for ``autoattack`` made in
-    this process ``broken_by.<part>``, the images each part broke first. The examples are logged as
-    artifacts (``adversarial/<part>.npz``: ``x_adv``, ``labels``, ``indices``; :mod:`medart.attacks.cache`)
-    and reused, bit for bit, by a later run with the same network, data, spec, backend and seed:
+    this process ``broken_by.<part>``, the images each part broke first. The run's description
+    (``mlflow.note.content``, what the MLflow UI opens on) is a short table of these, and
+    ``figures/gallery.png`` shows :data:`GALLERY_SIZE` AdvTest images (:func:`_log_gallery`). The
+    examples are logged as artifacts (``adversarial/<part>.npz``: ``x_adv``, ``labels``,
+    ``indices``; :mod:`medart.attacks.cache`) and reused, bit for bit, by a later run with the
+    same network, data, spec, backend and seed:
     such a run is tagged ``medart.cached_from`` with the run that made them, and says so on the
     ``medart`` logger.
     For a model behind a preprocessing defence the spec's ``defence_gradient`` (default ``bpda``)
@@ -75,7 +85,7 @@ def attack(target: Target, spec: AttackSpec, run: RunOptions = RunOptions(), sha
         if cached_run is not None:
             mlflow.set_tag("medart.cached_from", cached_run)
             logging.getLogger("medart").info(f"{spec.label()} via {backend}: examples from cache of run {cached_run}")
-        guard(target, run)
+        check = guard(target, run)
         adversarial, seconds = {}, 0.0
         for part, (x, y) in clean.items():
             aim = (y + 1) % target.num_classes if spec.targeted else y
@@ -99,7 +109,28 @@ def attack(target: Target, spec: AttackSpec, run: RunOptions = RunOptions(), sha
             if not executor.remote:  # a remote executor's shards ran on copies of the generator
                 metrics |= generator.metrics()
         mlflow.log_metrics(metrics)
+        tracking.describe(attack_note(f"{spec.variant.upper()} via {backend}", spec.eps, metrics, check))
+        n_test = len(clean["adv_test"][1])  # AdvTest: the last part of x_all
+        _log_gallery(target, f"{spec.label()} via {backend}", clean["adv_test"], adversarial["adv_test"],
+                     (probs_clean[-n_test:], probs_adv[-n_test:]))
     return AttackOutcome(mlflow_run.info.run_id, metrics, cached_run, adversarial, clean, spec)
+
+
+def _log_gallery(target: Target, label: str, clean: tuple[torch.Tensor, torch.Tensor], x_adv: torch.Tensor,
+                probs: tuple[np.ndarray, np.ndarray]) -> None:
+    """``figures/gallery.png`` on the active run: :data:`GALLERY_SIZE` of the AdvTest images
+    ``clean`` = ``(x, y)`` drawn with the target's seed, stratified by class, beside their
+    perturbations and adversarial versions ``x_adv``, with the model's answers read from ``probs``
+    (clean, adversarial; ``(N, K)``): the probabilities the run's metrics came from, so the
+    gallery costs no forward pass."""
+    x, y = clean
+    labels = y.numpy()
+    shown = stratified_choice(labels, GALLERY_SIZE, target.seed)
+    shown = shown[np.argsort(labels[shown], kind="stable")]  # a class's images together
+    names = [f"AdvTest #{target.indices['adv_test'][i]}" for i in shown]
+    title = f"{label}\n{len(shown)} of {len(labels)} AdvTest images (seed {target.seed}, stratified by class)"
+    tracking.log_figure(gallery_figure(x[shown], x_adv[shown], labels[shown], probs[0][shown], probs[1][shown],
+                                       target.splits.classes, title, names), GALLERY)
 
 
 def _load_again(source: ModelSource, side: int, tracking_uri: str) -> torch.nn.Module:

@@ -44,6 +44,7 @@ from medart.errors import ConfigError, DataError
 from medart.intervals import Estimate, wilson
 from medart.render.analysis import eps_curves_figure
 from medart.render.compare import compare_figure, compare_table, short_model, worst_case_table
+from medart.render.notes import note
 from medart.stages.sweep import SweepRow
 
 THREAT_MODEL = "Linf"
@@ -289,8 +290,8 @@ def import_robustbench(paths: Iterable[str | os.PathLike]) -> list[RobustnessRow
 def compare(request: CompareRequest = CompareRequest()) -> CompareOutcome:
     """Collect, merge the imported JSON rows, and log the comparison as a run in
     ``medart/compare`` (``compare.md``: every row, then per model and ε AutoAttack beside the paper
-    attacks' worst case; ``compare.json``, ``figures/compare.png``, and the RobustBench export
-    under ``robustbench/``)."""
+    attacks' worst case, which is also its description; ``compare.json``, ``figures/compare.png``,
+    and the RobustBench export under ``robustbench/``)."""
     rows = collect(request)
     imported = import_robustbench(request.imports)
     if not rows and not imported:
@@ -304,7 +305,10 @@ def compare(request: CompareRequest = CompareRequest()) -> CompareOutcome:
         mlflow.log_params({"experiments": ",".join(request.experiments) or "all", "dataset": request.dataset,
                            "model": request.model_uri, "filter": request.filter_string, "n_rows": len(rows),
                            "n_imported": len(imported)})
-        mlflow.log_text(compare_table(everything) + "\n" + worst_case_table(worst_case(everything), PAPER_ATTACKS), "compare.md")
+        worst = worst_case_table(worst_case(everything), PAPER_ATTACKS)
+        mlflow.log_text(compare_table(everything) + "\n" + worst, "compare.md")
+        tracking.describe(note(f"Robust accuracy per model and ε: {len(rows)} attack runs, {len(imported)} imported "
+                               "results (every row in compare.md; n = attacked images)", worst))
         mlflow.log_table({f.name: [getattr(r, f.name) for r in everything] for f in fields(RobustnessRow)}, "compare.json")
         tracking.log_figure(compare_figure(everything), "figures/compare.png")
         with contextlib.ExitStack() as stack:

@@ -36,7 +36,9 @@ from medart.models.adapter import PENULTIMATE
 from medart.models.evaluation import predict
 from medart.models.sanity import ModelCheck
 from medart.numbers import few_pairs
-from medart.render.detection import auc_figure, auc_table, roc_figure, transfer_figure, transfer_table
+from medart.render.detection import (adaptive_table, auc_figure, auc_table, roc_figure, roc_panels, transfer_figure,
+                                     transfer_table)
+from medart.render.notes import note
 from medart.stages.adaptive import AdaptiveBudget, adaptive_rows, log_adaptive
 from medart.stages.attack import attack
 from medart.stages.guard import guard
@@ -44,6 +46,7 @@ from medart.stages.target import RunOptions, Target
 
 PARTS = ("adv_train", "adv_test")  # fitted on, scored on
 logger = logging.getLogger("medart")
+ROC_ALL = "figures/roc_all.png"  # the parent's: every detector's ROC curve, a panel per attack
 
 
 @dataclass(frozen=True)
@@ -161,7 +164,9 @@ def detect(target: Target, request: DetectRequest, run: RunOptions = RunOptions(
     has the 95 % DeLong interval of the AdvTest pairs (split 0) and their number as
     ``auc_<detector>_ci_low``, ``_ci_high``, ``_n`` (:mod:`medart.intervals`), and fewer than
     :data:`~medart.intervals.MIN_PAIRS` of them is warned about, once per attack. The
-    parent gets the AUC table (``detection_auc.md``/``.json``, ``figures/detection_auc.png``) and,
+    parent gets the AUC table (``detection_auc.md``/``.json``, ``figures/detection_auc.png``, and
+    as its description, with the pairs' n), every ROC curve in one figure (``figures/roc_all.png``,
+    a panel per attack) and,
     with ``transfer`` and several attacks, each detector fitted on one attack and scored on every
     attack's AdvTest pairs (``transfer.md``/``.json``, ``figures/transfer.png``). The parent and
     the child runs carry the degenerate-model guard's tag and metrics, and the tables print the
@@ -202,6 +207,8 @@ def detect(target: Target, request: DetectRequest, run: RunOptions = RunOptions(
         auc_std = {name: study.auc_std for name, study in studies.items()}
         intervals = {name: study.intervals for name, study in studies.items()}
         _log_auc(target, request, run, auc, intervals, auc_std, check)
+        _log_roc(target, request, run, {f"{specs[name].label()}: {len(pairs[name]['adv_test'])} pairs": study.curves
+                                        for name, study in studies.items()})
         transfer: dict[str, dict[str, dict[str, Estimate]]] = {}
         if request.transfer and len(specs) > 1:
             transfer = _transfer(request.detectors, {name: study.fitted for name, study in studies.items()}, pairs)
@@ -210,7 +217,12 @@ def detect(target: Target, request: DetectRequest, run: RunOptions = RunOptions(
                     for row in adaptive_rows(target, spec, studies[name].fitted, pairs[name], run, request.budget)]
         if adaptive:
             log_adaptive(adaptive, f"plain and adaptive attacks, {target.dataset}, ε = {request.eps}, {run.backend}")
-    counts = {a: {"fit": len(p["adv_train"]), "test": len(p["adv_test"])} for a, p in pairs.items()}
+        counts = {a: {"fit": len(p["adv_train"]), "test": len(p["adv_test"])} for a, p in pairs.items()}
+        tracking.describe(note(f"Detection AUC (%) at ε = {request.eps}, {run.backend}: detectors fitted on "
+                               f"AdvTrain pairs, scored on AdvTest pairs ({pair_counts(counts)})",
+                               auc_table(intervals, auc if request.repeats > 1 else None,
+                                         auc_std if request.repeats > 1 else None, check),
+                               adaptive_table(adaptive) if adaptive else ""))
     return DetectionOutcome(parent.info.run_id, auc, auc_std, transfer, counts, attack_runs,
                             {name: study.run_id for name, study in studies.items()}, check, adaptive, intervals)
 
@@ -252,16 +264,22 @@ def _checked(target: Target, request: DetectRequest) -> tuple[DetectRequest, dic
     return dataclasses.replace(request, detectors=detectors, attacks=tuple(specs)), specs
 
 
+def pair_counts(counts: Mapping[str, Mapping[str, int]]) -> str:
+    """``bim 338/84, fgsm 338/84``: per attack, the AdvTrain / AdvTest pairs (:attr:`DetectionOutcome.counts`)."""
+    return ", ".join(f"{a} {c['fit']}/{c['test']}" for a, c in counts.items())
+
+
 @dataclass
 class _AttackStudy:
-    """One attack's child run: AUC (mean and std over repeats), split 0's AUC with its interval and
-    the detectors fitted on split 0."""
+    """One attack's child run: AUC (mean and std over repeats), split 0's AUC with its interval, the
+    detectors fitted on split 0 and their ROC curves there."""
 
     run_id: str
     auc: dict[str, float]
     auc_std: dict[str, float]
     fitted: dict[str, Any]
     intervals: dict[str, Estimate] = field(default_factory=dict)
+    curves: dict[str, tuple[np.ndarray, np.ndarray, float]] = field(default_factory=dict)
 
 
 def _detect_attack(target: Target, request: DetectRequest, run: RunOptions, spec: AttackSpec, pairs: dict[str, Pairs],
@@ -277,7 +295,7 @@ def _detect_attack(target: Target, request: DetectRequest, run: RunOptions, spec
                                               "only_successful": request.only_successful, "n_fit_pairs": len(fit_pairs),
                                               "n_test_pairs": len(test_pairs), "seed": target.seed})
         study = _AttackStudy(child.info.run_id, {}, {}, {})
-        curves = {}
+        curves = study.curves
         if warning := few_pairs({f"{spec.name.upper()} at ε = {spec.eps}": len(test_pairs)}):
             logger.warning(warning)
         for name in request.detectors:
@@ -396,6 +414,15 @@ def _log_auc(target: Target, request: DetectRequest, run: RunOptions, auc: dict[
     tracking.log_figure(auc_figure(auc, title), "figures/detection_auc.png")
 
 
+def _log_roc(target: Target, request: DetectRequest, run: RunOptions,
+             curves: Mapping[str, Mapping[str, tuple[np.ndarray, np.ndarray, float]]]) -> None:
+    """Every detector's ROC curve on the active (parent) run, one figure, a panel per attack
+    (``curves``: panel title → detector → curve and AUC)."""
+    split = "AdvTest" if request.repeats == 1 else "AdvTest, split 0"
+    title = f"{target.dataset}: every detector's ROC at ε = {request.eps} ({run.backend}, {split})"
+    tracking.log_figure(roc_panels(curves, title), ROC_ALL)
+
+
 def _transfer(detectors: Sequence[str], fitted: dict[str, dict[str, Any]],
               pairs: dict[str, dict[str, Pairs]]) -> dict[str, dict[str, dict[str, Estimate]]]:
     """Detector → fitted on attack (split 0) → scored on attack's AdvTest pairs → ROC-AUC with its interval."""
@@ -418,4 +445,4 @@ def _log_transfer(target: Target, request: DetectRequest, transfer: dict[str, di
     tracking.log_figure(transfer_figure(values, title), "figures/transfer.png")
 
 
-__all__ = ["DetectRequest", "DetectionOutcome", "detect", "detection_pairs", "parse_detector_params", "resplit"]
+__all__ = ["DetectRequest", "DetectionOutcome", "detect", "detection_pairs", "pair_counts", "parse_detector_params", "resplit"]

@@ -21,6 +21,8 @@ from medart.models.defended import attack_spec
 from medart.models import registry
 from medart.models.evaluation import classification_intervals, classification_metrics, predict
 from medart.models.sanity import ModelCheck
+from medart.render.notes import note
+from medart.render.tables import metric_columns
 from medart.stages.attack import attack
 from medart.stages.guard import guard
 from medart.stages.target import RunOptions, Target
@@ -98,7 +100,8 @@ def evaluate(target: Target, attacks: Sequence[str] = (), eps_values: Sequence[E
     version's logged model. For a model behind a preprocessing defence each attack runs twice,
     through it (BPDA, with EOT for a randomized defence) and plain, rows ``<attack>-bpda…`` and
     ``<attack>-plain``; the checklist's attacks go through it and it gains the check that the
-    defence holds against them as well as against plain PGD.
+    defence holds against them as well as against plain PGD. The run's description is the table
+    of its metrics.
     """
     eps_values = Eps.many(eps_values)
     specs = [make_spec(name, eps) for name in attacks for eps in eps_values]
@@ -133,6 +136,11 @@ def evaluate(target: Target, attacks: Sequence[str] = (), eps_values: Sequence[E
         mlflow.log_metrics(outcome.metrics(), model_id=model_id)  # on the run, and on the model when there is one
         if model_id:
             mlflow.set_tag("medart.logged_model_id", model_id)
+        tracking.describe(note(f"{target.model_uri} on {len(images)} test images (AdvTrain + AdvTest)"
+                               + (f", attacked at ε = {', '.join(map(str, eps_values))} via {run.backend}"
+                                  if specs else ""),
+                               metric_columns({target.model_uri: outcome.metrics()}),
+                               check.note() if check is not None and check.degenerate else ""))
     return outcome
 
 

@@ -14,7 +14,8 @@ from medart.intervals import Estimate, interval_metrics
 from medart.models.loading import ModelSource
 from medart.models.training import TrainConfig
 from medart.render.detection import summary_table
-from medart.stages.detect import DetectionOutcome, DetectRequest, detect
+from medart.render.notes import note
+from medart.stages.detect import DetectionOutcome, DetectRequest, detect, pair_counts
 from medart.stages.guard import guard
 from medart.stages.target import DataSpec, RunOptions, Target, champion
 from medart.stages.train import ModelRequest, train
@@ -41,8 +42,9 @@ def pipeline(data: DataSpec, detection: DetectRequest, model_uri: "str | ModelSo
     else the dataset's registered champion, else train one with ``model`` and
     ``config``; then attack and detect as :func:`medart.stages.detect.detect` does, all under one
     parent run in ``medart/<dataset>/main``, which gets the headline metrics (prefixed by the
-    attack when there are several; each with its 95 % interval and n, as are the detection AUCs), the degenerate-model guard's tag and metrics, ``summary.md``
-    and the detection tables and figures."""
+    attack when there are several; each with its 95 % interval and n, as are the detection AUCs), the
+    degenerate-model guard's tag and metrics, ``summary.md`` (also its description, with the n) and
+    the detection tables and figures."""
     attacks = detection.attacks
     label = f"main-{'+'.join(attacks)}-eps{detection.eps}-{run.backend}"
     with tracking.start_run(tracking.experiment_name(data.dataset, "main"), label, run.parent_run_id) as parent:
@@ -77,6 +79,10 @@ def pipeline(data: DataSpec, detection: DetectRequest, model_uri: "str | ModelSo
         summary = summary_table(metrics, out.intervals, detection.detectors, check)
         mlflow.log_text(summary, "summary.md")
         _copy_artifacts(out.run_id)
+        n = int(next(iter(metrics.values()))["n"])
+        tracking.describe(note(f"{model_uri}{' (trained here)' if trained else ''} at ε = {detection.eps}, "
+                               f"{run.backend}: {n} images attacked (AdvTrain + AdvTest); detection pairs "
+                               f"(AdvTrain/AdvTest) {pair_counts(out.counts)}", summary))
     return PipelineOutcome(parent.info.run_id, model_uri, trained, out, metrics, summary)
 
 

@@ -18,6 +18,7 @@ from medart.errors import MedartError
 from medart.executors import InProcessExecutor
 from medart.models.loading import ModelSource
 from medart.models.sanity import ModelCheck
+from medart.render.notes import note
 from medart.render.sweep import sweep_figure, sweep_table
 from medart.stages.attack import attack
 from medart.stages.guard import guard
@@ -100,9 +101,9 @@ def run_cell(target: Target, cell: tuple[str, Eps], run: RunOptions) -> SweepRow
 
 def sweep(target: Target, attacks: Sequence[str], eps_values: Sequence[Eps | float], run: RunOptions = RunOptions()) -> SweepOutcome:
     """Every attack at every ε of ``eps_values`` ([0, 1] pixels; paper settings otherwise) as child
-    runs of one parent run, which gets the accuracy-vs-ε figure (``figures/accuracy_vs_eps.png``), the table (``sweep.md``,
-    ``sweep.json``, clean and balanced accuracy beside each attack), ``failed_cells`` and the
-    degenerate-model guard's tag and metrics.
+    runs of one parent run, which gets the accuracy-vs-ε figure (``figures/accuracy_vs_eps.png``),
+    the table (``sweep.md``, also its description; ``sweep.json``, clean and balanced accuracy
+    beside each attack), ``failed_cells`` and the degenerate-model guard's tag and metrics.
 
     ``run.executor`` runs the cells: in this process by default, where the first failure ends the
     sweep; on Ray (:class:`medart.executors.RayExecutor`) as tasks logging to the same tracking
@@ -137,7 +138,10 @@ def sweep(target: Target, attacks: Sequence[str], eps_values: Sequence[Eps | flo
         mlflow.log_metric("failed_cells", len(failed))
         if rows:
             tracking.log_figure(sweep_figure(rows, target.dataset, run.backend), "figures/accuracy_vs_eps.png")
-        mlflow.log_text(sweep_table(rows, failed, check), "sweep.md")
+        table = sweep_table(rows, failed, check)
+        mlflow.log_text(table, "sweep.md")
+        n = f"{rows[0].n} images (AdvTrain + AdvTest)" if rows else "no cell finished"
+        tracking.describe(note(f"Accuracy / AUC (%) under attack, per attack and ε, {run.backend}: {n}", table))
         mlflow.log_dict({"rows": [_row_dict(r) for r in rows], "failed": [dataclasses.asdict(f) for f in failed]},
                         "sweep.json")
         if not rows:

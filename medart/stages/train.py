@@ -21,6 +21,8 @@ from medart.models.evaluation import classification_intervals, classification_me
 from medart.models.resnet import MedResNet, build_model, parameter_count
 from medart.models.sanity import ModelCheck, check_predictions
 from medart.models.training import TrainConfig, fit, seed_everything
+from medart.render.notes import note
+from medart.render.tables import metric_columns
 from medart.render.training import training_figure
 from medart.stages.guard import record
 from medart.stages.target import DataSpec, RunOptions
@@ -86,6 +88,7 @@ def train(data: DataSpec, request: ModelRequest = ModelRequest(), config: TrainC
     and the model; registers it as ``medart-<dataset>`` (the version tagged ``medart.degenerate``
     too) and points ``request.alias`` at it when it is the best version so far on the monitored
     validation metric, never when it is degenerate (then tag ``medart.alias_withheld``).
+    The run's description is the table of the test metrics, with the n and where the model went.
     The outcome carries the trained model, so a caller attacks it without reading it back.
     """
     config = config or TrainConfig()
@@ -134,6 +137,11 @@ def train(data: DataSpec, request: ModelRequest = ModelRequest(), config: TrainC
             if check.degenerate:
                 mlflow.set_tag("medart.alias_withheld", f"'{request.alias}' not moved to a degenerate model")
         model_uri = f"models:/{name}/{version}" if name else f"runs:/{mlflow_run.info.run_id}/{registry.ARTIFACT_NAME}"
+        where = f"{model_uri}{f' (alias {request.alias})' if promoted else ''}"
+        tracking.describe(note(f"{arch} at {side} px, best epoch {result.best_epoch} of {len(result.history)} on "
+                               f"{config.monitor}: {where}; test split, n = {len(test)} images",
+                               metric_columns({"test": {f"test_{k}": v for k, v in test_metrics.items()}}),
+                               check.note() if check.degenerate else ""))
     return TrainOutcome(mlflow_run.info.run_id, model_uri, name, version, promoted, test_metrics,
                         result.seconds_per_epoch, result.best_epoch, model, check)
 
