@@ -134,3 +134,19 @@ def test_the_run_page_places_the_section_after_the_title():
     attack = view("pgd", ATTACK_PARAMS, ATTACK_METRICS)
     page = run_page(attack, "medart/pneumonia/attack", "sqlite:///x.db", how_to_read([attack], GLOSSARY))
     assert page.index("<h1>") < page.index("<h2>How to read this") < page.index("<h2>This run")
+
+
+def test_an_interval_logged_beside_a_metric_is_explained_once_and_shown_with_the_auc():
+    """``auc_<d>_ci_low``/``_ci_high``/``_n`` (medart.intervals) are one row of the metrics table,
+    never 'not defined here', and the paper table's detection AUC carries its logged interval."""
+    from medart.intervals import Estimate
+
+    metrics = dict(DETECT_METRICS)
+    for name, value in DETECT_METRICS.items():
+        if name.startswith("auc_"):
+            metrics |= Estimate(value, value - 0.1, min(1.0, value + 0.05), 36).metrics(name)
+    section = how_to_read([view("detect-pgd", DETECT_PARAMS | {"n_test_pairs": "36"}, metrics)], GLOSSARY)
+    assert "&lt;metric&gt;_ci_low, &lt;metric&gt;_ci_high, &lt;metric&gt;_n" in section
+    assert not re.search(r"Not defined here[^<]*_ci_", section)
+    measured = [row[4] for row in table_after(section, "The paper's numbers") if row[0] == "detection AUC"]
+    assert measured and all(re.fullmatch(r"\d+\.\d\d \[\d+\.\d\d, \d+\.\d\d\]( †)?", m) for m in measured), measured
