@@ -88,7 +88,15 @@ ENTRIES = {
     "evaluate": ("attacks=fgsm", ("evaluate-28px",) * 2, CHAMPION),
     "analyze": ("figures=saliency,stages", ("analyze-pgd-eps1/255-art",) * 2, CHAMPION),
     "ablate": ("archs=smallcnn", ("ablate-pneumonia",) * 2, ("archs", "smallcnn")),
+    "harden": ("trainer=trades", ("harden-pgd-at-eps2/255-smallcnn-seed0", "harden-trades-eps2/255-smallcnn-seed0"),
+               ("harden.parent_model_uri", "models:/medart-pneumonia@champion")),
 }
+
+
+def test_every_entry_point_of_the_mlproject_is_run_here():
+    from medart.mlproject import ENTRY_POINTS
+
+    assert set(ENTRIES) == set(ENTRY_POINTS)
 
 
 def _newest_project_run(entry: str) -> list[mlflow.entities.Run]:
