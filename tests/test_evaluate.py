@@ -78,6 +78,8 @@ def test_cli_checks_log_one_table(registered, shared_data):
                                     "--check-queries", "20", "--no-progress"])
     assert out.exit_code == 0, out.output
     assert f"checklist of {registered}" in out.output and "| monotone_eps |" in out.output
+    # the n every checklist accuracy rests on, and how wide an interval is at it
+    assert "Every accuracy above is over the same 8 images; at this n a 95 % Wilson interval is up to ±" in out.output
     (run,) = [r for r in mlflow.search_runs(search_all_experiments=True, output_format="list") if "checks_failed" in r.data.metrics]
     table = json.loads(mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/checklist.json"))
     assert table["columns"] == ["check", "question", "passed", "measured", "suggests"] and len(table["data"]) == 6

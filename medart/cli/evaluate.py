@@ -75,12 +75,12 @@ def evaluate(**opts) -> None:
     for target in targets:
         outcome = run_evaluate(target, attacks, eps, run, plan)
         outcomes.append(outcome)
-        results[target.model_uri], tables[target.model_uri] = outcome.metrics(), outcome.checks
+        results[target.model_uri], tables[target.model_uri] = outcome.metrics(), (outcome.checks, int(outcome.clean["n"]))
         click.echo(run_line("evaluate", outcome.run_id, f"{target.model_uri} on {int(outcome.clean['n'])} test images"))
     click.echo(metric_columns(results), nl=False)
-    for uri, checks in tables.items():
+    for uri, (checks, n) in tables.items():
         if checks:
-            click.echo(f"\nchecklist of {uri}:\n\n{checklist_table(checks)}", nl=False)
+            click.echo(f"\nchecklist of {uri}:\n\n{checklist_table(checks, n)}", nl=False)
     if gate is not None:
         from medart.gate import EXIT_REFUSED
 
