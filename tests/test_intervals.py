@@ -9,7 +9,7 @@ import pytest
 from scipy.stats import norm
 from sklearn.metrics import roc_auc_score
 
-from medart.intervals import Estimate, auc_interval, proportion, wilson
+from medart.intervals import Estimate, auc_interval, estimates, interval_metrics, macro_auc_interval, mean_of, proportion, wilson
 
 
 def test_wilson_is_the_score_interval():
@@ -81,3 +81,34 @@ def test_logged_names_and_printed_form():
                                         "clean_acc_n": 468.0}
     assert out.percent() == "87.6 [84.3, 90.3] %"
     assert Estimate(math.nan, math.nan, math.nan, 0).percent() == "–"
+
+
+def test_macro_auc_interval_is_delongs_for_two_classes_and_sklearns_value_for_three():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 60)
+    scores = rng.random(60) + 0.4 * labels
+    probs = np.c_[1 - scores, scores]
+    two, one = macro_auc_interval(probs, labels), auc_interval(scores, labels == 1)
+    assert (two.value, two.low, two.high) == pytest.approx((one.value, one.low, one.high)) and two.n == one.n
+    labels3 = np.repeat([0, 1, 2], 20)
+    logits = rng.normal(size=(60, 3)) + 1.5 * np.eye(3)[labels3]
+    probs3 = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    e = macro_auc_interval(probs3, labels3)
+    assert e.value == pytest.approx(roc_auc_score(labels3, probs3, multi_class="ovr", average="macro"))
+    assert e.low < e.value < e.high and e.n == 20
+    assert math.isnan(macro_auc_interval(probs3[:40], labels3[:40]).value)  # a class with no image: nothing measured
+
+
+def test_mean_of_recalls_keeps_a_width_at_the_edges_and_skips_nan():
+    balanced = mean_of([wilson(20, 20), wilson(0, 20)])  # a model answering one class: 50 %, not certain
+    assert balanced.value == 0.5 and balanced.n == 40 and balanced.low < 0.5 < balanced.high
+    perfect = mean_of([wilson(20, 20), wilson(10, 10)])
+    assert perfect.value == 1.0 and perfect.high == 1.0 and perfect.low < 0.9
+    assert mean_of([wilson(5, 10), wilson(0, 0)]).value == 0.5  # the empty class left out, as np.nanmean does
+
+
+def test_interval_metrics_and_estimates_round_trip():
+    logged = {"acc": 0.75} | interval_metrics({"acc": wilson(3, 4)}) | {"loss": 0.3}
+    assert set(logged) == {"acc", "acc_ci_low", "acc_ci_high", "acc_n", "loss"}
+    assert estimates(logged) == {"acc": wilson(3, 4)}
+    assert Estimate.read({"acc": 0.75}, "acc").n == 0 and math.isnan(Estimate.read({"acc": 0.75}, "acc").low)
