@@ -25,4 +25,4 @@ main: $(VENV)/.installed
 		--experiment-name medart/pneumonia/main
 
 test: $(VENV)/.installed
-	$(VENV)/bin/python -m pytest -q -p no:cacheprovider
+	$(VENV)/bin/python -m pytest -q -p no:cacheprovider --durations=25

@@ -98,7 +98,8 @@ def test_attack_run_logs_its_gallery_and_opens_on_its_numbers(registered, shared
     # the training run the fixture made opens on its test metrics too
     (trained,) = mlflow.search_runs(experiment_names=["medart/pneumonia/train"], output_format="list")
     note = trained.data.tags["mlflow.note.content"]
-    assert "medart-pneumonia/1 (alias champion); test split, n = 32 images" in note and f"| test_acc (%) | {trained.data.metrics['test_acc'] * 100:.2f} |" in note
+    assert "medart-pneumonia/1 (alias champion); test split, n = 32 images" in note
+    assert f"| test_acc (%) | {trained.data.metrics['test_acc'] * 100:.1f} [" in note and "(n = 32) |" in note
 
 
 def test_evaluate_run_opens_on_its_metrics_with_n_and_eps(registered, shared_data):
@@ -109,7 +110,8 @@ def test_evaluate_run_opens_on_its_metrics_with_n_and_eps(registered, shared_dat
     note = mlflow.MlflowClient().get_run(out.run_id).data.tags["mlflow.note.content"]
     assert note.startswith(f"**{registered} on 12 test images (AdvTrain + AdvTest), attacked at ε = 2/255 via art**")
     m = out.metrics()
-    assert f"| test_acc (%) | {m['test_acc'] * 100:.2f} |" in note and f"| adv_acc.fgsm.eps2 (%) | {m['adv_acc.fgsm.eps2'] * 100:.2f} |" in note
+    assert f"| test_acc (%) | {m['test_acc'] * 100:.1f} [" in note and "(n = 12) |" in note  # value [95 % interval] (n)
+    assert f"| adv_acc.fgsm.eps2 (%) | {m['adv_acc.fgsm.eps2'] * 100:.1f} [" in note
 
 
 def _log(figure: str, params: dict | None = None, colour: str = "k") -> None:
