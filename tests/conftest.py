@@ -1,6 +1,7 @@
 """Shared fixtures: the real chest X-ray file, MedMNIST-format files made on the spot, a real
 MLflow sqlite store per test (copied from one migrated template, saving ~6 s a test; with the
-registered model, from a template that holds it) and a small trained chest X-ray ResNet-18."""
+registered model, from a template that holds it) and a small trained chest X-ray ResNet-18 and
+small CNN."""
 
 from __future__ import annotations
 
@@ -132,4 +133,38 @@ def chest_resnet18(_trained_chest_resnet18):
     (28 px), and the splits it came from: ``(model, splits)``. Trained once a session; each test module
     gets its own deep copy of the model, so one module's attacks or edits cannot reach another's."""
     model, splits = _trained_chest_resnet18
+    return copy.deepcopy(model).eval(), splits
+
+
+@pytest.fixture(scope="session")
+def _trained_chest_small_cnn(shared_data):
+    """The one training behind :func:`chest_small_cnn` (private: its users get copies)."""
+    import torch
+
+    from medart.data import load_dataset, subsample
+    from medart.models.resnet import build_model
+    from medart.models.training import TrainConfig, fit
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        splits = load_dataset("pneumonia", shared_data)
+    torch.manual_seed(0)
+    model = build_model(2, "smallcnn", pretrained="none")
+    # one thread: the same model on any machine (float sums add in another order over more
+    # threads), so the tiny attack budgets of the tests break the same images everywhere
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        fit(model, subsample(splits.train, 600, 0), subsample(splits.val, 64, 0),
+            TrainConfig(epochs=3, batch_size=32, lr=0.01, augment=False), progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    return model.eval(), splits
+
+
+@pytest.fixture(scope="module")
+def chest_small_cnn(_trained_chest_small_cnn):
+    """The repo's small CNN trained briefly (3 epochs, 600 images, seed 0, one thread) on the real
+    chest X-rays (28 px), and the splits: ``(model, splits)``; a deep copy for each test module."""
+    model, splits = _trained_chest_small_cnn
     return copy.deepcopy(model).eval(), splits

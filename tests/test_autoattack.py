@@ -7,7 +7,6 @@ full-budget numbers are in docs/models-and-attacks.md."""
 
 from __future__ import annotations
 
-import warnings
 
 import pytest
 import torch
@@ -15,10 +14,8 @@ import torch
 from medart.attacks import make_attack, make_spec, part_specs
 from medart.attacks.checklist import ChecklistPlan, direct_accuracy, run_checklist, vanishing_share
 from medart.attacks.losses import DLRLoss, dlr_objective, encode_targets
-from medart.data import load_dataset, subsample
+from medart.data import subsample
 from medart.errors import ConfigError
-from medart.models.resnet import build_model
-from medart.models.training import TrainConfig, fit
 from medart.render.checks import checklist_table
 
 BACKENDS = ("art", "torchattacks")
@@ -32,25 +29,12 @@ def small(name: str):
 
 
 @pytest.fixture(scope="module")
-def model_and_data(shared_data):
+def model_and_data(chest_small_cnn):
     """The repo's small CNN trained briefly on the real chest X-rays (28 px), and 32 AdvTest images."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        splits = load_dataset("pneumonia", shared_data)
-    torch.manual_seed(0)
-    model = build_model(2, "smallcnn", pretrained="none")
-    # one thread: the same model on any machine (float sums add in another order over more
-    # threads), so the tiny attack budgets below break the same images everywhere
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        fit(model, subsample(splits.train, 600, 0), subsample(splits.val, 64, 0),
-            TrainConfig(epochs=3, batch_size=32, lr=0.01, augment=False), progress=False)
-    finally:
-        torch.set_num_threads(threads)
+    model, splits = chest_small_cnn
     test = subsample(splits.adv_test, 32, 0)
     xs, ys = zip(*(test[i] for i in range(len(test))))
-    return model.eval(), torch.stack(xs), torch.tensor(ys)
+    return model, torch.stack(xs), torch.tensor(ys)
 
 
 @pytest.fixture(scope="module")

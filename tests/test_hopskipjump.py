@@ -5,7 +5,6 @@ refuses it in one line."""
 
 from __future__ import annotations
 
-import warnings
 
 import pytest
 import torch
@@ -13,9 +12,7 @@ from click.testing import CliRunner
 
 from medart.attacks import make_attack, make_spec
 from medart.cli import main
-from medart.data import load_dataset, subsample
-from medart.models.resnet import build_model
-from medart.models.training import TrainConfig, fit
+from medart.data import subsample
 
 
 def accuracy(model, x, y) -> float:
@@ -24,23 +21,12 @@ def accuracy(model, x, y) -> float:
 
 
 @pytest.fixture(scope="module")
-def small_cnn(shared_data):
+def small_cnn(chest_small_cnn):
     """The small CNN trained briefly (one thread) on the real chest X-rays at 28 px, and 8 AdvTest images."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        splits = load_dataset("pneumonia", shared_data)
-    torch.manual_seed(0)
-    model = build_model(2, "smallcnn", pretrained="none")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        fit(model, subsample(splits.train, 600, 0), subsample(splits.val, 64, 0),
-            TrainConfig(epochs=3, batch_size=32, lr=0.01, augment=False), progress=False)
-    finally:
-        torch.set_num_threads(threads)
+    model, splits = chest_small_cnn
     test = subsample(splits.adv_test, 32, 0)
     xs, ys = zip(*(test[i] for i in range(8)))
-    return model.eval(), torch.stack(xs), torch.tensor(ys)
+    return model, torch.stack(xs), torch.tensor(ys)
 
 
 @pytest.mark.slow
