@@ -6,6 +6,7 @@ holds chance, with a warning line under fewer than 30 pairs."""
 from __future__ import annotations
 
 import math
+import textwrap
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
@@ -151,7 +152,7 @@ def roc_panels(curves: Mapping[str, Curves], title: str) -> Figure:
         _roc(ax, by_detector, attack)
     for ax in axes.flat[len(curves):]:
         ax.axis("off")
-    fig.suptitle(title)
+    fig.suptitle(textwrap.fill(title, 45 * ncols))  # about 45 characters fit over one panel
     return fig
 
 
