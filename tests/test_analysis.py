@@ -364,6 +364,8 @@ def test_report_holds_the_runs_tables_figures_and_the_papers_numbers(analysis_ru
 @pytest.mark.slow
 def test_report_screenshot_in_headless_chromium(analysis_run, tmp_path):
     if not CHROMIUM.exists():
+        if os.environ.get("MEDART_REQUIRE_BROWSER"):  # CI (.ci/run) installs it: there, a skip would hide the check
+            pytest.fail("/usr/bin/chromium is missing but MEDART_REQUIRE_BROWSER is set; apt-get install -y chromium")
         pytest.skip("/usr/bin/chromium is not installed (apt-get install -y chromium); the report's rendering is not checked")
     from medart.stages.report import report_run
 
@@ -378,6 +380,33 @@ def test_report_screenshot_in_headless_chromium(analysis_run, tmp_path):
     assert data[:8] == PNG and struct.unpack(">II", data[16:24]) == (1000, 1400)
     pixels = matplotlib.image.imread(png)[..., :3]
     assert pixels.std() > 0.05 and (pixels < 0.5).mean() > 0.005  # text and figures, not a blank page
+
+    # every figure decoded (natural size > 0, none broken) and every table laid out, as the browser saw them
+    seen = _rendered(html, tmp_path)
+    assert seen["images"] and all(w > 0 and h > 0 and done for _, w, h, done in seen["images"]), seen["images"]
+    assert len(seen["images"]) == html.read_text().count("<img ")
+    assert seen["tables"] and all(h > 0 for h in seen["tables"]), seen["tables"]
+
+
+_PROBE = """<script>window.addEventListener("load", () => document.body.setAttribute("data-seen", JSON.stringify({
+  images: [...document.images].map(i => [i.alt, i.naturalWidth, i.naturalHeight, i.complete]),
+  tables: [...document.querySelectorAll("table")].map(t => t.getBoundingClientRect().height)})));</script>"""
+
+
+def _rendered(html: Path, tmp_path: Path) -> dict:
+    """What headless Chromium made of the page: each image's (alt, natural width, natural height,
+    loaded) and each table's laid-out height in pixels, read from the DOM after the load event."""
+    probe = tmp_path / "probed.html"
+    probe.write_text(html.read_text().replace("</body>", _PROBE + "</body>"))
+    done = subprocess.run([str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp_path / 'profile'}",
+                           "--virtual-time-budget=10000", "--dump-dom", probe.as_uri()],
+                          capture_output=True, text=True, timeout=180)
+    marker = 'data-seen="'
+    start = done.stdout.find(marker)
+    assert start >= 0, done.stderr[-2000:]
+    import html as html_text
+
+    return json.loads(html_text.unescape(done.stdout[start + len(marker):done.stdout.index('"', start + len(marker))]))
 
 
 @pytest.mark.slow
