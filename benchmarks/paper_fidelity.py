@@ -35,6 +35,7 @@ from medart.budget import Eps
 from medart.catalog import ARCHS
 from medart.cli import options
 from medart.detectors import DETECTORS
+from medart.intervals import Estimate
 from medart.numbers import pct
 
 if TYPE_CHECKING:
@@ -110,13 +111,13 @@ def table4(auc: dict[str, dict[str, float]]) -> str:
     return benchlib.markdown_table(["detector: AUC (%) (paper)", *[a.upper() for a in attacks]], body)
 
 
-def table5(transfer: dict[str, dict[str, dict[str, float]]]) -> str:
-    """DFeat fitted on FGSM and PGD, scored on every attack: AUC (%)."""
+def table5(transfer: dict[str, dict[str, dict[str, Estimate]]]) -> str:
+    """DFeat fitted on FGSM and PGD, scored on every attack: AUC (%) [95 % DeLong interval]."""
     matrix = transfer.get("dfeat")
     if not matrix:
         return "(no DFeat transfer: needs dfeat and at least two attacks)\n"
     attacks = list(matrix)
-    body = [[f"DFeat fitted on {fit.upper()}", *[pct(matrix[fit][t]) for t in attacks]]
+    body = [[f"DFeat fitted on {fit.upper()}", *[matrix[fit][t].percent() for t in attacks]]
             for fit in attacks if fit in ("fgsm", "pgd")]
     return (benchlib.markdown_table(["AUC (%)", *[f"scored on {a.upper()}" for a in attacks]], body)
             + f"\nPaper: {PAPER['table5_dfeat_transfer']:.2f} in every cell.\n")
