@@ -95,7 +95,11 @@ def test_mlflow_run_main_trains_attacks_detects_and_registers(store, shared_data
     m = main_run.data.metrics
     assert {"clean_acc", "adv_acc", "success_rate", "auc_kd", "auc_dfeat"} <= set(m)
     assert f"main run {run_id} in sqlite:///{store}: model models:/medart-pneumonia/1 (trained here)" in done.stdout
-    assert f"| BIM | {m['clean_acc'] * 100:.2f} | {m['clean_balanced_acc'] * 100:.2f} | {m['adv_acc'] * 100:.2f} |" in done.stdout
+    # the summary table: each accuracy with its 95 % interval, on the run's images
+    row = next(line for line in done.stdout.splitlines() if line.startswith("| BIM |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert [c.split(" [")[0] for c in cells[2:5]] == [f"{m[k] * 100:.1f}" for k in ("clean_acc", "clean_balanced_acc", "adv_acc")]
+    assert cells[1] == f"{m['clean_acc_n']:.0f}" and all(" [" in c for c in cells[2:5])
     assert 0 <= m["adv_acc"] <= m["clean_acc"] <= 1 and 0 <= m["auc_dfeat"] <= 1
 
     stages = {r.info.run_name: r for r in _children(run_id)}

@@ -176,7 +176,7 @@ def test_adaptive_examples_are_stored_and_reproduce_the_logged_numbers(tracking_
               "--max-examples", "40", "--no-progress"]
     made = runner.invoke(main, ["attack", "--attack", "bim", *common])
     assert made.exit_code == 0, made.output
-    attack_run = re.search(r"^run ([0-9a-f]+): ", made.output, re.M)[1]
+    attack_run = re.search(r"^attack run ([0-9a-f]+) in ", made.output, re.M)[1]
     done = runner.invoke(main, ["adaptive", "--attacks", "bim", *common, "--reference-size", "40",
                                 "--detectors", "kd,mahalanobis", "--adaptive-weights", "1", "--adaptive-steps", "3"])
     assert done.exit_code == 0, done.output
