@@ -100,17 +100,19 @@ def two_versions(migrated_store, shared_data, tmp_path_factory):
     quiet = RunOptions(progress=False)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the same weights on any core count: on two threads 3 epochs learnt nothing
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(folder)
-        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
-        tracking.configure(f"sqlite:///{db}")
-        trained = train(data, ModelRequest(arch="smallcnn", pretrained="none", max_train=256, max_eval=64),
-                        TrainConfig(epochs=3, batch_size=32, lr=0.05, augment=False), quiet)
-        assert trained.promoted
-        config = HardenConfig(trainer="pgd-at", eps=EPS, epochs=2, batch_size=32, augment=False)
-        hardened = harden(Target.load(trained.model_uri, data), config, HardenRequest(max_train=256, max_eval=64), quiet)
-        assert hardened.version == "2" and hardened.aliased
-    torch.set_num_threads(threads)
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.chdir(folder)
+            patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+            tracking.configure(f"sqlite:///{db}")
+            trained = train(data, ModelRequest(arch="smallcnn", pretrained="none", max_train=256, max_eval=64),
+                            TrainConfig(epochs=3, batch_size=32, lr=0.05, augment=False), quiet)
+            assert trained.promoted
+            config = HardenConfig(trainer="pgd-at", eps=EPS, epochs=2, batch_size=32, augment=False)
+            hardened = harden(Target.load(trained.model_uri, data), config, HardenRequest(max_train=256, max_eval=64), quiet)
+            assert hardened.version == "2" and hardened.aliased
+    finally:
+        torch.set_num_threads(threads)
     return db
 
 
