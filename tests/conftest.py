@@ -103,9 +103,10 @@ def registered(tracking_store) -> str:
     return "models:/medart-pneumonia@champion"
 
 
-@pytest.fixture(scope="session")
-def _trained_chest_resnet18(shared_data):
-    """The one training behind :func:`chest_resnet18` (private: its users get copies)."""
+def _briefly_trained(shared_data: Path, arch: str, max_train: int, epochs: int):
+    """``(model, splits)``: ``arch`` trained from seed 0 on ``max_train`` real chest X-rays (28 px)
+    for ``epochs``, on one thread — the same weights on any machine (float sums add in another
+    order over more threads), so the tests' tiny attack budgets break the same images everywhere."""
     import torch
 
     from medart.data import load_dataset, subsample
@@ -116,15 +117,21 @@ def _trained_chest_resnet18(shared_data):
         warnings.simplefilter("ignore")
         splits = load_dataset("pneumonia", shared_data)
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the same weights on any core count
+    torch.set_num_threads(1)
     try:
         torch.manual_seed(0)
-        model = build_model(2, "resnet18", pretrained="none")
-        fit(model, subsample(splits.train, 384, 0), subsample(splits.val, 64, 0),
-            TrainConfig(epochs=2, batch_size=32, lr=0.01, augment=False), progress=False)
+        model = build_model(2, arch, pretrained="none")
+        fit(model, subsample(splits.train, max_train, 0), subsample(splits.val, 64, 0),
+            TrainConfig(epochs=epochs, batch_size=32, lr=0.01, augment=False), progress=False)
     finally:
         torch.set_num_threads(threads)
     return model.eval(), splits
+
+
+@pytest.fixture(scope="session")
+def _trained_chest_resnet18(shared_data):
+    """The one training behind :func:`chest_resnet18` (private: its users get copies)."""
+    return _briefly_trained(shared_data, "resnet18", 384, 2)
 
 
 @pytest.fixture(scope="module")
@@ -139,27 +146,7 @@ def chest_resnet18(_trained_chest_resnet18):
 @pytest.fixture(scope="session")
 def _trained_chest_small_cnn(shared_data):
     """The one training behind :func:`chest_small_cnn` (private: its users get copies)."""
-    import torch
-
-    from medart.data import load_dataset, subsample
-    from medart.models.resnet import build_model
-    from medart.models.training import TrainConfig, fit
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        splits = load_dataset("pneumonia", shared_data)
-    torch.manual_seed(0)
-    model = build_model(2, "smallcnn", pretrained="none")
-    # one thread: the same model on any machine (float sums add in another order over more
-    # threads), so the tiny attack budgets of the tests break the same images everywhere
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        fit(model, subsample(splits.train, 600, 0), subsample(splits.val, 64, 0),
-            TrainConfig(epochs=3, batch_size=32, lr=0.01, augment=False), progress=False)
-    finally:
-        torch.set_num_threads(threads)
-    return model.eval(), splits
+    return _briefly_trained(shared_data, "smallcnn", 600, 3)
 
 
 @pytest.fixture(scope="module")
