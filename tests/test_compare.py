@@ -139,6 +139,57 @@ def test_autoattack_fills_the_export_and_sits_beside_the_paper_attacks(tracking_
     assert ("| pneumonia | medart-pneumonia@champion | 8/255 | 90.00 [82.56, 94.48] | — | 24.00 [16.69, 33.23] (medart) | "
             "24.00 [16.69, 33.23] | 100 |") in out.output
     assert "| cifar10 | Standardly trained model | 8/255 | 94.78 | — | 0.00 (N/A) | 0.00 |  |" in out.output
+    # AutoAttack rows make the trade-off table and figure; neither model is a registered version: no defence named
+    assert "tradeoff.md, figures/tradeoff.png" in out.output
+    tradeoff = out.output.split("Clean accuracy against AutoAttack's")[1]
+    assert "| cifar10 | Standardly trained model | — | 94.8 | 0.0 | — |" in tradeoff
+    assert "| pneumonia | medart-pneumonia@champion | — | 90.0 [82.6, 94.5] | 24.0 [16.7, 33.2] | 100 |" in tradeoff
+    (run,) = mlflow.search_runs(experiment_names=["medart/compare"], output_format="list")
+    assert "figures/tradeoff.png" in {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "figures")}
+    assert "| pneumonia | medart-pneumonia@champion | — |" in mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/tradeoff.md")
     (theirs,) = import_robustbench([standard])
     assert theirs.attack == "autoattack" and theirs.adv_acc == 0.0
     assert {r.attack for r in import_robustbench([path])} == {"autoattack", "worst-case"}
+
+
+def _tradeoff_rows():
+    from medart.stages.compare import RobustnessRow
+
+    measured = (("models:/medart-pneumonia/1", "autoattack", "torchattacks", 2, 0.68), ("models:/medart-pneumonia/1", "autoattack", "art", 2, 0.70),
+                ("models:/medart-pneumonia/1", "autoattack", "torchattacks", 8, 0.055), ("models:/medart-pneumonia/2", "autoattack", "torchattacks", 2, 0.835),
+                ("models:/medart-pneumonia/2", "autoattack", "torchattacks", 8, 0.33), ("models:/medart-pneumonia/2", "pgd", "art", 8, 0.40),
+                ("models:/medart-pneumonia/3", "pgd", "art", 2, 0.9))
+    return [RobustnessRow("pneumonia", model, attack, k / 255, backend, 0.885 if model.endswith("1") else 0.92, acc, 200,
+                          f"run:{model[-1]}-{attack}-{backend}-{k}") for model, attack, backend, k, acc in measured]
+
+
+def test_the_tradeoff_table_puts_autoattack_at_every_eps_beside_clean_accuracy():
+    """One row per model AutoAttack measured (the lower backend; other attacks left out), a column
+    per ε, Wilson intervals over the rows' n, each backend's where two ran at one ε; a model without
+    AutoAttack has no row, and no AutoAttack at all is no table."""
+    from medart.render.compare import tradeoff_figure, tradeoff_table
+    from medart.stages.compare import worst_case
+
+    entries = worst_case(_tradeoff_rows())
+    labels = {"models:/medart-pneumonia/1": "standard", "models:/medart-pneumonia/2": "pgd-at 2/255"}
+    table = tradeoff_table(entries, labels)
+    lines = table.splitlines()
+    assert lines[0] == "| dataset | model | defence | clean acc (%) | AutoAttack 2/255 (%) | AutoAttack 8/255 (%) | n |"
+    assert lines[2] == "| pneumonia | medart-pneumonia/1 | standard | 88.5 [83.3, 92.2] | 68.0 [61.2, 74.1] | 5.5 [3.1, 9.6] | 200 |"
+    assert lines[3] == "| pneumonia | medart-pneumonia/2 | pgd-at 2/255 | 92.0 [87.4, 95.0] | 83.5 [77.7, 88.0] | 33.0 [26.9, 39.8] | 200 |"
+    assert "medart-pneumonia/3" not in table.split("\n\n")[0]  # PGD only: not on the trade-off
+    assert "| medart-pneumonia/1 | 2/255 | 70.0 [63.3, 75.9] (n = 200) | 68.0 [61.2, 74.1] (n = 200) |" in table
+    assert tradeoff_table(worst_case([r for r in _tradeoff_rows() if r.attack != "autoattack"]), labels) == ""
+
+    fig = tradeoff_figure(entries, labels)
+    left, right = fig.axes
+    # the ε panel: a line per model through clean (ε 0) and each ε, with the Wilson bars
+    assert [text.get_text() for text in left.get_legend().get_texts()] == [
+        "medart-pneumonia/1 (standard)", "medart-pneumonia/2 (pgd-at 2/255)"]
+    standard = left.containers[0]
+    assert list(standard.lines[0].get_xdata()) == pytest.approx([0, 2, 8]) and list(standard.lines[0].get_ydata()) == pytest.approx([88.5, 68, 5.5])
+    (bars,) = standard.lines[2]
+    assert bars.get_segments()[1][:, 1] == pytest.approx([61.25, 74.07], abs=0.01)
+    # the trade-off panel: a point per model and ε, at (clean, robust)
+    points = sorted((round(c.lines[0].get_xdata()[0], 6), round(c.lines[0].get_ydata()[0], 6)) for c in right.containers)
+    assert points == [(88.5, 5.5), (88.5, 68.0), (92.0, 33.0), (92.0, 83.5)]

@@ -222,3 +222,15 @@ def test_a_gate_without_two_versions_of_one_model_is_one_line(store, shared_data
         assert len(errors) == 1 and (fragment is None or fragment in errors[0]), result.output
     assert mlflow.search_runs(experiment_names=["medart/pneumonia/evaluate"], output_format="list") == []
     assert str(mlflow.MlflowClient().get_model_version_by_alias("medart-pneumonia", "champion").version) == "1"
+
+
+def test_a_compared_model_is_labelled_with_what_hardened_it(store):
+    """The trade-off's defence column reads the registry: harden's tags on version 2, none on the
+    standard version 1, a preprocessing defence after either, nothing outside the registry."""
+    from medart.stages.compare import defence_label
+
+    assert defence_label("models:/medart-pneumonia/2") == defence_label("models:/medart-pneumonia@challenger") == "pgd-at 8/255"
+    assert defence_label("models:/medart-pneumonia/1") == "standard"
+    assert defence_label("models:/medart-pneumonia/1 + jpeg:quality=75") == "standard + jpeg:quality=75"
+    assert defence_label("models:/medart-pneumonia/9") == defence_label("runs:/0123/model") == ""
+

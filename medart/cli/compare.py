@@ -36,8 +36,11 @@ def compare(**opts) -> None:
 
     tracking.configure(opts["tracking_uri"])
     out = run_compare(from_options(CompareRequest, opts))
-    click.echo(run_line("compare", out.run_id, f"{len(out.rows)} rows; compare.md, figures/compare.png, robustbench/"))
+    click.echo(run_line("compare", out.run_id, f"{len(out.rows)} rows; compare.md, figures/compare.png, robustbench/"
+                         + (", tradeoff.md, figures/tradeoff.png" if out.tradeoff else "")))
     click.echo(compare_table(out.rows), nl=False)
     click.echo("\n" + worst_case_table(worst_case(out.rows), PAPER_ATTACKS), nl=False)
+    if out.tradeoff:
+        click.echo("\nClean accuracy against AutoAttack's (tradeoff.md, figures/tradeoff.png):\n\n" + out.tradeoff, nl=False)
     if opts["report"]:
         click.echo(attach_report(out.run_id))

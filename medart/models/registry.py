@@ -63,6 +63,11 @@ def quiet_downloads() -> Iterator[None]:
                     del os.environ[PROGRESS_BAR_ENV]
 
 
+#: version tags of a hardened model (``medart harden``): where it came from and what it was trained against
+PARENT_URI_TAG, PARENT_VERSION_TAG, TRAINER_TAG, EPS_TAG = ("medart.parent_model_uri", "medart.parent_version",
+                                                            "medart.trainer", "medart.eps")
+
+
 def registered_name(dataset: str) -> str:
     """Registry name of a dataset's models: ``medart-<dataset>``."""
     return f"medart-{dataset}"
@@ -219,6 +224,16 @@ def version_of(uri: str) -> tuple[str, str] | None:
         name, version = ref.split("/", 1)
         return name, version
     return None
+
+
+def version_tags(uri: str) -> dict[str, str] | None:
+    """The tags of the registered version behind ``uri`` (:func:`version_of`: an alias resolved
+    now); ``None`` for a URI outside the registry or a version (or alias) the store does not hold."""
+    try:
+        found = version_of(uri)
+        return dict(mlflow.MlflowClient().get_model_version(*found).tags) if found else None
+    except (ModelError, MlflowException):
+        return None
 
 
 def tag_version(name: str, version: str | int, tags: dict[str, str]) -> None:

@@ -54,7 +54,7 @@ PAPER_TASKS = {"pneumonia": "Chest X-Ray", "chestxray2": "Chest X-Ray", "chestxr
 # Figures in a run's section: an attack's gallery and every detector's ROC curves (the figures a
 # run's page also shows first, under "Pictures": :func:`pictures`), then the paper's order (then any
 # others by name).
-FIGURE_ORDER = ("gallery", "roc_all", "accuracy_vs_eps", "eps_curves", "saliency", "stages", "landscape", "embedding", "gradcam",
+FIGURE_ORDER = ("gallery", "roc_all", "tradeoff", "accuracy_vs_eps", "eps_curves", "saliency", "stages", "landscape", "embedding", "gradcam",
                 "detection_auc", "transfer", "roc", "training")
 
 _STYLE = """

@@ -42,8 +42,10 @@ from medart.attacks.specs import PAPER_ATTACKS
 from medart.budget import logged_eps
 from medart.errors import ConfigError, DataError
 from medart.intervals import Estimate, wilson
+from medart.models import registry
 from medart.render.analysis import eps_curves_figure
-from medart.render.compare import compare_figure, compare_table, short_model, worst_case_table
+from medart.render.compare import compare_figure, compare_table, short_model, tradeoff_figure, tradeoff_table, worst_case_table
+from medart.numbers import eps_label
 from medart.render.notes import note
 from medart.stages.sweep import SweepRow
 
@@ -103,6 +105,7 @@ class CompareRequest:
 class CompareOutcome:
     run_id: str
     rows: list[RobustnessRow]  # the runs' rows, then the imported ones
+    tradeoff: str = ""  # the trade-off table (tradeoff.md); "" when AutoAttack measured no model
 
 
 def eps_fraction(eps: float) -> str:
@@ -146,7 +149,9 @@ def collect(request: CompareRequest = CompareRequest()) -> list[RobustnessRow]:
         steps, restarts = params.get("attack.steps"), params.get("attack.restarts")
         if steps is not None:
             name = reported_name(name, int(steps), None if restarts is None else int(restarts))
-        rows.append(RobustnessRow(params.get("dataset", "?"), params.get("model_uri", "?"), name,
+        # a model behind a preprocessing defence is another model: its rows never merge with the bare one's
+        model = params.get("model_uri", "?") + (f" + {params['defence']}" if params.get("defence") else "")
+        rows.append(RobustnessRow(params.get("dataset", "?"), model, name,
                                   logged_eps(params, "attack.eps"), params.get("backend", "?"), metrics["clean_acc"],
                                   metrics["adv_acc"], int(metrics.get("n", 0)), f"run:{run.info.run_id}"))
     return sorted(rows, key=lambda r: (r.dataset, r.model, r.backend, r.attack, r.eps, r.source))
@@ -287,6 +292,23 @@ def import_robustbench(paths: Iterable[str | os.PathLike]) -> list[RobustnessRow
     return rows
 
 
+def defence_label(model: str) -> str:
+    """What a compared model is defended by: its preprocessing defence (``<uri> + jpeg…``, as
+    :func:`collect` names it), the robust trainer and ε a registered version was hardened with
+    (``medart harden`` tags it; an alias is resolved now), or ``standard`` for a registered version
+    without one; ``''`` for a model outside the registry (a RobustBench import, a folder)."""
+    uri, _, preprocessing = model.partition(" + ")
+    tags = registry.version_tags(uri)
+    if tags is None:
+        trained = ""
+    elif registry.TRAINER_TAG in tags:
+        eps = tags.get(registry.EPS_TAG, "")  # the float, as harden tags it
+        trained = f"{tags[registry.TRAINER_TAG]} {eps_label(float(eps)) if eps else ''}".strip()
+    else:
+        trained = "standard"
+    return " + ".join(part for part in (trained, preprocessing) if part)
+
+
 def compare(request: CompareRequest = CompareRequest()) -> CompareOutcome:
     """Collect, merge the imported JSON rows, and log the comparison as a run in
     ``medart/compare`` (``compare.md``: every row, then per model and ε AutoAttack beside the paper
@@ -305,17 +327,23 @@ def compare(request: CompareRequest = CompareRequest()) -> CompareOutcome:
         mlflow.log_params({"experiments": ",".join(request.experiments) or "all", "dataset": request.dataset,
                            "model": request.model_uri, "filter": request.filter_string, "n_rows": len(rows),
                            "n_imported": len(imported)})
-        worst = worst_case_table(worst_case(everything), PAPER_ATTACKS)
+        entries = worst_case(everything)
+        worst = worst_case_table(entries, PAPER_ATTACKS)
         mlflow.log_text(compare_table(everything) + "\n" + worst, "compare.md")
+        labels = {e.model: defence_label(e.model) for e in entries if e.autoattack_acc is not None}
+        tradeoff = tradeoff_table(entries, labels)
+        if tradeoff:  # clean against AutoAttack's robust accuracy, per model: what a defence buys and costs
+            mlflow.log_text(tradeoff, "tradeoff.md")
+            tracking.log_figure(tradeoff_figure(entries, labels), "figures/tradeoff.png")
         tracking.describe(note(f"Robust accuracy per model and ε: {len(rows)} attack runs, {len(imported)} imported "
-                               "results (every row in compare.md; n = attacked images)", worst))
+                               "results (every row in compare.md; n = attacked images)", tradeoff, worst))
         mlflow.log_table({f.name: [getattr(r, f.name) for r in everything] for f in fields(RobustnessRow)}, "compare.json")
         tracking.log_figure(compare_figure(everything), "figures/compare.png")
         with contextlib.ExitStack() as stack:
             folder = request.export_dir or stack.enter_context(tempfile.TemporaryDirectory())
             for path in export_robustbench(rows, folder):
                 mlflow.log_artifact(str(path), f"robustbench/{path.parent.parent.name}/{path.parent.name}")
-    return CompareOutcome(run.info.run_id, everything)
+    return CompareOutcome(run.info.run_id, everything, tradeoff)
 
 
 # -- the ε curves of several sweeps -------------------------------------------------------------

@@ -16,6 +16,7 @@ from medart.data import subsample
 from medart.defences.copies import check_fine_tunable, log_copy
 from medart.defences.training import HardenConfig, HardenResult, robust_fit
 from medart.models import registry
+from medart.models.registry import EPS_TAG, PARENT_URI_TAG, PARENT_VERSION_TAG, TRAINER_TAG
 from medart.intervals import interval_metrics
 from medart.models.evaluation import classification_intervals, classification_metrics, predict
 from medart.models.resnet import parameter_count
@@ -25,9 +26,6 @@ from medart.stages.guard import record
 from medart.stages.target import RunOptions, Target
 from medart.stages.train import log_splits
 
-#: version tags of a hardened model: where it came from and what it was trained against
-PARENT_URI_TAG, PARENT_VERSION_TAG, TRAINER_TAG, EPS_TAG = ("medart.parent_model_uri", "medart.parent_version",
-                                                            "medart.trainer", "medart.eps")
 EPS_SETTINGS = ("eps", "step_size", "fbf_step")
 
 
