@@ -147,6 +147,9 @@ def test_autoattack_fills_the_export_and_sits_beside_the_paper_attacks(tracking_
     (run,) = mlflow.search_runs(experiment_names=["medart/compare"], output_format="list")
     assert "figures/tradeoff.png" in {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "figures")}
     assert "| pneumonia | medart-pneumonia@champion | — |" in mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/tradeoff.md")
+    page = mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/report.html")  # the report opens on the trade-off
+    assert page.index("<h2>Pictures</h2>") < page.index('alt="figures/tradeoff.png"') < page.index("Table: tradeoff.md")
+    assert "figures/tradeoff.png: under Pictures, at the top of the page." in page
     (theirs,) = import_robustbench([standard])
     assert theirs.attack == "autoattack" and theirs.adv_acc == 0.0
     assert {r.attack for r in import_robustbench([path])} == {"autoattack", "worst-case"}

@@ -320,14 +320,18 @@ def child_section(view: RunView, level: int = 3, shown: Shown = ()) -> str:
 
 def pictures(views: Sequence[RunView]) -> tuple[str, set[tuple[str, str]]]:
     """HTML: the headline figures of ``views`` (a run, its descendants, the attack runs it used) —
-    per attack the gallery of its largest ε (a sweep's other cells keep theirs in their sections),
-    then each distinct ``roc_all`` figure (the pipeline's run holds a copy of its detection run's) —
-    and the (run id, path) of every figure shown. Empty when there are none."""
+    a comparison's trade-off (clean against AutoAttack's robust accuracy), per attack the gallery of
+    its largest ε (a sweep's other cells keep theirs in their sections), then each distinct
+    ``roc_all`` figure (the pipeline's run holds a copy of its detection run's) — and the (run id,
+    path) of every figure shown. Empty when there are none."""
     galleries: dict[str, tuple[float, RunView, str, bytes]] = {}
     rocs: dict[bytes, list[tuple[RunView, str]]] = {}
+    tradeoffs: list[tuple[RunView, str, bytes]] = []
     for view in views:
         for path, png in view.figures:
-            if Path(path).stem == "gallery":
+            if Path(path).stem == "tradeoff":
+                tradeoffs.append((view, path, png))
+            elif Path(path).stem == "gallery":
                 # an attack through a defence (BPDA, plain, EOT) is an attack of its own
                 attack = "-".join(view.params[k] for k in ("attack.name", "attack.defence_gradient", "attack.eot_samples")
                                   if k in view.params) or view.run_id
@@ -336,11 +340,16 @@ def pictures(views: Sequence[RunView]) -> tuple[str, set[tuple[str, str]]]:
                     galleries[attack] = (eps, view, path, png)
             elif Path(path).stem == "roc_all":
                 rocs.setdefault(png, []).append((view, path))
-    if not galleries and not rocs:
+    if not galleries and not rocs and not tradeoffs:
         return "", set()
-    shown = {(v.run_id, path) for _, v, path, _ in galleries.values()} | {(v.run_id, path) for at in rocs.values()
-                                                                         for v, path in at}
+    shown = ({(v.run_id, path) for _, v, path, _ in galleries.values()} | {(v.run_id, path) for at in rocs.values()
+                                                                          for v, path in at}
+             | {(v.run_id, path) for v, path, _ in tradeoffs})
     parts = ["<h2>Pictures</h2>"]
+    for view, path, png in tradeoffs:
+        parts.append(_figure(path, png, "what each model's defence buys and costs: AutoAttack's robust accuracy against ε "
+                                        "(left) and against clean accuracy (right), 95 % Wilson intervals as bars (the "
+                                        f"numbers: tradeoff.md below): {view.name} ({view.run_id}): {path}"))
     if galleries:
         parts.append("<p class='note'>What each attack did: AdvTest images drawn with the run's seed, stratified by class — "
                      "clean, the perturbation amplified (its factor and span on it), adversarial — with the true class "

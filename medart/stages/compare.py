@@ -164,7 +164,8 @@ class WorstCase:
     attacks, ``autoattack_acc`` AutoAttack's (``None`` where not measured); ``attacks``:
     ``<attack>/<backend>`` → accuracy. ``intervals``: each of ``clean_acc``, ``robust_acc``,
     ``paper_acc``, ``autoattack_acc`` (where measured) and ``<attack>/<backend>`` with its 95 %
-    Wilson interval over the images its own row measured (:func:`accuracy`)."""
+    Wilson interval over the images its own row measured (:func:`accuracy`), and
+    ``autoattack_clean_acc``, the clean accuracy of the AutoAttack row's images."""
 
     dataset: str
     model: str
@@ -198,6 +199,8 @@ def worst_case(rows: Iterable[RobustnessRow]) -> list[WorstCase]:
         paper, auto = _lowest(members, PAPER_ATTACKS), _lowest(members, ("autoattack",))
         intervals = {"clean_acc": cleanest.clean, "robust_acc": worst.adversarial}
         intervals |= {k: r.adversarial for k, r in (("paper_acc", paper), ("autoattack_acc", auto)) if r is not None}
+        if auto is not None:  # the clean accuracy of AutoAttack's own images, for the trade-off
+            intervals["autoattack_clean_acc"] = auto.clean
         intervals |= {f"{r.attack}/{r.backend}": r.adversarial for r in members}
         out.append(WorstCase(dataset, model, threat, eps, cleanest.clean_acc, worst.adv_acc,
                              paper and paper.adv_acc, auto and auto.adv_acc,
