@@ -11,11 +11,17 @@ import shutil
 import warnings
 from pathlib import Path
 
-import mlflow
-import numpy as np
-import pytest
+# One thread for torch (and OpenMP, BLAS) in the tests and in every process they start (`mlflow run`,
+# the CLI, benchmarks), as developers run them (OMP_NUM_THREADS=1), unless the caller set it: the
+# tests' models and batches are tiny, and on CI's two shared cores two threads each spin-wait for the
+# other (measured under load: tests/test_autoattack.py 82 s on two threads, 15 s on one). Set before torch loads.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from medart import tracking
+import mlflow  # noqa: E402  (after the thread setting)
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from medart import tracking  # noqa: E402
 
 SHARED_DATA = Path(os.environ.get("MEDART_TEST_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 

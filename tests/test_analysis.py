@@ -7,7 +7,6 @@ trained on real chest X-rays.
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import json
 import os
@@ -275,27 +274,27 @@ def test_report_includes_grandchild_runs_and_shows_accuracies_in_percent(trackin
 
 # ---------------------------------------------------------------------------------------------
 # End to end: one analysis run of a briefly trained ResNet-18 on real chest X-rays, shared by
-# the tests below (training it once per module keeps this file fast; still ~20 s: marked slow).
+# the tests below (one run per module keeps this file fast; still ~20 s: marked slow).
 
 
 @pytest.fixture(scope="module")
-def analysis_run(migrated_store, shared_data, tmp_path_factory):
+def analysis_run(registered_store, shared_data, tmp_path_factory):
     from medart.models.training import TrainConfig
     from medart.stages import DataSpec, ModelRequest, RunOptions, Target, train
     from medart.stages.analyze import AnalysisRequest, LandscapeSettings, SurrogateSettings, analyze
 
     folder = tmp_path_factory.mktemp("analysis")
-    shutil.copy(migrated_store, folder / "mlflow.db")
+    # the champion: conftest's session-trained ResNet-18 (256 images, 1 epoch, seed 0), in a copy of its store
+    shutil.copy(registered_store, folder / "mlflow.db")
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(folder)
         mp.delenv("MLFLOW_TRACKING_URI", raising=False)
         tracking.configure(f"sqlite:///{folder / 'mlflow.db'}")
         mlflow.set_experiment("Default")
         data, quiet = DataSpec("pneumonia", shared_data), RunOptions(progress=False)
-        # 256 images: the champion must have learnt something (`train` never aliases a model answering one class)
-        model, config = ModelRequest(arch="resnet18", pretrained="none", max_train=256, max_eval=16), TrainConfig(1, 32, 1e-2)
-        train(data, model, config, quiet)
-        surrogate = train(data, dataclasses.replace(model, register=False), dataclasses.replace(config, seed=1), quiet)
+        # the surrogate: the champion's recipe from another seed
+        surrogate = train(data, ModelRequest(arch="resnet18", pretrained="none", max_train=256, max_eval=16, register=False),
+                          TrainConfig(1, 32, 1e-2, seed=1), quiet)
         target = Target.load("models:/medart-pneumonia@champion", data, max_examples=12)
         # ε curves at the analysis ε only: the sweep then reuses the attack runs' cached examples
         request = AnalysisRequest(attacks=("fgsm", "pgd"), eps=1 / 255, curve_eps=(1 / 255,),
