@@ -44,8 +44,8 @@ from medart.errors import ConfigError, DataError
 from medart.intervals import Estimate, wilson
 from medart.models import registry
 from medart.render.analysis import eps_curves_figure
-from medart.render.compare import compare_figure, compare_table, short_model, tradeoff_figure, tradeoff_table, worst_case_table
 from medart.numbers import eps_label
+from medart.render.compare import compare_figure, compare_table, short_model, tradeoff_figure, tradeoff_table, worst_case_table
 from medart.render.notes import note
 from medart.stages.sweep import SweepRow
 
@@ -237,7 +237,8 @@ def export_robustbench(rows: Sequence[RobustnessRow], folder: str | os.PathLike)
     (:func:`_interval_fields`); returns the paths. Written to a temporary name, then renamed."""
     paths = []
     for entry in worst_case(rows):
-        name = short_model(entry.model).replace("/", "_").replace("@", "_")
+        # a defended model is "<uri> + jpeg:quality=75": no spaces or colons in its file name
+        name = short_model(entry.model).replace("/", "_").replace("@", "_").replace(" ", "").replace(":", "-")
         path = Path(folder) / entry.dataset / entry.threat_model / f"{name}_eps{entry.eps * 255:.3g}.json"
         doc = {
             "link": "", "name": entry.model, "authors": "", "additional_data": False, "number_forward_passes": 1,
