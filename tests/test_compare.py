@@ -196,3 +196,20 @@ def test_the_tradeoff_table_puts_autoattack_at_every_eps_beside_clean_accuracy()
     # the trade-off panel: a point per model and ε, at (clean, robust)
     points = sorted((round(c.lines[0].get_xdata()[0], 6), round(c.lines[0].get_ydata()[0], 6)) for c in right.containers)
     assert points == [(88.5, 5.5), (88.5, 68.0), (92.0, 33.0), (92.0, 83.5)]
+
+
+def test_the_accuracy_against_eps_figure_draws_each_rows_interval():
+    """``figures/compare.png``: a line per (model, attack, backend) through clean (ε 0) and each ε,
+    with the Wilson bars of the rows' n; a row without n (a file that did not say) has no bar."""
+    from medart.render.compare import compare_figure
+    from medart.stages.compare import RobustnessRow
+
+    rows = [r for r in _tradeoff_rows() if r.model.endswith("1") and r.backend == "torchattacks"]
+    unknown_n = RobustnessRow("pneumonia", "imported", "autoattack", 8 / 255, "robustbench", 0.9, 0.3, 0, "file.json")
+    (ax,) = compare_figure([*rows, unknown_n]).axes
+    imported, standard = ax.containers  # sorted by model: "imported" < "models:/…"
+    assert list(standard.lines[0].get_xdata()) == pytest.approx([0, 2, 8]) and list(standard.lines[0].get_ydata()) == pytest.approx([88.5, 68, 5.5])
+    (bars,) = standard.lines[2]
+    assert bars.get_segments()[1][:, 1] == pytest.approx([61.25, 74.07], abs=0.01)
+    (no_bars,) = imported.lines[2]
+    assert all(segment[0, 1] == segment[1, 1] for segment in no_bars.get_segments())

@@ -50,8 +50,14 @@ def worst_case_table(entries: Sequence, paper_attacks: Collection[str]) -> str:
     return "\n".join(lines) + "\n\n" + LEGEND + "\n"
 
 
+def _errors(estimates: Sequence) -> list[list[float]]:
+    """Matplotlib's asymmetric error bars (in %) of ``Estimate``s: [[below…], [above…]]."""
+    return [[max(0.0, (e.value - e.low) * 100) for e in estimates], [max(0.0, (e.high - e.value) * 100) for e in estimates]]
+
+
 def compare_figure(rows: Sequence) -> Figure:
-    """Accuracy (%) vs ε, one panel per dataset, one line per (model, attack, backend); imported
+    """Accuracy (%) vs ε, one panel per dataset, one line per (model, attack, backend), clean
+    accuracy at ε = 0, 95 % Wilson intervals as bars (none where a file gave no n); imported
     results (single points) as stars."""
     datasets = sorted({r.dataset for r in rows})
     fig = Figure(figsize=(6 * len(datasets), 4.2))
@@ -63,12 +69,12 @@ def compare_figure(rows: Sequence) -> Figure:
                 lines[(r.model, r.attack, r.backend)].append(r)
         for (model, attack, backend), members in sorted(lines.items()):
             members.sort(key=lambda r: r.eps)
-            xs = [0.0] + [r.eps * 255 for r in members]
-            ys = [members[0].clean_acc * 100] + [r.adv_acc * 100 for r in members]
+            points = [members[0].clean] + [r.adversarial for r in members]
             single = len(members) == 1
-            ax.plot(xs, ys, marker="*" if single else "o", ms=11 if single else 5,
-                    label=f"{short_model(model)} · {attack.upper()} · {backend}")
-        ax.set_xlabel("ε (×1/255)")
+            ax.errorbar([0.0] + [r.eps * 255 for r in members], [p.value * 100 for p in points], yerr=_errors(points),
+                        marker="*" if single else "o", ms=11 if single else 5, capsize=3,
+                        label=f"{short_model(model)} · {attack.upper()} · {backend}")
+        ax.set_xlabel("ε (×1/255; 0: clean)")
         ax.set_ylabel("accuracy (%)")
         ax.set_ylim(-2, 102)
         ax.set_title(dataset)
@@ -130,11 +136,6 @@ def tradeoff_table(entries: Sequence, labels: Mapping[str, str]) -> str:
                             + " | ".join(ci_n(runs[b]) if b in runs else "—" for b in names) + " |"
                             for model, eps, runs in both) + "\n")
     return out
-
-
-def _errors(estimates: Sequence) -> list[list[float]]:
-    """Matplotlib's asymmetric error bars (in %) of ``Estimate``s: [[below…], [above…]]."""
-    return [[max(0.0, (e.value - e.low) * 100) for e in estimates], [max(0.0, (e.high - e.value) * 100) for e in estimates]]
 
 
 def tradeoff_figure(entries: Sequence, labels: Mapping[str, str]) -> Figure:
