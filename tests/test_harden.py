@@ -229,6 +229,10 @@ def test_cli_hardens_registers_the_challenger_and_records_its_parent(registered,
     artifacts = {a.path for a in client.list_artifacts(run_id)} | {a.path for a in client.list_artifacts(run_id, "figures")}
     assert {"history.json", "figures/hardening.png", "splits.json"} <= artifacts
     assert len(json.loads(mlflow.artifacts.load_text(f"runs:/{run_id}/history.json"))) == 2
+    description = hardening.data.tags["mlflow.note.content"]  # what the MLflow UI opens on
+    assert description.startswith(f"**{registered} hardened by pgd-at at ε = 2/255: models:/medart-pneumonia/2")
+    assert "test split, n = 32 images" in description and f"{test['test_acc'] * 100:.1f} [" in description
+    assert f"(×{metrics['time_ratio']:.1f})" in description
 
     version = client.get_model_version("medart-pneumonia", "2")
     tags = version.tags

@@ -22,6 +22,8 @@ from medart.models.evaluation import classification_intervals, classification_me
 from medart.models.resnet import parameter_count
 from medart.models.sanity import ModelCheck, check_predictions
 from medart.render.hardening import hardening_figure
+from medart.render.notes import note
+from medart.render.tables import metric_columns
 from medart.stages.guard import record
 from medart.stages.target import RunOptions, Target
 from medart.stages.train import log_splits
@@ -127,5 +129,13 @@ def harden(target: Target, config: HardenConfig = HardenConfig(), request: Harde
                 mlflow.set_tag("medart.alias_withheld", f"'{request.alias}' not moved to a degenerate model")
             mlflow.set_tags({"registered_model": name, "registered_version": version, "alias_moved": str(aliased)})
         model_uri = f"models:/{name}/{version}" if name else f"runs:/{mlflow_run.info.run_id}/{registry.ARTIFACT_NAME}"
+        where = f"{model_uri}{f' (alias {request.alias})' if aliased else ''}"
+        tracking.describe(note(
+            f"{target.model_uri} hardened by {config.trainer} at ε = {eps_label}: {where}; best epoch {result.best_epoch} "
+            f"of {len(result.history)} on {config.monitor}; test split, n = {len(test)} images",
+            metric_columns({"test": {f"test_{k}": v for k, v in test_metrics.items()}}),
+            f"One robust epoch took {result.seconds_per_epoch:.1f} s, one standard epoch on the same batches "
+            f"{result.standard_seconds_per_epoch:.1f} s (×{result.seconds_per_epoch / result.standard_seconds_per_epoch:.1f}).",
+            check.note() if check.degenerate else ""))
     return HardenOutcome(mlflow_run.info.run_id, model_uri, name, version, aliased, parent_version, test_metrics, result,
                          model, check)
