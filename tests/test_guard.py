@@ -137,6 +137,9 @@ def test_tables_and_report_print_clean_and_balanced_accuracy_beside_the_numbers(
     detect = RunView("d", "detect", "FINISHED", 1, dict(attack.params), {"auc_kd": 0.99} | constant.metrics(), tags)
     page = paper_comparison("pneumonia", [attack, detect])
     assert "<th>clean balanced acc (%)</th>" in page
+    # nothing the paper printed (an attack at 8/255, a training run): no paper section at all
+    far = RunView("f", "bim", "FINISHED", 0, {"attack.name": "bim", "attack.eps": str(8 / 255)}, dict(attack.metrics), tags)
+    assert paper_comparison("pneumonia", [far, RunView("t", "train", "FINISHED", 0, {"dataset": "pneumonia"}, {"test_acc": 0.9}, {})]) == ""
     # measured numbers with their interval where the run logged one, and their n
     assert "<td>BIM</td><td>1/255</td><td>0.0 [0.0, 8.8]</td><td>0.00</td><td></td><td>0.00</td><td>50.0</td><td>50.0</td><td>40</td>" in page
     assert "<td>KD</td><td>BIM</td><td>99.0</td><td>100.00</td><td>50.0 [35.2, 64.8]</td><td>50.0 [41.9, 58.1]</td>" in page

@@ -223,21 +223,25 @@ def _paper_tables(task: str) -> str:
 
 def paper_comparison(dataset: str | None, runs: Iterable[RunView]) -> str:
     """HTML: measured numbers of ``runs`` beside the paper's for the matching task, and the paper's
-    own rows for that task; empty when the dataset matches none of the paper's tasks."""
+    own rows for that task; empty when the dataset matches none of the paper's tasks or the runs
+    measured nothing the paper printed (a training run, a comparison, attacks at other budgets)."""
     task = PAPER_TASKS.get(dataset or "")
     if task is None:
         return ""
     runs = list(runs)
+    accuracy, detection = _accuracy_rows(task, runs), _detection_rows(task, runs)
+    if not accuracy and not detection:
+        return ""
     parts = [f"<h2>Beside the paper: {_e(task)}</h2><p class='note'>Ma et al. 2021 (Pattern Recognition 110, 107332); "
              f"medart's <code>{_e(dataset)}</code> task stands in for the paper's {_e(task)} task (see the README for "
              "what differs: image size, data source, pretraining, training length).</p>"]
-    if rows := _accuracy_rows(task, runs):
+    if rows := accuracy:
         parts.append("<h3>Accuracy and AUC under attack, measured vs paper (Tables 2 and 3)</h3>" + html_table(
             ("attack", "ε", "measured acc (%)", "paper acc (%)", "measured AUC (%)", "paper AUC (%)", "clean acc (%)",
              "clean balanced acc (%)", "images"), rows)
             + "<p class='note'>Measured: 95 % intervals in brackets (Wilson for accuracies, DeLong for AUCs) over the "
               "images counted; the paper gives none.</p>")
-    if rows := _detection_rows(task, runs):
+    if rows := detection:
         parts.append("<h3>Detection AUC, measured vs paper (Table 4, ε = 1/255)</h3>"
                      + html_table(("detector", "attack", "measured AUC (%)", "paper AUC (%)", "clean acc (%)",
                                    "clean balanced acc (%)", "AdvTest pairs"), rows)
