@@ -150,6 +150,10 @@ def test_autoattack_fills_the_export_and_sits_beside_the_paper_attacks(tracking_
     page = mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/report.html")  # the report opens on the trade-off
     assert page.index("<h2>Pictures</h2>") < page.index('alt="figures/tradeoff.png"') < page.index("Table: tradeoff.md")
     assert "figures/tradeoff.png: under Pictures, at the top of the page." in page
+    # it reads on its own: each table it logged is explained, nothing of the paper's that was not measured
+    explained = page[page.index("<h2>How to read this"):page.index("<h2>", page.index("<h2>How to read this") + 5)]
+    assert "<code>compare.md</code>" in explained and "<code>tradeoff.md</code>" in explained
+    assert "the lowest over every attack" in explained and "Beside the paper" not in page
     (theirs,) = import_robustbench([standard])
     assert theirs.attack == "autoattack" and theirs.adv_acc == 0.0
     assert {r.attack for r in import_robustbench([path])} == {"autoattack", "worst-case"}

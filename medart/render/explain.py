@@ -265,6 +265,34 @@ def _paper_rows(runs: Sequence["RunView"]) -> list[tuple[str, ...]]:
             for q, a, eps, d, measured, n, paper, table in sorted(found.values(), key=lambda f: (f[7], f[1] != "none", f[1], f[3]))]
 
 
+#: what each table of a ``medart compare`` run is, by its artifact (only those the run logged are explained)
+COMPARISON_TABLES = {
+    "compare.md": ("every measurement, then the worst case per model and ε",
+                   "One row per attack run (or imported RobustBench file): a model, an attack, ε, the backend that ran "
+                   "it, clean accuracy and accuracy under the attack on the row's n images. Below it, per model and ε: "
+                   "the worst of the paper's attacks (FGSM, BIM, PGD, CW), AutoAttack's, and the robust accuracy, the "
+                   "lowest over every attack that ran — the number to quote, since an attacker picks the strongest."),
+    "tradeoff.md": ("what a defence buys and what it costs",
+                    "One row per model AutoAttack (standard version) measured: its defence as the registry recorded it "
+                    "(<code>standard</code>: not hardened; the trainer and its ε for a copy <code>medart harden</code> "
+                    "made; <code>+ jpeg:…</code> for a preprocessing defence in front), clean accuracy on AutoAttack's "
+                    "own images, and AutoAttack's robust accuracy at each ε. In its figure up is more robust and right "
+                    "more accurate; on the diagonal an attack costs nothing. Intervals that overlap do not separate "
+                    "two models."),
+}
+
+
+def _comparison(runs: Sequence["RunView"]) -> str:
+    """HTML: what the tables of a comparison run (``compare.md``, ``tradeoff.md``) are; empty for other runs."""
+    logged = {path for r in runs for path, _ in r.tables}
+    rows = [(name, title, about) for name, (title, about) in COMPARISON_TABLES.items() if name in logged]
+    if not rows:
+        return ""
+    return ("<h3>The comparison's tables</h3><p class='note'>Accuracies in % with 95 % Wilson intervals over the "
+            "row's n images (a row from a file that gave no n: the value alone).</p>"
+            + "".join(f"<p><b><code>{name}</code></b>, {_e(title)}: {about}</p>" for name, title, about in rows))
+
+
 def how_to_read(runs: Sequence["RunView"], glossary: Glossary) -> str:
     """HTML: the "How to read this" section for ``runs`` (a run and its descendants at any depth, or
     an experiment's runs and theirs); empty when they logged nothing it could explain."""
@@ -291,6 +319,8 @@ def how_to_read(runs: Sequence["RunView"], glossary: Glossary) -> str:
         if unknown:
             parts.append("<p class='note'>Not defined here (see the docs of the command that logged them): "
                          + _e(", ".join(unknown)) + ".</p>")
+    if comparison := _comparison(runs):
+        parts.append(comparison)
     if rows := _paper_rows(runs):
         parts.append("<h3>The paper's numbers for what these runs measured</h3><p class='note'>The paper's numbers "
                      "are as printed in the paper, not re-measured here: its models, images (full size, other sources), "
