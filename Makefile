@@ -24,5 +24,7 @@ main: $(VENV)/.installed
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" mlflow run . -P attacks=bim -P pretrained=none --env-manager local \
 		--experiment-name medart/pneumonia/main
 
+# one worker per core (at most 4: each trains its own session fixtures), one torch thread each (conftest);
+# tests marked xdist_group share one worker (the Ray tests: one local Ray cluster, not one per worker)
 test: $(VENV)/.installed
-	$(VENV)/bin/python -m pytest -q -p no:cacheprovider --durations=25
+	$(VENV)/bin/python -m pytest -q -p no:cacheprovider -n auto --maxprocesses 4 --dist loadgroup --durations=25

@@ -25,7 +25,8 @@ from medart.stages.attack import attack
 from medart.stages.sweep import sweep
 from medart.stages.target import DataSpec, RunOptions, Target
 
-pytestmark = pytest.mark.filterwarnings("ignore:.*official MedMNIST MD5")
+# one worker runs them all (`make test` runs pytest-xdist): one local Ray cluster of 2 CPUs, not one per worker
+pytestmark = [pytest.mark.filterwarnings("ignore:.*official MedMNIST MD5"), pytest.mark.xdist_group("ray")]
 
 ATTACKS, EPS = ["fgsm", "pgd"], [1 / 255, 2 / 255]
 QUIET = RunOptions(cache=False, progress=False)
