@@ -13,7 +13,7 @@ from medart.attacks.specs import reported_name
 from medart.cli import main
 from medart.errors import DataError
 from medart.stages import DataSpec, RunOptions, Target, attack, sweep
-from medart.stages.compare import CompareRequest, collect, compare, eps_fraction, export_robustbench, import_robustbench
+from medart.stages.compare import CompareRequest, collect, compare, defence_label, eps_fraction, export_robustbench, import_robustbench
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*official MedMNIST MD5")
 
@@ -50,7 +50,15 @@ def test_compare_reads_runs_exports_and_imports_robustbench(registered, shared_d
     for cell in cells:
         row = by_cell[(cell.attack, round(cell.eps * 255))]
         assert row.adv_acc == pytest.approx(cell.adv_acc) and row.clean_acc == pytest.approx(cell.clean_acc)
-        assert row.model == registered and row.backend == "art" and row.n == 20
+        assert row.model == "models:/medart-pneumonia/1" and row.backend == "art" and row.n == 20  # what @champion named
+    # the alias moves to a hardened version: the rows stay the version they measured, labelled as it is
+    client = mlflow.MlflowClient()
+    first = client.get_model_version("medart-pneumonia", "1")
+    second = client.create_model_version("medart-pneumonia", first.source, run_id=first.run_id)
+    client.set_model_version_tag("medart-pneumonia", second.version, "medart.trainer", "pgd-at")
+    client.set_registered_model_alias("medart-pneumonia", "champion", second.version)
+    assert {r.model for r in collect(CompareRequest(dataset="pneumonia"))} == {"models:/medart-pneumonia/1"}
+    assert defence_label("models:/medart-pneumonia/1") == "standard" and defence_label(registered) == "pgd-at"
 
     (path,) = [p for p in export_robustbench(rows, tmp_path / "rb") if "eps8" in p.name]
     assert path.relative_to(tmp_path / "rb").parts[:2] == ("pneumonia", "Linf")
@@ -97,7 +105,7 @@ def test_cli_compare_and_its_errors(registered, shared_data, tmp_path):
     assert sum(auto[f"broken_by.{p}"] for p in ("apgd-ce", "apgd-dlr", "square")) == broken  # ART: no FAB
     ok = runner.invoke(main, ["compare", "--dataset", "pneumonia", "--export-dir", str(tmp_path / "out")])
     assert ok.exit_code == 0, ok.output
-    assert "| pneumonia | models:/medart-pneumonia@champion | FGSM | 4/255 | art |" in ok.output
+    assert "| pneumonia | models:/medart-pneumonia/1 | FGSM | 4/255 | art |" in ok.output  # the version @champion named
     assert "| AUTOATTACK (2 STEPS) | 4/255 | art |" in ok.output
     (export,) = (tmp_path / "out" / "pneumonia" / "Linf").glob("*.json")
     doc = json.loads(export.read_text())  # not the standard version: no leaderboard number, but part of the worst case

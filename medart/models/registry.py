@@ -66,6 +66,9 @@ def quiet_downloads() -> Iterator[None]:
 #: version tags of a hardened model (``medart harden``): where it came from and what it was trained against
 PARENT_URI_TAG, PARENT_VERSION_TAG, TRAINER_TAG, EPS_TAG = ("medart.parent_model_uri", "medart.parent_version",
                                                             "medart.trainer", "medart.eps")
+#: run tag of a stage run whose ``model_uri`` names an alias: the version it resolved to when the
+#: model was loaded (``models:/<name>/<version>``), since the alias may point elsewhere later
+VERSION_URI_TAG = "medart.model_version_uri"
 
 
 def registered_name(dataset: str) -> str:

@@ -419,6 +419,7 @@ def analyze(target: Target, request: AnalysisRequest = AnalysisRequest(), run: R
         resolve_layers(model, [PENULTIMATE])
     name = f"analyze-{'+'.join(attacks)}-eps{request.eps}-{run.backend}"
     with tracking.start_run(tracking.experiment_name(target.dataset, "analysis"), name, run.parent_run_id) as mlflow_run:
+        mlflow.set_tags(target.tags)  # the version an alias named, for later comparisons
         mlflow.log_params({"model_uri": target.model_uri, "dataset": target.dataset, "attacks": ",".join(attacks)}
                           | eps_params("eps", request.eps) | {"backend": run.backend, "figures": ",".join(request.figures),
                            "max_examples": target.max_examples, "seed": target.seed, "image_size": target.side,

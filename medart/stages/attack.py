@@ -76,6 +76,7 @@ def attack(target: Target, spec: AttackSpec, run: RunOptions = RunOptions(), sha
 
     with tracking.start_run(tracking.experiment_name(target.dataset, "attack"), f"{spec.label()}-{backend}",
                             run.parent_run_id) as mlflow_run:
+        mlflow.set_tags(target.tags)  # the version an alias named, for later comparisons
         mlflow.log_params(spec.as_params() | {"backend": backend, "model_uri": target.model_uri, "dataset": target.dataset,
                                               "seed": seed, "max_examples": target.max_examples,
                                               "batch_size": run.batch_size, "shards": shards}

@@ -124,7 +124,9 @@ def parse_fraction(text: str | float) -> float:
 
 def collect(request: CompareRequest = CompareRequest()) -> list[RobustnessRow]:
     """Rows of every FINISHED attack run in ``request.experiments`` (default: all), optionally of one
-    ``dataset`` and ``model_uri``, plus an extra MLflow ``filter_string``."""
+    ``dataset`` and ``model_uri`` (as the runs logged it), plus an extra MLflow ``filter_string``. A
+    row's model is the registered version the run measured (``models:/<name>/<version>``, also where
+    it named an alias), so a later move of the alias neither relabels nor merges it."""
     clauses = ["attributes.status = 'FINISHED'", "params.`attack.name` LIKE '%'"]
     if request.dataset:
         clauses.append(f"params.dataset = '{request.dataset}'")
@@ -149,8 +151,10 @@ def collect(request: CompareRequest = CompareRequest()) -> list[RobustnessRow]:
         steps, restarts = params.get("attack.steps"), params.get("attack.restarts")
         if steps is not None:
             name = reported_name(name, int(steps), None if restarts is None else int(restarts))
+        # the version an alias named when the run loaded it (runs from before medart logged it: the alias);
         # a model behind a preprocessing defence is another model: its rows never merge with the bare one's
-        model = params.get("model_uri", "?") + (f" + {params['defence']}" if params.get("defence") else "")
+        measured = run.data.tags.get(registry.VERSION_URI_TAG) or params.get("model_uri", "?")
+        model = measured + (f" + {params['defence']}" if params.get("defence") else "")
         rows.append(RobustnessRow(params.get("dataset", "?"), model, name,
                                   logged_eps(params, "attack.eps"), params.get("backend", "?"), metrics["clean_acc"],
                                   metrics["adv_acc"], int(metrics.get("n", 0)), f"run:{run.info.run_id}"))
@@ -299,8 +303,9 @@ def import_robustbench(paths: Iterable[str | os.PathLike]) -> list[RobustnessRow
 def defence_label(model: str) -> str:
     """What a compared model is defended by: its preprocessing defence (``<uri> + jpeg…``, as
     :func:`collect` names it), the robust trainer and ε a registered version was hardened with
-    (``medart harden`` tags it; an alias is resolved now), or ``standard`` for a registered version
-    without one; ``''`` for a model outside the registry (a RobustBench import, a folder)."""
+    (``medart harden`` tags it; an alias, left by runs older than :data:`~medart.models.registry.VERSION_URI_TAG`,
+    is resolved now), or ``standard`` for a registered version without one; ``''`` for a model
+    outside the registry (a RobustBench import, a folder)."""
     uri, _, preprocessing = model.partition(" + ")
     tags = registry.version_tags(uri)
     if tags is None:

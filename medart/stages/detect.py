@@ -192,6 +192,7 @@ def detect(target: Target, request: DetectRequest, run: RunOptions = RunOptions(
     bar = tqdm(total=len(specs) * len(request.detectors) * request.repeats, desc="detectors", disable=not run.progress)
     label = f"detect-eps{request.eps}-{run.backend}"
     with tracking.start_run(tracking.experiment_name(target.dataset, "detect"), label, run.parent_run_id) as parent:
+        mlflow.set_tags(target.tags)  # the version an alias named, for later comparisons
         mlflow.log_params({"model_uri": target.model_uri, "dataset": target.dataset, "attacks": ",".join(specs)}
                           | eps_params("eps", request.eps) | {"backend": run.backend, "detectors": ",".join(request.detectors),
                            "repeats": request.repeats, "only_successful": request.only_successful,
@@ -290,6 +291,7 @@ def _detect_attack(target: Target, request: DetectRequest, run: RunOptions, spec
     with tracking.start_run(tracking.experiment_name(target.dataset, "detect"), f"detect-{spec.label()}-{backend}") as child:
         mlflow.set_tag("medart.attack_run", attack_run)
         guard(target, run)  # the report reads clean and balanced accuracy beside each AUC from here
+        mlflow.set_tags(target.tags)  # the version an alias named, for later comparisons
         mlflow.log_params(spec.as_params() | {"backend": backend, "model_uri": target.model_uri, "dataset": target.dataset,
                                               "detectors": ",".join(request.detectors), "repeats": repeats,
                                               "only_successful": request.only_successful, "n_fit_pairs": len(fit_pairs),

@@ -114,6 +114,7 @@ def evaluate(target: Target, attacks: Sequence[str] = (), eps_values: Sequence[E
     images = TensorDataset(*(torch.cat(t) for t in zip(*target.clean.values())))
     with tracking.start_run(tracking.experiment_name(target.dataset, "evaluate"), f"evaluate-{target.side}px",
                             run.parent_run_id) as mlflow_run:
+        mlflow.set_tags(target.tags)  # the version an alias named, for later comparisons
         mlflow.log_params({"model_uri": target.model_uri, "dataset": target.dataset, "max_eval": target.max_examples,
                            "seed": target.seed, "n_test": len(images), "attacks": ",".join(attacks)}
                           | eps_params("eps", eps_values) | {"backend": run.backend} | ({"defence": defence} if defence else {}))

@@ -118,6 +118,7 @@ def sweep(target: Target, attacks: Sequence[str], eps_values: Sequence[Eps | flo
     cells = [(spec.name, spec.eps) for spec in specs]
     with tracking.start_run(tracking.experiment_name(target.dataset, "attack"),
                             f"sweep-{'+'.join(attacks)}-{run.backend}", run.parent_run_id) as parent:
+        mlflow.set_tags(target.tags)  # the version an alias named, for later comparisons
         params = {"attacks": ",".join(attacks)} | eps_params("eps", eps_values) | {
             "backend": run.backend, "model_uri": target.model_uri, "dataset": target.dataset} | executor.params()
         logged = parent.data.params  # `mlflow run -e sweep` has logged its -P values already (eps as written)

@@ -103,6 +103,7 @@ class Target:
     max_examples: int | None = None
     reference_size: int = 0
     source: ModelSource | None = None  # how the model was loaded (a worker process loads it again)
+    version_uri: str | None = None  # models:/<name>/<version> an alias in model_uri pointed at when loaded
     _check: "ModelCheck | None" = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
@@ -128,7 +129,17 @@ class Target:
         loaded = loading.load_model(source, side=data.side())
         splits = data.load(loaded.config.get("image_size") or data.size)
         loading.fit_to_dataset(loaded, splits, source.model_uri)
-        return cls(source.model_uri, loaded, data, splits, max_examples, reference_size, source)
+        version = registry.version_of(source.model_uri) if "@" in source.model_uri else None
+        return cls(source.model_uri, loaded, data, splits, max_examples, reference_size, source,
+                   f"models:/{version[0]}/{version[1]}" if version else None)
+
+    @property
+    def tags(self) -> dict[str, str]:
+        """Run tags naming the registered version measured, where ``model_uri`` is an alias (which
+        may move later: ``medart compare`` reads the version from here)."""
+        from medart.models.registry import VERSION_URI_TAG
+
+        return {VERSION_URI_TAG: self.version_uri} if self.version_uri else {}
 
     @property
     def dataset(self) -> str:
