@@ -197,7 +197,7 @@ def test_parent_runs_open_on_their_summary_and_carry_their_report(registered, sh
         "adaptive": ([*study, "--adaptive-weights", "1"], "**Detection AUC (%) at ε = 4/255, art", "| DFEAT | FGSM | 4/255 |"),
         "pipeline": (["--model-uri", registered, *data, "--max-examples", "40", "--attacks", "fgsm", "--eps", "4/255",
                       "--detectors", "dfeat", "--reference-size", "16"], f"**{registered} at ε = 4/255, art", "| FGSM |"),
-        "compare": (["--dataset", "pneumonia"], "**Robust accuracy per model and ε", "| pneumonia | medart-pneumonia@champion |"),
+        "compare": (["--dataset", "pneumonia"], "**Robust accuracy per model and ε", "| pneumonia | medart-pneumonia/1 |"),  # the version @champion named
     }
     pages = {}
     for command, (args, title, row) in commands.items():
